@@ -1,0 +1,48 @@
+# berth: the two commands of the README, and their parts.
+#
+#   sudo make run    install what is missing, build, run berthd with its embedded defaults
+#   sudo make test   install what is missing, then fmt, clippy, unit and integration tests
+#
+# Everything else comes from Debian's packages; nothing is fetched from elsewhere.
+
+CARGO    ?= cargo
+PACKAGES := protobuf-compiler docker-registry apache2-utils skopeo runc \
+            containernetworking-plugins busybox-static zstd iproute2
+BERTHD   := target/release/berthd
+
+.PHONY: run test deps build check unit integration clean
+
+## Install the Debian packages berth and its tests need, only those missing.
+deps:
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
+	@missing=""; for p in $(PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+build: deps
+	$(CARGO) build --release --bins
+
+## Run berthd in the foreground with the built-in defaults (or /etc/berth/config.toml).
+run: build
+	$(BERTHD)
+
+check: deps
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+unit: deps
+	$(CARGO) test --lib --bins
+
+integration: deps
+	$(CARGO) test --test '*'
+
+## Everything CI runs.
+test: check
+	$(CARGO) test --all-targets
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,195 @@
+//! berthd's configuration: built-in defaults, overlaid by a TOML file, overlaid by flags.
+//!
+//! `config/config.toml` documents every key with its default; a test keeps the two equal.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// Where berthd looks for its config when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/berth/config.toml";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Persistent data: metadata, content, snapshots.
+    pub root: PathBuf,
+    /// Runtime state, gone after a reboot.
+    pub state: PathBuf,
+    /// The CRI (and admin) endpoint.
+    pub socket: PathBuf,
+    /// A tracing filter: error, warn, info, debug, trace, or a full directive.
+    pub log_level: String,
+    /// How pod cgroups are managed: "cgroupfs" or "systemd".
+    pub cgroup_driver: CgroupDriver,
+    pub registry: RegistryConfig,
+    pub cni: CniConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    Cgroupfs,
+    Systemd,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Directory of per-registry `hosts.toml` files (containerd's format).
+    pub config_path: PathBuf,
+    /// Layers downloaded at once per pull.
+    pub max_concurrent_downloads: usize,
+    /// Largest manifest or index accepted, in bytes.
+    pub max_manifest_bytes: u64,
+    /// Largest image config accepted, in bytes.
+    pub max_config_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CniConfig {
+    /// Network configs (`.conflist`, `.conf`, `.json`); the first by name is used.
+    pub conf_dir: PathBuf,
+    /// Directories searched for CNI plugin binaries, in order.
+    pub bin_dirs: Vec<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: PathBuf::from("/var/lib/berth"),
+            state: PathBuf::from("/run/berth"),
+            socket: PathBuf::from("/run/berth/berth.sock"),
+            log_level: "info".to_string(),
+            cgroup_driver: CgroupDriver::Cgroupfs,
+            registry: RegistryConfig::default(),
+            cni: CniConfig::default(),
+        }
+    }
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            config_path: PathBuf::from("/etc/berth/certs.d"),
+            max_concurrent_downloads: 3,
+            max_manifest_bytes: 4 << 20,
+            max_config_bytes: 8 << 20,
+        }
+    }
+}
+
+impl Default for CniConfig {
+    fn default() -> Self {
+        CniConfig {
+            conf_dir: PathBuf::from("/etc/cni/net.d"),
+            bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+        }
+    }
+}
+
+impl Config {
+    /// Parses a config document; unknown keys are errors that name the key.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, Error> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            Error::InvalidArgument(format!("config {}: {}", origin.display(), e.message()))
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Loads `path`; a missing file at the default location means the built-in defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, Error> {
+        let (path, required) = match path {
+            Some(p) => (p, true),
+            None => (Path::new(DEFAULT_CONFIG_PATH), false),
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Config::default()),
+            Err(e) => Err(Error::InvalidArgument(format!(
+                "reading config {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    fn validate(&self, origin: &Path) -> Result<(), Error> {
+        let bad = |key: &str, why: &str| {
+            Err(Error::InvalidArgument(format!(
+                "config {}: {key}: {why}",
+                origin.display()
+            )))
+        };
+        if self.registry.max_concurrent_downloads == 0 {
+            return bad("registry.max_concurrent_downloads", "must be at least 1");
+        }
+        if self.registry.max_manifest_bytes < 4096 {
+            return bad("registry.max_manifest_bytes", "must be at least 4096");
+        }
+        if self.registry.max_config_bytes < 4096 {
+            return bad("registry.max_config_bytes", "must be at least 4096");
+        }
+        if !self.root.is_absolute() {
+            return bad("root", "must be an absolute path");
+        }
+        if !self.state.is_absolute() {
+            return bad("state", "must be an absolute path");
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return bad("log_level", &e.to_string());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOCUMENTED: &str = include_str!("../config/config.toml");
+
+    #[test]
+    fn documented_config_equals_defaults() {
+        let parsed = Config::parse(DOCUMENTED, Path::new("config/config.toml")).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::parse("[registry]\nmirrorz = 1\n", Path::new("x.toml")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("mirrorz"), "{msg}");
+        assert!(msg.contains("x.toml"), "{msg}");
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let c = Config::parse("[registry]\nmax_concurrent_downloads = 5\n", Path::new("x")).unwrap();
+        assert_eq!(c.registry.max_concurrent_downloads, 5);
+        assert_eq!(c.registry.config_path, PathBuf::from("/etc/berth/certs.d"));
+        assert_eq!(c.cni, CniConfig::default());
+    }
+
+    #[test]
+    fn invalid_values_are_refused() {
+        let err = Config::parse("[registry]\nmax_concurrent_downloads = 0\n", Path::new("x"))
+            .unwrap_err();
+        assert!(err.to_string().contains("max_concurrent_downloads"));
+        let err = Config::parse("cgroup_driver = \"cgroupv3\"\n", Path::new("x")).unwrap_err();
+        assert!(err.to_string().contains("cgroupv3"), "{err}");
+    }
+
+    #[test]
+    fn missing_default_file_means_defaults() {
+        let c = Config::load(None);
+        // The machine running the tests may have a real /etc/berth/config.toml.
+        if !Path::new(DEFAULT_CONFIG_PATH).exists() {
+            assert_eq!(c.unwrap(), Config::default());
+        }
+        assert!(Config::load(Some(Path::new("/nonexistent/berth.toml"))).is_err());
+    }
+}

@@ -1,0 +1,170 @@
+//! CRI ImageService: PullImage, ListImages, ImageStatus, RemoveImage, ImageFsInfo.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_server::ImageService;
+use tonic::{Request, Response, Status};
+
+use super::{now_nanos, status};
+use crate::image::{Credentials, ImageService as Images, PullProgress, oci};
+use crate::store::ImageRecord;
+
+pub struct CriImageService {
+    images: Arc<Images>,
+}
+
+impl CriImageService {
+    pub fn new(images: Arc<Images>) -> Self {
+        CriImageService { images }
+    }
+}
+
+fn image_spec(req: Option<&cri::ImageSpec>, field: &str) -> Result<String, Status> {
+    match req.map(|s| s.image.trim()) {
+        Some(image) if !image.is_empty() => Ok(image.to_string()),
+        _ => Err(Status::invalid_argument(format!("{field} is empty"))),
+    }
+}
+
+fn to_cri(image: &ImageRecord) -> cri::Image {
+    let (uid, username) = oci::user_of(&image.user);
+    cri::Image {
+        id: image.id.clone(),
+        repo_tags: image.repo_tags.clone(),
+        repo_digests: image.repo_digests.clone(),
+        size: image.size,
+        uid: uid.map(|value| cri::Int64Value { value }),
+        username,
+        spec: Some(cri::ImageSpec {
+            image: image.id.clone(),
+            ..Default::default()
+        }),
+        pinned: image.pinned,
+    }
+}
+
+/// Credentials from a CRI AuthConfig; an empty one means anonymous.
+fn credentials(auth: Option<&cri::AuthConfig>) -> Result<Option<Credentials>, Status> {
+    let Some(a) = auth else { return Ok(None) };
+    Credentials::from_cri(
+        &a.username,
+        &a.password,
+        &a.auth,
+        &a.identity_token,
+        &a.registry_token,
+    )
+    .map_err(|e| status(e.into()))
+}
+
+#[tonic::async_trait]
+impl ImageService for CriImageService {
+    async fn list_images(
+        &self,
+        request: Request<cri::ListImagesRequest>,
+    ) -> Result<Response<cri::ListImagesResponse>, Status> {
+        let filter = request
+            .into_inner()
+            .filter
+            .and_then(|f| f.image)
+            .map(|s| s.image)
+            .filter(|s| !s.is_empty());
+        let images = match filter {
+            Some(spec) => self.images.get(&spec).map_err(status)?.into_iter().collect(),
+            None => self.images.list(),
+        };
+        Ok(Response::new(cri::ListImagesResponse {
+            images: images.iter().map(to_cri).collect(),
+        }))
+    }
+
+    async fn image_status(
+        &self,
+        request: Request<cri::ImageStatusRequest>,
+    ) -> Result<Response<cri::ImageStatusResponse>, Status> {
+        let req = request.into_inner();
+        let spec = image_spec(req.image.as_ref(), "image")?;
+        let Some(image) = self.images.get(&spec).map_err(status)? else {
+            // CRI: an unknown image is not an error, just no image.
+            return Ok(Response::new(cri::ImageStatusResponse::default()));
+        };
+        let mut info = HashMap::new();
+        if req.verbose {
+            info.insert("info".to_string(), self.verbose_info(&image));
+        }
+        Ok(Response::new(cri::ImageStatusResponse {
+            image: Some(to_cri(&image)),
+            info,
+        }))
+    }
+
+    async fn pull_image(
+        &self,
+        request: Request<cri::PullImageRequest>,
+    ) -> Result<Response<cri::PullImageResponse>, Status> {
+        let req = request.into_inner();
+        let reference = image_spec(req.image.as_ref(), "image")?;
+        let credentials = credentials(req.auth.as_ref())?;
+        let image = self
+            .images
+            .pull(&reference, credentials, Arc::new(PullProgress::default()))
+            .await
+            .map_err(|e| status(e.within(&format!("pulling image {reference:?}"))))?;
+        Ok(Response::new(cri::PullImageResponse {
+            image_ref: image.id,
+        }))
+    }
+
+    async fn remove_image(
+        &self,
+        request: Request<cri::RemoveImageRequest>,
+    ) -> Result<Response<cri::RemoveImageResponse>, Status> {
+        let spec = image_spec(request.get_ref().image.as_ref(), "image")?;
+        self.images.remove(&spec).await.map_err(status)?;
+        Ok(Response::new(cri::RemoveImageResponse {}))
+    }
+
+    async fn image_fs_info(
+        &self,
+        _request: Request<cri::ImageFsInfoRequest>,
+    ) -> Result<Response<cri::ImageFsInfoResponse>, Status> {
+        let usage = self.images.fs_usage().await.map_err(status)?;
+        let fs = cri::FilesystemUsage {
+            timestamp: now_nanos(),
+            fs_id: Some(cri::FilesystemIdentifier {
+                mountpoint: usage.mountpoint.display().to_string(),
+            }),
+            used_bytes: Some(cri::UInt64Value {
+                value: usage.used_bytes,
+            }),
+            inodes_used: Some(cri::UInt64Value {
+                value: usage.inodes_used,
+            }),
+        };
+        Ok(Response::new(cri::ImageFsInfoResponse {
+            image_filesystems: vec![fs.clone()],
+            container_filesystems: vec![fs],
+        }))
+    }
+}
+
+impl CriImageService {
+    /// The verbose `info` of ImageStatus: the image config and how it is stored.
+    fn verbose_info(&self, image: &ImageRecord) -> String {
+        let config: serde_json::Value = self
+            .images
+            .content_store()
+            .read(&image.config.digest, 64 << 20)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(serde_json::Value::Null);
+        serde_json::json!({
+            "imageSpec": config,
+            "manifestDigest": image.manifest.digest,
+            "chainIDs": image.chain_ids,
+            "snapshotter": "overlayfs",
+        })
+        .to_string()
+    }
+}

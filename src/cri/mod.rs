@@ -1,0 +1,48 @@
+//! The CRI v1 gRPC handlers. They translate between CRI messages and domain calls and
+//! do no I/O of their own; `status` is the one place domain errors become gRPC codes.
+
+mod image;
+mod runtime;
+
+pub use image::CriImageService;
+pub use runtime::{CriRuntimeService, RuntimeInfo};
+
+use tonic::{Code, Status};
+
+use crate::error::Error;
+use crate::image::registry::RegistryError;
+
+/// Maps a domain error to the gRPC status a kubelet expects.
+pub fn status(err: Error) -> Status {
+    let code = match &err {
+        Error::NotFound(_) => Code::NotFound,
+        Error::AlreadyExists(_) => Code::AlreadyExists,
+        Error::InvalidArgument(_) | Error::Reference(_) | Error::Apply(_) | Error::Archive(_) => {
+            Code::InvalidArgument
+        }
+        Error::Hosts(_) => Code::FailedPrecondition,
+        Error::FailedPrecondition(_) => Code::FailedPrecondition,
+        Error::Unavailable(_) => Code::Unavailable,
+        Error::DataLoss(_) => Code::DataLoss,
+        Error::Cancelled(_) => Code::Cancelled,
+        Error::Internal(_) | Error::Store(_) | Error::Io { .. } => Code::Internal,
+        Error::Registry(r) => match r {
+            RegistryError::NotFound { .. } => Code::NotFound,
+            RegistryError::Unauthorized { .. } => Code::Unauthenticated,
+            RegistryError::TooLarge { .. } | RegistryError::Invalid { .. } => {
+                Code::InvalidArgument
+            }
+            RegistryError::DigestMismatch { .. } => Code::DataLoss,
+            RegistryError::Http { .. } | RegistryError::Transport { .. } => Code::Unavailable,
+        },
+    };
+    if code == Code::Internal {
+        tracing::error!(error = %err, "internal error");
+    }
+    Status::new(code, err.to_string())
+}
+
+/// CRI timestamps are nanoseconds since the epoch.
+pub(crate) fn now_nanos() -> i64 {
+    crate::image::now_nanos()
+}

@@ -1,0 +1,235 @@
+//! CRI RuntimeService. This stage serves Version, Status, RuntimeConfig and
+//! UpdateRuntimeConfig; pod and container calls answer Unimplemented until the
+//! sandbox and container services land.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_server::RuntimeService;
+use tonic::{Request, Response, Status};
+
+use super::status;
+use crate::config::{CgroupDriver, Config};
+use crate::error::Error;
+use crate::network;
+use crate::store::Store;
+
+/// The CRI API version berth serves.
+const CRI_API_VERSION: &str = "v1";
+const RUNTIME_NAME: &str = "berth";
+/// The kubelet checks this field; it names the CRI API, not berth's own version.
+const KUBE_API_VERSION: &str = "0.1.0";
+const POD_CIDR_KEY: &str = "pod_cidr";
+
+/// What the runtime-level calls need: the config and the store.
+pub struct RuntimeInfo {
+    pub config: Config,
+    pub store: Arc<Store>,
+}
+
+pub struct CriRuntimeService {
+    info: Arc<RuntimeInfo>,
+}
+
+impl CriRuntimeService {
+    pub fn new(info: Arc<RuntimeInfo>) -> Self {
+        CriRuntimeService { info }
+    }
+
+    fn network_condition(&self) -> cri::RuntimeCondition {
+        let dir = &self.info.config.cni.conf_dir;
+        let (ready, reason, message) = match network::find_conf(dir) {
+            Ok(Some(_)) => (true, String::new(), String::new()),
+            Ok(None) => (
+                false,
+                "NetworkPluginNotReady".to_string(),
+                format!("no CNI network config found in {}", dir.display()),
+            ),
+            Err(e) => (
+                false,
+                "NetworkPluginNotReady".to_string(),
+                format!("cannot read CNI config dir {}: {e}", dir.display()),
+            ),
+        };
+        cri::RuntimeCondition {
+            r#type: "NetworkReady".to_string(),
+            status: ready,
+            reason,
+            message,
+        }
+    }
+}
+
+fn unimplemented(call: &str) -> Status {
+    Status::unimplemented(format!("{call} is not implemented by berth yet"))
+}
+
+macro_rules! not_yet {
+    ($($name:ident($req:ty) -> $resp:ty;)*) => {$(
+        // Written out as `async_trait` expands an async fn, because the attribute
+        // runs before this macro and cannot see the methods it makes.
+        fn $name<'a, 'async_trait>(
+            &'a self,
+            _request: Request<$req>,
+        ) -> Pin<Box<dyn Future<Output = Result<Response<$resp>, Status>> + Send + 'async_trait>>
+        where
+            'a: 'async_trait,
+            Self: 'async_trait,
+        {
+            Box::pin(async { Err(unimplemented(stringify!($name))) })
+        }
+    )*};
+}
+
+type EventStream =
+    Pin<Box<dyn Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl RuntimeService for CriRuntimeService {
+    async fn version(
+        &self,
+        _request: Request<cri::VersionRequest>,
+    ) -> Result<Response<cri::VersionResponse>, Status> {
+        Ok(Response::new(cri::VersionResponse {
+            version: KUBE_API_VERSION.to_string(),
+            runtime_name: RUNTIME_NAME.to_string(),
+            runtime_version: env!("CARGO_PKG_VERSION").to_string(),
+            runtime_api_version: CRI_API_VERSION.to_string(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        request: Request<cri::StatusRequest>,
+    ) -> Result<Response<cri::StatusResponse>, Status> {
+        let runtime = cri::RuntimeCondition {
+            r#type: "RuntimeReady".to_string(),
+            status: true,
+            reason: String::new(),
+            message: String::new(),
+        };
+        let mut info = HashMap::new();
+        if request.get_ref().verbose {
+            let config = serde_json::to_string(&self.info.config)
+                .map_err(|e| status(Error::Internal(format!("encoding config: {e}"))))?;
+            info.insert("config".to_string(), config);
+        }
+        Ok(Response::new(cri::StatusResponse {
+            status: Some(cri::RuntimeStatus {
+                conditions: vec![runtime, self.network_condition()],
+            }),
+            info,
+            runtime_handlers: Vec::new(),
+            features: None,
+        }))
+    }
+
+    async fn runtime_config(
+        &self,
+        _request: Request<cri::RuntimeConfigRequest>,
+    ) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
+        let driver = match self.info.config.cgroup_driver {
+            CgroupDriver::Systemd => cri::CgroupDriver::Systemd,
+            CgroupDriver::Cgroupfs => cri::CgroupDriver::Cgroupfs,
+        };
+        Ok(Response::new(cri::RuntimeConfigResponse {
+            linux: Some(cri::LinuxRuntimeConfiguration {
+                cgroup_driver: driver as i32,
+            }),
+        }))
+    }
+
+    async fn update_runtime_config(
+        &self,
+        request: Request<cri::UpdateRuntimeConfigRequest>,
+    ) -> Result<Response<cri::UpdateRuntimeConfigResponse>, Status> {
+        let cidr = request
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        if !cidr.is_empty() {
+            for part in cidr.split(',') {
+                validate_cidr(part.trim()).map_err(status)?;
+            }
+            self.info
+                .store
+                .write(|tx| tx.set_setting(POD_CIDR_KEY, &cidr))
+                .map_err(status)?;
+            tracing::info!(pod_cidr = %cidr, "pod CIDR updated");
+        }
+        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
+    }
+
+    type GetContainerEventsStream = EventStream;
+
+    async fn get_container_events(
+        &self,
+        _request: Request<cri::GetEventsRequest>,
+    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        Err(unimplemented("get_container_events"))
+    }
+
+    not_yet! {
+        run_pod_sandbox(cri::RunPodSandboxRequest) -> cri::RunPodSandboxResponse;
+        stop_pod_sandbox(cri::StopPodSandboxRequest) -> cri::StopPodSandboxResponse;
+        remove_pod_sandbox(cri::RemovePodSandboxRequest) -> cri::RemovePodSandboxResponse;
+        pod_sandbox_status(cri::PodSandboxStatusRequest) -> cri::PodSandboxStatusResponse;
+        list_pod_sandbox(cri::ListPodSandboxRequest) -> cri::ListPodSandboxResponse;
+        create_container(cri::CreateContainerRequest) -> cri::CreateContainerResponse;
+        start_container(cri::StartContainerRequest) -> cri::StartContainerResponse;
+        stop_container(cri::StopContainerRequest) -> cri::StopContainerResponse;
+        remove_container(cri::RemoveContainerRequest) -> cri::RemoveContainerResponse;
+        list_containers(cri::ListContainersRequest) -> cri::ListContainersResponse;
+        container_status(cri::ContainerStatusRequest) -> cri::ContainerStatusResponse;
+        update_container_resources(cri::UpdateContainerResourcesRequest) -> cri::UpdateContainerResourcesResponse;
+        reopen_container_log(cri::ReopenContainerLogRequest) -> cri::ReopenContainerLogResponse;
+        exec_sync(cri::ExecSyncRequest) -> cri::ExecSyncResponse;
+        exec(cri::ExecRequest) -> cri::ExecResponse;
+        attach(cri::AttachRequest) -> cri::AttachResponse;
+        port_forward(cri::PortForwardRequest) -> cri::PortForwardResponse;
+        container_stats(cri::ContainerStatsRequest) -> cri::ContainerStatsResponse;
+        list_container_stats(cri::ListContainerStatsRequest) -> cri::ListContainerStatsResponse;
+        pod_sandbox_stats(cri::PodSandboxStatsRequest) -> cri::PodSandboxStatsResponse;
+        list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest) -> cri::ListPodSandboxStatsResponse;
+        checkpoint_container(cri::CheckpointContainerRequest) -> cri::CheckpointContainerResponse;
+        list_metric_descriptors(cri::ListMetricDescriptorsRequest) -> cri::ListMetricDescriptorsResponse;
+        list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest) -> cri::ListPodSandboxMetricsResponse;
+    }
+}
+
+/// An IPv4 or IPv6 CIDR such as "10.244.0.0/24".
+fn validate_cidr(cidr: &str) -> Result<(), Error> {
+    let bad = || {
+        Error::InvalidArgument(format!(
+            "runtime_config.network_config.pod_cidr: {cidr:?} is not a CIDR"
+        ))
+    };
+    let (addr, bits) = cidr.split_once('/').ok_or_else(bad)?;
+    let addr: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
+    let bits: u8 = bits.parse().map_err(|_| bad())?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    if bits > max {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_are_checked() {
+        assert!(validate_cidr("10.244.0.0/24").is_ok());
+        assert!(validate_cidr("fd00::/64").is_ok());
+        assert!(validate_cidr("10.244.0.0/33").is_err());
+        assert!(validate_cidr("10.244.0.0").is_err());
+        assert!(validate_cidr("banana/8").is_err());
+    }
+}

@@ -1,0 +1,182 @@
+//! berthd's life: take the root, open the stores, repair what a crash left, serve
+//! CRI and the admin API on the socket until SIGTERM or SIGINT.
+
+use std::fs::{self, File};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_cri::v1::image_service_server::ImageServiceServer;
+use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+use nix::fcntl::{Flock, FlockArg};
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::admin::AdminService;
+use crate::admin::proto::admin_server::AdminServer;
+use crate::config::Config;
+use crate::cri::{CriImageService, CriRuntimeService, RuntimeInfo};
+use crate::error::{Error, IoContext, Result};
+use crate::image::ImageService;
+use crate::store::Store;
+
+/// How long in-flight calls get to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// CRI messages can be large (ListContainers on a busy node, image configs).
+const MAX_MESSAGE_BYTES: usize = 32 << 20;
+
+pub async fn run(config: Config) -> Result<()> {
+    for dir in [&config.root, &config.state] {
+        fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
+    }
+    fs::set_permissions(&config.root, fs::Permissions::from_mode(0o711))
+        .context(|| format!("setting the mode of {}", config.root.display()))?;
+    let _lock = lock_root(&config.root)?;
+
+    let store = Arc::new(Store::open(&config.root.join("meta.redb"))?);
+    let images = Arc::new(ImageService::open(
+        &config.root,
+        config.registry.clone(),
+        store.clone(),
+    )?);
+    if let Err(e) = images.collect_garbage().await {
+        tracing::warn!(error = %e, "garbage collection at start-up failed");
+    }
+
+    let listener = bind_socket(&config.socket)?;
+    let socket = config.socket.clone();
+    let info = Arc::new(RuntimeInfo {
+        config: config.clone(),
+        store,
+    });
+    tracing::info!(socket = %socket.display(), root = %config.root.display(), version = env!("CARGO_PKG_VERSION"), "berthd serving");
+
+    let server = tonic::transport::Server::builder()
+        .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
+        .add_service(
+            RuntimeServiceServer::new(CriRuntimeService::new(info))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            ImageServiceServer::new(CriImageService::new(images.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(AdminServer::new(AdminService::new(images)));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let serve = server.serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+        let mut rx = stop_rx;
+        let _ = rx.wait_for(|stop| *stop).await;
+    });
+    tokio::pin!(serve);
+    let result = tokio::select! {
+        r = &mut serve => r,
+        signal = shutdown_signal() => {
+            tracing::info!(%signal, "shutting down");
+            let _ = stop_tx.send(true);
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut serve).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!("calls still running after {SHUTDOWN_GRACE:?}; stopping anyway");
+                    Ok(())
+                }
+            }
+        }
+    };
+    let _ = fs::remove_file(&socket);
+    result.map_err(|e| Error::Unavailable(format!("serving {}: {e}", socket.display())))
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; berthd stops only when killed");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// One berthd per root: an exclusive lock on `<root>/berthd.lock`, holding our pid.
+fn lock_root(root: &Path) -> Result<Flock<File>> {
+    let path = root.join("berthd.lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .context(|| format!("opening {}", path.display()))?;
+    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((mut file, _)) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            return Err(Error::FailedPrecondition(format!(
+                "root {} is in use by another berthd (pid {})",
+                root.display(),
+                holder.trim()
+            )));
+        }
+    };
+    lock.set_len(0)
+        .and_then(|_| lock.rewind())
+        .and_then(|_| write!(lock, "{}", std::process::id()))
+        .context(|| format!("writing {}", path.display()))?;
+    Ok(lock)
+}
+
+/// Binds the socket 0660. A socket left by a crashed berthd is replaced; one that
+/// answers belongs to a live berthd and is an error.
+fn bind_socket(path: &Path) -> Result<UnixListener> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).context(|| format!("creating {}", parent.display()))?;
+    }
+    match fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(Error::FailedPrecondition(format!(
+                "{} exists and is not a socket",
+                path.display()
+            )));
+        }
+        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "another berthd is serving {}",
+                    path.display()
+                )));
+            }
+            Err(_) => {
+                tracing::info!(socket = %path.display(), "replacing stale socket");
+                fs::remove_file(path).context(|| format!("removing {}", path.display()))?;
+            }
+        },
+        Err(_) => {}
+    }
+    // Bind under a temporary name and rename, so the socket never exists with
+    // looser permissions than 0660.
+    let tmp = path.with_file_name(format!(
+        ".{}.{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("berth.sock"),
+        std::process::id()
+    ));
+    let _ = fs::remove_file(&tmp);
+    let listener = std::os::unix::net::UnixListener::bind(&tmp)
+        .context(|| format!("binding {}", tmp.display()))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o660))
+        .context(|| format!("setting the mode of {}", tmp.display()))?;
+    fs::rename(&tmp, path).context(|| format!("moving the socket to {}", path.display()))?;
+    listener
+        .set_nonblocking(true)
+        .context(|| "making the socket non-blocking".into())?;
+    UnixListener::from_std(listener).context(|| format!("listening on {}", path.display()))
+}

@@ -1,0 +1,113 @@
+//! berth's one domain error. Each variant says what kind of failure it is; `cri::status`
+//! maps them to gRPC codes in exactly one place. Messages name the object and the field.
+
+use crate::image::archive::ArchiveError;
+use crate::image::hosts::HostsError;
+use crate::image::reference::ReferenceError;
+use crate::image::registry::RegistryError;
+use crate::snapshot::apply::ApplyError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Unavailable(String),
+    /// Content that does not match its digest, or a store that lost data.
+    #[error("{0}")]
+    DataLoss(String),
+    #[error("{0}")]
+    Cancelled(String),
+    /// A bug: something berth itself got wrong.
+    #[error("{0}")]
+    Internal(String),
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error(transparent)]
+    Hosts(#[from] HostsError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("metadata store: {0}")]
+    Store(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Adds what was being done to an I/O error.
+pub trait IoContext<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            context: what(),
+            source,
+        })
+    }
+}
+
+impl Error {
+    /// Prefixes the message with what was being done, keeping the kind.
+    pub fn within(self, what: &str) -> Error {
+        match self {
+            Error::NotFound(m) => Error::NotFound(format!("{what}: {m}")),
+            Error::AlreadyExists(m) => Error::AlreadyExists(format!("{what}: {m}")),
+            Error::InvalidArgument(m) => Error::InvalidArgument(format!("{what}: {m}")),
+            Error::FailedPrecondition(m) => Error::FailedPrecondition(format!("{what}: {m}")),
+            Error::Unavailable(m) => Error::Unavailable(format!("{what}: {m}")),
+            Error::DataLoss(m) => Error::DataLoss(format!("{what}: {m}")),
+            Error::Internal(m) => Error::Internal(format!("{what}: {m}")),
+            Error::Io { context, source } => Error::Io {
+                context: format!("{what}: {context}"),
+                source,
+            },
+            other => other,
+        }
+    }
+}
+
+impl From<redb::Error> for Error {
+    fn from(e: redb::Error) -> Self {
+        Error::Store(e.to_string())
+    }
+}
+
+macro_rules! store_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Store(e.to_string())
+            }
+        }
+    )*};
+}
+store_error!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+impl From<tokio::task::JoinError> for Error {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Error::Internal(format!("background task failed: {e}"))
+    }
+}

@@ -1,0 +1,302 @@
+//! The image service: pulls and imports images into the content and snapshot stores,
+//! keeps the image records, answers list/status, removes images and collects garbage.
+
+pub mod archive;
+mod gc;
+pub mod hosts;
+mod import;
+mod locks;
+pub mod oci;
+mod progress;
+mod pull;
+pub mod reference;
+pub mod registry;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+pub use progress::{LayerPhase, PullProgress};
+pub use registry::Credentials;
+
+use crate::config::RegistryConfig;
+use crate::content::ContentStore;
+use crate::error::{Error, Result};
+use crate::snapshot::SnapshotStore;
+use crate::store::{ContentRecord, ImageRecord, SnapshotRecord, Store};
+use locks::{KeyedLocks, Pins};
+use reference::Reference;
+
+pub struct ImageService {
+    config: RegistryConfig,
+    store: Arc<Store>,
+    content: Arc<ContentStore>,
+    snapshots: Arc<SnapshotStore>,
+    /// Image records by id, mirroring the store.
+    images: RwLock<HashMap<String, ImageRecord>>,
+    /// Committed snapshots by chain ID, mirroring the store.
+    snapshot_index: Mutex<HashMap<String, SnapshotRecord>>,
+    /// One fetch or unpack per blob digest / chain ID at a time.
+    locks: KeyedLocks,
+    /// What pulls under way rely on; garbage collection leaves it alone.
+    pins: Pins,
+}
+
+/// Disk usage of the image stores.
+#[derive(Debug, Clone, Default)]
+pub struct FsUsage {
+    pub mountpoint: PathBuf,
+    pub used_bytes: u64,
+    pub inodes_used: u64,
+}
+
+/// How a status or remove call named an image.
+enum Named {
+    Id,
+    Tag(String),
+    Digest,
+}
+
+impl ImageService {
+    /// Loads the image stores under `root` and repairs what a crash left half done.
+    pub fn open(root: &Path, config: RegistryConfig, store: Arc<Store>) -> Result<ImageService> {
+        let content = ContentStore::open(&root.join("content"))?;
+        recover_content(&store, &content)?;
+        let snapshot_records: Vec<SnapshotRecord> = store.all()?;
+        let (snapshots, missing) = SnapshotStore::open(&root.join("snapshots"), &snapshot_records)?;
+        if !missing.is_empty() {
+            tracing::warn!(?missing, "dropping snapshot records whose directory is gone");
+            store.write(|tx| {
+                missing
+                    .iter()
+                    .try_for_each(|c| tx.delete::<SnapshotRecord>(c))
+            })?;
+        }
+        let snapshot_index: HashMap<String, SnapshotRecord> = snapshot_records
+            .into_iter()
+            .filter(|r| !missing.contains(&r.chain_id))
+            .map(|r| (r.chain_id.clone(), r))
+            .collect();
+        let images = load_images(&store, &content, &snapshot_index)?;
+        Ok(ImageService {
+            config,
+            store,
+            content: Arc::new(content),
+            snapshots: Arc::new(snapshots),
+            images: RwLock::new(images),
+            snapshot_index: Mutex::new(snapshot_index),
+            locks: KeyedLocks::default(),
+            pins: Pins::default(),
+        })
+    }
+
+    pub fn list(&self) -> Vec<ImageRecord> {
+        let mut out: Vec<ImageRecord> = self.read_images().values().cloned().collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// Finds an image by id (`sha256:<hex>` or bare hex), tag or digest reference.
+    /// Unknown images are `Ok(None)`; a malformed reference is InvalidArgument.
+    pub fn get(&self, spec: &str) -> Result<Option<ImageRecord>> {
+        Ok(self.lookup(spec)?.map(|(image, _)| image))
+    }
+
+    fn lookup(&self, spec: &str) -> Result<Option<(ImageRecord, Named)>> {
+        let images = self.read_images();
+        if let Some(id) = as_image_id(spec) {
+            return Ok(images.get(&id).cloned().map(|i| (i, Named::Id)));
+        }
+        let reference = Reference::parse(spec)?;
+        let name = reference.to_string();
+        let found = images.values().find_map(|image| {
+            if reference.digest.is_some() {
+                image
+                    .repo_digests
+                    .contains(&name)
+                    .then(|| (image.clone(), Named::Digest))
+            } else {
+                image
+                    .repo_tags
+                    .contains(&name)
+                    .then(|| (image.clone(), Named::Tag(name.clone())))
+            }
+        });
+        Ok(found)
+    }
+
+    /// Removes an image. Named by one of several tags, only that tag goes; named by id,
+    /// digest or its last tag, the image goes and its content is collected. Removing an
+    /// unknown image is not an error.
+    pub async fn remove(&self, spec: &str) -> Result<()> {
+        let Some((image, named)) = self.lookup(spec)? else {
+            return Ok(());
+        };
+        let untag_only = match &named {
+            Named::Tag(tag) => image.repo_tags.len() > 1 && image.repo_tags.contains(tag),
+            _ => false,
+        };
+        {
+            let mut images = self.write_images();
+            if untag_only {
+                let Named::Tag(tag) = named else {
+                    unreachable!()
+                };
+                let mut kept = image.clone();
+                kept.repo_tags.retain(|t| *t != tag);
+                self.store.write(|tx| tx.put(&kept))?;
+                tracing::info!(image = %image.id, %tag, "untagged image");
+                images.insert(kept.id.clone(), kept);
+                return Ok(());
+            }
+            self.store.write(|tx| tx.delete::<ImageRecord>(&image.id))?;
+            images.remove(&image.id);
+        }
+        tracing::info!(image = %image.id, tags = ?image.repo_tags, "removed image");
+        self.collect_garbage().await
+    }
+
+    /// Bytes and inodes used by snapshots and content, on the filesystem holding them.
+    pub async fn fs_usage(&self) -> Result<FsUsage> {
+        let snapshots = self.snapshots.clone();
+        let content = self.content.clone();
+        tokio::task::spawn_blocking(move || {
+            let (snap_bytes, snap_inodes) = snapshots.usage();
+            let (content_bytes, blobs) = content.usage();
+            FsUsage {
+                mountpoint: snapshots.dir().to_path_buf(),
+                used_bytes: snap_bytes + content_bytes,
+                inodes_used: snap_inodes + blobs,
+            }
+        })
+        .await
+        .map_err(Error::from)
+    }
+
+    /// Snapshot records by chain ID, for disk-usage reports.
+    pub fn snapshot_records(&self) -> Vec<SnapshotRecord> {
+        self.snapshot_index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn snapshot_store(&self) -> &SnapshotStore {
+        &self.snapshots
+    }
+
+    pub fn content_store(&self) -> &ContentStore {
+        &self.content
+    }
+
+    fn read_images(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, ImageRecord>> {
+        self.images.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_images(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, ImageRecord>> {
+        self.images.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn has_snapshot(&self, chain_id: &str) -> bool {
+        self.snapshot_index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(chain_id)
+    }
+}
+
+/// `sha256:<64 hex>` or a bare 64-hex string names an image id.
+fn as_image_id(spec: &str) -> Option<String> {
+    let hex = spec.strip_prefix("sha256:").unwrap_or(spec);
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| format!("sha256:{}", hex.to_ascii_lowercase()))
+}
+
+/// Makes content records and blob files agree. A blob file without a record was
+/// verified before it was renamed into place (a crash came before the record), so it
+/// is adopted; a record without its file is dropped.
+fn recover_content(store: &Store, content: &ContentStore) -> Result<()> {
+    let records: HashMap<String, ContentRecord> = store
+        .all::<ContentRecord>()?
+        .into_iter()
+        .map(|r| (r.digest.clone(), r))
+        .collect();
+    let files: HashSet<String> = content.blob_files()?.into_iter().collect();
+    let adopt: Vec<ContentRecord> = files
+        .iter()
+        .filter(|d| !records.contains_key(*d))
+        .filter_map(|d| {
+            let size = std::fs::metadata(content.blob_path(d).ok()?).ok()?.len();
+            Some(ContentRecord {
+                digest: d.clone(),
+                size,
+                media_type: String::new(),
+                committed_at: now_nanos(),
+            })
+        })
+        .collect();
+    let lost: Vec<&String> = records.keys().filter(|d| !files.contains(*d)).collect();
+    if adopt.is_empty() && lost.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(adopted = adopt.len(), lost = lost.len(), "repairing content records");
+    store.write(|tx| {
+        adopt.iter().try_for_each(|r| tx.put(r))?;
+        lost.iter().try_for_each(|d| tx.delete::<ContentRecord>(d))
+    })
+}
+
+/// Image records whose blobs and snapshots are all present; the rest are dropped with a
+/// warning (pulling the image again restores it).
+fn load_images(
+    store: &Store,
+    content: &ContentStore,
+    snapshots: &HashMap<String, SnapshotRecord>,
+) -> Result<HashMap<String, ImageRecord>> {
+    let mut images = HashMap::new();
+    let mut broken = Vec::new();
+    for image in store.all::<ImageRecord>()? {
+        let whole = image.blobs.iter().all(|d| content.exists(d))
+            && image.chain_ids.iter().all(|c| snapshots.contains_key(c));
+        if whole {
+            images.insert(image.id.clone(), image);
+        } else {
+            tracing::warn!(image = %image.id, tags = ?image.repo_tags, "image lost content; dropping it, pull it again");
+            broken.push(image.id);
+        }
+    }
+    if !broken.is_empty() {
+        store.write(|tx| {
+            broken
+                .iter()
+                .try_for_each(|id| tx.delete::<ImageRecord>(id))
+        })?;
+    }
+    Ok(images)
+}
+
+pub(crate) fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_ids_are_recognised() {
+        let hex = "a".repeat(64);
+        assert_eq!(as_image_id(&hex), Some(format!("sha256:{hex}")));
+        assert_eq!(
+            as_image_id(&format!("sha256:{hex}")),
+            Some(format!("sha256:{hex}"))
+        );
+        assert_eq!(as_image_id("busybox"), None);
+        assert_eq!(as_image_id("sha256:abc"), None);
+    }
+}

@@ -1,0 +1,536 @@
+//! Pulling: resolve the reference, fetch manifest and config, then for every layer
+//! at once (up to `max_concurrent_downloads`), download it into the content store,
+//! verify it and unpack it into its snapshot; finally record the image.
+//!
+//! Imports share everything after the top manifest: only the blob source differs.
+
+use std::io::{BufRead, BufReader, Read};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::{Semaphore, mpsc};
+
+use super::archive::Archive;
+use super::oci::{self, Parsed};
+use super::progress::{LayerPhase, LayerProgress, PullProgress};
+use super::reference::Reference;
+use super::registry::{Credentials, RegistryClient, RegistryError};
+use super::{ImageService, hosts, now_nanos};
+use crate::content::{ContentStore, sha256_digest};
+use crate::error::{Error, Result};
+use crate::snapshot::SnapshotStore;
+use crate::snapshot::apply::{Compression, apply_layer};
+use crate::store::{ContentRecord, Descriptor, ImageRecord, SnapshotRecord};
+
+/// Where blobs come from.
+pub(super) enum Source {
+    Registry(RegistryClient),
+    Archive(Arc<Archive>),
+}
+
+/// A manifest or index as fetched, with the digest it was verified against.
+pub(super) struct Fetched {
+    pub bytes: Bytes,
+    pub media_type: String,
+    pub digest: String,
+}
+
+/// How many times a download broken by the network is resumed before giving up.
+const DOWNLOAD_ATTEMPTS: usize = 3;
+
+impl ImageService {
+    /// Pulls `reference` and returns the recorded image.
+    pub async fn pull(
+        &self,
+        reference: &str,
+        credentials: Option<Credentials>,
+        progress: Arc<PullProgress>,
+    ) -> Result<ImageRecord> {
+        let reference = Reference::parse(reference)?;
+        let hosts = hosts::hosts_for(&self.config.config_path, &reference.registry)?;
+        let client = RegistryClient::new(hosts, &reference.repository, credentials)?;
+        let manifest = client
+            .fetch_manifest(reference.object(), self.config.max_manifest_bytes)
+            .await?;
+        let top = Fetched {
+            media_type: manifest.media_type,
+            digest: manifest.digest,
+            bytes: manifest.bytes,
+        };
+        tracing::debug!(reference = %reference, digest = %top.digest, "resolved");
+        let source = Source::Registry(client);
+        let image = self.install(&source, &top, &progress).await?;
+        let names = Names::of(&reference, &top.digest);
+        let image = self.record(image, &names)?;
+        tracing::info!(reference = %reference, image = %image.id, "pulled image");
+        Ok(image)
+    }
+
+    /// Fetches what `top` refers to, unpacks it and returns the image record to be
+    /// (names not yet set).
+    pub(super) async fn install(
+        &self,
+        source: &Source,
+        top: &Fetched,
+        progress: &PullProgress,
+    ) -> Result<ImageRecord> {
+        let max_manifest = self.config.max_manifest_bytes;
+        let _pin_top = self.pins.pin([top.digest.clone()]);
+        self.store_small_blob(&top.digest, &top.media_type, &top.bytes)
+            .await?;
+        let mut blobs = vec![top.digest.clone()];
+
+        let manifest = match oci::parse_manifest(&top.bytes, &top.media_type, &top.digest)? {
+            Parsed::Index(entries) => {
+                let chosen = oci::choose_platform(&entries, &oci::host_platform(), &top.digest)?;
+                let fetched = source.manifest(&chosen, max_manifest).await?;
+                self.store_small_blob(&fetched.digest, &fetched.media_type, &fetched.bytes)
+                    .await?;
+                blobs.push(fetched.digest.clone());
+                fetched
+            }
+            Parsed::Image { .. } => Fetched {
+                bytes: top.bytes.clone(),
+                media_type: top.media_type.clone(),
+                digest: top.digest.clone(),
+            },
+        };
+        let _pin_manifest = self.pins.pin([manifest.digest.clone()]);
+        let Parsed::Image { config, layers } =
+            oci::parse_manifest(&manifest.bytes, &manifest.media_type, &manifest.digest)?
+        else {
+            return Err(Error::InvalidArgument(format!(
+                "index {} lists another index instead of an image manifest",
+                top.digest
+            )));
+        };
+
+        if config.size > self.config.max_config_bytes {
+            return Err(Error::InvalidArgument(format!(
+                "image config {} is {} bytes, over the limit of {} (registry.max_config_bytes)",
+                config.digest, config.size, self.config.max_config_bytes
+            )));
+        }
+        let _pin_blobs = self.pins.pin(
+            std::iter::once(config.digest.clone()).chain(layers.iter().map(|l| l.digest.clone())),
+        );
+        self.ensure_blob(source, &config, None).await?;
+        let config_bytes = self
+            .content
+            .read(&config.digest, self.config.max_config_bytes)?;
+        let image_config = oci::parse_config(&config_bytes, &config.digest)?;
+        let diff_ids = image_config.rootfs.diff_ids;
+        if diff_ids.len() != layers.len() {
+            return Err(Error::InvalidArgument(format!(
+                "image config {} lists {} layers but manifest {} has {}",
+                config.digest,
+                diff_ids.len(),
+                manifest.digest,
+                layers.len()
+            )));
+        }
+        let chain_ids = oci::chain_ids(&diff_ids);
+        let _pin_snapshots = self.pins.pin(chain_ids.iter().cloned());
+
+        let trackers: Vec<Arc<LayerProgress>> = layers
+            .iter()
+            .map(|l| progress.add_layer(&l.digest, l.size))
+            .collect();
+        let downloads = Semaphore::new(self.config.max_concurrent_downloads);
+        let tasks = layers.iter().enumerate().map(|(i, layer)| {
+            let parent = i.checked_sub(1).map(|p| chain_ids[p].clone());
+            let (diff_id, chain_id, tracker) = (&diff_ids[i], &chain_ids[i], &trackers[i]);
+            let downloads = &downloads;
+            async move {
+                if self.has_snapshot(chain_id) && self.content.exists(&layer.digest) {
+                    tracker.set_phase(LayerPhase::Exists);
+                    return Ok(());
+                }
+                {
+                    let _permit = downloads
+                        .acquire()
+                        .await
+                        .map_err(|_| Error::Internal("download limiter closed".into()))?;
+                    self.ensure_blob(source, layer, Some(tracker)).await?;
+                }
+                self.ensure_snapshot(layer, diff_id, chain_id, parent, tracker)
+                    .await
+            }
+        });
+        futures::future::try_join_all(tasks).await?;
+
+        blobs.push(config.digest.clone());
+        blobs.extend(layers.iter().map(|l| l.digest.clone()));
+        blobs.dedup();
+        let size = blobs_size(&top.bytes, &manifest, &config, &layers);
+        Ok(ImageRecord {
+            id: config.digest.clone(),
+            repo_tags: Vec::new(),
+            repo_digests: Vec::new(),
+            manifest: Descriptor {
+                media_type: manifest.media_type.clone(),
+                digest: manifest.digest.clone(),
+                size: manifest.bytes.len() as u64,
+            },
+            config,
+            layers,
+            chain_ids,
+            blobs,
+            size,
+            user: image_config
+                .config
+                .and_then(|c| c.user)
+                .unwrap_or_default(),
+            pinned: false,
+            created_at: now_nanos(),
+        })
+    }
+
+    /// Records `image` under `names`, merging with an earlier record of the same image
+    /// and moving tags away from images that held them before.
+    pub(super) fn record(&self, mut image: ImageRecord, names: &Names) -> Result<ImageRecord> {
+        let mut images = self.write_images();
+        if let Some(existing) = images.get(&image.id) {
+            image.repo_tags = existing.repo_tags.clone();
+            image.repo_digests = existing.repo_digests.clone();
+            image.created_at = existing.created_at;
+            image.pinned = existing.pinned;
+        }
+        for tag in &names.tags {
+            if !image.repo_tags.contains(tag) {
+                image.repo_tags.push(tag.clone());
+            }
+        }
+        for digest in &names.digests {
+            if !image.repo_digests.contains(digest) {
+                image.repo_digests.push(digest.clone());
+            }
+        }
+        let untagged: Vec<ImageRecord> = images
+            .values()
+            .filter(|other| other.id != image.id)
+            .filter(|other| other.repo_tags.iter().any(|t| names.tags.contains(t)))
+            .map(|other| {
+                let mut other = other.clone();
+                other.repo_tags.retain(|t| !names.tags.contains(t));
+                other
+            })
+            .collect();
+        self.store.write(|tx| {
+            tx.put(&image)?;
+            untagged.iter().try_for_each(|o| tx.put(o))
+        })?;
+        for other in untagged {
+            images.insert(other.id.clone(), other);
+        }
+        images.insert(image.id.clone(), image.clone());
+        Ok(image)
+    }
+
+    async fn store_small_blob(&self, digest: &str, media_type: &str, bytes: &[u8]) -> Result<()> {
+        let _guard = self.locks.lock(digest).await;
+        if self.content.exists(digest) {
+            return Ok(());
+        }
+        self.content.write_blob(digest, bytes)?;
+        self.record_content(digest, bytes.len() as u64, media_type)
+    }
+
+    fn record_content(&self, digest: &str, size: u64, media_type: &str) -> Result<()> {
+        let record = ContentRecord {
+            digest: digest.to_string(),
+            size,
+            media_type: media_type.to_string(),
+            committed_at: now_nanos(),
+        };
+        self.store.write(|tx| tx.put(&record))
+    }
+
+    /// Makes sure the blob is in the content store, fetching it once however many
+    /// pulls want it at the same time.
+    async fn ensure_blob(
+        &self,
+        source: &Source,
+        desc: &Descriptor,
+        tracker: Option<&LayerProgress>,
+    ) -> Result<()> {
+        let _guard = self.locks.lock(&desc.digest).await;
+        if self.content.exists(&desc.digest) {
+            if let Some(t) = tracker {
+                t.set_downloaded(desc.size);
+            }
+            return Ok(());
+        }
+        if let Some(t) = tracker {
+            t.set_phase(LayerPhase::Downloading);
+        }
+        match source {
+            Source::Registry(client) => self.download(client, desc, tracker).await?,
+            Source::Archive(archive) => {
+                copy_from_archive(archive.clone(), self.content.clone(), desc.clone()).await?;
+                if let Some(t) = tracker {
+                    t.set_downloaded(desc.size);
+                }
+            }
+        }
+        self.record_content(&desc.digest, desc.size, &desc.media_type)
+    }
+
+    async fn download(
+        &self,
+        client: &RegistryClient,
+        desc: &Descriptor,
+        tracker: Option<&LayerProgress>,
+    ) -> Result<()> {
+        let mut attempt = 1;
+        loop {
+            match download_once(&self.content, client, desc, tracker).await {
+                Err(Error::Registry(RegistryError::Transport { url, message }))
+                    if attempt < DOWNLOAD_ATTEMPTS =>
+                {
+                    tracing::warn!(digest = %desc.digest, %url, %message, attempt, "download broke off; resuming");
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * attempt as u64)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Unpacks a downloaded layer into its snapshot, once per chain ID.
+    async fn ensure_snapshot(
+        &self,
+        layer: &Descriptor,
+        diff_id: &str,
+        chain_id: &str,
+        parent: Option<String>,
+        tracker: &LayerProgress,
+    ) -> Result<()> {
+        let _guard = self.locks.lock(chain_id).await;
+        if self.has_snapshot(chain_id) {
+            tracker.set_phase(LayerPhase::Done);
+            return Ok(());
+        }
+        tracker.set_phase(LayerPhase::Unpacking);
+        let (content, snapshots) = (self.content.clone(), self.snapshots.clone());
+        let (layer_owned, diff_owned) = (layer.clone(), diff_id.to_string());
+        let (id, size) = tokio::task::spawn_blocking(move || {
+            unpack(&content, &snapshots, &layer_owned, &diff_owned)
+        })
+        .await??;
+        let record = SnapshotRecord {
+            chain_id: chain_id.to_string(),
+            id,
+            parent,
+            diff_id: diff_id.to_string(),
+            size,
+            created_at: now_nanos(),
+        };
+        // A crash before this commit leaves a directory without a record, which
+        // recovery deletes; the next pull unpacks the layer again.
+        self.store.write(|tx| tx.put(&record))?;
+        self.snapshot_index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(chain_id.to_string(), record);
+        tracker.set_phase(LayerPhase::Done);
+        Ok(())
+    }
+}
+
+impl Source {
+    /// Fetches a manifest named by a descriptor and checks it against it.
+    async fn manifest(&self, desc: &Descriptor, limit: u64) -> Result<Fetched> {
+        if desc.size > limit {
+            return Err(Error::InvalidArgument(format!(
+                "manifest {} is {} bytes, over the limit of {limit} (registry.max_manifest_bytes)",
+                desc.digest, desc.size
+            )));
+        }
+        let bytes = match self {
+            Source::Registry(client) => client.fetch_manifest(&desc.digest, limit).await?.bytes,
+            Source::Archive(archive) => read_archive_blob(archive, &desc.digest, limit)?,
+        };
+        let digest = sha256_digest(&bytes);
+        if digest != desc.digest || bytes.len() as u64 != desc.size {
+            return Err(Error::DataLoss(format!(
+                "manifest {} failed verification: got {} bytes with digest {digest}",
+                desc.digest,
+                bytes.len()
+            )));
+        }
+        Ok(Fetched {
+            bytes,
+            media_type: desc.media_type.clone(),
+            digest,
+        })
+    }
+}
+
+/// The names an image is recorded under.
+#[derive(Debug, Default)]
+pub(super) struct Names {
+    pub tags: Vec<String>,
+    pub digests: Vec<String>,
+}
+
+impl Names {
+    /// A pull of `reference` that resolved to the top-level manifest `digest`.
+    pub fn of(reference: &Reference, digest: &str) -> Names {
+        let name = reference.name();
+        Names {
+            tags: reference
+                .tag
+                .iter()
+                .map(|t| format!("{name}:{t}"))
+                .collect(),
+            digests: vec![format!("{name}@{digest}")],
+        }
+    }
+}
+
+pub(super) fn read_archive_blob(archive: &Archive, digest: &str, limit: u64) -> Result<Bytes> {
+    let (_, reader) = archive.blob(digest)?;
+    let mut bytes = Vec::new();
+    reader
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::InvalidArgument(format!("reading {digest} from the archive: {e}")))?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::InvalidArgument(format!(
+            "manifest {digest} is over the limit of {limit} bytes"
+        )));
+    }
+    Ok(Bytes::from(bytes))
+}
+
+/// Compressed size of everything the image refers to.
+fn blobs_size(top: &[u8], manifest: &Fetched, config: &Descriptor, layers: &[Descriptor]) -> u64 {
+    let manifests = if manifest.bytes.as_ptr() == top.as_ptr() {
+        top.len() as u64
+    } else {
+        (top.len() + manifest.bytes.len()) as u64
+    };
+    manifests + config.size + layers.iter().map(|l| l.size).sum::<u64>()
+}
+
+enum Chunk {
+    Data(Bytes),
+    End,
+}
+
+/// One download attempt: resume the ingest where it stopped, stream the rest into it
+/// on a blocking thread (hashing and writing stay off the executor), verify, commit.
+async fn download_once(
+    content: &Arc<ContentStore>,
+    client: &RegistryClient,
+    desc: &Descriptor,
+    tracker: Option<&LayerProgress>,
+) -> Result<()> {
+    let (store, digest, size) = (content.clone(), desc.digest.clone(), desc.size);
+    let mut ingest = tokio::task::spawn_blocking(move || store.ingest(&digest, size)).await??;
+    let response = client.fetch_blob(&desc.digest, ingest.offset()).await?;
+    if response.offset != ingest.offset() {
+        ingest.reset()?;
+    }
+    if ingest.offset() > 0 {
+        tracing::info!(digest = %desc.digest, offset = ingest.offset(), "resuming download");
+    }
+    if let Some(t) = tracker {
+        t.set_downloaded(ingest.offset());
+    }
+
+    let (tx, mut rx) = mpsc::channel::<Chunk>(16);
+    let writer = tokio::task::spawn_blocking(move || -> Result<()> {
+        while let Some(chunk) = rx.blocking_recv() {
+            match chunk {
+                Chunk::Data(bytes) => {
+                    if let Err(e) = ingest.write(&bytes) {
+                        ingest.discard();
+                        return Err(e);
+                    }
+                }
+                Chunk::End => return ingest.commit(),
+            }
+        }
+        // The download stopped early: keep what was written for the next attempt.
+        Err(Error::Cancelled("download interrupted".into()))
+    });
+    let mut stream = response.stream;
+    let fed: Result<()> = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            let len = chunk.len() as u64;
+            if tx.send(Chunk::Data(chunk)).await.is_err() {
+                return Ok(()); // the writer failed; its error is the one to report
+            }
+            if let Some(t) = tracker {
+                t.add_downloaded(len);
+            }
+        }
+        let _ = tx.send(Chunk::End).await;
+        Ok(())
+    }
+    .await;
+    drop(tx);
+    let written = writer.await?;
+    fed?;
+    written
+}
+
+async fn copy_from_archive(
+    archive: Arc<Archive>,
+    content: Arc<ContentStore>,
+    desc: Descriptor,
+) -> Result<()> {
+    tokio::task::spawn_blocking(move || {
+        let (_, mut reader) = archive.blob(&desc.digest)?;
+        let mut ingest = content.ingest(&desc.digest, desc.size)?;
+        ingest.reset()?;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = reader.read(&mut buf).map_err(|e| {
+                Error::InvalidArgument(format!("reading {} from the archive: {e}", desc.digest))
+            })?;
+            if n == 0 {
+                break;
+            }
+            if let Err(e) = ingest.write(&buf[..n]) {
+                ingest.discard();
+                return Err(e);
+            }
+        }
+        ingest.commit()
+    })
+    .await?
+}
+
+/// Unpacks a verified layer blob into a new snapshot, checking its diff ID.
+fn unpack(
+    content: &ContentStore,
+    snapshots: &SnapshotStore,
+    layer: &Descriptor,
+    diff_id: &str,
+) -> Result<(u64, u64)> {
+    let file = content.open_blob(&layer.digest)?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let compression = match Compression::from_media_type(&layer.media_type) {
+        Some(c) => c,
+        None => Compression::detect(reader.fill_buf().map_err(|e| Error::Io {
+            context: format!("reading layer {}", layer.digest),
+            source: e,
+        })?),
+    };
+    let staging = snapshots.stage()?;
+    let applied = apply_layer(reader, compression, &staging.fs())
+        .map_err(|e| Error::InvalidArgument(format!("layer {}: {e}", layer.digest)))?;
+    if applied.diff_id != diff_id {
+        return Err(Error::DataLoss(format!(
+            "layer {} unpacks to diff ID {} but the image config says {diff_id}",
+            layer.digest, applied.diff_id
+        )));
+    }
+    let id = snapshots.commit(staging)?;
+    Ok((id, applied.unpacked_bytes))
+}

@@ -1,0 +1,14 @@
+//! berth: a Kubernetes container runtime for one node. `berthd` serves the CRI v1
+//! RuntimeService and ImageService on a unix socket; see DESIGN.md for the map.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod content;
+pub mod cri;
+pub mod daemon;
+pub mod error;
+pub mod image;
+pub mod network;
+pub mod snapshot;
+pub mod store;
