@@ -37,7 +37,7 @@ fn main() -> ExitCode {
         }
     };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log_level))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(log_filter(&config.log_level)))
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -80,4 +80,13 @@ fn load(args: Args) -> Result<Config, berth::error::Error> {
         ));
     }
     Ok(config)
+}
+
+/// A bare level applies to berth; its dependencies (HTTP/2 frames, say) stay at info
+/// unless asked for with a full directive such as "debug".
+fn log_filter(level: &str) -> String {
+    match level {
+        "debug" | "trace" => format!("info,berth={level},berthd={level}"),
+        other => other.to_string(),
+    }
 }

@@ -61,6 +61,9 @@ impl Progress {
     }
 
     pub fn show(&mut self, msg: &proto::PullProgress) {
+        // Speed counts only what this pull transferred, not what was already there.
+        let done = msg.layers.iter().map(|l| l.downloaded).sum();
+        self.first_total.get_or_insert(done);
         if self.tty {
             self.draw(msg);
         }
@@ -74,7 +77,9 @@ impl Progress {
 
     fn draw(&mut self, msg: &proto::PullProgress) {
         let mut out = std::io::stdout().lock();
-        if self.drawn > 0 {
+        // On a terminal, go back up and clear each line; elsewhere print plainly.
+        let clear = if self.tty { "\x1b[2K" } else { "" };
+        if self.tty && self.drawn > 0 {
             let _ = write!(out, "\x1b[{}A", self.drawn);
         }
         let (mut done, mut total) = (0, 0);
@@ -83,20 +88,19 @@ impl Progress {
             total += layer.size;
             let _ = writeln!(
                 out,
-                "\x1b[2K{}  {:<11}  {:>10} / {}",
+                "{clear}{}  {:<11}  {:>10} / {}",
                 short_id(&layer.digest),
                 layer.state,
                 bytes(layer.downloaded),
                 bytes(layer.size)
             );
         }
-        // Speed counts only what this pull transferred, not what was already there.
-        let base = *self.first_total.get_or_insert(done);
+        let base = self.first_total.unwrap_or(0);
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
         let speed = (done.saturating_sub(base)) as f64 / secs;
         let _ = writeln!(
             out,
-            "\x1b[2Ktotal         {:>10} / {}  {}/s  {:.1}s",
+            "{clear}total         {:>10} / {}  {}/s  {:.1}s",
             bytes(done),
             bytes(total),
             bytes(speed as u64),

@@ -36,8 +36,11 @@ pub fn status(err: Error) -> Status {
             RegistryError::Http { .. } | RegistryError::Transport { .. } => Code::Unavailable,
         },
     };
-    if code == Code::Internal {
-        tracing::error!(error = %err, "internal error");
+    // The one place a failed call is logged, inside the call's span.
+    match code {
+        Code::Internal => tracing::error!(error = %err, "internal error"),
+        Code::NotFound => tracing::debug!(error = %err, "not found"),
+        _ => tracing::warn!(code = ?code, error = %err, "call failed"),
     }
     Status::new(code, err.to_string())
 }

@@ -430,7 +430,18 @@ async fn download_once(
 ) -> Result<()> {
     let (store, digest, size) = (content.clone(), desc.digest.clone(), desc.size);
     let mut ingest = tokio::task::spawn_blocking(move || store.ingest(&digest, size)).await??;
-    let response = client.fetch_blob(&desc.digest, ingest.offset()).await?;
+    if ingest.offset() == desc.size {
+        // Everything arrived before a crash; only the commit is missing.
+        return tokio::task::spawn_blocking(move || ingest.commit()).await?;
+    }
+    let response = match client.fetch_blob(&desc.digest, ingest.offset()).await {
+        // The registry cannot serve the range: start over.
+        Err(RegistryError::Http { status: 416, .. }) => {
+            ingest.reset()?;
+            client.fetch_blob(&desc.digest, 0).await?
+        }
+        other => other?,
+    };
     if response.offset != ingest.offset() {
         ingest.reset()?;
     }
