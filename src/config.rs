@@ -109,7 +109,9 @@ impl Config {
         };
         match std::fs::read_to_string(path) {
             Ok(text) => Config::parse(&text, path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Config::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                Ok(Config::default())
+            }
             Err(e) => Err(Error::InvalidArgument(format!(
                 "reading config {}: {e}",
                 path.display()
@@ -168,7 +170,8 @@ mod tests {
 
     #[test]
     fn partial_file_keeps_other_defaults() {
-        let c = Config::parse("[registry]\nmax_concurrent_downloads = 5\n", Path::new("x")).unwrap();
+        let c =
+            Config::parse("[registry]\nmax_concurrent_downloads = 5\n", Path::new("x")).unwrap();
         assert_eq!(c.registry.max_concurrent_downloads, 5);
         assert_eq!(c.registry.config_path, PathBuf::from("/etc/berth/certs.d"));
         assert_eq!(c.cni, CniConfig::default());

@@ -68,10 +68,11 @@ pub async fn run(config: Config) -> Result<()> {
         .add_service(AdminServer::new(AdminService::new(images)));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let serve = server.serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
-        let mut rx = stop_rx;
-        let _ = rx.wait_for(|stop| *stop).await;
-    });
+    let serve =
+        server.serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            let mut rx = stop_rx;
+            let _ = rx.wait_for(|stop| *stop).await;
+        });
     tokio::pin!(serve);
     let result = tokio::select! {
         r = &mut serve => r,
@@ -166,7 +167,9 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
     // looser permissions than 0660.
     let tmp = path.with_file_name(format!(
         ".{}.{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("berth.sock"),
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("berth.sock"),
         std::process::id()
     ));
     let _ = fs::remove_file(&tmp);

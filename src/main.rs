@@ -8,7 +8,11 @@ use clap::Parser;
 use berth::config::Config;
 
 #[derive(Parser)]
-#[command(name = "berthd", version, about = "berth: a Kubernetes CRI runtime for one node")]
+#[command(
+    name = "berthd",
+    version,
+    about = "berth: a Kubernetes CRI runtime for one node"
+)]
 struct Args {
     /// Config file [default: /etc/berth/config.toml; missing means built-in defaults]
     #[arg(long)]
@@ -37,7 +41,9 @@ fn main() -> ExitCode {
         }
     };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(log_filter(&config.log_level)))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(log_filter(
+            &config.log_level,
+        )))
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -120,6 +120,9 @@ mod tests {
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(bytes(5 << 20), "5.0 MiB");
-        assert_eq!(short_id(&format!("sha256:{}", "ab".repeat(32))), "abababababab");
+        assert_eq!(
+            short_id(&format!("sha256:{}", "ab".repeat(32))),
+            "abababababab"
+        );
     }
 }

@@ -19,7 +19,9 @@ pub struct ContentStore {
 /// Checks a digest is `sha256:<64 lowercase hex>` and returns the hex part.
 pub fn digest_hex(digest: &str) -> Result<&str> {
     let hex = digest.strip_prefix("sha256:").ok_or_else(|| {
-        Error::InvalidArgument(format!("digest {digest:?}: only sha256 digests are supported"))
+        Error::InvalidArgument(format!(
+            "digest {digest:?}: only sha256 digests are supported"
+        ))
     })?;
     if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return Err(Error::InvalidArgument(format!(
@@ -157,13 +159,19 @@ impl Ingest {
         // blob cannot be right; start over.
         let mut hasher = Sha256::new();
         let mut offset = 0;
-        let existing = file.metadata().context(|| format!("ingest {digest}"))?.len();
+        let existing = file
+            .metadata()
+            .context(|| format!("ingest {digest}"))?
+            .len();
         if existing > size {
-            file.set_len(0).context(|| format!("truncating ingest {digest}"))?;
+            file.set_len(0)
+                .context(|| format!("truncating ingest {digest}"))?;
         } else if existing > 0 {
             let mut buf = vec![0u8; 1 << 16];
             loop {
-                let n = file.read(&mut buf).context(|| format!("reading ingest {digest}"))?;
+                let n = file
+                    .read(&mut buf)
+                    .context(|| format!("reading ingest {digest}"))?;
                 if n == 0 {
                     break;
                 }
@@ -240,8 +248,7 @@ impl Ingest {
             let _ = fs::remove_file(&self.path);
             return Err(Error::DataLoss(message));
         }
-        fs::rename(&self.path, &self.target)
-            .context(|| format!("committing blob {}", self.digest))
+        fs::rename(&self.path, &self.target).context(|| format!("committing blob {}", self.digest))
     }
 }
 

@@ -71,7 +71,12 @@ impl ImageService for CriImageService {
             .map(|s| s.image)
             .filter(|s| !s.is_empty());
         let images = match filter {
-            Some(spec) => self.images.get(&spec).map_err(status)?.into_iter().collect(),
+            Some(spec) => self
+                .images
+                .get(&spec)
+                .map_err(status)?
+                .into_iter()
+                .collect(),
             None => self.images.list(),
         };
         Ok(Response::new(cri::ListImagesResponse {

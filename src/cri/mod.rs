@@ -29,9 +29,7 @@ pub fn status(err: Error) -> Status {
         Error::Registry(r) => match r {
             RegistryError::NotFound { .. } => Code::NotFound,
             RegistryError::Unauthorized { .. } => Code::Unauthenticated,
-            RegistryError::TooLarge { .. } | RegistryError::Invalid { .. } => {
-                Code::InvalidArgument
-            }
+            RegistryError::TooLarge { .. } | RegistryError::Invalid { .. } => Code::InvalidArgument,
             RegistryError::DigestMismatch { .. } => Code::DataLoss,
             RegistryError::Http { .. } | RegistryError::Transport { .. } => Code::Unavailable,
         },

@@ -48,7 +48,8 @@ impl ImageService {
         }
         let (live_blobs, live_snaps) = self.live_keys()?;
         dead_blobs.retain(|d| !live_blobs.contains(d) && !self.pins.is_pinned(d));
-        dead_snaps.retain(|s| !live_snaps.contains(&s.chain_id) && !self.pins.is_pinned(&s.chain_id));
+        dead_snaps
+            .retain(|s| !live_snaps.contains(&s.chain_id) && !self.pins.is_pinned(&s.chain_id));
 
         self.store.write(|tx| {
             dead_blobs
@@ -59,7 +60,10 @@ impl ImageService {
                 .try_for_each(|s| tx.delete::<SnapshotRecord>(&s.chain_id))
         })?;
         {
-            let mut index = self.snapshot_index.lock().unwrap_or_else(|e| e.into_inner());
+            let mut index = self
+                .snapshot_index
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             for s in &dead_snaps {
                 index.remove(&s.chain_id);
             }

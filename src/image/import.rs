@@ -4,11 +4,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::ImageService;
 use super::archive::Archive;
 use super::progress::PullProgress;
 use super::pull::{Fetched, Names, Source, read_archive_blob};
 use super::reference::Reference;
-use super::ImageService;
 use crate::content::sha256_digest;
 use crate::error::{Error, Result};
 use crate::store::ImageRecord;
@@ -27,7 +27,11 @@ impl ImageService {
         let source = Source::Archive(archive.clone());
         let mut imported = Vec::new();
         for entry in entries {
-            let bytes = read_archive_blob(&archive, &entry.target.digest, self.config.max_manifest_bytes)?;
+            let bytes = read_archive_blob(
+                &archive,
+                &entry.target.digest,
+                self.config.max_manifest_bytes,
+            )?;
             let digest = sha256_digest(&bytes);
             if digest != entry.target.digest {
                 return Err(Error::DataLoss(format!(
@@ -41,7 +45,9 @@ impl ImageService {
                 media_type: entry.target.media_type.clone(),
                 digest,
             };
-            let image = self.install(&source, &top, &PullProgress::default()).await?;
+            let image = self
+                .install(&source, &top, &PullProgress::default())
+                .await?;
             let names = names_of(&entry.names, &top.digest);
             let image = self.record(image, &names)?;
             tracing::info!(image = %image.id, tags = ?image.repo_tags, archive = %path.display(), "imported image");

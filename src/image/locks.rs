@@ -97,7 +97,10 @@ mod tests {
         // Another key is free.
         let _b = locks.lock("b").await;
         let second = tokio::time::timeout(std::time::Duration::from_millis(50), locks.lock("a"));
-        assert!(second.await.is_err(), "a second holder of the same key must wait");
+        assert!(
+            second.await.is_err(),
+            "a second holder of the same key must wait"
+        );
         drop(a);
         drop(locks.lock("a").await);
         assert_eq!(locks.locks.lock().unwrap().len(), 1);

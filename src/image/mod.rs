@@ -65,7 +65,10 @@ impl ImageService {
         let snapshot_records: Vec<SnapshotRecord> = store.all()?;
         let (snapshots, missing) = SnapshotStore::open(&root.join("snapshots"), &snapshot_records)?;
         if !missing.is_empty() {
-            tracing::warn!(?missing, "dropping snapshot records whose directory is gone");
+            tracing::warn!(
+                ?missing,
+                "dropping snapshot records whose directory is gone"
+            );
             store.write(|tx| {
                 missing
                     .iter()
@@ -107,7 +110,10 @@ impl ImageService {
         if let Some(id) = as_image_id(spec) {
             return Ok(images.get(&id).cloned().map(|i| (i, Named::Id)));
         }
-        let reference = Reference::parse(spec)?;
+        let reference = match Reference::parse(spec) {
+            Ok(r) => r,
+            Err(e) => return by_id_prefix(&images, spec).map(Some).ok_or(e.into()),
+        };
         let name = reference.to_string();
         let found = images.values().find_map(|image| {
             if reference.digest.is_some() {
@@ -122,7 +128,8 @@ impl ImageService {
                     .then(|| (image.clone(), Named::Tag(name.clone())))
             }
         });
-        Ok(found)
+        // A short id, as `crictl images` prints it, also reads as a repository name.
+        Ok(found.or_else(|| by_id_prefix(&images, spec)))
     }
 
     /// Removes an image. Named by one of several tags, only that tag goes; named by id,
@@ -214,6 +221,24 @@ fn as_image_id(spec: &str) -> Option<String> {
         .then(|| format!("sha256:{}", hex.to_ascii_lowercase()))
 }
 
+/// The one image whose id starts with `prefix` (at least 12 hex digits).
+fn by_id_prefix(
+    images: &HashMap<String, ImageRecord>,
+    prefix: &str,
+) -> Option<(ImageRecord, Named)> {
+    let hex = prefix.strip_prefix("sha256:").unwrap_or(prefix);
+    if hex.len() < 12 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    let mut matching = images
+        .values()
+        .filter(|i| i.id.trim_start_matches("sha256:").starts_with(hex));
+    match (matching.next(), matching.next()) {
+        (Some(image), None) => Some((image.clone(), Named::Id)),
+        _ => None,
+    }
+}
+
 /// Makes content records and blob files agree. A blob file without a record was
 /// verified before it was renamed into place (a crash came before the record), so it
 /// is adopted; a record without its file is dropped.
@@ -241,7 +266,11 @@ fn recover_content(store: &Store, content: &ContentStore) -> Result<()> {
     if adopt.is_empty() && lost.is_empty() {
         return Ok(());
     }
-    tracing::info!(adopted = adopt.len(), lost = lost.len(), "repairing content records");
+    tracing::info!(
+        adopted = adopt.len(),
+        lost = lost.len(),
+        "repairing content records"
+    );
     store.write(|tx| {
         adopt.iter().try_for_each(|r| tx.put(r))?;
         lost.iter().try_for_each(|d| tx.delete::<ContentRecord>(d))
@@ -298,5 +327,28 @@ mod tests {
         );
         assert_eq!(as_image_id("busybox"), None);
         assert_eq!(as_image_id("sha256:abc"), None);
+    }
+
+    #[test]
+    fn short_ids_resolve_when_unique() {
+        let image = |id: &str| ImageRecord {
+            id: format!("sha256:{id}"),
+            ..Default::default()
+        };
+        let images: HashMap<String, ImageRecord> = [
+            image(&format!("abcdef012345{}", "0".repeat(52))),
+            image(&format!("abcdef012399{}", "0".repeat(52))),
+        ]
+        .into_iter()
+        .map(|i| (i.id.clone(), i))
+        .collect();
+        assert!(by_id_prefix(&images, "abcdef012345").is_some());
+        assert!(by_id_prefix(&images, "abcdef0123").is_none(), "too short");
+        assert!(by_id_prefix(&images, "abcdef01239").is_none(), "too short");
+        assert!(by_id_prefix(&images, "abcdef0123999").is_none(), "no match");
+        let twin = image(&format!("abcdef012345{}", "1".repeat(52)));
+        let mut more = images.clone();
+        more.insert(twin.id.clone(), twin);
+        assert!(by_id_prefix(&more, "abcdef012345").is_none(), "ambiguous");
     }
 }

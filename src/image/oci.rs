@@ -91,7 +91,12 @@ pub fn parse_manifest(bytes: &[u8], media_type: &str, what: &str) -> Result<Pars
         .ok_or_else(|| invalid("it has no config descriptor".into()))?;
     Ok(Parsed::Image {
         config: descriptor(&config),
-        layers: raw.layers.unwrap_or_default().iter().map(descriptor).collect(),
+        layers: raw
+            .layers
+            .unwrap_or_default()
+            .iter()
+            .map(descriptor)
+            .collect(),
     })
 }
 

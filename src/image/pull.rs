@@ -162,8 +162,9 @@ impl ImageService {
 
         blobs.push(config.digest.clone());
         blobs.extend(layers.iter().map(|l| l.digest.clone()));
+        blobs.sort();
         blobs.dedup();
-        let size = blobs_size(&top.bytes, &manifest, &config, &layers);
+        let size = blobs_size(top, &manifest, &config, &layers);
         Ok(ImageRecord {
             id: config.digest.clone(),
             repo_tags: Vec::new(),
@@ -178,10 +179,7 @@ impl ImageService {
             chain_ids,
             blobs,
             size,
-            user: image_config
-                .config
-                .and_then(|c| c.user)
-                .unwrap_or_default(),
+            user: image_config.config.and_then(|c| c.user).unwrap_or_default(),
             pinned: false,
             created_at: now_nanos(),
         })
@@ -290,7 +288,8 @@ impl ImageService {
                     if attempt < DOWNLOAD_ATTEMPTS =>
                 {
                     tracing::warn!(digest = %desc.digest, %url, %message, attempt, "download broke off; resuming");
-                    tokio::time::sleep(std::time::Duration::from_millis(200 * attempt as u64)).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * attempt as u64))
+                        .await;
                     attempt += 1;
                 }
                 other => return other,
@@ -406,12 +405,16 @@ pub(super) fn read_archive_blob(archive: &Archive, digest: &str, limit: u64) -> 
 }
 
 /// Compressed size of everything the image refers to.
-fn blobs_size(top: &[u8], manifest: &Fetched, config: &Descriptor, layers: &[Descriptor]) -> u64 {
-    let manifests = if manifest.bytes.as_ptr() == top.as_ptr() {
-        top.len() as u64
-    } else {
-        (top.len() + manifest.bytes.len()) as u64
-    };
+fn blobs_size(
+    top: &Fetched,
+    manifest: &Fetched,
+    config: &Descriptor,
+    layers: &[Descriptor],
+) -> u64 {
+    let mut manifests = top.bytes.len() as u64;
+    if manifest.digest != top.digest {
+        manifests += manifest.bytes.len() as u64;
+    }
     manifests + config.size + layers.iter().map(|l| l.size).sum::<u64>()
 }
 

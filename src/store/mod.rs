@@ -168,12 +168,17 @@ mod tests {
                     tx.set_setting("pod_cidr", "10.1.0.0/16")
                 })
                 .unwrap();
-            store.write(|tx| tx.delete::<ImageRecord>("sha256:bb")).unwrap();
+            store
+                .write(|tx| tx.delete::<ImageRecord>("sha256:bb"))
+                .unwrap();
         }
         let store = Store::open(&path).unwrap();
         let all: Vec<ImageRecord> = store.all().unwrap();
         assert_eq!(all, vec![image("sha256:aa")]);
-        assert_eq!(store.setting("pod_cidr").unwrap().as_deref(), Some("10.1.0.0/16"));
+        assert_eq!(
+            store.setting("pod_cidr").unwrap().as_deref(),
+            Some("10.1.0.0/16")
+        );
     }
 
     #[test]
