@@ -6,10 +6,15 @@
 //! it again); it never finds a blob that is then deleted under it.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
-use super::ImageService;
+use super::{ImageService, now_nanos};
 use crate::error::Result;
 use crate::store::{ContentRecord, LeaseRecord, SnapshotRecord};
+
+/// How long what an unfinished pull committed is kept for the next attempt
+/// (containerd keeps a pull's lease for 24 hours too).
+const PULL_LEASE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 impl ImageService {
     pub async fn collect_garbage(&self) -> Result<()> {
@@ -51,7 +56,17 @@ impl ImageService {
         dead_snaps
             .retain(|s| !live_snaps.contains(&s.chain_id) && !self.pins.is_pinned(&s.chain_id));
 
+        let expired: Vec<String> = self
+            .store
+            .all::<LeaseRecord>()?
+            .into_iter()
+            .filter(|l| l.expired(now_nanos()))
+            .map(|l| l.id)
+            .collect();
         self.store.write(|tx| {
+            expired
+                .iter()
+                .try_for_each(|id| tx.delete::<LeaseRecord>(id))?;
             dead_blobs
                 .iter()
                 .try_for_each(|d| tx.delete::<ContentRecord>(d))?;
@@ -100,10 +115,31 @@ impl ImageService {
             blobs.extend(image.blobs.iter().cloned());
             snaps.extend(image.chain_ids.iter().cloned());
         }
+        let now = now_nanos();
         for lease in self.store.all::<LeaseRecord>()? {
-            blobs.extend(lease.blobs);
-            snaps.extend(lease.chain_ids);
+            if !lease.expired(now) {
+                blobs.extend(lease.blobs);
+                snaps.extend(lease.chain_ids);
+            }
         }
         Ok((blobs, snaps))
+    }
+
+    /// Creates or replaces the lease of a pull, good for `PULL_LEASE_TTL`.
+    pub(super) fn write_lease(
+        &self,
+        id: &str,
+        blobs: Vec<String>,
+        chain_ids: Vec<String>,
+    ) -> Result<()> {
+        let now = now_nanos();
+        let lease = LeaseRecord {
+            id: id.to_string(),
+            blobs,
+            chain_ids,
+            created_at: now,
+            expires_at: now + PULL_LEASE_TTL.as_nanos() as i64,
+        };
+        self.store.write(|tx| tx.put(&lease))
     }
 }

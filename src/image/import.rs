@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::ImageService;
 use super::archive::Archive;
 use super::progress::PullProgress;
-use super::pull::{Fetched, Names, Source, read_archive_blob};
+use super::pull::{Fetched, Names, Source, pull_lease, read_archive_blob};
 use super::reference::Reference;
 use crate::content::sha256_digest;
 use crate::error::{Error, Result};
@@ -49,7 +49,7 @@ impl ImageService {
                 .install(&source, &top, &PullProgress::default())
                 .await?;
             let names = names_of(&entry.names, &top.digest);
-            let image = self.record(image, &names)?;
+            let image = self.record(image, &names, Some(&pull_lease(&top.digest)))?;
             tracing::info!(image = %image.id, tags = ?image.repo_tags, archive = %path.display(), "imported image");
             imported.push(image);
         }

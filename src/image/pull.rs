@@ -21,7 +21,7 @@ use crate::content::{ContentStore, sha256_digest};
 use crate::error::{Error, Result};
 use crate::snapshot::SnapshotStore;
 use crate::snapshot::apply::{Compression, apply_layer};
-use crate::store::{ContentRecord, Descriptor, ImageRecord, SnapshotRecord};
+use crate::store::{ContentRecord, Descriptor, ImageRecord, LeaseRecord, SnapshotRecord};
 
 /// Where blobs come from.
 pub(super) enum Source {
@@ -62,7 +62,7 @@ impl ImageService {
         let source = Source::Registry(client);
         let image = self.install(&source, &top, &progress).await?;
         let names = Names::of(&reference, &top.digest);
-        let image = self.record(image, &names)?;
+        let image = self.record(image, &names, Some(&pull_lease(&top.digest)))?;
         tracing::info!(reference = %reference, image = %image.id, "pulled image");
         Ok(image)
     }
@@ -77,6 +77,10 @@ impl ImageService {
     ) -> Result<ImageRecord> {
         let max_manifest = self.config.max_manifest_bytes;
         let _pin_top = self.pins.pin([top.digest.clone()]);
+        // What this pull commits is leased until the image is recorded, so that a crash
+        // or a failure does not throw away verified work the next attempt can reuse.
+        let lease = pull_lease(&top.digest);
+        self.write_lease(&lease, vec![top.digest.clone()], Vec::new())?;
         self.store_small_blob(&top.digest, &top.media_type, &top.bytes)
             .await?;
         let mut blobs = vec![top.digest.clone()];
@@ -132,6 +136,11 @@ impl ImageService {
         }
         let chain_ids = oci::chain_ids(&diff_ids);
         let _pin_snapshots = self.pins.pin(chain_ids.iter().cloned());
+        let mut leased = blobs.clone();
+        leased.push(manifest.digest.clone());
+        leased.push(config.digest.clone());
+        leased.extend(layers.iter().map(|l| l.digest.clone()));
+        self.write_lease(&lease, leased, chain_ids.clone())?;
 
         let trackers: Vec<Arc<LayerProgress>> = layers
             .iter()
@@ -186,8 +195,14 @@ impl ImageService {
     }
 
     /// Records `image` under `names`, merging with an earlier record of the same image
-    /// and moving tags away from images that held them before.
-    pub(super) fn record(&self, mut image: ImageRecord, names: &Names) -> Result<ImageRecord> {
+    /// and moving tags away from images that held them before; the pull's lease, if
+    /// any, ends in the same transaction.
+    pub(super) fn record(
+        &self,
+        mut image: ImageRecord,
+        names: &Names,
+        lease: Option<&str>,
+    ) -> Result<ImageRecord> {
         let mut images = self.write_images();
         if let Some(existing) = images.get(&image.id) {
             image.repo_tags = existing.repo_tags.clone();
@@ -217,7 +232,11 @@ impl ImageService {
             .collect();
         self.store.write(|tx| {
             tx.put(&image)?;
-            untagged.iter().try_for_each(|o| tx.put(o))
+            untagged.iter().try_for_each(|o| tx.put(o))?;
+            match lease {
+                Some(id) => tx.delete::<LeaseRecord>(id),
+                None => Ok(()),
+            }
         })?;
         for other in untagged {
             images.insert(other.id.clone(), other);
@@ -365,6 +384,12 @@ impl Source {
             digest,
         })
     }
+}
+
+/// The lease of a pull, named by what it pulls so that a retry takes over the lease
+/// of the attempt that failed.
+pub(super) fn pull_lease(top_digest: &str) -> String {
+    format!("pull:{top_digest}")
 }
 
 /// The names an image is recorded under.

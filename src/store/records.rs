@@ -89,6 +89,15 @@ pub struct LeaseRecord {
     pub blobs: Vec<String>,
     pub chain_ids: Vec<String>,
     pub created_at: i64,
+    /// Nanoseconds since the epoch after which the lease no longer holds; 0 for never.
+    #[serde(default)]
+    pub expires_at: i64,
+}
+
+impl LeaseRecord {
+    pub fn expired(&self, now: i64) -> bool {
+        self.expires_at != 0 && self.expires_at < now
+    }
 }
 
 impl Record for LeaseRecord {

@@ -1,0 +1,257 @@
+//! Shared harness for berth's integration tests.
+//!
+//! - [`registry`]: a throwaway `docker-registry` (distribution v2.8) on loopback,
+//!   with its access log parsed so tests can count blob fetches.
+//! - [`image`]: layers, images and indexes built in memory and pushed over the
+//!   distribution API.
+//! - [`daemon`]: a `berthd` on a temporary root, and CRI clients for it.
+//! - [`proxy`]: a throttling TCP proxy, to slow a pull down enough to kill it.
+//! - [`static_registry`]: serves fixed manifests, for ones docker-registry refuses.
+//!
+//! Tests start with [`TestBed::start`], which returns `None` (after printing
+//! why) when [`prerequisites_met`] says no: not root, or docker-registry,
+//! htpasswd or skopeo missing. Under CI (`CI` set) that is a failure instead,
+//! so the suite can never pass by skipping.
+
+#![allow(dead_code)]
+
+pub mod daemon;
+pub mod image;
+pub mod proxy;
+pub mod registry;
+pub mod static_registry;
+
+use std::future::Future;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[allow(unused_imports)]
+pub use daemon::{Berthd, Cri, TestEnv};
+#[allow(unused_imports)]
+pub use image::{Compression, Format, Image, Index, Layer};
+pub use proxy::ThrottleProxy;
+pub use registry::{Registry, RegistryOpts};
+pub use static_registry::StaticRegistry;
+
+pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+
+/// Whether this machine can run the integration tests. Prints why not.
+/// Panics instead when running under CI, where the tests must really run.
+pub fn prerequisites_met() -> bool {
+    let mut missing = Vec::new();
+    if unsafe { libc::geteuid() } != 0 {
+        missing.push("must run as root".to_string());
+    }
+    for tool in [REGISTRY_BIN, "/usr/bin/htpasswd", "/usr/bin/skopeo"] {
+        if !Path::new(tool).exists() {
+            missing.push(format!("{tool} is not installed"));
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let reason = missing.join(", ");
+    if std::env::var_os("CI").is_some() {
+        panic!("integration test prerequisites missing under CI: {reason}");
+    }
+    eprintln!("SKIPPED: {reason}");
+    false
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout`
+/// with `what` in the message.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Like [`wait_for`] for a plain condition.
+pub async fn wait_until<F: FnMut() -> bool>(what: &str, timeout: Duration, mut cond: F) {
+    wait_for(what, timeout, || {
+        let ok = cond();
+        async move { ok.then_some(()) }
+    })
+    .await
+}
+
+/// `hex` of `sha256:hex`.
+pub fn hex_of(digest: &str) -> &str {
+    digest.strip_prefix("sha256:").unwrap_or(digest)
+}
+
+/// sha256 digest in `sha256:<hex>` form.
+pub fn sha256_digest(data: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
+
+/// Deterministic incompressible bytes (xorshift), fast even in debug builds.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// All paths below `dir` (recursively, not following symlinks), `dir` excluded.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                stack.push(path.clone());
+            }
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Regular files below `dir` whose whole content is exactly `content`.
+pub fn files_with_content(dir: &Path, content: &[u8]) -> Vec<PathBuf> {
+    walk(dir)
+        .into_iter()
+        .filter(|p| {
+            std::fs::symlink_metadata(p)
+                .map(|m| m.is_file() && m.len() == content.len() as u64)
+                .unwrap_or(false)
+                && std::fs::read(p).map(|c| c == content).unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Paths below `dir` that are the same inode as `target`.
+pub fn hard_links_to(dir: &Path, target: &Path) -> Vec<PathBuf> {
+    let t = std::fs::metadata(target).expect("stat target");
+    walk(dir)
+        .into_iter()
+        .filter(|p| {
+            std::fs::symlink_metadata(p)
+                .map(|m| m.dev() == t.dev() && m.ino() == t.ino())
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Names of the entries of a directory (empty if it does not exist), sorted.
+pub fn dir_entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// One test's world: a fresh registry, a fresh temp root, a berthd on it and
+/// a CRI client. Fields drop in order: berthd is killed before its root goes.
+pub struct TestBed {
+    pub cri: Cri,
+    pub berthd: Berthd,
+    pub env: TestEnv,
+    pub registry: Registry,
+}
+
+impl TestBed {
+    /// `None` (after printing why) when the machine cannot run the tests.
+    pub async fn start() -> Option<TestBed> {
+        Self::start_with(RegistryOpts::default()).await
+    }
+
+    pub async fn start_with(opts: RegistryOpts<'_>) -> Option<TestBed> {
+        if !prerequisites_met() {
+            return None;
+        }
+        let registry = Registry::start(opts).await;
+        let env = TestEnv::new();
+        let berthd = Berthd::start(&env).await;
+        let cri = berthd.cri().await;
+        Some(TestBed {
+            cri,
+            berthd,
+            env,
+            registry,
+        })
+    }
+
+    /// Pushes `image` as `repo:tag` to this bed's registry; returns the reference.
+    pub async fn push(&self, image: &Image, repo: &str, tag: &str) -> String {
+        image.push(&self.registry, repo, tag).await;
+        self.registry.reference(repo, tag)
+    }
+
+    /// Restarts berthd (SIGTERM, or nothing if it was killed) and reconnects.
+    pub async fn restart_berthd(&mut self) {
+        self.berthd.restart().await;
+        self.cri = self.berthd.cri().await;
+    }
+}
+
+/// Runs skopeo (policy checks off); panics with its stderr on failure.
+pub fn skopeo(args: &[&str]) -> String {
+    let out = std::process::Command::new("skopeo")
+        .arg("--insecure-policy")
+        .args(args)
+        .output()
+        .expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts a gRPC error has `code` and mentions each of `needles`
+/// (case-insensitively).
+pub fn assert_error(status: &tonic::Status, code: tonic::Code, needles: &[&str]) {
+    assert_eq!(status.code(), code, "unexpected error code: {status:?}");
+    assert_mentions(status, needles);
+}
+
+/// Asserts a gRPC error message mentions each of `needles` (case-insensitively).
+pub fn assert_mentions(status: &tonic::Status, needles: &[&str]) {
+    let message = status.message().to_lowercase();
+    for needle in needles {
+        assert!(
+            message.contains(&needle.to_lowercase()),
+            "error message should mention {needle:?}: {status:?}"
+        );
+    }
+}
+
+/// Asserts a gRPC error message mentions at least one of `needles`.
+pub fn assert_mentions_any(status: &tonic::Status, needles: &[&str]) {
+    let message = status.message().to_lowercase();
+    assert!(
+        needles.iter().any(|n| message.contains(&n.to_lowercase())),
+        "error message should mention one of {needles:?}: {status:?}"
+    );
+}
