@@ -1,0 +1,409 @@
+//! Test harness: a busybox rootfs, OCI bundles with an overlay rootfs, fifos,
+//! an events sink standing in for containerd, and the shim started exactly as
+//! containerd starts it. Needs root, runc and busybox; tests skip otherwise.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use containerd_shim_protos::api::{
+    CreateTaskRequest, DeleteRequest, DeleteResponse, KillRequest, Mount, StartRequest,
+    StateRequest, StateResponse, WaitRequest,
+};
+use containerd_shim_protos::protobuf::Message;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
+use containerd_shim_protos::shim::events::ForwardRequest;
+use containerd_shim_protos::shim::oci::Options;
+use containerd_shim_protos::ttrpc::{self, Server, TtrpcContext};
+use containerd_shim_protos::{Events, TaskClient, create_events};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+pub const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-berth-v2");
+pub const NAMESPACE: &str = "berth-test";
+const BUSYBOX: &str = "/bin/busybox";
+const APPLETS: &[&str] = &[
+    "sh", "cat", "echo", "sleep", "seq", "tail", "head", "stty", "tty", "true", "false", "wc",
+    "ls", "ps", "kill",
+];
+
+/// A topic and the event's type URL, as containerd would receive them.
+pub type Received = (String, String, Vec<u8>);
+
+struct Sink(Arc<Mutex<Vec<Received>>>);
+
+impl Events for Sink {
+    fn forward(&self, _: &TtrpcContext, req: ForwardRequest) -> ttrpc::Result<Empty> {
+        let env = req.envelope.into_option().unwrap_or_default();
+        let ev = env.event.into_option().unwrap_or_default();
+        self.0
+            .lock()
+            .unwrap()
+            .push((env.topic, ev.type_url, ev.value));
+        Ok(Empty::new())
+    }
+}
+
+pub struct Env {
+    pub dir: TempDir,
+    pub events: Arc<Mutex<Vec<Received>>>,
+    _events_server: Server,
+    pub ttrpc_address: String,
+    lower: PathBuf,
+    spec: Value,
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+impl Env {
+    /// None (after saying why) when this machine cannot run containers.
+    pub fn new() -> Option<Env> {
+        if !is_root() {
+            eprintln!("skipping: needs root");
+            return None;
+        }
+        if Command::new("runc").arg("--version").output().is_err() || !Path::new(BUSYBOX).exists() {
+            eprintln!("skipping: needs runc and a static busybox at {BUSYBOX}");
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("berth-shim-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let lower = dir.path().join("lower");
+        for d in ["bin", "proc", "dev", "sys", "tmp", "etc", "root"] {
+            std::fs::create_dir_all(lower.join(d)).unwrap();
+        }
+        std::fs::copy(BUSYBOX, lower.join("bin/busybox")).unwrap();
+        for a in APPLETS {
+            symlink("busybox", lower.join("bin").join(a)).unwrap();
+        }
+        let spec_dir = dir.path().join("spec");
+        std::fs::create_dir_all(&spec_dir).unwrap();
+        let ok = Command::new("runc")
+            .arg("spec")
+            .current_dir(&spec_dir)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "runc spec");
+        let spec: Value =
+            serde_json::from_slice(&std::fs::read(spec_dir.join("config.json")).unwrap()).unwrap();
+
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let ttrpc_address = dir
+            .path()
+            .join("containerd.sock.ttrpc")
+            .display()
+            .to_string();
+        let mut server = Server::new()
+            .bind(&format!("unix://{ttrpc_address}"))
+            .unwrap()
+            .register_service(create_events(Arc::new(Sink(Arc::clone(&events)))));
+        server.start().unwrap();
+        Some(Env {
+            dir,
+            events,
+            _events_server: server,
+            ttrpc_address,
+            lower,
+            spec,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn runc_root(&self) -> PathBuf {
+        self.path().join("runc")
+    }
+
+    /// A bundle running `args`; `edit` adjusts the OCI spec.
+    pub fn bundle(&self, id: &str, args: &[&str], edit: impl FnOnce(&mut Value)) -> Bundle {
+        let path = self.path().join("bundles").join(id);
+        let upper = self.path().join("layers").join(id);
+        for d in [path.join("rootfs"), upper.join("fs"), upper.join("work")] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let mut spec = self.spec.clone();
+        spec["process"]["args"] = json!(args);
+        spec["process"]["terminal"] = json!(false);
+        spec["root"] = json!({"path": "rootfs", "readonly": false});
+        spec["hostname"] = json!(id);
+        spec["linux"]["cgroupsPath"] = json!(format!("/berth-shim-test/{id}"));
+        edit(&mut spec);
+        std::fs::write(
+            path.join("config.json"),
+            serde_json::to_vec_pretty(&spec).unwrap(),
+        )
+        .unwrap();
+        let mount = Mount {
+            type_: "overlay".into(),
+            source: "overlay".into(),
+            options: vec![
+                format!("lowerdir={}", self.lower.display()),
+                format!("upperdir={}", upper.join("fs").display()),
+                format!("workdir={}", upper.join("work").display()),
+            ],
+            ..Default::default()
+        };
+        Bundle {
+            id: id.to_string(),
+            path,
+            mounts: vec![mount],
+        }
+    }
+
+    /// Runs `shim start` as containerd does: bundle as cwd, TTRPC_ADDRESS set.
+    pub fn start_shim(&self, bundle: &Bundle) -> String {
+        let out = self
+            .shim_command(bundle, "start")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run shim start");
+        assert!(
+            out.status.success(),
+            "shim start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let address = String::from_utf8(out.stdout).unwrap();
+        assert!(address.starts_with("unix://"), "address {address:?}");
+        address
+    }
+
+    pub fn shim_command(&self, bundle: &Bundle, action: &str) -> Command {
+        let mut cmd = Command::new(SHIM);
+        cmd.args(["-namespace", NAMESPACE, "-address"])
+            .arg(self.path().join("containerd.sock"))
+            .args([
+                "-publish-binary",
+                "/nonexistent/containerd",
+                "-id",
+                &bundle.id,
+                action,
+            ])
+            .current_dir(&bundle.path)
+            .env("TTRPC_ADDRESS", &self.ttrpc_address)
+            .env("BERTH_SHIM_SOCKET_DIR", self.path().join("s"));
+        cmd
+    }
+
+    pub fn options(&self) -> Any {
+        let opts = Options {
+            binary_name: "runc".into(),
+            root: self.runc_root().display().to_string(),
+            ..Default::default()
+        };
+        Any {
+            type_url: "containerd.runc.v1.Options".into(),
+            value: opts.write_to_bytes().unwrap(),
+            ..Default::default()
+        }
+    }
+
+    pub fn create_request(&self, bundle: &Bundle, stdio: &Stdio3) -> CreateTaskRequest {
+        CreateTaskRequest {
+            id: bundle.id.clone(),
+            bundle: bundle.path.display().to_string(),
+            rootfs: bundle.mounts.clone(),
+            stdin: stdio.stdin.clone(),
+            stdout: stdio.stdout.clone(),
+            stderr: stdio.stderr.clone(),
+            terminal: stdio.terminal,
+            options: Some(self.options()).into(),
+            ..Default::default()
+        }
+    }
+
+    /// Topics received for `id` so far (events carry the id in field 1).
+    pub fn topics(&self) -> Vec<String> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(t, _, _)| t.clone())
+            .collect()
+    }
+
+    /// Waits until `topic` has been received `n` times.
+    pub fn wait_topic(&self, topic: &str, n: usize) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.topics().iter().filter(|t| *t == topic).count() >= n {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+pub struct Bundle {
+    pub id: String,
+    pub path: PathBuf,
+    pub mounts: Vec<Mount>,
+}
+
+impl Bundle {
+    pub fn rootfs_mounted(&self) -> bool {
+        let rootfs = self.path.join("rootfs");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        mounts
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(rootfs.to_str().unwrap()))
+    }
+}
+
+/// Stdio paths for a process, fifos created in `dir`.
+#[derive(Default, Clone)]
+pub struct Stdio3 {
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub terminal: bool,
+}
+
+pub fn mkfifo(path: &Path) -> String {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    path.display().to_string()
+}
+
+impl Stdio3 {
+    pub fn fifos(dir: &Path, name: &str, stdin: bool) -> Stdio3 {
+        std::fs::create_dir_all(dir).unwrap();
+        Stdio3 {
+            stdin: if stdin {
+                mkfifo(&dir.join(format!("{name}-stdin")))
+            } else {
+                String::new()
+            },
+            stdout: mkfifo(&dir.join(format!("{name}-stdout"))),
+            stderr: mkfifo(&dir.join(format!("{name}-stderr"))),
+            terminal: false,
+        }
+    }
+}
+
+/// Reads a fifo to EOF on a thread, as containerd's copier does (the open
+/// blocks until the shim opens the write side). `delay` simulates a slow reader.
+pub fn read_fifo(path: &str, delay: Duration) -> JoinHandle<String> {
+    let path = path.to_string();
+    thread::spawn(move || {
+        let mut f = OpenOptions::new().read(true).open(&path).unwrap();
+        thread::sleep(delay);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 512];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    out.extend_from_slice(&buf[..n]);
+                    if !delay.is_zero() {
+                        thread::sleep(Duration::from_micros(50));
+                    }
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    })
+}
+
+/// Writes `data` into a fifo once the shim opens its read side, then closes.
+pub fn write_fifo(path: &str, data: &'static [u8]) -> JoinHandle<()> {
+    let path = path.to_string();
+    thread::spawn(move || {
+        let mut f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all(data).unwrap();
+    })
+}
+
+pub fn connect(address: &str) -> TaskClient {
+    TaskClient::new(ttrpc::Client::connect(address).expect("connect to shim"))
+}
+
+pub fn ctx() -> ttrpc::context::Context {
+    ttrpc::context::with_timeout(30_000_000_000)
+}
+
+pub fn start(client: &TaskClient, id: &str, exec_id: &str) -> u32 {
+    let req = StartRequest {
+        id: id.into(),
+        exec_id: exec_id.into(),
+        ..Default::default()
+    };
+    client.start(ctx(), &req).expect("start").pid
+}
+
+pub fn wait(client: &TaskClient, id: &str, exec_id: &str) -> u32 {
+    let req = WaitRequest {
+        id: id.into(),
+        exec_id: exec_id.into(),
+        ..Default::default()
+    };
+    client.wait(ctx(), &req).expect("wait").exit_status
+}
+
+pub fn kill(client: &TaskClient, id: &str, exec_id: &str, signal: u32) -> ttrpc::Result<Empty> {
+    let req = KillRequest {
+        id: id.into(),
+        exec_id: exec_id.into(),
+        signal,
+        ..Default::default()
+    };
+    client.kill(ctx(), &req)
+}
+
+pub fn state(client: &TaskClient, id: &str, exec_id: &str) -> StateResponse {
+    let req = StateRequest {
+        id: id.into(),
+        exec_id: exec_id.into(),
+        ..Default::default()
+    };
+    client.state(ctx(), &req).expect("state")
+}
+
+pub fn delete(client: &TaskClient, id: &str, exec_id: &str) -> ttrpc::Result<DeleteResponse> {
+    let req = DeleteRequest {
+        id: id.into(),
+        exec_id: exec_id.into(),
+        ..Default::default()
+    };
+    client.delete(ctx(), &req)
+}
+
+/// The exit status the runtime reports in its state for `id`, if it knows it.
+pub fn runc_knows(env: &Env, id: &str) -> bool {
+    Command::new("runc")
+        .arg("--root")
+        .arg(env.runc_root().join(NAMESPACE))
+        .args(["state", id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Private memory of a process in KiB, from smaps_rollup.
+pub fn private_kib(pid: u32) -> HashMap<String, u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            let kib = v.trim().trim_end_matches(" kB").trim().parse().ok()?;
+            Some((k.to_string(), kib))
+        })
+        .collect()
+}
