@@ -117,6 +117,13 @@ impl RuntimeService for CriRuntimeService {
             let config = serde_json::to_string(&self.info.config)
                 .map_err(|e| status(Error::Internal(format!("encoding config: {e}"))))?;
             info.insert("config".to_string(), config);
+            let pod_cidr = self
+                .info
+                .store
+                .setting(POD_CIDR_KEY)
+                .map_err(status)?
+                .unwrap_or_default();
+            info.insert("podCIDR".to_string(), pod_cidr);
         }
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus {

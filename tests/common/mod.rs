@@ -13,7 +13,8 @@
 //! htpasswd or skopeo missing. Under CI (`CI` set) that is a failure instead,
 //! so the suite can never pass by skipping.
 
-#![allow(dead_code)]
+// Each test binary uses a different part of the harness.
+#![allow(dead_code, unused_imports)]
 
 pub mod daemon;
 pub mod image;
@@ -26,9 +27,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-#[allow(unused_imports)]
 pub use daemon::{Berthd, Cri, TestEnv};
-#[allow(unused_imports)]
 pub use image::{Compression, Format, Image, Index, Layer};
 pub use proxy::ThrottleProxy;
 pub use registry::{Registry, RegistryOpts};

@@ -1,0 +1,229 @@
+//! The RuntimeService calls of the foundation (Version, Status, RuntimeConfig,
+//! UpdateRuntimeConfig) and the daemon's start-up contract, against a real berthd.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use common::daemon::{Berthd, TestEnv};
+use k8s_cri::v1 as cri;
+
+fn write_config(env: &TestEnv, extra: &str) {
+    let text = format!(
+        "[registry]\nconfig_path = \"{}\"\n{extra}",
+        env.certs_d.display()
+    );
+    std::fs::write(&env.config, text).unwrap();
+}
+
+fn condition(status: &cri::StatusResponse, kind: &str) -> cri::RuntimeCondition {
+    status
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.r#type == kind))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {kind} condition in {status:?}"))
+}
+
+async fn status(berthd: &Berthd, verbose: bool) -> cri::StatusResponse {
+    let cri = berthd.cri().await;
+    cri.runtime_client()
+        .status(cri::StatusRequest { verbose })
+        .await
+        .expect("Status")
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn version_status_and_network_readiness() {
+    if !common::prerequisites_met() {
+        return;
+    }
+    let env = TestEnv::new();
+    let cni_dir = env.path().join("net.d");
+    std::fs::create_dir_all(&cni_dir).unwrap();
+    write_config(
+        &env,
+        &format!("[cni]\nconf_dir = \"{}\"\n", cni_dir.display()),
+    );
+    let berthd = Berthd::start(&env).await;
+
+    let version = berthd.cri().await.version().await;
+    assert_eq!(version.runtime_name, "berth");
+    assert_eq!(version.runtime_api_version, "v1");
+    assert_eq!(version.runtime_version, env!("CARGO_PKG_VERSION"));
+
+    let st = status(&berthd, false).await;
+    assert!(condition(&st, "RuntimeReady").status);
+    let network = condition(&st, "NetworkReady");
+    assert!(!network.status, "no CNI config yet: {network:?}");
+    assert_eq!(network.reason, "NetworkPluginNotReady");
+    assert!(
+        network.message.contains(&cni_dir.display().to_string()),
+        "{network:?}"
+    );
+    assert!(st.info.is_empty(), "info only when verbose");
+
+    // Readiness follows the config directory without a restart.
+    std::fs::write(cni_dir.join("10-test.conflist"), "{}").unwrap();
+    let network = condition(&status(&berthd, false).await, "NetworkReady");
+    assert!(network.status, "{network:?}");
+
+    let verbose = status(&berthd, true).await;
+    let config: serde_json::Value =
+        serde_json::from_str(&verbose.info["config"]).expect("config is JSON");
+    assert_eq!(config["root"], env.root.display().to_string());
+    assert_eq!(config["cni"]["conf_dir"], cni_dir.display().to_string());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runtime_config_reports_the_cgroup_driver() {
+    if !common::prerequisites_met() {
+        return;
+    }
+    for (setting, expected) in [
+        ("", cri::CgroupDriver::Cgroupfs),
+        ("cgroup_driver = \"systemd\"\n", cri::CgroupDriver::Systemd),
+    ] {
+        let env = TestEnv::new();
+        // Top-level keys go before any table.
+        let text = format!(
+            "{setting}[registry]\nconfig_path = \"{}\"\n",
+            env.certs_d.display()
+        );
+        std::fs::write(&env.config, text).unwrap();
+        let berthd = Berthd::start(&env).await;
+        let response = berthd
+            .cri()
+            .await
+            .runtime_client()
+            .runtime_config(cri::RuntimeConfigRequest {})
+            .await
+            .expect("RuntimeConfig")
+            .into_inner();
+        assert_eq!(
+            response.linux.map(|l| l.cgroup_driver),
+            Some(expected as i32),
+            "with {setting:?}"
+        );
+    }
+}
+
+fn cidr_request(cidr: &str) -> cri::UpdateRuntimeConfigRequest {
+    cri::UpdateRuntimeConfigRequest {
+        runtime_config: Some(cri::RuntimeConfig {
+            network_config: Some(cri::NetworkConfig {
+                pod_cidr: cidr.to_string(),
+            }),
+        }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_cidr_is_validated_and_survives_a_restart() {
+    if !common::prerequisites_met() {
+        return;
+    }
+    let env = TestEnv::new();
+    let mut berthd = Berthd::start(&env).await;
+    let mut client = berthd.cri().await.runtime_client();
+    let err = client
+        .update_runtime_config(cidr_request("10.244.0.0/40"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("pod_cidr"), "{}", err.message());
+
+    client
+        .update_runtime_config(cidr_request("10.244.1.0/24"))
+        .await
+        .expect("UpdateRuntimeConfig");
+    assert_eq!(status(&berthd, true).await.info["podCIDR"], "10.244.1.0/24");
+
+    berthd.kill9();
+    berthd.restart().await;
+    assert_eq!(status(&berthd, true).await.info["podCIDR"], "10.244.1.0/24");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_of_later_stages_are_unimplemented() {
+    if !common::prerequisites_met() {
+        return;
+    }
+    let env = TestEnv::new();
+    let berthd = Berthd::start(&env).await;
+    let err = berthd
+        .cri()
+        .await
+        .runtime_client()
+        .run_pod_sandbox(cri::RunPodSandboxRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn socket_is_created_0660() {
+    if !common::prerequisites_met() {
+        return;
+    }
+    let env = TestEnv::new();
+    let _berthd = Berthd::start(&env).await;
+    let mode = std::fs::metadata(&env.socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o660, "socket mode {mode:o}");
+}
+
+/// Runs berthd expecting it to refuse to start; returns what it printed.
+async fn refused_start(env: &TestEnv) -> String {
+    let log = env.path().join("refused.log");
+    let mut child = env
+        .berthd_command()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut exit = None;
+    common::wait_until("berthd to exit", Duration::from_secs(10), || {
+        exit = child.try_wait().unwrap();
+        exit.is_some()
+    })
+    .await;
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(!exit.unwrap().success(), "berthd started: {stderr}");
+    assert!(!env.socket.exists(), "a refused berthd left a socket");
+    stderr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_config_and_newer_store_are_refused_at_start() {
+    if !common::prerequisites_met() {
+        return;
+    }
+    let env = TestEnv::new();
+    write_config(&env, "[cni]\nconf_dri = \"/x\"\n");
+    let stderr = refused_start(&env).await;
+    assert!(
+        stderr.contains("conf_dri"),
+        "unknown key not named: {stderr}"
+    );
+    assert!(
+        stderr.contains(&env.config.display().to_string()),
+        "config file not named: {stderr}"
+    );
+
+    // A store written by a newer berth.
+    let env = TestEnv::new();
+    {
+        let db = redb::Database::create(env.root.join("meta.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+        txn.open_table(meta)
+            .unwrap()
+            .insert("schema_version", 99)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let stderr = refused_start(&env).await;
+    assert!(stderr.contains("schema version 99"), "{stderr}");
+}
