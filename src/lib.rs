@@ -10,5 +10,6 @@ pub mod daemon;
 pub mod error;
 pub mod image;
 pub mod network;
+pub mod shim;
 pub mod snapshot;
 pub mod store;

@@ -1,0 +1,10 @@
+//! berthd's side of shim v2: starting shims, talking to their Task service, and
+//! receiving the events they publish.
+
+pub mod client;
+pub mod events;
+pub mod launch;
+
+pub use client::TaskClient;
+pub use events::{EventServer, ShimEvent};
+pub use launch::ShimEnv;
