@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::Duration;
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -21,6 +22,10 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use crate::cgroup::{self, Cgroup};
 use crate::error::{Context, Result};
 use crate::events::Publisher;
+
+/// How long an OOM notification may precede the kill it announces.
+const KILL_POLLS: u32 = 50;
+const KILL_POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// The descriptor epoll waits on for one container.
 enum Source {
@@ -119,6 +124,10 @@ impl OomWatcher {
         };
         let token = self.next.fetch_add(1, Ordering::Relaxed);
         let kills = cgroup::oom_kills(&dir, v2).unwrap_or(0);
+        log::debug!(
+            "watching {} for OOM kills of {container_id} (now {kills})",
+            dir.display()
+        );
         let watch = Watch {
             container_id: container_id.to_string(),
             dir,
@@ -167,22 +176,40 @@ impl OomWatcher {
     }
 
     fn check(&self, token: u64) {
-        let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(w) = watches.get_mut(&token) else {
-            return;
+        let (dir, v2, before) = {
+            let watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(w) = watches.get(&token) else {
+                return;
+            };
+            w.source.drain();
+            (w.dir.clone(), w.v2, w.kills)
         };
-        w.source.drain();
-        match cgroup::oom_kills(&w.dir, w.v2) {
-            Some(kills) if kills > w.kills => {
-                log::info!(
-                    "container {} OOM killed ({} kills)",
-                    w.container_id,
-                    kills - w.kills
-                );
-                w.kills = kills;
-                self.publisher.oom(&w.container_id);
+        // v1 signals when the cgroup enters OOM, a moment before the kernel
+        // picks and kills a victim; give the counter that moment to move.
+        let mut kills = cgroup::oom_kills(&dir, v2);
+        for _ in 0..KILL_POLLS {
+            if kills.is_none_or(|k| k > before) {
+                break;
             }
-            Some(_) => {}
+            thread::sleep(KILL_POLL_INTERVAL);
+            kills = cgroup::oom_kills(&dir, v2);
+        }
+        let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+        match kills {
+            Some(kills) => {
+                let Some(w) = watches.get_mut(&token) else {
+                    return;
+                };
+                if kills > w.kills {
+                    log::info!(
+                        "container {} OOM killed ({} kills)",
+                        w.container_id,
+                        kills - w.kills
+                    );
+                    w.kills = kills;
+                    self.publisher.oom(&w.container_id);
+                }
+            }
             // The cgroup is gone (v1 signals its removal on the eventfd).
             None => {
                 if let Some(w) = watches.remove(&token) {

@@ -206,10 +206,7 @@ fn start_logger(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let raw: Vec<i32> = fds
-        .iter()
-        .map(|f| std::os::fd::AsRawFd::as_raw_fd(f))
-        .collect();
+    let raw: Vec<i32> = fds.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
     // SAFETY: only async-signal-safe fcntl/dup2 calls run between fork and
     // exec. Each fd is first moved above 5 so no dup2 clobbers a later source.
     unsafe {

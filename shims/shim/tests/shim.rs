@@ -89,3 +89,362 @@ fn lifecycle_with_fifos_exit_code_and_events_in_order() {
         "socket removed on shutdown"
     );
 }
+
+fn exec_request(id: &str, exec_id: &str, args: &[&str], io: &Stdio3) -> ExecProcessRequest {
+    let spec = json!({
+        "args": args,
+        "cwd": "/",
+        "env": ["PATH=/bin"],
+        "terminal": io.terminal,
+        "user": {"uid": 0, "gid": 0},
+    });
+    ExecProcessRequest {
+        id: id.into(),
+        exec_id: exec_id.into(),
+        terminal: io.terminal,
+        stdin: io.stdin.clone(),
+        stdout: io.stdout.clone(),
+        stderr: io.stderr.clone(),
+        spec: Some(Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+            value: serde_json::to_vec(&spec).unwrap(),
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn exec_kill_and_wait() {
+    let Some(env) = Env::new() else { return };
+    let b = env.bundle("execs", &["sleep", "1000"], |_| {});
+    let client = connect(&env.start_shim(&b));
+    let io = Stdio3::default();
+    client
+        .create(ctx(), &env.create_request(&b, &io))
+        .expect("create");
+    let pid = start(&client, "execs", "");
+    assert_eq!(
+        state(&client, "execs", "").status.enum_value(),
+        Ok(Status::RUNNING)
+    );
+
+    let eio = Stdio3::fifos(&env.path().join("io"), "exec1", false);
+    let out = read_fifo(&eio.stdout, Duration::ZERO);
+    let err = read_fifo(&eio.stderr, Duration::ZERO);
+    let req = exec_request(
+        "execs",
+        "e1",
+        &["sh", "-c", "echo from-exec; echo to-err >&2; exit 5"],
+        &eio,
+    );
+    client.exec(ctx(), &req).expect("exec");
+    assert!(client.exec(ctx(), &req).is_err(), "exec id reused");
+    let epid = start(&client, "execs", "e1");
+    assert_ne!(epid, pid);
+    assert_eq!(wait(&client, "execs", "e1"), 5);
+    assert_eq!(out.join().unwrap(), "from-exec\n");
+    assert_eq!(err.join().unwrap(), "to-err\n");
+    let st = state(&client, "execs", "e1");
+    assert_eq!(
+        (st.status.enum_value(), st.exit_status),
+        (Ok(Status::STOPPED), 5)
+    );
+    let del = delete(&client, "execs", "e1").expect("delete exec");
+    assert_eq!(del.exit_status, 5);
+
+    // Pids lists the init process.
+    let pids = client
+        .pids(
+            ctx(),
+            &containerd_shim_protos::api::PidsRequest {
+                id: "execs".into(),
+                ..Default::default()
+            },
+        )
+        .expect("pids");
+    assert!(pids.processes.iter().any(|p| p.pid == pid));
+
+    // A running container cannot be deleted; SIGKILL then delete.
+    assert!(delete(&client, "execs", "").is_err());
+    kill(&client, "execs", "", 9).expect("kill");
+    assert_eq!(wait(&client, "execs", ""), 137);
+    let e = kill(&client, "execs", "", 9).expect_err("kill after exit");
+    assert!(format!("{e:?}").contains("NOT_FOUND"), "{e:?}");
+    delete(&client, "execs", "").expect("delete");
+    assert!(env.wait_topic("/tasks/delete", 1));
+    assert_eq!(
+        env.topics(),
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exec-added",
+            "/tasks/exec-started",
+            "/tasks/exit",
+            "/tasks/exit",
+            "/tasks/delete"
+        ]
+    );
+}
+
+#[test]
+fn tty_resize_and_stdin_close() {
+    let Some(env) = Env::new() else { return };
+    let b = env.bundle(
+        "tty",
+        &["sh", "-c", "stty size; read line; echo got:$line; tty"],
+        |s| {
+            s["process"]["terminal"] = json!(true);
+        },
+    );
+    let client = connect(&env.start_shim(&b));
+    let mut io = Stdio3::fifos(&env.path().join("io"), "tty", true);
+    io.stderr = String::new();
+    io.terminal = true;
+    let out = read_fifo(&io.stdout, Duration::ZERO);
+    let input = write_fifo(&io.stdin, b"hi\n");
+    client
+        .create(ctx(), &env.create_request(&b, &io))
+        .expect("create");
+    let resize = ResizePtyRequest {
+        id: "tty".into(),
+        width: 100,
+        height: 40,
+        ..Default::default()
+    };
+    client.resize_pty(ctx(), &resize).expect("resize");
+    start(&client, "tty", "");
+    input.join().unwrap();
+    assert_eq!(wait(&client, "tty", ""), 0);
+    let text = out.join().unwrap();
+    assert!(
+        text.contains("40 100"),
+        "stty size through the pty: {text:?}"
+    );
+    assert!(text.contains("got:hi"), "stdin through the pty: {text:?}");
+    assert!(text.contains("/dev/pts/"), "a terminal: {text:?}");
+    delete(&client, "tty", "").expect("delete");
+}
+
+#[test]
+fn stdin_reaches_eof_on_close_io() {
+    let Some(env) = Env::new() else { return };
+    let b = env.bundle("stdin", &["sh", "-c", "cat; echo done"], |_| {});
+    let client = connect(&env.start_shim(&b));
+    let io = Stdio3::fifos(&env.path().join("io"), "stdin", true);
+    let out = read_fifo(&io.stdout, Duration::ZERO);
+    let input = write_fifo(&io.stdin, b"ping\npong\n");
+    client
+        .create(ctx(), &env.create_request(&b, &io))
+        .expect("create");
+    start(&client, "stdin", "");
+    input.join().unwrap();
+    // containerd has closed its writer; cat keeps waiting until CloseIO.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        state(&client, "stdin", "").status.enum_value(),
+        Ok(Status::RUNNING)
+    );
+    let close = CloseIORequest {
+        id: "stdin".into(),
+        stdin: true,
+        ..Default::default()
+    };
+    client.close_io(ctx(), &close).expect("close io");
+    assert_eq!(wait(&client, "stdin", ""), 0);
+    assert_eq!(out.join().unwrap(), "ping\npong\ndone\n");
+    delete(&client, "stdin", "").expect("delete");
+}
+
+#[test]
+fn oom_kill_is_reported_and_stats_come_from_the_cgroup() {
+    let Some(env) = Env::new() else { return };
+    // busybox tail buffers a newline-free stream without bound.
+    let b = env.bundle("oom", &["sh", "-c", "sleep 0.5; tail /dev/zero"], |s| {
+        s["linux"]["resources"]["memory"] =
+            json!({"limit": 32 * 1024 * 1024, "swap": 32 * 1024 * 1024});
+    });
+    let client = connect(&env.start_shim(&b));
+    client
+        .create(ctx(), &env.create_request(&b, &Stdio3::default()))
+        .expect("create");
+    start(&client, "oom", "");
+    let stats = client
+        .stats(
+            ctx(),
+            &StatsRequest {
+                id: "oom".into(),
+                ..Default::default()
+            },
+        )
+        .expect("stats")
+        .stats
+        .into_option()
+        .expect("stats any");
+    assert!(
+        stats.type_url.starts_with("io.containerd.cgroups.v"),
+        "{}",
+        stats.type_url
+    );
+    if stats.type_url == "io.containerd.cgroups.v1.Metrics" {
+        let m = containerd_shim_protos::cgroups::metrics::Metrics::parse_from_bytes(&stats.value)
+            .unwrap();
+        let mem = m.memory.into_option().unwrap();
+        assert_eq!(mem.usage.limit, 32 * 1024 * 1024);
+        assert!(mem.usage.usage > 0);
+        assert!(m.pids.current >= 1);
+    }
+    assert_eq!(wait(&client, "oom", ""), 137);
+    std::thread::sleep(Duration::from_millis(300));
+    eprintln!("LOG: {}", b.shim_log());
+    assert!(
+        env.wait_topic("/tasks/oom", 1),
+        "an OOM event: {:?}\n{}",
+        env.topics(),
+        b.shim_log()
+    );
+    let topics = env.topics();
+    assert_eq!(
+        topics.iter().filter(|t| *t == "/tasks/oom").count(),
+        1,
+        "{topics:?}"
+    );
+    delete(&client, "oom", "").expect("delete");
+}
+
+#[test]
+fn killed_shim_is_cleaned_up_by_delete() {
+    let Some(env) = Env::new() else { return };
+    let b = env.bundle("orphan", &["sleep", "1000"], |_| {});
+    let address = env.start_shim(&b);
+    let client = connect(&address);
+    client
+        .create(ctx(), &env.create_request(&b, &Stdio3::default()))
+        .expect("create");
+    start(&client, "orphan", "");
+    let shim_pid = client
+        .connect(
+            ctx(),
+            &ConnectRequest {
+                id: "orphan".into(),
+                ..Default::default()
+            },
+        )
+        .expect("connect")
+        .shim_pid;
+    drop(client);
+    // SAFETY: kill(2) on the shim we started.
+    unsafe { libc::kill(shim_pid as i32, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(b.rootfs_mounted() && runc_knows(&env, "orphan"));
+
+    let out = env
+        .shim_command(&b, "delete")
+        .output()
+        .expect("shim delete");
+    assert!(
+        out.status.success(),
+        "delete: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resp = containerd_shim_protos::api::DeleteResponse::parse_from_bytes(&out.stdout)
+        .expect("DeleteResponse");
+    assert_eq!(resp.exit_status, 137);
+    assert!(resp.exited_at.is_some());
+    assert!(!runc_knows(&env, "orphan"), "runtime state removed");
+    assert!(!b.rootfs_mounted(), "rootfs unmounted");
+    assert!(
+        !std::path::Path::new(address.trim_start_matches("unix://")).exists(),
+        "dead socket removed"
+    );
+}
+
+#[test]
+fn containers_of_a_pod_share_one_shim() {
+    let Some(env) = Env::new() else { return };
+    let pod = |s: &mut serde_json::Value| {
+        s["annotations"] = json!({"io.kubernetes.cri.sandbox-id": "pod1"});
+    };
+    let a = env.bundle("pod1", &["sleep", "1000"], pod);
+    let b = env.bundle("app1", &["sh", "-c", "echo app; sleep 1000"], pod);
+    let other = env.bundle("pod2", &["sleep", "1000"], |_| {});
+    let address = env.start_shim(&a);
+    assert_eq!(env.start_shim(&b), address, "same pod, same shim");
+    assert_ne!(env.start_shim(&other), address, "another pod, another shim");
+
+    let client = connect(&address);
+    for bundle in [&a, &b] {
+        client
+            .create(ctx(), &env.create_request(bundle, &Stdio3::default()))
+            .expect("create");
+        start(&client, &bundle.id, "");
+    }
+    let shim_pid = |id: &str| {
+        client
+            .connect(
+                ctx(),
+                &ConnectRequest {
+                    id: id.into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .shim_pid
+    };
+    assert_eq!(shim_pid("pod1"), shim_pid("app1"));
+
+    // The pod's shim stays while a container remains.
+    for id in ["app1", "pod1"] {
+        kill(&client, id, "", 9).unwrap();
+        assert_eq!(wait(&client, id, ""), 137);
+        delete(&client, id, "").unwrap();
+        client
+            .shutdown(
+                ctx(),
+                &ShutdownRequest {
+                    id: id.into(),
+                    ..Default::default()
+                },
+            )
+            .ok();
+        std::thread::sleep(Duration::from_millis(100));
+        let alive = std::path::Path::new(address.trim_start_matches("unix://")).exists();
+        assert_eq!(alive, id == "app1", "after {id}");
+    }
+    // Stop the other pod's shim too.
+    let c2 = connect(&env.start_shim(&other));
+    c2.shutdown(ctx(), &ShutdownRequest::default()).ok();
+}
+
+#[test]
+fn containerd_1_6_calls_the_v2_service_name() {
+    let Some(env) = Env::new() else { return };
+    let b = env.bundle("v2", &["true"], |_| {});
+    let address = env.start_shim(&b);
+    let raw = containerd_shim_protos::ttrpc::Client::connect(&address).unwrap();
+    let req = containerd_shim_protos::ttrpc::Request {
+        service: "containerd.task.v2.Task".into(),
+        method: "Connect".into(),
+        payload: ConnectRequest {
+            id: "v2".into(),
+            ..Default::default()
+        }
+        .write_to_bytes()
+        .unwrap(),
+        timeout_nano: 5_000_000_000,
+        ..Default::default()
+    };
+    let resp = raw.request(req).expect("v2 Connect");
+    let status = resp.status.into_option().unwrap_or_default();
+    assert_eq!(status.code.value(), 0, "{status:?}");
+    let connect =
+        containerd_shim_protos::api::ConnectResponse::parse_from_bytes(&resp.payload).unwrap();
+    assert!(connect.shim_pid > 0);
+    let client = connect_client(&address);
+    client.shutdown(ctx(), &ShutdownRequest::default()).ok();
+}
+
+fn connect_client(address: &str) -> containerd_shim_protos::TaskClient {
+    connect(address)
+}

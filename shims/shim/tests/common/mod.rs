@@ -149,6 +149,17 @@ impl Env {
             serde_json::to_vec_pretty(&spec).unwrap(),
         )
         .unwrap();
+        // containerd creates a `log` fifo in the bundle and copies the shim's
+        // log from it; keep a copy beside it for assertion messages.
+        let log = mkfifo(&path.join("log"));
+        let copy = path.join("shim.log");
+        thread::spawn(move || {
+            if let (Ok(mut from), Ok(mut to)) =
+                (std::fs::File::open(&log), std::fs::File::create(&copy))
+            {
+                let _ = std::io::copy(&mut from, &mut to);
+            }
+        });
         let mount = Mount {
             type_: "overlay".into(),
             source: "overlay".into(),
@@ -188,6 +199,7 @@ impl Env {
         cmd.args(["-namespace", NAMESPACE, "-address"])
             .arg(self.path().join("containerd.sock"))
             .args([
+                "-debug",
                 "-publish-binary",
                 "/nonexistent/containerd",
                 "-id",
@@ -257,6 +269,11 @@ pub struct Bundle {
 }
 
 impl Bundle {
+    /// What the shim logged so far (for assertion messages).
+    pub fn shim_log(&self) -> String {
+        std::fs::read_to_string(self.path.join("shim.log")).unwrap_or_default()
+    }
+
     pub fn rootfs_mounted(&self) -> bool {
         let rootfs = self.path.join("rootfs");
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -406,4 +423,37 @@ pub fn private_kib(pid: u32) -> HashMap<String, u64> {
             Some((k.to_string(), kib))
         })
         .collect()
+}
+
+/// Leaves nothing running or mounted, whether the test passed or not.
+impl Drop for Env {
+    fn drop(&mut self) {
+        let root = self.runc_root().join(NAMESPACE);
+        let ids = Command::new("runc")
+            .arg("--root")
+            .arg(&root)
+            .args(["list", "-q"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for id in ids.split_whitespace() {
+            let _ = Command::new("runc")
+                .arg("--root")
+                .arg(&root)
+                .args(["delete", "--force", id])
+                .status();
+        }
+        let bundles = self.path().join("bundles");
+        for entry in std::fs::read_dir(&bundles).into_iter().flatten().flatten() {
+            let pid = std::fs::read_to_string(entry.path().join("shim.pid"));
+            if let Some(pid) = pid.ok().and_then(|p| p.trim().parse::<i32>().ok()) {
+                // SAFETY: kill(2) on a shim this test started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            let _ = nix::mount::umount2(
+                &entry.path().join("rootfs"),
+                nix::mount::MntFlags::MNT_DETACH,
+            );
+        }
+    }
 }
