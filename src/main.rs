@@ -29,10 +29,29 @@ struct Args {
     /// Log filter: error, warn, info, debug, trace [default: info]
     #[arg(long)]
     log_level: Option<String>,
+    /// With `publish`: the events endpoint to forward to (as containerd's flag)
+    #[arg(long)]
+    address: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Forward an event (a protobuf Any on stdin) to berthd; shims exec this
+    Publish {
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        namespace: String,
+    },
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(Command::Publish { topic, namespace }) = args.command.take() {
+        return publish(args.address.as_deref(), &topic, &namespace);
+    }
     let config = match load(args) {
         Ok(c) => c,
         Err(e) => {
@@ -94,5 +113,36 @@ fn log_filter(level: &str) -> String {
     match level {
         "debug" | "trace" => format!("info,berth={level},berthd={level}"),
         other => other.to_string(),
+    }
+}
+
+/// `berthd --address A publish --topic T --namespace N`, as shims exec it.
+fn publish(address: Option<&str>, topic: &str, namespace: &str) -> ExitCode {
+    use std::io::Read;
+    let Some(address) = address else {
+        eprintln!("berthd publish: --address is required");
+        return ExitCode::FAILURE;
+    };
+    let mut event = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut event) {
+        eprintln!("berthd publish: reading the event: {e}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("berthd publish: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(berth::shim::events::publish(address, topic, namespace, &event)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berthd publish: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
