@@ -1,0 +1,396 @@
+//! The CNI caller berthd uses: a pod gets `lo` from the loopback plugin and `eth0`
+//! from the pod network (the first config in the conf dir, or the built-in
+//! bridge). Each ADD is cached so DEL and CHECK replay it exactly, and a failed ADD
+//! is deleted again before its error returns, so no IP or veth leaks.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::NetworkError;
+use super::attachment::Attachment;
+use super::cache::{Cached, ResultCache};
+use super::conf::{self, NetworkList};
+use super::error::Call;
+use super::netns;
+use super::pod::PodNetwork;
+use super::result::{self, Attached};
+
+const LOOPBACK_IF: &str = "lo";
+const POD_IF: &str = "eth0";
+/// DEL must succeed for IPAM to release the address, and its failures are mostly
+/// passing (iptables lock, a busy netlink): try a few times before giving up.
+const DEL_ATTEMPTS: u32 = 3;
+const DEL_BACKOFF: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone)]
+pub struct Cni {
+    conf_dir: PathBuf,
+    bin_dirs: Vec<PathBuf>,
+    cache: ResultCache,
+}
+
+impl Cni {
+    /// `conf_dir` is read again on every ADD, since the kubelet or an installer may
+    /// drop a config there at any time; `bin_dirs` are searched in order;
+    /// `cache_dir` keeps each pod's ADD across berthd restarts.
+    pub fn new(conf_dir: &Path, bin_dirs: &[PathBuf], cache_dir: &Path) -> Cni {
+        Cni {
+            conf_dir: conf_dir.to_path_buf(),
+            bin_dirs: bin_dirs.to_vec(),
+            cache: ResultCache::new(cache_dir),
+        }
+    }
+
+    /// Ok when an ADD could run: the config parses and every plugin it names, and
+    /// the loopback plugin, is installed. The error says why not.
+    pub fn status(&self) -> Result<(), NetworkError> {
+        Attachment::binaries(&conf::loopback_network(), &self.bin_dirs)?;
+        Attachment::binaries(&conf::load(&self.conf_dir)?, &self.bin_dirs)
+    }
+
+    /// Attaches the pod: `lo` up, then the pod network on eth0. If this future is
+    /// dropped midway (a cancelled RunPodSandbox), the running plugin is killed and
+    /// nothing is undone: the caller then owes the pod a [`Cni::del`].
+    #[tracing::instrument(skip_all, fields(pod_id = pod.pod_id))]
+    pub async fn add(&self, pod: &PodNetwork<'_>) -> Result<Attached, NetworkError> {
+        let started = Instant::now();
+        let network = conf::load(&self.conf_dir)?;
+        let loopback = conf::loopback_network();
+        // A missing binary fails here, before any plugin has set anything up.
+        Attachment::binaries(&loopback, &self.bin_dirs)?;
+        Attachment::binaries(&network, &self.bin_dirs)?;
+
+        let attached = async {
+            self.attach(&loopback, LOOPBACK_IF, pod).await?;
+            let result = self.attach(&network, POD_IF, pod).await?;
+            let bad_result = |reason: String| NetworkError::BadResult {
+                call: Box::new(Call {
+                    command: "ADD",
+                    network: network.name.clone(),
+                    plugin: network.plugin_type(network.plugins.len() - 1).to_string(),
+                    pod_id: pod.pod_id.to_string(),
+                }),
+                reason,
+            };
+            let ips = result::sandbox_ips(&result, POD_IF).map_err(bad_result)?;
+            if ips.is_empty() {
+                return Err(bad_result(format!("no IP address on {POD_IF}")));
+            }
+            Ok(Attached { ips, result })
+        }
+        .await;
+
+        match attached {
+            Ok(attached) => {
+                tracing::info!(
+                    network = %network.name,
+                    ips = ?attached.ips,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "pod network attached"
+                );
+                Ok(attached)
+            }
+            Err(err) => {
+                // Whatever did succeed holds an IP, a veth, iptables rules: undo it
+                // in reverse, then report the ADD's own error.
+                let undo = [(&network, POD_IF), (&loopback, LOOPBACK_IF)];
+                for (net, ifname) in undo {
+                    if let Err(e) = self.detach(|| Ok(net.clone()), ifname, pod).await {
+                        tracing::warn!(error = %e, ifname, "undoing a failed CNI ADD");
+                    }
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Detaches the pod: eth0's network, then `lo`. Idempotent: a pod never added
+    /// or already deleted is fine, and so is a namespace that is gone (DEL still
+    /// runs, so IPAM releases the address).
+    #[tracing::instrument(skip_all, fields(pod_id = pod.pod_id))]
+    pub async fn del(&self, pod: &PodNetwork<'_>) -> Result<(), NetworkError> {
+        // Today's config is only for a pod without a cache entry: never added, or
+        // an ADD cut short by a crash whose allocations DEL must still release.
+        let pod_net = self
+            .detach(|| conf::load(&self.conf_dir), POD_IF, pod)
+            .await;
+        let lo = self
+            .detach(|| Ok(conf::loopback_network()), LOOPBACK_IF, pod)
+            .await;
+        pod_net.and(lo)
+    }
+
+    /// Asks each plugin whether the pod's network is still as ADD left it.
+    #[tracing::instrument(skip_all, fields(pod_id = pod.pod_id))]
+    pub async fn check(&self, pod: &PodNetwork<'_>) -> Result<(), NetworkError> {
+        for ifname in [LOOPBACK_IF, POD_IF] {
+            let cached = self.cache.load(pod.pod_id, ifname).await?.ok_or_else(|| {
+                NetworkError::NotAttached {
+                    pod_id: pod.pod_id.to_string(),
+                    ifname: ifname.to_string(),
+                }
+            })?;
+            let attachment = Attachment {
+                network: &cached.network,
+                ifname,
+                pod_id: pod.pod_id,
+                netns: pod.netns,
+                cni_args: &cached.cni_args,
+                capability_args: &cached.capability_args,
+                bin_dirs: &self.bin_dirs,
+            };
+            attachment.check(&cached.result).await?;
+        }
+        Ok(())
+    }
+
+    /// ADD of one network, recorded in the cache before it counts as done.
+    async fn attach(
+        &self,
+        network: &NetworkList,
+        ifname: &str,
+        pod: &PodNetwork<'_>,
+    ) -> Result<serde_json::Value, NetworkError> {
+        let cni_args = pod.cni_args();
+        let capability_args = pod.capability_args();
+        let attachment = Attachment {
+            network,
+            ifname,
+            pod_id: pod.pod_id,
+            netns: pod.netns,
+            cni_args: &cni_args,
+            capability_args: &capability_args,
+            bin_dirs: &self.bin_dirs,
+        };
+        let result = attachment.add().await?;
+        let cached = Cached {
+            network: network.clone(),
+            cni_args,
+            capability_args,
+            result,
+        };
+        self.cache.store(pod.pod_id, ifname, &cached).await?;
+        Ok(cached.result)
+    }
+
+    /// DEL of one network: as cached at ADD when there is an entry, else with
+    /// `fallback`'s config and no prevResult. Retried; the entry goes on success.
+    async fn detach(
+        &self,
+        fallback: impl FnOnce() -> Result<NetworkList, NetworkError>,
+        ifname: &str,
+        pod: &PodNetwork<'_>,
+    ) -> Result<(), NetworkError> {
+        let cached = match self.cache.load(pod.pod_id, ifname).await? {
+            Some(cached) => cached,
+            None => Cached {
+                network: fallback()?,
+                cni_args: pod.cni_args(),
+                capability_args: pod.capability_args(),
+                result: serde_json::Value::Null,
+            },
+        };
+        let prev_result = Some(&cached.result).filter(|r| !r.is_null());
+        // The spec wants an empty CNI_NETNS once the namespace is gone; plugins
+        // then skip the in-namespace part and still release the IP.
+        let netns = if netns::is_mounted(pod.netns) {
+            pod.netns
+        } else {
+            Path::new("")
+        };
+        let attachment = Attachment {
+            network: &cached.network,
+            ifname,
+            pod_id: pod.pod_id,
+            netns,
+            cni_args: &cached.cni_args,
+            capability_args: &cached.capability_args,
+            bin_dirs: &self.bin_dirs,
+        };
+        let mut attempt = 1;
+        while let Err(e) = attachment.del(prev_result).await {
+            if attempt >= DEL_ATTEMPTS {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, attempt, ifname, "CNI DEL failed, retrying");
+            tokio::time::sleep(DEL_BACKOFF * attempt).await;
+            attempt += 1;
+        }
+        self.cache.remove(pod.pod_id, ifname).await
+    }
+}
+
+/// The caller's logic with fake plugins (shell scripts logging each call), no root.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::os::unix::fs::PermissionsExt;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        cni: Cni,
+    }
+
+    /// A plugin that logs `COMMAND IFNAME NAME prev|none` and prints a result
+    /// (ADD) or, when `fail_add`, a CNI error object.
+    fn fake_plugin(dir: &Path, name: &str, fail_add: bool) {
+        let log = dir.join("calls.log");
+        let add = if fail_add {
+            r#"echo '{"cniVersion":"1.0.0","code":100,"msg":"fake refused","details":"by test"}'; exit 1"#
+        } else {
+            r#"echo '{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","sandbox":"/x"}],
+                      "ips":[{"interface":0,"address":"10.1.2.3/24"}]}'"#
+        };
+        let script = format!(
+            "#!/bin/sh\nconf=$(cat)\ncase \"$conf\" in *prevResult*) p=prev;; *) p=none;; esac\n\
+             echo \"$CNI_COMMAND $CNI_IFNAME {name} $p\" >> {log}\n\
+             if [ \"$CNI_COMMAND\" = ADD ]; then {add}; fi\n",
+            log = log.display()
+        );
+        let path = dir.join("bin").join(name);
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn fixture(plugins: &[(&str, bool)]) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        fake_plugin(dir.path(), "loopback", false);
+        for (name, fail) in plugins {
+            fake_plugin(dir.path(), name, *fail);
+        }
+        let types: Vec<_> = plugins.iter().map(|(n, _)| json!({"type": n})).collect();
+        let conf = json!({"cniVersion": "1.0.0", "name": "fake", "plugins": types});
+        std::fs::create_dir_all(dir.path().join("net.d")).unwrap();
+        std::fs::write(dir.path().join("net.d/10-fake.conflist"), conf.to_string()).unwrap();
+        let cni = Cni::new(
+            &dir.path().join("net.d"),
+            &[dir.path().join("bin")],
+            &dir.path().join("cache"),
+        );
+        Fixture { dir, cni }
+    }
+
+    impl Fixture {
+        fn calls(&self) -> Vec<String> {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("calls.log")).unwrap_or_default();
+            let calls = log.lines().map(str::to_string).collect();
+            let _ = std::fs::remove_file(self.dir.path().join("calls.log"));
+            calls
+        }
+    }
+
+    fn pod() -> PodNetwork<'static> {
+        PodNetwork {
+            pod_id: "p1",
+            netns: Path::new("/nonexistent/netns/p1"),
+            name: "web",
+            namespace: "default",
+            uid: "u1",
+            port_mappings: &[],
+            bandwidth: None,
+            dns: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn add_chains_and_del_replays_the_cache_in_reverse() {
+        let f = fixture(&[("one", false), ("two", false)]);
+        let attached = f.cni.add(&pod()).await.unwrap();
+        assert_eq!(
+            attached.ips,
+            vec!["10.1.2.3".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!(
+            f.calls(),
+            [
+                "ADD lo loopback none",
+                "ADD eth0 one none",
+                "ADD eth0 two prev"
+            ]
+        );
+
+        f.cni.check(&pod()).await.unwrap();
+        // lo's network is spec 0.3.1: no CHECK there.
+        assert_eq!(f.calls(), ["CHECK eth0 one prev", "CHECK eth0 two prev"]);
+
+        // After a restart (a new Cni on the same dirs), and with the config gone,
+        // DEL still runs what ADD ran.
+        std::fs::remove_dir_all(f.dir.path().join("net.d")).unwrap();
+        let restarted = Cni::new(
+            &f.dir.path().join("net.d"),
+            &[f.dir.path().join("bin")],
+            &f.dir.path().join("cache"),
+        );
+        restarted.del(&pod()).await.unwrap();
+        assert_eq!(
+            f.calls(),
+            [
+                "DEL eth0 two prev",
+                "DEL eth0 one prev",
+                "DEL lo loopback none"
+            ]
+        );
+        assert!(matches!(
+            f.cni.check(&pod()).await,
+            Err(NetworkError::NotAttached { .. })
+        ));
+
+        // A second DEL runs again from today's config (the built-in one now).
+        fake_plugin(f.dir.path(), "bridge", false);
+        fake_plugin(f.dir.path(), "portmap", false);
+        f.cni.del(&pod()).await.unwrap();
+        assert_eq!(
+            f.calls(),
+            [
+                "DEL eth0 portmap none",
+                "DEL eth0 bridge none",
+                "DEL lo loopback none"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_add_is_undone_and_reports_the_plugin() {
+        let f = fixture(&[("one", false), ("broken", true)]);
+        let err = f.cni.add(&pod()).await.unwrap_err().to_string();
+        assert!(
+            err.contains("fake refused (by test)") && err.contains("\"broken\""),
+            "{err}"
+        );
+        assert_eq!(
+            f.calls(),
+            [
+                "ADD lo loopback none",
+                "ADD eth0 one none",
+                "ADD eth0 broken prev",
+                "DEL eth0 broken none",
+                "DEL eth0 one none",
+                "DEL lo loopback none",
+            ]
+        );
+        assert!(matches!(
+            f.cni.check(&pod()).await,
+            Err(NetworkError::NotAttached { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn status_and_add_name_a_missing_plugin() {
+        let f = fixture(&[("one", false)]);
+        f.cni.status().unwrap();
+        std::fs::remove_file(f.dir.path().join("bin/one")).unwrap();
+        for err in [
+            f.cni.status().unwrap_err(),
+            f.cni.add(&pod()).await.unwrap_err(),
+        ] {
+            assert!(
+                matches!(&err, NetworkError::PluginNotFound { plugin, .. } if plugin == "one"),
+                "{err:?}"
+            );
+        }
+        assert!(f.calls().is_empty());
+    }
+}
