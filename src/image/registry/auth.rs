@@ -1,0 +1,267 @@
+//! Credentials and answering a 401: Basic, or a Bearer token from the challenge's realm
+//! (Docker token auth, OAuth2 refresh tokens, or a registry token sent as it is).
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
+use reqwest::header::HeaderValue;
+use reqwest::{Response, StatusCode};
+
+use super::challenge::Challenge;
+use super::endpoint::Endpoint;
+use super::http::{TOKEN_BODY_LIMIT, error_message, read_body, transport_error};
+use super::{RegistryClient, RegistryError};
+
+/// `client_id` sent to OAuth2 token endpoints.
+const TOKEN_CLIENT_ID: &str = "berth";
+
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+    /// An OAuth2 refresh token, exchanged at the token realm.
+    pub identity_token: String,
+    /// A bearer token sent to the registry as it is.
+    pub registry_token: String,
+}
+
+/// Secrets stay out of logs: only whether each field is set.
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |s: &str| if s.is_empty() { "" } else { "<redacted>" };
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &redacted(&self.password))
+            .field("identity_token", &redacted(&self.identity_token))
+            .field("registry_token", &redacted(&self.registry_token))
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// From the CRI `AuthConfig` fields. `auth` is base64("user:pass") and is
+    /// used when `username` is empty. `None` when nothing is set.
+    pub fn from_cri(
+        username: &str,
+        password: &str,
+        auth: &str,
+        identity_token: &str,
+        registry_token: &str,
+    ) -> Result<Option<Credentials>, RegistryError> {
+        let mut credentials = Credentials {
+            username: username.to_string(),
+            password: password.to_string(),
+            identity_token: identity_token.to_string(),
+            registry_token: registry_token.to_string(),
+        };
+        if username.is_empty() && !auth.is_empty() {
+            (credentials.username, credentials.password) = decode_auth(auth)?;
+        }
+        let empty = credentials.username.is_empty()
+            && credentials.password.is_empty()
+            && credentials.identity_token.is_empty()
+            && credentials.registry_token.is_empty();
+        Ok((!empty).then_some(credentials))
+    }
+
+    pub(super) fn basic(&self) -> Option<(&str, &str)> {
+        (!self.username.is_empty()).then_some((&self.username, &self.password))
+    }
+}
+
+/// Decodes a Docker config `auth` value; the error never quotes it.
+fn decode_auth(auth: &str) -> Result<(String, String), RegistryError> {
+    // Some tools drop the '=' padding; accept it either way.
+    let engine = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let invalid = |message: &str| RegistryError::Invalid {
+        what: "registry credentials".into(),
+        message: message.into(),
+    };
+    let decoded = engine
+        .decode(auth.trim())
+        .map_err(|_| invalid("auth is not valid base64"))?;
+    let decoded = String::from_utf8(decoded).map_err(|_| invalid("auth is not UTF-8"))?;
+    let (username, password) = decoded
+        .split_once(':')
+        .ok_or_else(|| invalid("auth is not base64 of \"username:password\""))?;
+    // containerd trims NULs that some credential helpers leave behind.
+    Ok((
+        username.to_string(),
+        password.trim_end_matches('\0').to_string(),
+    ))
+}
+
+impl RegistryClient {
+    /// Answers a 401's `WWW-Authenticate` challenge with an Authorization
+    /// header value. Bearer is preferred: it keeps the password away from
+    /// the registry itself.
+    pub(super) async fn authorize(
+        &self,
+        endpoint: &Endpoint,
+        challenges: &[Challenge],
+        what: &str,
+    ) -> Result<HeaderValue, RegistryError> {
+        if let Some(bearer) = challenges.iter().find(|c| c.is("bearer")) {
+            return self.bearer_token(endpoint, bearer).await;
+        }
+        if challenges.iter().any(|c| c.is("basic")) {
+            return self.basic_authorization(endpoint, what);
+        }
+        Err(RegistryError::Unauthorized {
+            registry: endpoint.host.host.clone(),
+            message: format!("{what}: 401 without a Basic or Bearer challenge"),
+        })
+    }
+
+    fn basic_authorization(
+        &self,
+        endpoint: &Endpoint,
+        what: &str,
+    ) -> Result<HeaderValue, RegistryError> {
+        let Some((username, password)) =
+            self.inner.credentials.as_ref().and_then(Credentials::basic)
+        else {
+            return Err(RegistryError::Unauthorized {
+                registry: endpoint.host.host.clone(),
+                message: format!(
+                    "{what}: the registry requires authentication and no credentials were given"
+                ),
+            });
+        };
+        let encoded = STANDARD.encode(format!("{username}:{password}"));
+        sensitive_header(&format!("Basic {encoded}"), &endpoint.host.host)
+    }
+
+    /// Gets a bearer token for the challenge (Docker token auth / OAuth2).
+    async fn bearer_token(
+        &self,
+        endpoint: &Endpoint,
+        challenge: &Challenge,
+    ) -> Result<HeaderValue, RegistryError> {
+        let registry = &endpoint.host.host;
+        let credentials = self.inner.credentials.as_ref();
+        if let Some(token) = credentials
+            .map(|c| &c.registry_token)
+            .filter(|t| !t.is_empty())
+        {
+            return sensitive_header(&format!("Bearer {token}"), registry);
+        }
+        let realm = token_realm(challenge, registry)?;
+        let default_scope = format!("repository:{}:pull", self.inner.repository);
+        let scope = challenge.param("scope").unwrap_or(&default_scope);
+        let service = challenge.param("service");
+        let response = self
+            .token_request(endpoint, &realm, scope, service)
+            .send()
+            .await
+            .map_err(|e| transport_error(realm.as_str(), e))?;
+        let token = self.read_token(endpoint, response, &realm).await?;
+        sensitive_header(&format!("Bearer {token}"), registry)
+    }
+
+    /// With an identity token, an OAuth2 refresh-token POST; otherwise a
+    /// Docker token GET, with Basic credentials when we have them.
+    fn token_request(
+        &self,
+        endpoint: &Endpoint,
+        realm: &reqwest::Url,
+        scope: &str,
+        service: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let credentials = self.inner.credentials.as_ref();
+        let mut params = vec![("scope", scope)];
+        params.extend(service.map(|service| ("service", service)));
+        let request = match credentials.filter(|c| !c.identity_token.is_empty()) {
+            Some(c) => {
+                params.extend([
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", c.identity_token.as_str()),
+                    ("client_id", TOKEN_CLIENT_ID),
+                ]);
+                endpoint.http.post(realm.clone()).form(&params)
+            }
+            None => {
+                let request = endpoint.http.get(realm.clone()).query(&params);
+                match credentials.and_then(Credentials::basic) {
+                    Some((username, password)) => request.basic_auth(username, Some(password)),
+                    None => request,
+                }
+            }
+        };
+        request.headers(endpoint.headers.clone())
+    }
+
+    async fn read_token(
+        &self,
+        endpoint: &Endpoint,
+        response: Response,
+        realm: &reqwest::Url,
+    ) -> Result<String, RegistryError> {
+        let what = format!("token from {realm}");
+        let status = response.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            let message = error_message(response).await;
+            return Err(RegistryError::Unauthorized {
+                registry: endpoint.host.host.clone(),
+                message: format!("token server {realm} refused: {message}; {}", self.hint()),
+            });
+        }
+        if !status.is_success() {
+            return Err(RegistryError::Http {
+                url: realm.to_string(),
+                status: status.as_u16(),
+                message: error_message(response).await,
+            });
+        }
+        let body = read_body(response, realm.as_str(), &what, TOKEN_BODY_LIMIT).await?;
+        parse_token(&body).ok_or_else(|| RegistryError::Invalid {
+            what,
+            message: "response has no token".into(),
+        })
+    }
+}
+
+/// The challenge's realm, which must be an http(s) URL.
+fn token_realm(challenge: &Challenge, registry: &str) -> Result<reqwest::Url, RegistryError> {
+    let invalid = |message: String| RegistryError::Invalid {
+        what: format!("Bearer challenge from {registry}"),
+        message,
+    };
+    let realm = challenge
+        .param("realm")
+        .ok_or_else(|| invalid("no realm".into()))?;
+    let url = reqwest::Url::parse(realm).map_err(|e| invalid(format!("realm {realm:?}: {e}")))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(invalid(format!("realm {realm:?} is not an http(s) URL")));
+    }
+    Ok(url)
+}
+
+/// `token` (Docker token auth) or `access_token` (OAuth2), whichever is set.
+pub(super) fn parse_token(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct TokenResponse {
+        #[serde(default)]
+        token: String,
+        #[serde(default)]
+        access_token: String,
+    }
+    let response: TokenResponse = serde_json::from_slice(body).ok()?;
+    [response.token, response.access_token]
+        .into_iter()
+        .find(|t| !t.is_empty())
+}
+
+fn sensitive_header(value: &str, registry: &str) -> Result<HeaderValue, RegistryError> {
+    let mut value = HeaderValue::try_from(value).map_err(|_| RegistryError::Invalid {
+        what: format!("credentials for {registry}"),
+        message: "not valid in an HTTP header".into(),
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}

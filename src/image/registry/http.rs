@@ -1,0 +1,205 @@
+//! HTTP plumbing: one reqwest client per TLS setting, configured headers, bounded body
+//! reads, the registry's error messages, and transport errors with their causes.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use reqwest::Response;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::RegistryError;
+use crate::image::hosts::RegistryHost;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+const USER_AGENT: &str = concat!("berth/", env!("CARGO_PKG_VERSION"));
+
+/// Bounds for bodies read only to get a token or an error message.
+pub(super) const TOKEN_BODY_LIMIT: u64 = 1 << 20;
+const ERROR_BODY_LIMIT: u64 = 64 << 10;
+
+/// Reads a whole body, refusing more than `limit` bytes: a declared length
+/// over it fails at once, an undeclared one while reading.
+pub(super) async fn read_body(
+    mut response: Response,
+    url: &str,
+    what: &str,
+    limit: u64,
+) -> Result<Bytes, RegistryError> {
+    let too_large = || RegistryError::TooLarge {
+        what: what.to_string(),
+        limit,
+    };
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit)
+    {
+        return Err(too_large());
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| transport_error(url, e))?
+    {
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// The registry's own explanation of an error: `errors[0].message` of the
+/// distribution error body, else the start of the text, else the reason.
+pub(super) async fn error_message(response: Response) -> String {
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        errors: Vec<ErrorEntry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorEntry {
+        #[serde(default)]
+        message: String,
+    }
+    let status = response.status();
+    let reason = status.canonical_reason().unwrap_or("error").to_string();
+    let url = response.url().to_string();
+    let Ok(body) = read_body(response, &url, "error body", ERROR_BODY_LIMIT).await else {
+        return reason;
+    };
+    let registry_message = serde_json::from_slice::<ErrorBody>(&body)
+        .ok()
+        .and_then(|parsed| {
+            parsed
+                .errors
+                .into_iter()
+                .map(|e| e.message)
+                .find(|m| !m.is_empty())
+        });
+    if let Some(message) = registry_message {
+        return message;
+    }
+    let text = String::from_utf8_lossy(&body);
+    let text = text.trim();
+    if text.is_empty() || text.starts_with('<') {
+        reason // empty, or an HTML error page
+    } else {
+        text.chars().take(200).collect()
+    }
+}
+
+pub(super) fn configured_headers(host: &RegistryHost) -> Result<HeaderMap, String> {
+    let mut headers = HeaderMap::new();
+    for (name, value) in &host.header {
+        let name = HeaderName::try_from(name.as_str())
+            .map_err(|e| format!("header {name:?} of {}: {e}", host.host))?;
+        let value = HeaderValue::try_from(value.as_str())
+            .map_err(|e| format!("header {name} of {}: {e}", host.host))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+/// One reqwest client per distinct TLS setting among the hosts.
+#[derive(Default)]
+pub(super) struct HttpClients {
+    built: Vec<(TlsSettings, reqwest::Client)>,
+}
+
+#[derive(PartialEq)]
+struct TlsSettings {
+    skip_verify: bool,
+    ca: Vec<std::path::PathBuf>,
+    client: Vec<(std::path::PathBuf, Option<std::path::PathBuf>)>,
+}
+
+impl HttpClients {
+    pub(super) fn for_host(
+        &mut self,
+        host: &RegistryHost,
+    ) -> Result<reqwest::Client, RegistryError> {
+        let settings = TlsSettings {
+            skip_verify: host.skip_verify,
+            ca: host.ca.clone(),
+            client: host.client.clone(),
+        };
+        if let Some((_, client)) = self.built.iter().find(|(s, _)| *s == settings) {
+            return Ok(client.clone());
+        }
+        let client = build_client(&settings, &host.host)?;
+        self.built.push((settings, client.clone()));
+        Ok(client)
+    }
+}
+
+/// No overall timeout: a big blob may take long; a dead connection is
+/// caught connecting or by the caller.
+fn build_client(settings: &TlsSettings, host: &str) -> Result<reqwest::Client, RegistryError> {
+    let invalid = |message: String| RegistryError::Invalid {
+        what: format!("TLS configuration for {host}"),
+        message,
+    };
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .user_agent(USER_AGENT);
+    if settings.skip_verify {
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    for path in &settings.ca {
+        let pem = std::fs::read(path)
+            .map_err(|e| invalid(format!("reading CA {}: {e}", path.display())))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| invalid(format!("CA {}: {}", path.display(), error_chain(&e))))?;
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    if let Some((cert, key)) = settings.client.first() {
+        if settings.client.len() > 1 {
+            tracing::warn!(host, "only the first client certificate is used");
+        }
+        builder = builder.identity(read_identity(cert, key.as_deref()).map_err(invalid)?);
+    }
+    builder.build().map_err(|e| invalid(error_chain(&e)))
+}
+
+/// A client certificate with its key, from one combined PEM or two files.
+fn read_identity(
+    cert: &std::path::Path,
+    key: Option<&std::path::Path>,
+) -> Result<reqwest::Identity, String> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))
+    };
+    let mut pem = read(cert)?;
+    if let Some(key) = key {
+        pem.push(b'\n');
+        pem.extend(read(key)?);
+    }
+    reqwest::Identity::from_pem(&pem)
+        .map_err(|e| format!("client certificate {}: {}", cert.display(), error_chain(&e)))
+}
+
+pub(super) fn transport_error(url: &str, error: reqwest::Error) -> RegistryError {
+    RegistryError::Transport {
+        url: url.to_string(),
+        message: error_chain(&error.without_url()),
+    }
+}
+
+/// "error sending request: client error (Connect): tcp connect error:
+/// Connection refused (os error 111)": reqwest's own message alone says
+/// too little.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !message.contains(&cause_text) {
+            message.push_str(": ");
+            message.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    message
+}

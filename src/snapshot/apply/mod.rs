@@ -1,0 +1,243 @@
+//! Applying an OCI image layer (a tar stream, maybe compressed) into an empty
+//! directory that becomes an overlayfs lower layer.
+//!
+//! This follows containerd's overlay applier, but the rules that keep a layer
+//! confined are spelled out here instead of being left to `tar::Entry::unpack`:
+//!
+//! * tar paths are normalised (leading `/` and `./`, `.` components dropped)
+//!   and any `..` component is refused;
+//! * nothing is ever written through a symlink: every parent of an entry is
+//!   checked with `lstat` first, and an existing entry is removed, never
+//!   followed, before it is replaced;
+//! * OCI whiteouts become their overlayfs form: `.wh.<name>` a 0/0 character
+//!   device, `.wh..wh..opq` the `trusted.overlay.opaque=y` xattr on its directory.
+//!
+//! The layer's diff ID (sha256 of the whole uncompressed stream) is computed on
+//! the way through, so the caller can check it against the image config.
+
+mod compression;
+mod entry;
+mod meta;
+mod path;
+#[cfg(test)]
+mod tests;
+mod whiteout;
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::io::{self, ErrorKind, Read};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tar::EntryType;
+
+use compression::decompress;
+use meta::{Meta, Times, set_times};
+use path::clean_path;
+use whiteout::Whiteout;
+
+pub use compression::Compression;
+
+/// What applying a layer produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// "sha256:<hex>" of the whole uncompressed tar stream (the OCI diff ID), including
+    /// everything after the end-of-archive blocks: drain the stream to EOF before finishing.
+    pub diff_id: String,
+    /// Bytes of regular-file content written.
+    pub unpacked_bytes: u64,
+    /// Number of tar entries processed.
+    pub entries: u64,
+}
+
+/// Why a layer could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The layer tries to escape the snapshot or is otherwise unsafe; `entry` is the tar path.
+    #[error("layer entry {entry:?} refused: {reason}")]
+    Unsafe { entry: String, reason: String },
+    #[error("layer entry {entry:?}: {source}")]
+    Entry {
+        entry: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading layer: {0}")]
+    Read(#[source] std::io::Error),
+}
+
+/// Apply the layer read from `reader` into `dest`, an existing empty directory.
+///
+/// On error `dest` is left partially populated; the caller discards it.
+pub fn apply_layer(
+    reader: impl std::io::Read,
+    compression: Compression,
+    dest: &std::path::Path,
+) -> Result<Applied, ApplyError> {
+    let mut stream = HashingReader::new(decompress(reader, compression).map_err(ApplyError::Read)?);
+    let mut applier = Applier::new(dest);
+    {
+        let mut archive = tar::Archive::new(&mut stream);
+        for entry in archive.entries().map_err(ApplyError::Read)? {
+            let mut entry = entry.map_err(ApplyError::Read)?;
+            applier.apply_entry(&mut entry)?;
+        }
+    }
+    check_end_of_archive(&mut stream).map_err(ApplyError::Read)?;
+    // The diff ID covers the whole stream, padding after the end marker included.
+    io::copy(&mut stream, &mut io::sink()).map_err(ApplyError::Read)?;
+    applier.restore_dir_times()?;
+    Ok(Applied {
+        diff_id: stream.diff_id(),
+        unpacked_bytes: applier.unpacked_bytes,
+        entries: applier.entries,
+    })
+}
+
+/// The tar crate stops at the first all-zero block. Go's archive/tar (and so
+/// containerd) insists the next block is zero too or absent; otherwise entries
+/// could hide after the end marker, invisible here but not to other tools.
+fn check_end_of_archive(stream: &mut impl Read) -> io::Result<()> {
+    let mut block = Vec::with_capacity(512);
+    stream.take(512).read_to_end(&mut block)?;
+    if block.iter().any(|&b| b != 0) {
+        return Err(io::Error::new(
+            ErrorKind::InvalidData,
+            "data after the tar end-of-archive block",
+        ));
+    }
+    Ok(())
+}
+
+/// A `Read` that hashes everything read through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> HashingReader<R> {
+    fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+        }
+    }
+
+    fn diff_id(&self) -> String {
+        format!("sha256:{}", hex::encode(self.hasher.clone().finalize()))
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// What went wrong with one entry, before the entry's name is attached.
+#[derive(Debug)]
+enum Failure {
+    Unsafe(String),
+    Io(io::Error),
+    /// The layer stream itself failed (truncated, corrupt compression, ...).
+    Read(io::Error),
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        Failure::Io(e)
+    }
+}
+
+impl From<nix::Error> for Failure {
+    fn from(e: nix::Error) -> Self {
+        Failure::Io(e.into())
+    }
+}
+
+impl Failure {
+    fn named(self, entry: &str) -> ApplyError {
+        let entry = entry.to_owned();
+        match self {
+            Failure::Unsafe(reason) => ApplyError::Unsafe { entry, reason },
+            Failure::Io(source) => ApplyError::Entry { entry, source },
+            Failure::Read(e) => ApplyError::Read(e),
+        }
+    }
+}
+
+fn refuse(reason: impl Into<String>) -> Failure {
+    Failure::Unsafe(reason.into())
+}
+
+/// Prefixes an I/O error with what we were doing, keeping its kind.
+fn context(e: io::Error, what: impl Display) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// Applies entries one by one into `dest`, keeping what must be done last.
+struct Applier<'d> {
+    dest: &'d Path,
+    /// Directory times, keyed by path relative to `dest`. Creating children
+    /// changes a directory's mtime, so they are set once every entry is in.
+    dir_times: BTreeMap<PathBuf, Times>,
+    unpacked_bytes: u64,
+    entries: u64,
+}
+
+impl<'d> Applier<'d> {
+    fn new(dest: &'d Path) -> Self {
+        Applier {
+            dest,
+            dir_times: BTreeMap::new(),
+            unpacked_bytes: 0,
+            entries: 0,
+        }
+    }
+
+    fn apply_entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), ApplyError> {
+        self.entries += 1;
+        let raw_path = entry.path_bytes().into_owned();
+        self.apply(entry, &raw_path)
+            .map_err(|failure| failure.named(&String::from_utf8_lossy(&raw_path)))
+    }
+
+    fn apply<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        raw_path: &[u8],
+    ) -> Result<(), Failure> {
+        // A global PAX header describes the archive, not a file.
+        if entry.header().entry_type() == EntryType::XGlobalHeader {
+            return Ok(());
+        }
+        let rel = clean_path(raw_path, "path")?;
+        let meta = Meta::read(entry)?;
+        match Whiteout::of(&rel)? {
+            Some(Whiteout::Opaque) => self.mark_opaque(&rel),
+            Some(Whiteout::Remove(name)) => self.whiteout(&rel.with_file_name(name), &meta),
+            Some(Whiteout::Ignored) => Ok(()),
+            None => self.create(entry, raw_path, &rel, &meta),
+        }
+    }
+
+    /// Sets the recorded directory times, now that no child will change them.
+    fn restore_dir_times(&mut self) -> Result<(), ApplyError> {
+        for (rel, times) in std::mem::take(&mut self.dir_times) {
+            let name = if rel.as_os_str().is_empty() {
+                ".".to_owned()
+            } else {
+                rel.to_string_lossy().into_owned()
+            };
+            // `remove` keeps this map in step with the tree; checking again is cheap.
+            self.walk_parents(&rel, false).map_err(|f| f.named(&name))?;
+            set_times(&self.dest.join(&rel), times).map_err(|source| ApplyError::Entry {
+                entry: name,
+                source: context(source, "setting times"),
+            })?;
+        }
+        Ok(())
+    }
+}
