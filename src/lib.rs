@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod container;
 pub mod content;
 pub mod cri;
 pub mod daemon;

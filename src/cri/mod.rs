@@ -1,6 +1,7 @@
 //! The CRI v1 gRPC handlers. They translate between CRI messages and domain calls and
 //! do no I/O of their own; `status` is the one place domain errors become gRPC codes.
 
+mod convert;
 mod image;
 mod runtime;
 

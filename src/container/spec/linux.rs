@@ -1,0 +1,234 @@
+//! The `linux` section: namespaces, cgroup resources and path, OOM score, seccomp,
+//! masked and read-only /proc paths.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    LinuxCpuBuilder, LinuxDeviceCgroup, LinuxHugepageLimitBuilder, LinuxMemoryBuilder,
+    LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResources,
+    LinuxResourcesBuilder, LinuxSeccomp,
+};
+
+use super::SpecError;
+use crate::container::config::{NamespaceMode, NamespaceOptions, Resources, SeccompProfile};
+
+/// Paths hidden from unprivileged containers unless CRI lists its own.
+pub(super) const DEFAULT_MASKED_PATHS: [&str; 10] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/sys/firmware",
+    "/proc/scsi",
+];
+
+/// Paths read-only for unprivileged containers unless CRI lists its own.
+pub(super) const DEFAULT_READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+fn namespace(typ: LinuxNamespaceType, path: Option<PathBuf>) -> Result<LinuxNamespace, SpecError> {
+    let builder = LinuxNamespaceBuilder::default().typ(typ);
+    Ok(match path {
+        Some(path) => builder.path(path).build()?,
+        None => builder.build()?,
+    })
+}
+
+/// The infra container creates the pod's namespaces; a host ("Node") namespace is
+/// simply left out. The network namespace is the one CNI set up, when given.
+pub(super) fn sandbox_namespaces(
+    options: &NamespaceOptions,
+    netns_path: Option<&Path>,
+    cgroup_ns: bool,
+) -> Result<Vec<LinuxNamespace>, SpecError> {
+    use LinuxNamespaceType::*;
+    let mut out = vec![namespace(Mount, None)?];
+    if options.network != NamespaceMode::Node {
+        out.push(namespace(Network, netns_path.map(Path::to_path_buf))?);
+        // A pod on the host network keeps the host's hostname too.
+        out.push(namespace(Uts, None)?);
+    }
+    if options.ipc != NamespaceMode::Node {
+        out.push(namespace(Ipc, None)?);
+    }
+    if options.pid != NamespaceMode::Node {
+        out.push(namespace(Pid, None)?);
+    }
+    if cgroup_ns {
+        out.push(namespace(Cgroup, None)?);
+    }
+    Ok(out)
+}
+
+/// A container joins the infra container's network, IPC and UTS namespaces through
+/// /proc/<pid>/ns; its PID namespace follows its mode.
+pub(super) fn container_namespaces(
+    options: &NamespaceOptions,
+    sandbox_pid: u32,
+    target_pid: Option<u32>,
+    cgroup_ns: bool,
+) -> Result<Vec<LinuxNamespace>, SpecError> {
+    use LinuxNamespaceType::*;
+    let of = |pid: u32, ns: &str| Some(PathBuf::from(format!("/proc/{pid}/ns/{ns}")));
+    let mut out = vec![namespace(Mount, None)?];
+    if options.network != NamespaceMode::Node {
+        out.push(namespace(Network, of(sandbox_pid, "net"))?);
+        out.push(namespace(Uts, of(sandbox_pid, "uts"))?);
+    }
+    if options.ipc != NamespaceMode::Node {
+        out.push(namespace(Ipc, of(sandbox_pid, "ipc"))?);
+    }
+    match options.pid {
+        NamespaceMode::Pod => out.push(namespace(Pid, of(sandbox_pid, "pid"))?),
+        NamespaceMode::Container => out.push(namespace(Pid, None)?),
+        NamespaceMode::Node => {}
+        NamespaceMode::Target => {
+            let pid = target_pid.ok_or_else(|| {
+                SpecError::InvalidArgument(format!(
+                    "pid namespace target {:?} has no running process",
+                    options.target_id
+                ))
+            })?;
+            out.push(namespace(Pid, of(pid, "pid"))?);
+        }
+    }
+    if cgroup_ns {
+        out.push(namespace(Cgroup, None)?);
+    }
+    Ok(out)
+}
+
+/// CRI resources to cgroup settings; zero means unset. Without a swap limit the
+/// swap limit equals the memory limit, so a container does not swap by default.
+pub(super) fn resources(
+    r: &Resources,
+    devices: Vec<LinuxDeviceCgroup>,
+) -> Result<LinuxResources, SpecError> {
+    let mut builder = LinuxResourcesBuilder::default().devices(devices);
+    let mut cpu = LinuxCpuBuilder::default();
+    let mut cpu_set = false;
+    if r.cpu_period > 0 {
+        cpu = cpu.period(r.cpu_period as u64);
+        cpu_set = true;
+    }
+    if r.cpu_quota != 0 {
+        cpu = cpu.quota(r.cpu_quota);
+        cpu_set = true;
+    }
+    if r.cpu_shares > 0 {
+        cpu = cpu.shares(r.cpu_shares as u64);
+        cpu_set = true;
+    }
+    if !r.cpuset_cpus.is_empty() {
+        cpu = cpu.cpus(r.cpuset_cpus.clone());
+        cpu_set = true;
+    }
+    if !r.cpuset_mems.is_empty() {
+        cpu = cpu.mems(r.cpuset_mems.clone());
+        cpu_set = true;
+    }
+    if cpu_set {
+        builder = builder.cpu(cpu.build()?);
+    }
+    let swap = match (r.memory_limit_in_bytes, r.memory_swap_limit_in_bytes) {
+        (_, 0) if r.memory_limit_in_bytes > 0 => Some(r.memory_limit_in_bytes),
+        (_, 0) => None,
+        (_, swap) => Some(swap),
+    };
+    if r.memory_limit_in_bytes > 0 || swap.is_some() {
+        let mut memory = LinuxMemoryBuilder::default();
+        if r.memory_limit_in_bytes > 0 {
+            memory = memory.limit(r.memory_limit_in_bytes);
+        }
+        if let Some(swap) = swap {
+            memory = memory.swap(swap);
+        }
+        builder = builder.memory(memory.build()?);
+    }
+    if !r.hugepage_limits.is_empty() {
+        let limits = r
+            .hugepage_limits
+            .iter()
+            .map(|h| {
+                let limit = i64::try_from(h.limit).map_err(|_| {
+                    SpecError::InvalidArgument(format!(
+                        "hugepage limit {} for {} is too large",
+                        h.limit, h.page_size
+                    ))
+                })?;
+                Ok(LinuxHugepageLimitBuilder::default()
+                    .page_size(h.page_size.clone())
+                    .limit(limit)
+                    .build()?)
+            })
+            .collect::<Result<Vec<_>, SpecError>>()?;
+        builder = builder.hugepage_limits(limits);
+    }
+    if !r.unified.is_empty() {
+        builder = builder.unified(r.unified.clone().into_iter().collect::<HashMap<_, _>>());
+    }
+    Ok(builder.build()?)
+}
+
+/// containerd's restrict_oom_score_adj: without CAP_SYS_RESOURCE a process cannot
+/// lower its score below its parent's, so ask for no less than berthd's own.
+pub(super) fn clamp_oom(requested: i64, min_allowed: i32) -> i32 {
+    // In range after the clamp, so the cast cannot truncate.
+    requested.clamp(-1000, 1000).max(i64::from(min_allowed)) as i32
+}
+
+/// containerd's layout: `<parent>/<id>` under cgroupfs, `<slice>:berth:<id>` for
+/// the systemd driver. No parent leaves the choice to runc.
+pub(super) fn cgroups_path(parent: &str, id: &str) -> Option<PathBuf> {
+    if parent.is_empty() {
+        None
+    } else if parent.ends_with(".slice") {
+        Some(PathBuf::from(format!("{parent}:berth:{id}")))
+    } else {
+        Some(Path::new(parent).join(id))
+    }
+}
+
+/// The seccomp filter for a profile. `RuntimeDefault` yields none until berth
+/// embeds a default profile (see the module docs).
+pub(super) fn seccomp(profile: &SeccompProfile) -> Result<Option<LinuxSeccomp>, SpecError> {
+    let path = match profile {
+        SeccompProfile::Unconfined | SeccompProfile::RuntimeDefault => return Ok(None),
+        SeccompProfile::Localhost(path) => path,
+    };
+    let invalid = |e: &dyn std::fmt::Display| {
+        SpecError::InvalidArgument(format!("seccomp profile {}: {e}", path.display()))
+    };
+    let bytes = std::fs::read(path).map_err(|e| invalid(&e))?;
+    // A Docker-style profile parses too; its archMap, includes and excludes are ignored.
+    let filter: LinuxSeccomp = serde_json::from_slice(&bytes).map_err(|e| invalid(&e))?;
+    Ok(Some(filter))
+}
+
+pub(super) fn masked_paths(given: &[String], privileged: bool) -> Vec<String> {
+    paths(given, &DEFAULT_MASKED_PATHS, privileged)
+}
+
+pub(super) fn readonly_paths(given: &[String], privileged: bool) -> Vec<String> {
+    paths(given, &DEFAULT_READONLY_PATHS, privileged)
+}
+
+fn paths(given: &[String], defaults: &[&str], privileged: bool) -> Vec<String> {
+    if privileged {
+        Vec::new()
+    } else if given.is_empty() {
+        defaults.iter().map(|p| p.to_string()).collect()
+    } else {
+        given.to_vec()
+    }
+}

@@ -1,0 +1,317 @@
+//! OCI runtime spec (`config.json`) generation for a pod's infra container and for
+//! each container, following containerd 1.7's CRI plugin so that workloads see what
+//! they would see there.
+//!
+//! Generation reads only what it must: the image's /etc/passwd and /etc/group (to
+//! resolve users and groups), a Localhost seccomp profile, and host devices through
+//! the injected [`DeviceLookup`]. Everything else is the caller's, before it calls:
+//! creating missing host directories of CRI mounts (containerd creates them, 0755),
+//! resolving their symlinks, checking that Bidirectional / HostToContainer sources sit
+//! on shared mounts, and writing the pod's hostname/hosts/resolv.conf files.
+//!
+//! Not generated: a seccomp filter for `RuntimeDefault` (berth embeds no default
+//! profile yet, so such containers run unfiltered), AppArmor and SELinux labels (the
+//! host has neither), user namespaces (refused in `cri::convert`), rlimits (runc's
+//! defaults, as containerd leaves them).
+
+pub mod annotations;
+mod devices;
+mod linux;
+mod mounts;
+mod process;
+mod user;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    LinuxBuilder, LinuxCpuBuilder, LinuxResourcesBuilder, Process, ProcessBuilder, RootBuilder,
+    Spec, SpecBuilder,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::container::config::{ContainerConfig, NamespaceMode, SandboxConfig};
+use crate::error::Error;
+
+pub use devices::{DeviceKind, DeviceLookup, HostDevice, HostDevices};
+pub use user::UserFiles;
+
+/// containerd's score for infra containers: the last thing the OOM killer takes.
+pub const SANDBOX_OOM_SCORE_ADJ: i32 = -998;
+/// containerd's CPU shares for the infra container: it only sleeps.
+const SANDBOX_CPU_SHARES: u64 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The CRI or image config asks for something impossible; the message names it.
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// oci-spec refused a value berth built: a bug in berth.
+    #[error("building the OCI spec: {0}")]
+    Build(#[from] oci_spec::OciSpecError),
+}
+
+impl From<SpecError> for Error {
+    fn from(e: SpecError) -> Self {
+        match e {
+            SpecError::InvalidArgument(m) => Error::InvalidArgument(m),
+            SpecError::Io { context, source } => Error::Io { context, source },
+            SpecError::Build(e) => Error::Internal(format!("building the OCI spec: {e}")),
+        }
+    }
+}
+
+/// What the spec needs from the image config (OCI image spec `config`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ImageConfigView {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    /// "KEY=value" entries.
+    pub env: Vec<String>,
+    pub working_dir: String,
+    /// "name", "uid", "uid:gid", "name:group", ...; empty means root.
+    pub user: String,
+    /// Not used in the spec; kept here because Stop needs it from the same place.
+    pub stop_signal: String,
+}
+
+/// Host paths of the pod's shared files, bind-mounted into its containers. `None`
+/// leaves the image's own file (or, for `shm`, a private tmpfs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodFiles {
+    pub hostname: Option<PathBuf>,
+    pub hosts: Option<PathBuf>,
+    pub resolv_conf: Option<PathBuf>,
+    /// The pod's /dev/shm mount; ignored with host IPC, where the host's is used.
+    pub shm: Option<PathBuf>,
+}
+
+/// The host facts both specs depend on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostFacts {
+    /// berthd's own oom_score_adj: without CAP_SYS_RESOURCE nothing can go below it.
+    pub min_oom_score_adj: i32,
+    /// cgroup v2 hosts give unprivileged containers their own cgroup namespace.
+    pub cgroup_v2: bool,
+}
+
+pub struct SandboxSpecInputs<'a> {
+    pub id: &'a str,
+    pub config: &'a SandboxConfig,
+    /// The infra image's config; for the built-in pause, entrypoint `["/pause"]`.
+    pub image: &'a ImageConfigView,
+    pub image_name: &'a str,
+    /// The rootfs, absolute or relative to the bundle.
+    pub rootfs: &'a Path,
+    pub user_files: &'a UserFiles,
+    /// The pod's network namespace; `None` creates one (ignored with host network).
+    pub netns_path: Option<&'a Path>,
+    pub pod_files: &'a PodFiles,
+    pub host: HostFacts,
+}
+
+pub struct ContainerSpecInputs<'a> {
+    pub id: &'a str,
+    pub sandbox_id: &'a str,
+    pub config: &'a ContainerConfig,
+    pub sandbox: &'a SandboxConfig,
+    pub image: &'a ImageConfigView,
+    /// The image's name for the annotation (the reference the kubelet used).
+    pub image_name: &'a str,
+    pub rootfs: &'a Path,
+    pub user_files: &'a UserFiles,
+    /// The infra container's pid, whose namespaces the container joins.
+    pub sandbox_pid: u32,
+    /// The pid of the `target_id` container, for PID namespace mode Target.
+    pub target_pid: Option<u32>,
+    pub pod_files: &'a PodFiles,
+    /// For `HOSTNAME` when the pod sets no hostname (host network).
+    pub node_hostname: &'a str,
+    pub devices: &'a dyn DeviceLookup,
+    pub host: HostFacts,
+}
+
+/// The infra ("pause") container: it holds the pod's namespaces and does nothing else.
+pub fn sandbox_spec(inputs: &SandboxSpecInputs) -> Result<Spec, SpecError> {
+    let config = inputs.config;
+    let sc = &config.linux.security_context;
+    let user = user::resolve_sandbox(sc, inputs.user_files)?;
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(user)
+        .args(process::sandbox_args(inputs.image)?)
+        .env(process::environment(&inputs.image.env, &[], None))
+        .cwd(process::working_dir("", &inputs.image.working_dir))
+        .capabilities(process::capabilities(&Default::default(), false)?)
+        .no_new_privileges(true)
+        .oom_score_adj(linux::clamp_oom(
+            SANDBOX_OOM_SCORE_ADJ.into(),
+            inputs.host.min_oom_score_adj,
+        ))
+        .build()?;
+    let process = without_builder_defaults(process);
+    let host_network = config.host_network();
+    let mut linux = LinuxBuilder::default()
+        .namespaces(linux::sandbox_namespaces(
+            &sc.namespace_options,
+            inputs.netns_path,
+            inputs.host.cgroup_v2 && !sc.privileged,
+        )?)
+        .resources(
+            LinuxResourcesBuilder::default()
+                .devices(devices::device_rules(&[], false)?)
+                .cpu(
+                    LinuxCpuBuilder::default()
+                        .shares(SANDBOX_CPU_SHARES)
+                        .build()?,
+                )
+                .build()?,
+        )
+        .sysctl(
+            config
+                .linux
+                .sysctls
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>(),
+        )
+        .masked_paths(linux::masked_paths(&[], sc.privileged))
+        .readonly_paths(linux::readonly_paths(&[], sc.privileged))
+        .build()?;
+    if let Some(path) = linux::cgroups_path(&config.linux.cgroup_parent, inputs.id) {
+        linux.set_cgroups_path(Some(path));
+    }
+    if !sc.privileged {
+        linux.set_seccomp(linux::seccomp(&sc.seccomp)?);
+    }
+    let mut spec = SpecBuilder::default()
+        .version(oci_spec::runtime::VERSION)
+        .root(
+            RootBuilder::default()
+                .path(inputs.rootfs)
+                .readonly(true)
+                .build()?,
+        )
+        .process(process)
+        .mounts(mounts::sandbox_mounts(
+            inputs.pod_files,
+            sc.namespace_options.ipc == NamespaceMode::Node,
+        )?)
+        .annotations(annotations::sandbox(inputs))
+        .linux(linux)
+        .build()?;
+    // runc refuses a hostname without a UTS namespace of the container's own.
+    let hostname = (!host_network && !config.hostname.is_empty()).then(|| config.hostname.clone());
+    spec.set_hostname(hostname);
+    Ok(spec)
+}
+
+/// An application container of a pod, joining the infra container's namespaces.
+pub fn container_spec(inputs: &ContainerSpecInputs) -> Result<Spec, SpecError> {
+    let config = inputs.config;
+    let sc = &config.linux.security_context;
+    if sc.privileged && !inputs.sandbox.linux.security_context.privileged {
+        return Err(SpecError::InvalidArgument(format!(
+            "container {:?}: privileged, but its pod is not",
+            config.name
+        )));
+    }
+    let hostname = match inputs.sandbox.hostname.as_str() {
+        "" => inputs.node_hostname,
+        name => name,
+    };
+    let process = ProcessBuilder::default()
+        .terminal(config.tty)
+        .user(user::resolve_container(
+            sc,
+            inputs.image,
+            inputs.user_files,
+        )?)
+        .args(process::container_args(config, inputs.image)?)
+        .env(process::environment(
+            &inputs.image.env,
+            &config.envs,
+            Some(hostname),
+        ))
+        .cwd(process::working_dir(
+            &config.working_dir,
+            &inputs.image.working_dir,
+        ))
+        .capabilities(process::capabilities(&sc.capabilities, sc.privileged)?)
+        .no_new_privileges(sc.no_new_privs)
+        .oom_score_adj(linux::clamp_oom(
+            config.linux.resources.oom_score_adj,
+            inputs.host.min_oom_score_adj,
+        ))
+        .build()?;
+    let process = without_builder_defaults(process);
+    let (mounts, rootfs_propagation) = mounts::container_mounts(config, inputs.pod_files)?;
+    let container_devices = devices::devices(config, inputs.devices)?;
+    let mut linux = LinuxBuilder::default()
+        .namespaces(linux::container_namespaces(
+            &sc.namespace_options,
+            inputs.sandbox_pid,
+            inputs.target_pid,
+            inputs.host.cgroup_v2 && !sc.privileged,
+        )?)
+        .resources(linux::resources(
+            &config.linux.resources,
+            devices::device_rules(&container_devices, sc.privileged)?,
+        )?)
+        .devices(
+            container_devices
+                .into_iter()
+                .map(|d| d.device)
+                .collect::<Vec<_>>(),
+        )
+        .masked_paths(linux::masked_paths(&sc.masked_paths, sc.privileged))
+        .readonly_paths(linux::readonly_paths(&sc.readonly_paths, sc.privileged))
+        .build()?;
+    if let Some(path) = linux::cgroups_path(&inputs.sandbox.linux.cgroup_parent, inputs.id) {
+        linux.set_cgroups_path(Some(path));
+    }
+    if let Some(propagation) = rootfs_propagation {
+        linux.set_rootfs_propagation(Some(propagation.into()));
+    }
+    // Privileged containers run unfiltered, as in containerd.
+    if !sc.privileged {
+        linux.set_seccomp(linux::seccomp(&sc.seccomp)?);
+    }
+    let mut spec = SpecBuilder::default()
+        .version(oci_spec::runtime::VERSION)
+        .root(
+            RootBuilder::default()
+                .path(inputs.rootfs)
+                .readonly(sc.readonly_rootfs)
+                .build()?,
+        )
+        .process(process)
+        .mounts(mounts)
+        .annotations(annotations::container(inputs))
+        .linux(linux)
+        .build()?;
+    // The container shares the pod's UTS namespace, whose hostname the infra set;
+    // oci-spec's builder would otherwise fill in a default of its own.
+    spec.set_hostname(None);
+    Ok(spec)
+}
+
+/// oci-spec's builders start from its own defaults; drop the ones containerd does not
+/// set, so runc's (and the shim's) apply: rlimits, and an AppArmor/SELinux label.
+fn without_builder_defaults(mut process: Process) -> Process {
+    process
+        .set_rlimits(None)
+        .set_apparmor_profile(None)
+        .set_selinux_label(None);
+    process
+}

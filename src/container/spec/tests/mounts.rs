@@ -1,0 +1,106 @@
+//! Default, pod-file and CRI mounts.
+
+use super::*;
+
+#[test]
+fn default_and_pod_mounts() {
+    let mut f = Fixture::new();
+    let spec = f.container();
+    let destinations: Vec<&str> = spec["mounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .filter_map(|m| m["destination"].as_str())
+        .collect();
+    assert_eq!(
+        destinations,
+        [
+            "/proc",
+            "/dev",
+            "/dev/pts",
+            "/dev/mqueue",
+            "/sys",
+            "/sys/fs/cgroup",
+            "/etc/hostname",
+            "/etc/hosts",
+            "/etc/resolv.conf",
+            "/dev/shm",
+        ]
+    );
+    let hosts = mount(&spec, "/etc/hosts").expect("hosts");
+    assert_eq!(hosts["type"], "bind");
+    assert_eq!(hosts["source"], "/run/berth/pods/p1/hosts");
+    assert_eq!(hosts["options"], json!(["rbind", "rprivate", "rw"]));
+    assert_eq!(
+        mount(&spec, "/dev/shm").expect("shm")["source"],
+        "/run/berth/pods/p1/shm"
+    );
+    assert!(strings(&mount(&spec, "/sys").expect("sys")["options"]).contains(&"ro".into()));
+
+    f.config.linux.security_context.readonly_rootfs = true;
+    let spec = f.container();
+    assert_eq!(spec["root"], json!({"path": "rootfs", "readonly": true}));
+    let resolv = mount(&spec, "/etc/resolv.conf").expect("resolv");
+    assert_eq!(resolv["options"], json!(["rbind", "rprivate", "ro"]));
+}
+
+#[test]
+fn cri_mounts_replace_pod_files_and_set_propagation() {
+    let mut f = Fixture::new();
+    f.config.mounts = vec![
+        Mount {
+            container_path: "/data/cache".into(),
+            host_path: "/srv/cache".into(),
+            readonly: true,
+            propagation: MountPropagation::HostToContainer,
+        },
+        Mount {
+            container_path: "/data".into(),
+            host_path: "/srv/data".into(),
+            readonly: false,
+            propagation: MountPropagation::Private,
+        },
+        Mount {
+            container_path: "/etc/hosts".into(),
+            host_path: "/etc/my-hosts".into(),
+            ..Default::default()
+        },
+    ];
+    let spec = f.container();
+    let hosts: Vec<&Value> = spec["mounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .filter(|m| m["destination"] == "/etc/hosts")
+        .collect();
+    assert_eq!(hosts.len(), 1);
+    assert_eq!(hosts[0]["source"], "/etc/my-hosts");
+    let cache = mount(&spec, "/data/cache").expect("cache");
+    assert_eq!(cache["options"], json!(["rbind", "rslave", "ro"]));
+    assert_eq!(spec["linux"]["rootfsPropagation"], "rslave");
+    // Parents are mounted before children.
+    let pos = |d: &str| {
+        spec["mounts"]
+            .as_array()
+            .and_then(|m| m.iter().position(|x| x["destination"] == d))
+    };
+    assert!(pos("/data") < pos("/data/cache"));
+
+    f.config.mounts[1].propagation = MountPropagation::Bidirectional;
+    let spec = f.container();
+    assert_eq!(spec["linux"]["rootfsPropagation"], "rshared");
+    assert_eq!(
+        mount(&spec, "/data").expect("data")["options"],
+        json!(["rbind", "rshared", "rw"])
+    );
+
+    // A /dev of the user's own replaces every default under /dev.
+    f.config.mounts = vec![Mount {
+        container_path: "/dev".into(),
+        host_path: "/dev".into(),
+        ..Default::default()
+    }];
+    let spec = f.container();
+    assert!(mount(&spec, "/dev/pts").is_none() && mount(&spec, "/dev/mqueue").is_none());
+    assert_eq!(mount(&spec, "/dev").expect("dev")["type"], "bind");
+}
