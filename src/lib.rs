@@ -10,6 +10,7 @@ pub mod cri;
 pub mod daemon;
 pub mod error;
 pub mod image;
+pub mod logs;
 pub mod network;
 pub mod shim;
 pub mod snapshot;

@@ -138,7 +138,9 @@ fn publish(address: Option<&str>, topic: &str, namespace: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(berth::shim::events::publish(address, topic, namespace, &event)) {
+    match runtime.block_on(berth::shim::events::publish(
+        address, topic, namespace, &event,
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("berthd publish: {e}");

@@ -181,7 +181,9 @@ impl TaskClient {
     }
 }
 
-fn timestamp_nanos(ts: Option<&containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp>) -> i64 {
+fn timestamp_nanos(
+    ts: Option<&containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp>,
+) -> i64 {
     ts.map_or(0, |t| t.seconds * 1_000_000_000 + i64::from(t.nanos))
 }
 
