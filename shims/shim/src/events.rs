@@ -18,9 +18,9 @@ use containerd_shim_protos::EventsClient;
 use containerd_shim_protos::events::task::{
     TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskStart,
 };
+use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
-use containerd_shim_protos::protobuf::{Message, MessageFull};
 use containerd_shim_protos::shim::event::Envelope;
 use containerd_shim_protos::shim::events::ForwardRequest;
 use containerd_shim_protos::ttrpc;
@@ -69,11 +69,13 @@ impl Publisher {
         Ok(Publisher { tx })
     }
 
-    fn publish<M: MessageFull>(&self, topic: &'static str, msg: &M) {
+    /// `type_name` is the bare message name: containerd 1.6 resolves that,
+    /// not a type.googleapis.com/ URL. It is spelled out rather than taken
+    /// from the message descriptor, whose construction costs the shim
+    /// hundreds of KiB of heap.
+    fn publish<M: Message>(&self, topic: &'static str, type_name: &str, msg: &M) {
         let event = Any {
-            // containerd 1.6 resolves the bare message name, not a
-            // type.googleapis.com/ URL.
-            type_url: M::descriptor().full_name().to_string(),
+            type_url: type_name.to_string(),
             value: msg.write_to_bytes().unwrap_or_default(),
             ..Default::default()
         };
@@ -92,7 +94,7 @@ impl Publisher {
             pid,
             ..Default::default()
         };
-        self.publish("/tasks/create", &msg);
+        self.publish("/tasks/create", "containerd.events.TaskCreate", &msg);
     }
 
     pub fn task_start(&self, id: &str, pid: u32) {
@@ -101,7 +103,7 @@ impl Publisher {
             pid,
             ..Default::default()
         };
-        self.publish("/tasks/start", &msg);
+        self.publish("/tasks/start", "containerd.events.TaskStart", &msg);
     }
 
     pub fn task_exit(&self, id: &str, exec_id: &str, pid: u32, status: u32, at: SystemTime) {
@@ -114,7 +116,7 @@ impl Publisher {
             exited_at: Some(timestamp(at)).into(),
             ..Default::default()
         };
-        self.publish("/tasks/exit", &msg);
+        self.publish("/tasks/exit", "containerd.events.TaskExit", &msg);
     }
 
     pub fn task_delete(&self, id: &str, pid: u32, status: u32, at: Option<SystemTime>) {
@@ -126,7 +128,7 @@ impl Publisher {
             exited_at: at.map(timestamp).into(),
             ..Default::default()
         };
-        self.publish("/tasks/delete", &msg);
+        self.publish("/tasks/delete", "containerd.events.TaskDelete", &msg);
     }
 
     pub fn exec_added(&self, id: &str, exec_id: &str) {
@@ -135,7 +137,7 @@ impl Publisher {
             exec_id: exec_id.to_string(),
             ..Default::default()
         };
-        self.publish("/tasks/exec-added", &msg);
+        self.publish("/tasks/exec-added", "containerd.events.TaskExecAdded", &msg);
     }
 
     pub fn exec_started(&self, id: &str, exec_id: &str, pid: u32) {
@@ -145,7 +147,11 @@ impl Publisher {
             pid,
             ..Default::default()
         };
-        self.publish("/tasks/exec-started", &msg);
+        self.publish(
+            "/tasks/exec-started",
+            "containerd.events.TaskExecStarted",
+            &msg,
+        );
     }
 
     pub fn oom(&self, id: &str) {
@@ -153,7 +159,7 @@ impl Publisher {
             container_id: id.to_string(),
             ..Default::default()
         };
-        self.publish("/tasks/oom", &msg);
+        self.publish("/tasks/oom", "containerd.events.TaskOOM", &msg);
     }
 }
 

@@ -448,3 +448,78 @@ fn containerd_1_6_calls_the_v2_service_name() {
 fn connect_client(address: &str) -> containerd_shim_protos::TaskClient {
     connect(address)
 }
+
+/// Memory of a pod's shim with 1 and with 10 containers, printed for the
+/// record (run with --nocapture, and BERTH_SHIM_BINARY pointing at a release
+/// build for the shipped numbers). The per-pod cost is the shim's private
+/// dirty memory: its clean private pages are the binary's text, read from
+/// the page cache and shared by every shim once a second pod runs, which the
+/// second pod's Pss shows.
+#[test]
+fn memory_with_one_and_ten_containers() {
+    let Some(env) = Env::new() else { return };
+    // A freshly linked binary's page-cache pages are dirty until written
+    // back, and smaps would count its text as Private_Dirty.
+    nix::unistd::sync();
+    let mut report = Vec::new();
+    let mut pods = Vec::new();
+    for (pod, count) in [("mempod", 10), ("otherpod", 1)] {
+        let annotate = |s: &mut serde_json::Value| {
+            s["annotations"] = json!({"io.kubernetes.cri.sandbox-id": pod});
+        };
+        let mut address = String::new();
+        let mut ids = Vec::new();
+        for i in 0..count {
+            let b = env.bundle(&format!("{pod}{i}"), &["sleep", "1000"], annotate);
+            address = env.start_shim(&b);
+            let client = connect(&address);
+            let io = Stdio3::fifos(&env.path().join("io"), &b.id, false);
+            let _out = read_fifo(&io.stdout, Duration::ZERO);
+            let _err = read_fifo(&io.stderr, Duration::ZERO);
+            client
+                .create(ctx(), &env.create_request(&b, &io))
+                .expect("create");
+            start(&client, &b.id, "");
+            ids.push(b.id.clone());
+            if i == 0 || i == 9 {
+                let shim_pid = client
+                    .connect(
+                        ctx(),
+                        &ConnectRequest {
+                            id: b.id.clone(),
+                            ..Default::default()
+                        },
+                    )
+                    .unwrap()
+                    .shim_pid;
+                std::thread::sleep(Duration::from_millis(300));
+                report.push((pod, i + 1, private_kib(shim_pid)));
+            }
+        }
+        pods.push((address, ids));
+    }
+    let mut dirty_ten = 0;
+    for (pod, n, m) in &report {
+        println!(
+            "shim of {pod} with {n} containers: Rss {} KiB, Pss {} KiB, Private_Clean {} KiB, Private_Dirty {} KiB",
+            m["Rss"], m["Pss"], m["Private_Clean"], m["Private_Dirty"]
+        );
+        if *n == 10 {
+            dirty_ten = m["Private_Dirty"];
+        }
+    }
+    for (address, ids) in pods {
+        let client = connect(&address);
+        for id in ids {
+            kill(&client, &id, "", 9).unwrap();
+            wait(&client, &id, "");
+            delete(&client, &id, "").unwrap();
+        }
+        client.shutdown(ctx(), &ShutdownRequest::default()).ok();
+    }
+    // A debug build is larger; the bound catches leaks, not regressions.
+    assert!(
+        dirty_ten < 8 * 1024,
+        "shim uses {dirty_ten} KiB private dirty"
+    );
+}

@@ -28,7 +28,12 @@ use containerd_shim_protos::{Events, TaskClient, create_events};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-pub const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-berth-v2");
+/// The shim under test; BERTH_SHIM_BINARY picks another build (e.g. release,
+/// for the memory measurement).
+pub fn shim_binary() -> String {
+    std::env::var("BERTH_SHIM_BINARY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_containerd-shim-berth-v2").to_string())
+}
 pub const NAMESPACE: &str = "berth-test";
 const BUSYBOX: &str = "/bin/busybox";
 const APPLETS: &[&str] = &[
@@ -195,7 +200,7 @@ impl Env {
     }
 
     pub fn shim_command(&self, bundle: &Bundle, action: &str) -> Command {
-        let mut cmd = Command::new(SHIM);
+        let mut cmd = Command::new(shim_binary());
         cmd.args(["-namespace", NAMESPACE, "-address"])
             .arg(self.path().join("containerd.sock"))
             .args([
@@ -447,8 +452,14 @@ impl Drop for Env {
         for entry in std::fs::read_dir(&bundles).into_iter().flatten().flatten() {
             let pid = std::fs::read_to_string(entry.path().join("shim.pid"));
             if let Some(pid) = pid.ok().and_then(|p| p.trim().parse::<i32>().ok()) {
-                // SAFETY: kill(2) on a shim this test started.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                // Only if that pid is still this test's shim, not a reused pid.
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let env_dir = self.path().display().to_string();
+                let ours = String::from_utf8_lossy(&cmdline).contains(&env_dir);
+                if ours {
+                    // SAFETY: kill(2) on a shim this test started.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
             }
             let _ = nix::mount::umount2(
                 &entry.path().join("rootfs"),
