@@ -24,25 +24,25 @@ deps:
 	fi
 
 build: deps
-	$(CARGO) build --release --bins
+	$(CARGO) build --release --workspace --bins
 
 ## Run berthd in the foreground with the built-in defaults (or /etc/berth/config.toml).
 run: build
 	$(BERTHD)
 
 check: deps
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 unit: deps
-	$(CARGO) test --lib --bins
+	$(CARGO) test --workspace --lib --bins
 
 integration: deps
-	$(CARGO) test --test '*'
+	$(CARGO) test --workspace --test '*'
 
-## Everything CI runs.
+## Everything CI runs: berthd, the berth CLI, the shim and the pause binary.
 test: check
-	$(CARGO) test --all-targets
+	$(CARGO) test --workspace --all-targets
 
 clean:
 	$(CARGO) clean
