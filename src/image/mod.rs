@@ -164,11 +164,21 @@ impl ImageService {
     }
 
     /// Bytes and inodes used by snapshots and content, on the filesystem holding them.
+    /// Committed snapshots are summed from their records (measured when unpacked), so
+    /// the kubelet's frequent calls do not walk every layer's tree.
     pub async fn fs_usage(&self) -> Result<FsUsage> {
         let snapshots = self.snapshots.clone();
         let content = self.content.clone();
+        let records = self.snapshot_records();
         tokio::task::spawn_blocking(move || {
-            let (snap_bytes, snap_inodes) = snapshots.usage();
+            let (snap_bytes, snap_inodes) = records.iter().fold((0, 0), |(b, i), r| {
+                let (rb, ri) = if r.inodes == 0 {
+                    snapshots.usage_of(r.id)
+                } else {
+                    (r.disk_bytes, r.inodes)
+                };
+                (b + rb, i + ri)
+            });
             let (content_bytes, blobs) = content.usage();
             FsUsage {
                 mountpoint: snapshots.dir().to_path_buf(),

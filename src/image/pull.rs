@@ -333,8 +333,9 @@ impl ImageService {
         tracker.set_phase(LayerPhase::Unpacking);
         let (content, snapshots) = (self.content.clone(), self.snapshots.clone());
         let (layer_owned, diff_owned) = (layer.clone(), diff_id.to_string());
-        let (id, size) = tokio::task::spawn_blocking(move || {
-            unpack(&content, &snapshots, &layer_owned, &diff_owned)
+        let (id, size, (disk_bytes, inodes)) = tokio::task::spawn_blocking(move || {
+            let (id, size) = unpack(&content, &snapshots, &layer_owned, &diff_owned)?;
+            Ok::<_, Error>((id, size, snapshots.usage_of(id)))
         })
         .await??;
         let record = SnapshotRecord {
@@ -343,6 +344,8 @@ impl ImageService {
             parent,
             diff_id: diff_id.to_string(),
             size,
+            disk_bytes,
+            inodes,
             created_at: now_nanos(),
         };
         // A crash before this commit leaves a directory without a record, which

@@ -70,6 +70,12 @@ pub struct SnapshotRecord {
     pub diff_id: String,
     /// Bytes of file content unpacked.
     pub size: u64,
+    /// Allocated bytes and inodes of the unpacked tree, measured once: a committed
+    /// snapshot never changes.
+    #[serde(default)]
+    pub disk_bytes: u64,
+    #[serde(default)]
+    pub inodes: u64,
     pub created_at: i64,
 }
 
@@ -103,6 +109,52 @@ impl LeaseRecord {
 impl Record for LeaseRecord {
     const TABLE: TableDefinition<'static, &'static str, &'static [u8]> =
         TableDefinition::new("leases");
+    fn key(&self) -> String {
+        self.id.clone()
+    }
+}
+
+/// Where a pod is in its life, as recorded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SandboxPhase {
+    /// RunPodSandbox has begun; a record left in this phase by a crash is undone
+    /// at start-up.
+    #[default]
+    Creating,
+    /// The infra container runs and the network is attached.
+    Ready,
+    /// Stopped, or its infra container or shim is gone.
+    NotReady,
+}
+
+/// A pod sandbox, keyed by its id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SandboxRecord {
+    pub id: String,
+    pub config: crate::container::config::SandboxConfig,
+    pub phase: SandboxPhase,
+    pub created_at: i64,
+    /// The runtime handler's name, and the shim binary it resolved to.
+    pub runtime_handler: String,
+    pub shim: std::path::PathBuf,
+    /// `<state>/pods/<id>`: the bundle and the pod's files.
+    pub bundle: std::path::PathBuf,
+    /// The pinned network namespace; `None` with host network.
+    pub netns: Option<std::path::PathBuf>,
+    /// Whether a tmpfs is mounted at `<bundle>/shm`.
+    pub shm_mounted: bool,
+    /// The pod's addresses, first the primary one.
+    pub ips: Vec<std::net::IpAddr>,
+    /// The CNI ADD result, for verbose status.
+    pub cni_result: Option<serde_json::Value>,
+    /// The infra process, as the shim reported it.
+    pub pid: u32,
+}
+
+impl Record for SandboxRecord {
+    const TABLE: TableDefinition<'static, &'static str, &'static [u8]> =
+        TableDefinition::new("sandboxes");
     fn key(&self) -> String {
         self.id.clone()
     }
