@@ -523,3 +523,190 @@ fn memory_with_one_and_ten_containers() {
         "shim uses {dirty_ten} KiB private dirty"
     );
 }
+
+#[test]
+fn events_through_the_publish_binary() {
+    let Some(env) = Env::new() else { return };
+    // Stands in for `containerd publish`: records its flags and the payload size.
+    let script = env.path().join("publish.sh");
+    let record = env.path().join("published");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nn=$(cat | wc -c)\necho \"$* bytes=$n\" >> {}\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    let b = env.bundle("pub", &["true"], |_| {});
+    let client = connect(&env.start_shim_publishing_through(&b, &script));
+    client
+        .create(ctx(), &env.create_request(&b, &Stdio3::default()))
+        .expect("create");
+    start(&client, "pub", "");
+    assert_eq!(wait(&client, "pub", ""), 0);
+    delete(&client, "pub", "").expect("delete");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let topics = loop {
+        let text = std::fs::read_to_string(&record).unwrap_or_default();
+        let topics: Vec<String> = text
+            .lines()
+            .filter_map(|l| {
+                l.split("--topic ")
+                    .nth(1)?
+                    .split(' ')
+                    .next()
+                    .map(String::from)
+            })
+            .collect();
+        if topics.len() >= 4 || std::time::Instant::now() > deadline {
+            assert!(
+                text.lines()
+                    .all(|l| l.contains("--namespace berth-test") && !l.ends_with("bytes=0")),
+                "{text}"
+            );
+            break topics;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        topics,
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exit",
+            "/tasks/delete"
+        ]
+    );
+    client.shutdown(ctx(), &ShutdownRequest::default()).ok();
+}
+
+#[test]
+fn events_wait_for_containerd_and_keep_their_order() {
+    let Some(env) = Env::new() else { return };
+    let b = env.bundle("late", &["true"], |_| {});
+    // Point the shim at an events socket nobody listens on yet.
+    let late = env.path().join("late.sock");
+    let mut cmd = env.shim_command(&b, "start");
+    cmd.env("TTRPC_ADDRESS", &late);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success());
+    let client = connect(&String::from_utf8(out.stdout).unwrap());
+    client
+        .create(ctx(), &env.create_request(&b, &Stdio3::default()))
+        .expect("create");
+    start(&client, "late", "");
+    assert_eq!(wait(&client, "late", ""), 0);
+    // containerd comes (back) a moment later: the queue retries, in order.
+    std::thread::sleep(Duration::from_millis(400));
+    let events = EventSink::serve(&late);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while events.topics().len() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        events.topics(),
+        ["/tasks/create", "/tasks/start", "/tasks/exit"]
+    );
+    delete(&client, "late", "").expect("delete");
+    client.shutdown(ctx(), &ShutdownRequest::default()).ok();
+}
+
+#[test]
+fn file_log_uri_pause_resume_and_update() {
+    let Some(env) = Env::new() else { return };
+    let b = env.bundle(
+        "misc",
+        &["sh", "-c", "echo out; echo err >&2; sleep 1000"],
+        |_| {},
+    );
+    let client = connect(&env.start_shim(&b));
+    let log = env.path().join("logs/misc.log");
+    let io = Stdio3 {
+        stdout: format!("file://{}", log.display()),
+        ..Default::default()
+    };
+    client
+        .create(ctx(), &env.create_request(&b, &io))
+        .expect("create");
+    start(&client, "misc", "");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "file:// log stays empty"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("out\n") && text.contains("err\n"), "{text:?}");
+
+    let id = || containerd_shim_protos::api::PauseRequest {
+        id: "misc".into(),
+        ..Default::default()
+    };
+    client.pause(ctx(), &id()).expect("pause");
+    assert_eq!(
+        state(&client, "misc", "").status.enum_value(),
+        Ok(Status::PAUSED)
+    );
+    let resume = containerd_shim_protos::api::ResumeRequest {
+        id: "misc".into(),
+        ..Default::default()
+    };
+    client.resume(ctx(), &resume).expect("resume");
+    assert_eq!(
+        state(&client, "misc", "").status.enum_value(),
+        Ok(Status::RUNNING)
+    );
+
+    let resources = json!({"pids": {"limit": 42}});
+    let update = containerd_shim_protos::api::UpdateTaskRequest {
+        id: "misc".into(),
+        resources: Some(Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into(),
+            value: serde_json::to_vec(&resources).unwrap(),
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    };
+    client.update(ctx(), &update).expect("update");
+    let stats = client
+        .stats(
+            ctx(),
+            &StatsRequest {
+                id: "misc".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .stats
+        .into_option()
+        .unwrap();
+    if stats.type_url == "io.containerd.cgroups.v1.Metrics" {
+        let m = containerd_shim_protos::cgroups::metrics::Metrics::parse_from_bytes(&stats.value)
+            .unwrap();
+        assert_eq!(m.pids.limit, 42);
+    }
+    let checkpoint = containerd_shim_protos::api::CheckpointTaskRequest {
+        id: "misc".into(),
+        ..Default::default()
+    };
+    let e = client
+        .checkpoint(ctx(), &checkpoint)
+        .expect_err("checkpoint");
+    assert!(format!("{e:?}").contains("not implemented"), "{e:?}");
+
+    kill(&client, "misc", "", 9).unwrap();
+    wait(&client, "misc", "");
+    delete(&client, "misc", "").unwrap();
+    client.shutdown(ctx(), &ShutdownRequest::default()).ok();
+}

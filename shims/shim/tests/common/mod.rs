@@ -184,11 +184,28 @@ impl Env {
 
     /// Runs `shim start` as containerd does: bundle as cwd, TTRPC_ADDRESS set.
     pub fn start_shim(&self, bundle: &Bundle) -> String {
-        let out = self
-            .shim_command(bundle, "start")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run shim start");
+        start_with(self.shim_command(bundle, "start"))
+    }
+
+    /// Starts the shim the way containerd 1.6 does without TTRPC_ADDRESS:
+    /// events go through the publish binary.
+    pub fn start_shim_publishing_through(&self, bundle: &Bundle, binary: &Path) -> String {
+        let mut cmd = Command::new(shim_binary());
+        cmd.args(["-namespace", NAMESPACE, "-address"])
+            .arg(self.path().join("containerd.sock"))
+            .arg("-publish-binary")
+            .arg(binary)
+            .args(["-id", &bundle.id, "start"])
+            .current_dir(&bundle.path)
+            .env_remove("TTRPC_ADDRESS")
+            .env("BERTH_SHIM_SOCKET_DIR", self.path().join("s"));
+        start_with(cmd)
+    }
+}
+
+fn start_with(mut cmd: Command) -> String {
+    {
+        let out = cmd.stdin(Stdio::null()).output().expect("run shim start");
         assert!(
             out.status.success(),
             "shim start: {}",
@@ -198,7 +215,9 @@ impl Env {
         assert!(address.starts_with("unix://"), "address {address:?}");
         address
     }
+}
 
+impl Env {
     pub fn shim_command(&self, bundle: &Bundle, action: &str) -> Command {
         let mut cmd = Command::new(shim_binary());
         cmd.args(["-namespace", NAMESPACE, "-address"])
@@ -466,5 +485,35 @@ impl Drop for Env {
                 nix::mount::MntFlags::MNT_DETACH,
             );
         }
+    }
+}
+
+/// A standalone events endpoint, started when a test decides containerd is up.
+pub struct EventSink {
+    _server: Server,
+    events: Arc<Mutex<Vec<Received>>>,
+}
+
+impl EventSink {
+    pub fn serve(path: &Path) -> EventSink {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let mut server = Server::new()
+            .bind(&format!("unix://{}", path.display()))
+            .unwrap()
+            .register_service(create_events(Arc::new(Sink(Arc::clone(&events)))));
+        server.start().unwrap();
+        EventSink {
+            _server: server,
+            events,
+        }
+    }
+
+    pub fn topics(&self) -> Vec<String> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(t, _, _)| t.clone())
+            .collect()
     }
 }
