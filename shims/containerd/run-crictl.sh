@@ -152,6 +152,10 @@ JSON
 	echo "$logs" | head -3
 	grep -q "tick 2" <<<"$logs"
 	crictl ps --pod "$pod"
+	step "[$runtime] crictl stats (from the shim's Stats call)"
+	stats=$(crictl stats -o json --id "$ctr")
+	grep -q '"workingSetBytes"' <<<"$stats" || { echo "no memory stats: $stats" >&2; return 1; }
+	crictl stats --id "$ctr" | tail -1
 	step "[$runtime] memory with one pod (pause + app)"
 	shim_memory "containerd-shim-$runtime-v2"
 	local shims
@@ -164,6 +168,23 @@ JSON
 		done
 		return 1
 	fi
+	step "[$runtime] an OOM-killed container is reported OOMKilled"
+	cat >"$work/$name-oom.json" <<JSON
+{"metadata": {"name": "hog"},
+ "image": {"image": "$registry/busybox:latest"},
+ "command": ["sh", "-c", "sleep 0.5; tail /dev/zero"],
+ "log_path": "hog.log",
+ "linux": {"resources": {"memory_limit_in_bytes": 33554432}}}
+JSON
+	hog=$(crictl create "$pod" "$work/$name-oom.json" "$work/$name.json")
+	crictl start "$hog"
+	for _ in $(seq 100); do
+		crictl inspect "$hog" | grep -q '"state": "CONTAINER_EXITED"' && break
+		sleep 0.1
+	done
+	crictl inspect "$hog" | grep -E '"(exitCode|reason)"' | tr -s ' '
+	crictl inspect "$hog" | grep -q '"reason": "OOMKilled"' || { echo "hog not OOMKilled" >&2; return 1; }
+	crictl rm "$hog"
 	step "[$runtime] crictl stop + rm"
 	crictl stop "$ctr"
 	crictl inspect "$ctr" | grep -E '"(state|exitCode|reason)"' | tr -s ' '

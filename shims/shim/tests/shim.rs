@@ -710,3 +710,47 @@ fn file_log_uri_pause_resume_and_update() {
     delete(&client, "misc", "").unwrap();
     client.shutdown(ctx(), &ShutdownRequest::default()).ok();
 }
+
+#[test]
+fn exec_with_a_terminal() {
+    let Some(env) = Env::new() else { return };
+    let b = env.bundle("ttyexec", &["sleep", "1000"], |_| {});
+    let client = connect(&env.start_shim(&b));
+    client
+        .create(ctx(), &env.create_request(&b, &Stdio3::default()))
+        .expect("create");
+    start(&client, "ttyexec", "");
+    let mut io = Stdio3::fifos(&env.path().join("io"), "ttyexec", true);
+    io.stderr = String::new();
+    io.terminal = true;
+    let out = read_fifo(&io.stdout, Duration::ZERO);
+    let input = write_fifo(&io.stdin, b"typed\n");
+    let req = exec_request(
+        "ttyexec",
+        "t1",
+        &["sh", "-c", "read l; echo [$l]; tty; stty size"],
+        &io,
+    );
+    client.exec(ctx(), &req).expect("exec");
+    start(&client, "ttyexec", "t1");
+    let resize = ResizePtyRequest {
+        id: "ttyexec".into(),
+        exec_id: "t1".into(),
+        width: 90,
+        height: 30,
+        ..Default::default()
+    };
+    client.resize_pty(ctx(), &resize).expect("resize exec pty");
+    input.join().unwrap();
+    assert_eq!(wait(&client, "ttyexec", "t1"), 0);
+    let text = out.join().unwrap();
+    assert!(
+        text.contains("[typed]") && text.contains("/dev/pts/"),
+        "{text:?}"
+    );
+    delete(&client, "ttyexec", "t1").expect("delete exec");
+    kill(&client, "ttyexec", "", 9).unwrap();
+    wait(&client, "ttyexec", "");
+    delete(&client, "ttyexec", "").unwrap();
+    client.shutdown(ctx(), &ShutdownRequest::default()).ok();
+}
