@@ -17,7 +17,11 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::process::{Command, Stdio};
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::unistd::pipe2;
+
+/// How long a `binary://` logger may take to say it is ready.
+const LOGGER_READY_TIMEOUT_MS: u16 = 10_000;
 
 use crate::error::{Context, Error, Result};
 use crate::reaper::Reaper;
@@ -226,12 +230,21 @@ fn start_logger(
             Ok(())
         });
     }
-    reaper
+    let mut logger = reaper
         .spawn_unwatched(&mut cmd)
         .context(|| format!("start logging binary {path}"))?;
     drop(cmd);
     drop(fds);
-    // Wait until the logger closes its end of the ready pipe.
+    // Wait until the logger writes to or closes its end of the ready pipe,
+    // but not forever: a logger that never signals must not hang Create.
+    let mut fds = [PollFd::new(ready_r.as_fd(), PollFlags::POLLIN)];
+    let ready = poll(&mut fds, PollTimeout::from(LOGGER_READY_TIMEOUT_MS)).unwrap_or(0);
+    if ready == 0 {
+        let _ = logger.kill();
+        return Err(Error::FailedPrecondition(format!(
+            "logging binary {path} did not signal readiness on fd 5"
+        )));
+    }
     let mut buf = [0u8; 1];
     let _ = File::from(ready_r).read(&mut buf);
     Ok((out_w, err_w))

@@ -754,3 +754,45 @@ fn exec_with_a_terminal() {
     delete(&client, "ttyexec", "").unwrap();
     client.shutdown(ctx(), &ShutdownRequest::default()).ok();
 }
+
+#[test]
+fn binary_log_uri_feeds_a_logging_binary() {
+    let Some(env) = Env::new() else { return };
+    // A containerd-style logger: reads fd 3 and 4, closes fd 5 when ready.
+    let logger = env.path().join("logger.sh");
+    let out = env.path().join("logged");
+    std::fs::write(
+        &logger,
+        format!(
+            "#!/bin/sh\nexec 5>&-\ncat <&3 > {0}.out &\ncat <&4 > {0}.err &\necho \"$CONTAINER_ID $CONTAINER_NAMESPACE $*\" > {0}.env\nwait\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&logger, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let b = env.bundle(
+        "binlog",
+        &["sh", "-c", "echo to-out; echo to-err >&2"],
+        |_| {},
+    );
+    let client = connect(&env.start_shim(&b));
+    let io = Stdio3 {
+        stdout: format!("binary://{}?level=info", logger.display()),
+        ..Default::default()
+    };
+    client
+        .create(ctx(), &env.create_request(&b, &io))
+        .expect("create");
+    start(&client, "binlog", "");
+    assert_eq!(wait(&client, "binlog", ""), 0);
+    let read = |ext: &str| std::fs::read_to_string(out.with_extension(ext)).unwrap_or_default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while read("err").is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(read("out"), "to-out\n");
+    assert_eq!(read("err"), "to-err\n");
+    assert_eq!(read("env"), "binlog berth-test level info\n");
+    delete(&client, "binlog", "").unwrap();
+    client.shutdown(ctx(), &ShutdownRequest::default()).ok();
+}

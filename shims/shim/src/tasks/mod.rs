@@ -118,7 +118,15 @@ impl Tasks {
             (Arc::clone(&c.runtime), p.pid)
         };
         if exec_id.is_empty() {
-            return runtime.kill(id, signal, all);
+            return runtime.kill(id, signal, all).map_err(|e| {
+                // The process may have exited between the check and the call.
+                let exited = self.lock().get(id).is_ok_and(|c| c.init.exited().is_some());
+                if exited {
+                    Error::NotFound(format!("process of {id}: already finished"))
+                } else {
+                    e
+                }
+            });
         }
         let sig = nix::sys::signal::Signal::try_from(signal as i32)
             .map_err(|_| Error::InvalidArgument(format!("signal {signal}")))?;
