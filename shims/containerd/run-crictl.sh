@@ -99,8 +99,12 @@ state = "$work/state"
   [plugins."io.containerd.grpc.v1.cri".registry.mirrors."$registry"]
     endpoint = ["http://$registry"]
 TOML
-PATH="$work/bin:$PATH" containerd --config "$work/config.toml" >"$work/containerd.log" 2>&1 &
-pids+=($!)
+start_containerd() {
+	PATH="$work/bin:$PATH" containerd --config "$work/config.toml" >>"$work/containerd.log" 2>&1 &
+	containerd_pid=$!
+	pids+=("$containerd_pid")
+}
+start_containerd
 cat >"$work/crictl.yaml" <<YML
 runtime-endpoint: unix://$work/containerd.sock
 image-endpoint: unix://$work/containerd.sock
@@ -152,6 +156,13 @@ JSON
 	echo "$logs" | head -3
 	grep -q "tick 2" <<<"$logs"
 	crictl ps --pod "$pod"
+	step "[$runtime] containerd restarts; the shim stays and is reconnected"
+	kill "$containerd_pid"
+	wait "$containerd_pid" || true
+	start_containerd
+	for _ in $(seq 100); do crictl version >/dev/null 2>&1 && break; sleep 0.1; done
+	crictl ps --pod "$pod" | grep -q Running || { echo "container lost over the restart" >&2; return 1; }
+	[ "$(crictl exec "$ctr" echo still-here)" = still-here ]
 	step "[$runtime] crictl stats (from the shim's Stats call)"
 	stats=$(crictl stats -o json --id "$ctr")
 	grep -q '"workingSetBytes"' <<<"$stats" || { echo "no memory stats: $stats" >&2; return 1; }

@@ -128,17 +128,17 @@ fn transport(args: &Args) -> Transport {
     }
 }
 
-/// Points stdout/stderr at the bundle's `log` fifo, which containerd reads,
-/// when there is one. Non-blocking, so a stalled reader costs log lines, never
-/// a stuck RPC.
+/// Points stdout/stderr at the bundle's `log`: the fifo containerd creates
+/// and reads, or a plain file a caller created to collect the log. Opened
+/// non-blocking, so a stalled fifo reader costs log lines, never a stuck RPC.
 fn redirect_logs() {
-    let is_fifo = std::fs::metadata("log").is_ok_and(|m| m.file_type().is_fifo());
-    if !is_fifo {
+    let usable = std::fs::metadata("log").is_ok_and(|m| m.file_type().is_fifo() || m.is_file());
+    if !usable {
         return;
     }
     if let Ok(f) = std::fs::OpenOptions::new()
         .read(true)
-        .write(true)
+        .append(true)
         .custom_flags(libc::O_NONBLOCK)
         .open("log")
     {
