@@ -144,13 +144,20 @@ impl Tasks {
             &target,
             &self.reaper,
         )?;
-        run(SpawnOpts {
+        let result = run(SpawnOpts {
             pid_file: &pid_file,
             log_file: &log_file,
             console_socket: socket.as_ref().map(|s| s.path()),
             stdio: process_stdio,
-        })?;
-        let pid = read_pid(&pid_file)?;
+        })
+        .and_then(|()| read_pid(&pid_file));
+        if !exec_id.is_empty() {
+            // Probes exec every few seconds for the container's lifetime;
+            // their files must not pile up in the bundle.
+            let _ = std::fs::remove_file(&pid_file);
+            let _ = std::fs::remove_file(&log_file);
+        }
+        let pid = result?;
         let console = match &socket {
             Some(s) => Some(Console::start(
                 s.receive_master()?,
