@@ -485,6 +485,15 @@ impl Drop for Env {
                 nix::mount::MntFlags::MNT_DETACH,
             );
         }
+        // The tests' parent cgroup goes once no test uses it (rmdir of a
+        // busy cgroup fails harmlessly).
+        for controller in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::fs::remove_dir(controller.path().join("berth-shim-test"));
+        }
     }
 }
 
