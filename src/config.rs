@@ -2,6 +2,7 @@
 //!
 //! `config/config.toml` documents every key with its default; a test keeps the two equal.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -24,8 +25,36 @@ pub struct Config {
     pub log_level: String,
     /// How pod cgroups are managed: "cgroupfs" or "systemd".
     pub cgroup_driver: CgroupDriver,
+    /// The infra container's image; empty means berth's built-in pause rootfs.
+    pub sandbox_image: String,
+    /// The pause binary copied into the built-in rootfs; empty means `berth-pause`
+    /// next to the berthd executable. It must be statically linked.
+    pub pause_binary: PathBuf,
+    /// The runtime handler used when RunPodSandbox names none.
+    pub default_runtime: String,
+    /// Runtime handlers by name, as RunPodSandbox's `runtime_handler` names them.
+    pub runtimes: BTreeMap<String, RuntimeHandler>,
     pub registry: RegistryConfig,
     pub cni: CniConfig,
+}
+
+/// One runtime handler: which shim to start and which OCI runtime it drives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeHandler {
+    /// A shim v2 binary; a bare name is looked up next to berthd, then in PATH.
+    pub shim: PathBuf,
+    /// The OCI runtime binary the shim runs (its `BinaryName` option).
+    pub runtime: String,
+}
+
+impl Default for RuntimeHandler {
+    fn default() -> Self {
+        RuntimeHandler {
+            shim: PathBuf::from("containerd-shim-berth-v2"),
+            runtime: "runc".to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +94,10 @@ impl Default for Config {
             socket: PathBuf::from("/run/berth/berth.sock"),
             log_level: "info".to_string(),
             cgroup_driver: CgroupDriver::Cgroupfs,
+            sandbox_image: String::new(),
+            pause_binary: PathBuf::new(),
+            default_runtime: "berth".to_string(),
+            runtimes: BTreeMap::from([("berth".to_string(), RuntimeHandler::default())]),
             registry: RegistryConfig::default(),
             cni: CniConfig::default(),
         }
@@ -92,6 +125,24 @@ impl Default for CniConfig {
 }
 
 impl Config {
+    /// The handler for a RunPodSandbox `runtime_handler` (empty: the default).
+    pub fn runtime_handler(&self, name: &str) -> Result<(String, &RuntimeHandler), Error> {
+        let name = if name.is_empty() {
+            self.default_runtime.as_str()
+        } else {
+            name
+        };
+        self.runtimes
+            .get(name)
+            .map(|h| (name.to_string(), h))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "runtime_handler: {name:?} is not configured (known: {})",
+                    self.runtimes.keys().cloned().collect::<Vec<_>>().join(", ")
+                ))
+            })
+    }
+
     /// Parses a config document; unknown keys are errors that name the key.
     pub fn parse(text: &str, origin: &Path) -> Result<Config, Error> {
         let config: Config = toml::from_str(text).map_err(|e| {
@@ -140,6 +191,19 @@ impl Config {
         }
         if !self.state.is_absolute() {
             return bad("state", "must be an absolute path");
+        }
+        if !self.runtimes.contains_key(&self.default_runtime) {
+            return bad(
+                "default_runtime",
+                &format!("no [runtimes.{}] is configured", self.default_runtime),
+            );
+        }
+        if let Some((name, _)) = self
+            .runtimes
+            .iter()
+            .find(|(_, h)| h.shim.as_os_str().is_empty())
+        {
+            return bad(&format!("runtimes.{name}.shim"), "must not be empty");
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return bad("log_level", &e.to_string());

@@ -20,10 +20,14 @@ use crate::config::Config;
 use crate::cri::{CriImageService, CriRuntimeService, RuntimeInfo};
 use crate::error::{Error, IoContext, Result};
 use crate::image::ImageService;
+use crate::sandbox::{NameIndex, SandboxService};
+use crate::shim::{EventServer, ShimEnv};
 use crate::store::Store;
 
 /// How long in-flight calls get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Shim events buffered for slow receivers.
+const EVENT_BUFFER: usize = 1024;
 /// CRI messages can be large (ListContainers on a busy node, image configs).
 const MAX_MESSAGE_BYTES: usize = 32 << 20;
 
@@ -45,11 +49,24 @@ pub async fn run(config: Config) -> Result<()> {
         tracing::warn!(error = %e, "garbage collection at start-up failed");
     }
 
+    let (events_tx, _) = tokio::sync::broadcast::channel(EVENT_BUFFER);
+    let events = EventServer::start(&config.state.join("events.sock"), events_tx.clone()).await?;
+    let shims = ShimEnv {
+        events_address: events.address().to_string(),
+        publish_binary: std::env::current_exe()
+            .context(|| "finding berthd's own executable".into())?,
+        socket_dir: config.state.join("s"),
+    };
+    let names = Arc::new(NameIndex::default());
+    let sandboxes = SandboxService::open(config.clone(), store.clone(), shims, names).await?;
+    sandboxes.watch_exits(events_tx.subscribe());
+
     let listener = bind_socket(&config.socket)?;
     let socket = config.socket.clone();
     let info = Arc::new(RuntimeInfo {
         config: config.clone(),
         store,
+        sandboxes,
     });
     tracing::info!(socket = %socket.display(), root = %config.root.display(), version = env!("CARGO_PKG_VERSION"), "berthd serving");
 
@@ -89,6 +106,7 @@ pub async fn run(config: Config) -> Result<()> {
         }
     };
     let _ = fs::remove_file(&socket);
+    events.stop().await;
     result.map_err(|e| Error::Unavailable(format!("serving {}: {e}", socket.display())))
 }
 

@@ -12,6 +12,7 @@ pub mod error;
 pub mod image;
 pub mod logs;
 pub mod network;
+pub mod sandbox;
 pub mod shim;
 pub mod snapshot;
 pub mod store;

@@ -54,21 +54,27 @@ async fn version_status_and_network_readiness() {
     assert_eq!(version.runtime_api_version, "v1");
     assert_eq!(version.runtime_version, env!("CARGO_PKG_VERSION"));
 
+    // An empty conf dir means the built-in bridge: ready on a fresh machine.
     let st = status(&berthd, false).await;
     assert!(condition(&st, "RuntimeReady").status);
     let network = condition(&st, "NetworkReady");
-    assert!(!network.status, "no CNI config yet: {network:?}");
-    assert_eq!(network.reason, "NetworkPluginNotReady");
-    assert!(
-        network.message.contains(&cni_dir.display().to_string()),
-        "{network:?}"
-    );
+    assert!(network.status, "the built-in network is ready: {network:?}");
     assert!(st.info.is_empty(), "info only when verbose");
 
-    // Readiness follows the config directory without a restart.
-    std::fs::write(cni_dir.join("10-test.conflist"), "{}").unwrap();
+    // Readiness follows the config directory without a restart: a config whose
+    // plugin is not installed is not ready, and the reason names the plugin.
+    std::fs::write(
+        cni_dir.join("10-test.conflist"),
+        r#"{"cniVersion":"1.0.0","name":"test","plugins":[{"type":"berth-no-such-plugin"}]}"#,
+    )
+    .unwrap();
     let network = condition(&status(&berthd, false).await, "NetworkReady");
-    assert!(network.status, "{network:?}");
+    assert!(!network.status, "{network:?}");
+    assert_eq!(network.reason, "NetworkPluginNotReady");
+    assert!(
+        network.message.contains("berth-no-such-plugin"),
+        "{network:?}"
+    );
 
     let verbose = status(&berthd, true).await;
     let config: serde_json::Value =
@@ -157,7 +163,7 @@ async fn calls_of_later_stages_are_unimplemented() {
         .cri()
         .await
         .runtime_client()
-        .run_pod_sandbox(cri::RunPodSandboxRequest::default())
+        .create_container(cri::CreateContainerRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");

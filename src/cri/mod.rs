@@ -4,6 +4,7 @@
 mod convert;
 mod image;
 mod runtime;
+mod sandbox;
 
 pub use image::CriImageService;
 pub use runtime::{CriRuntimeService, RuntimeInfo};

@@ -1,6 +1,6 @@
-//! CRI RuntimeService. This stage serves Version, Status, RuntimeConfig and
-//! UpdateRuntimeConfig; pod and container calls answer Unimplemented until the
-//! sandbox and container services land.
+//! CRI RuntimeService. This stage serves Version, Status, RuntimeConfig,
+//! UpdateRuntimeConfig and the pod sandbox calls; container calls answer
+//! Unimplemented until the container service lands.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,10 +12,11 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
-use super::status;
+use super::{sandbox, status};
 use crate::config::{CgroupDriver, Config};
+use crate::container::config::SandboxConfig;
 use crate::error::Error;
-use crate::network;
+use crate::sandbox::SandboxService;
 use crate::store::Store;
 
 /// The CRI API version berth serves.
@@ -25,10 +26,11 @@ const RUNTIME_NAME: &str = "berth";
 const KUBE_API_VERSION: &str = "0.1.0";
 const POD_CIDR_KEY: &str = "pod_cidr";
 
-/// What the runtime-level calls need: the config and the store.
+/// What the runtime-level calls need: the config, the store and the services.
 pub struct RuntimeInfo {
     pub config: Config,
     pub store: Arc<Store>,
+    pub sandboxes: Arc<SandboxService>,
 }
 
 pub struct CriRuntimeService {
@@ -41,19 +43,9 @@ impl CriRuntimeService {
     }
 
     fn network_condition(&self) -> cri::RuntimeCondition {
-        let dir = &self.info.config.cni.conf_dir;
-        let (ready, reason, message) = match network::find_conf(dir) {
-            Ok(Some(_)) => (true, String::new(), String::new()),
-            Ok(None) => (
-                false,
-                "NetworkPluginNotReady".to_string(),
-                format!("no CNI network config found in {}", dir.display()),
-            ),
-            Err(e) => (
-                false,
-                "NetworkPluginNotReady".to_string(),
-                format!("cannot read CNI config dir {}: {e}", dir.display()),
-            ),
+        let (ready, reason, message) = match self.info.sandboxes.cni().status() {
+            Ok(()) => (true, String::new(), String::new()),
+            Err(e) => (false, "NetworkPluginNotReady".to_string(), e.to_string()),
         };
         cri::RuntimeCondition {
             r#type: "NetworkReady".to_string(),
@@ -182,12 +174,85 @@ impl RuntimeService for CriRuntimeService {
         Err(unimplemented("get_container_events"))
     }
 
+    async fn run_pod_sandbox(
+        &self,
+        request: Request<cri::RunPodSandboxRequest>,
+    ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
+        let request = request.into_inner();
+        let config = request
+            .config
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("config: missing".into()))
+            .and_then(SandboxConfig::try_from)
+            .map_err(status)?;
+        let id = self
+            .info
+            .sandboxes
+            .run(config, &request.runtime_handler)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(cri::RunPodSandboxResponse {
+            pod_sandbox_id: id,
+        }))
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        request: Request<cri::StopPodSandboxRequest>,
+    ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
+        let id = request.into_inner().pod_sandbox_id;
+        self.info.sandboxes.stop(&id).await.map_err(status)?;
+        Ok(Response::new(cri::StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        request: Request<cri::RemovePodSandboxRequest>,
+    ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
+        let id = request.into_inner().pod_sandbox_id;
+        // The container step removes the pod's containers here, before the pod.
+        self.info.sandboxes.remove(&id).await.map_err(status)?;
+        Ok(Response::new(cri::RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        request: Request<cri::PodSandboxStatusRequest>,
+    ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
+        let request = request.into_inner();
+        let pod = self
+            .info
+            .sandboxes
+            .get(&request.pod_sandbox_id)
+            .map_err(status)?;
+        let info = if request.verbose {
+            sandbox::info(&pod).map_err(status)?
+        } else {
+            HashMap::new()
+        };
+        Ok(Response::new(cri::PodSandboxStatusResponse {
+            status: Some(sandbox::status(&pod)),
+            info,
+            ..Default::default()
+        }))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        request: Request<cri::ListPodSandboxRequest>,
+    ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
+        let filter = sandbox::filter(request.into_inner().filter);
+        let items = self
+            .info
+            .sandboxes
+            .list(&filter)
+            .iter()
+            .map(sandbox::list_item)
+            .collect();
+        Ok(Response::new(cri::ListPodSandboxResponse { items }))
+    }
+
     not_yet! {
-        run_pod_sandbox(cri::RunPodSandboxRequest) -> cri::RunPodSandboxResponse;
-        stop_pod_sandbox(cri::StopPodSandboxRequest) -> cri::StopPodSandboxResponse;
-        remove_pod_sandbox(cri::RemovePodSandboxRequest) -> cri::RemovePodSandboxResponse;
-        pod_sandbox_status(cri::PodSandboxStatusRequest) -> cri::PodSandboxStatusResponse;
-        list_pod_sandbox(cri::ListPodSandboxRequest) -> cri::ListPodSandboxResponse;
         create_container(cri::CreateContainerRequest) -> cri::CreateContainerResponse;
         start_container(cri::StartContainerRequest) -> cri::StartContainerResponse;
         stop_container(cri::StopContainerRequest) -> cri::StopContainerResponse;

@@ -10,7 +10,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use records::{ContentRecord, Descriptor, ImageRecord, LeaseRecord, SnapshotRecord};
+pub use records::{
+    ContentRecord, Descriptor, ImageRecord, LeaseRecord, SandboxPhase, SandboxRecord,
+    SnapshotRecord,
+};
 
 use crate::error::{Error, Result};
 
@@ -64,6 +67,7 @@ impl Store {
             txn.open_table(ContentRecord::TABLE)?;
             txn.open_table(SnapshotRecord::TABLE)?;
             txn.open_table(LeaseRecord::TABLE)?;
+            txn.open_table(SandboxRecord::TABLE)?;
         }
         txn.commit()?;
         Ok(())

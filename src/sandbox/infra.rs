@@ -1,0 +1,174 @@
+//! The infra container through its shim: start the pod's shim, create and start
+//! the pause task, and later stop it. The shim outlives berthd; its address stays
+//! in the bundle (`address`) for reconnecting after a restart.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use containerd_shim_protos::api;
+use containerd_shim_protos::protobuf::Message;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::shim::oci::Options;
+
+use super::pause::beside_berthd;
+use crate::config::RuntimeHandler;
+use crate::container::spec::HostFacts;
+use crate::error::{Error, IoContext, Result};
+use crate::shim::{ShimEnv, TaskClient};
+
+/// The pause process exits on SIGTERM at once; this is only for a stuck one.
+const TERM_GRACE: Duration = Duration::from_secs(2);
+const KILL_WAIT: Duration = Duration::from_secs(10);
+const RUNC_OPTIONS_TYPE: &str = "containerd.runc.v1.Options";
+
+/// How the pod's tasks are run: the shim binary and the options Create carries.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub shim: PathBuf,
+    pub binary_name: String,
+    /// The OCI runtime's state directory (runc `--root`).
+    pub root: PathBuf,
+    pub systemd_cgroup: bool,
+}
+
+impl Runtime {
+    fn options(&self) -> Result<Any> {
+        let options = Options {
+            binary_name: self.binary_name.clone(),
+            root: self.root.display().to_string(),
+            systemd_cgroup: self.systemd_cgroup,
+            ..Default::default()
+        };
+        Ok(Any {
+            type_url: RUNC_OPTIONS_TYPE.to_string(),
+            value: options
+                .write_to_bytes()
+                .map_err(|e| Error::Internal(format!("encoding runtime options: {e}")))?,
+            ..Default::default()
+        })
+    }
+}
+
+/// A handler's shim as a path: absolute or relative as given, a bare name next to
+/// berthd, else in PATH.
+pub fn resolve_shim(handler: &RuntimeHandler) -> Result<PathBuf> {
+    let shim = &handler.shim;
+    if shim.components().count() > 1 {
+        return Ok(shim.clone());
+    }
+    let name = shim.to_string_lossy();
+    if let Some(path) = beside_berthd(&name) {
+        return Ok(path);
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(shim))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "shim {name:?} is neither next to berthd nor in PATH"
+            ))
+        })
+}
+
+/// What the host imposes on every spec.
+pub fn host_facts() -> HostFacts {
+    let min_oom_score_adj = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    HostFacts {
+        min_oom_score_adj,
+        cgroup_v2: Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
+    }
+}
+
+/// Starts the pod's shim on `bundle` (whose config.json is written) and the infra
+/// task in it. Returns the client and the infra pid. On failure nothing of it is
+/// left running.
+pub async fn start(
+    shims: &ShimEnv,
+    runtime: &Runtime,
+    id: &str,
+    bundle: &Path,
+) -> Result<(TaskClient, u32)> {
+    let address = shims.start(&runtime.shim, id, bundle).await?;
+    let client = match TaskClient::connect(&address).await {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = shims.delete(&runtime.shim, id, bundle).await;
+            return Err(e);
+        }
+    };
+    let request = api::CreateTaskRequest {
+        id: id.to_string(),
+        bundle: bundle.display().to_string(),
+        options: Some(runtime.options()?).into(),
+        ..Default::default()
+    };
+    let started = async {
+        client.create(&request).await?;
+        client.start(id, "").await
+    }
+    .await;
+    match started {
+        Ok(pid) => Ok((client, pid)),
+        Err(e) => {
+            if let Err(undo) = stop(&client, id).await {
+                tracing::warn!(error = %undo, "deleting a failed infra task");
+            }
+            let _ = client.shutdown(id).await;
+            Err(e.within("starting the infra container"))
+        }
+    }
+}
+
+/// Kills the infra task (SIGTERM, then SIGKILL after a grace) and deletes it. A
+/// task that is already gone is fine.
+pub async fn stop(client: &TaskClient, id: &str) -> Result<()> {
+    let gone = |r: Result<()>| match r {
+        Err(Error::NotFound(_)) => Ok(()),
+        other => other,
+    };
+    let running = match client.state(id, "").await {
+        Ok(state) => state.status.value() == api::Status::RUNNING as i32,
+        Err(Error::NotFound(_)) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if running {
+        gone(client.kill(id, "", libc::SIGTERM as u32, false).await)?;
+        if tokio::time::timeout(TERM_GRACE, client.wait(id, ""))
+            .await
+            .is_err()
+        {
+            gone(client.kill(id, "", libc::SIGKILL as u32, true).await)?;
+            tokio::time::timeout(KILL_WAIT, client.wait(id, ""))
+                .await
+                .map_err(|_| {
+                    Error::Unavailable(format!(
+                        "infra container {id} did not exit {KILL_WAIT:?} after SIGKILL"
+                    ))
+                })??;
+        }
+    }
+    match client.delete(id, "").await {
+        Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reconnects to the shim whose address is in the bundle.
+pub async fn reconnect(bundle: &Path) -> Result<TaskClient> {
+    let path = bundle.join("address");
+    let address = tokio::fs::read_to_string(&path)
+        .await
+        .context(|| format!("reading {}", path.display()))?;
+    TaskClient::connect(address.trim()).await
+}
+
+/// Whether the shim still runs the infra task, and its pid.
+pub async fn running_pid(client: &TaskClient, id: &str) -> Option<u32> {
+    let state = client.state(id, "").await.ok()?;
+    (state.status.value() == api::Status::RUNNING as i32).then_some(state.pid)
+}

@@ -1,0 +1,88 @@
+//! ListPodSandbox: the index, narrowed by id (or unique id prefix), phase and a
+//! label selector, as containerd filters it.
+
+use std::collections::BTreeMap;
+
+use super::{Sandbox, SandboxService};
+use crate::store::SandboxPhase;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxFilter {
+    /// An id or a unique prefix of one; empty matches every pod.
+    pub id: String,
+    pub phase: Option<SandboxPhase>,
+    /// Every pair must be among the pod's labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl SandboxFilter {
+    fn matches(&self, pod: &Sandbox, id: Option<&str>) -> bool {
+        if id.is_some_and(|id| id != pod.id()) {
+            return false;
+        }
+        if self.phase.is_some_and(|phase| phase != pod.record.phase) {
+            return false;
+        }
+        self.labels
+            .iter()
+            .all(|(k, v)| pod.record.config.labels.get(k) == Some(v))
+    }
+}
+
+impl SandboxService {
+    /// The pods matching `filter`, oldest first.
+    pub fn list(&self, filter: &SandboxFilter) -> Vec<Sandbox> {
+        // An id that resolves to no pod (or to several) matches nothing.
+        let id = if filter.id.is_empty() {
+            None
+        } else {
+            match self.get(&filter.id) {
+                Ok(pod) => Some(pod.record.id),
+                Err(_) => return Vec::new(),
+            }
+        };
+        let pods = self.pods.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<Sandbox> = pods
+            .values()
+            .filter(|pod| filter.matches(pod, id.as_deref()))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| (a.record.created_at, a.id()).cmp(&(b.record.created_at, b.id())));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SandboxRecord;
+
+    fn pod(id: &str, phase: SandboxPhase, labels: &[(&str, &str)]) -> Sandbox {
+        let mut record = SandboxRecord {
+            id: id.into(),
+            phase,
+            ..Default::default()
+        };
+        record.config.labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Sandbox { record, task: None }
+    }
+
+    #[test]
+    fn filters_combine() {
+        let ready = pod("a1", SandboxPhase::Ready, &[("app", "web"), ("tier", "1")]);
+        let mut filter = SandboxFilter::default();
+        assert!(filter.matches(&ready, None));
+        filter.phase = Some(SandboxPhase::NotReady);
+        assert!(!filter.matches(&ready, None));
+        filter.phase = Some(SandboxPhase::Ready);
+        filter.labels.insert("app".into(), "web".into());
+        assert!(filter.matches(&ready, None));
+        assert!(filter.matches(&ready, Some("a1")));
+        assert!(!filter.matches(&ready, Some("b2")));
+        filter.labels.insert("tier".into(), "2".into());
+        assert!(!filter.matches(&ready, None));
+    }
+}

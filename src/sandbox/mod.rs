@@ -1,0 +1,187 @@
+//! Pod sandboxes: their lifecycle (run, stop, remove), the in-memory index that
+//! serves Status and List, and recovery after a berthd restart.
+//!
+//! A pod is a record in the store ([`SandboxRecord`]), a bundle directory
+//! `<state>/pods/<id>/` (config.json, hostname, hosts, resolv.conf, the shm tmpfs,
+//! the shim's `address`), a network namespace under `<state>/netns/`, a CNI
+//! attachment and an infra (pause) task in the pod's shim. Calls on one pod are
+//! serialised by a per-id async lock; List and Status read the index without it.
+
+mod files;
+mod infra;
+mod list;
+mod names;
+mod net;
+mod pause;
+mod recover;
+mod run;
+mod stop;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::OwnedMutexGuard;
+
+use crate::config::Config;
+use crate::container::spec::{HostFacts, PodFiles};
+use crate::error::{Error, Result};
+use crate::network::Cni;
+use crate::shim::{ShimEnv, TaskClient};
+use crate::store::{SandboxPhase, SandboxRecord, Store};
+
+pub use list::SandboxFilter;
+pub use names::{NameIndex, sandbox_name};
+
+/// A pod as the index holds it: its record and, while its shim answers, a client.
+#[derive(Clone)]
+pub struct Sandbox {
+    pub record: SandboxRecord,
+    /// The pod's shim; containers of the pod are created through the same one.
+    pub task: Option<TaskClient>,
+}
+
+impl Sandbox {
+    pub fn id(&self) -> &str {
+        &self.record.id
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.record.phase == SandboxPhase::Ready
+    }
+
+    /// The pinned network namespace; `None` with host network or once stopped.
+    pub fn netns(&self) -> Option<&Path> {
+        self.record.netns.as_deref()
+    }
+
+    /// The infra process, whose namespaces the pod's containers join.
+    pub fn infra_pid(&self) -> u32 {
+        self.record.pid
+    }
+
+    /// The pod's shared files, for the specs of its containers.
+    pub fn pod_files(&self) -> PodFiles {
+        files::pod_files(&self.record.bundle, self.record.shm_mounted)
+    }
+}
+
+pub struct SandboxService {
+    config: Config,
+    store: Arc<Store>,
+    cni: Cni,
+    shims: ShimEnv,
+    /// The built-in infra rootfs, or why there is none.
+    pause_rootfs: std::result::Result<PathBuf, String>,
+    host: HostFacts,
+    names: Arc<NameIndex>,
+    pods: RwLock<HashMap<String, Sandbox>>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl SandboxService {
+    /// Installs the pause rootfs and loads the recorded pods, reconnecting to their
+    /// shims and undoing pods a crash left half-created.
+    pub async fn open(
+        config: Config,
+        store: Arc<Store>,
+        shims: ShimEnv,
+        names: Arc<NameIndex>,
+    ) -> Result<Arc<SandboxService>> {
+        // Without a pause binary berthd still serves images; RunPodSandbox says why not.
+        let root = config.root.clone();
+        let configured = config.pause_binary.clone();
+        let pause_rootfs = tokio::task::spawn_blocking(move || {
+            pause::install(&root, &pause::pause_binary(&configured)?)
+        })
+        .await?
+        .map_err(|e| {
+            tracing::warn!(error = %e, "no pause rootfs; pods cannot run");
+            e.to_string()
+        });
+        let cni = Cni::new(
+            &config.cni.conf_dir,
+            &config.cni.bin_dirs,
+            &config.root.join("cni/results"),
+        );
+        let service = Arc::new(SandboxService {
+            host: infra::host_facts(),
+            config,
+            store,
+            cni,
+            shims,
+            pause_rootfs,
+            names,
+            pods: RwLock::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
+        });
+        service.recover().await?;
+        Ok(service)
+    }
+
+    /// The CNI caller, for NetworkReady.
+    pub fn cni(&self) -> &Cni {
+        &self.cni
+    }
+
+    /// The pod with this id or unique id prefix.
+    pub fn get(&self, id: &str) -> Result<Sandbox> {
+        let pods = self.pods.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(pod) = pods.get(id) {
+            return Ok(pod.clone());
+        }
+        let mut matches = pods
+            .values()
+            .filter(|p| !id.is_empty() && p.id().starts_with(id));
+        match (matches.next(), matches.next()) {
+            (Some(pod), None) => Ok(pod.clone()),
+            (Some(_), Some(_)) => Err(Error::InvalidArgument(format!(
+                "pod sandbox id prefix {id:?} is ambiguous"
+            ))),
+            _ => Err(Error::NotFound(format!("pod sandbox {id:?} not found"))),
+        }
+    }
+
+    fn bundle(&self, id: &str) -> PathBuf {
+        self.config.state.join("pods").join(id)
+    }
+
+    fn netns_dir(&self) -> PathBuf {
+        self.config.state.join("netns")
+    }
+
+    /// The OCI runtime's state directory, for every handler.
+    fn runtime_root(&self) -> PathBuf {
+        self.config.state.join("runc")
+    }
+
+    /// Serialises calls on one pod. Held across shim and CNI calls on purpose:
+    /// it guards only this pod.
+    async fn lock(&self, id: &str) -> OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(id.to_string()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
+    fn forget_lock(&self, id: &str) {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        if locks.get(id).is_some_and(|l| Arc::strong_count(l) == 1) {
+            locks.remove(id);
+        }
+    }
+
+    /// Commits `record` (one transaction), then shows it in the index.
+    fn save(&self, record: SandboxRecord, task: Option<TaskClient>) -> Result<()> {
+        self.store.write(|tx| tx.put(&record))?;
+        let mut pods = self.pods.write().unwrap_or_else(|p| p.into_inner());
+        pods.insert(record.id.clone(), Sandbox { record, task });
+        Ok(())
+    }
+
+    fn unindex(&self, id: &str) {
+        let mut pods = self.pods.write().unwrap_or_else(|p| p.into_inner());
+        pods.remove(id);
+    }
+}

@@ -1,0 +1,86 @@
+//! Start-up recovery: every recorded pod is reloaded and its shim reconnected
+//! through the bundle's `address`. A pod whose shim or infra task is gone is
+//! NotReady (Stop and Remove still clean it up); a pod a crash left in Creating is
+//! undone. Each pod gets its own time limit, so one stuck shim cannot hold up
+//! berthd's start.
+
+use std::time::Duration;
+
+use super::{SandboxService, files, infra, names};
+use crate::error::{Error, Result};
+use crate::store::{SandboxPhase, SandboxRecord};
+
+const RECOVER_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl SandboxService {
+    pub(super) async fn recover(&self) -> Result<()> {
+        let records: Vec<SandboxRecord> = self.store.all()?;
+        for record in records {
+            let id = record.id.clone();
+            let fallback = record.clone();
+            match tokio::time::timeout(RECOVER_TIMEOUT, self.recover_one(record)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(pod_id = %id, error = %e, "pod sandbox not recovered; NotReady");
+                    self.index_not_ready(fallback);
+                }
+                Err(_) => {
+                    tracing::warn!(pod_id = %id, "pod sandbox recovery timed out; NotReady");
+                    self.index_not_ready(fallback);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn recover_one(&self, mut record: SandboxRecord) -> Result<()> {
+        if record.phase == SandboxPhase::Creating {
+            return self.undo_half_created(record).await;
+        }
+        let name = names::sandbox_name(&record.config);
+        self.names.reserve(&name, &record.id)?;
+        let task = infra::reconnect(&record.bundle).await.ok();
+        let pid = match &task {
+            Some(t) => infra::running_pid(t, &record.id).await,
+            None => None,
+        };
+        if record.phase == SandboxPhase::Ready && pid.is_none() {
+            tracing::info!(pod_id = %record.id, "infra container or shim gone; NotReady");
+            record.phase = SandboxPhase::NotReady;
+        }
+        self.save(record, task)
+    }
+
+    fn index_not_ready(&self, mut record: SandboxRecord) {
+        if record.phase == SandboxPhase::Creating {
+            return;
+        }
+        let _ = self
+            .names
+            .reserve(&names::sandbox_name(&record.config), &record.id);
+        record.phase = SandboxPhase::NotReady;
+        let mut pods = self.pods.write().unwrap_or_else(|p| p.into_inner());
+        pods.insert(record.id.clone(), super::Sandbox { record, task: None });
+    }
+
+    /// A RunPodSandbox cut short by a crash: whatever of it exists is torn down,
+    /// then the record goes.
+    async fn undo_half_created(&self, mut record: SandboxRecord) -> Result<()> {
+        tracing::info!(pod_id = %record.id, "undoing a pod sandbox a crash left half-created");
+        // The record was written before the netns and the shm existed.
+        let netns = self.netns_dir().join(&record.id);
+        if netns.exists() {
+            record.netns = Some(netns);
+        }
+        record.shm_mounted = files::wants_shm(&record.config);
+        let task = infra::reconnect(&record.bundle).await.ok();
+        self.teardown(&mut record, task.as_ref()).await?;
+        self.shutdown_shim(&record, task.as_ref()).await?;
+        let bundle = record.bundle.clone();
+        tokio::task::spawn_blocking(move || files::remove(&bundle))
+            .await
+            .map_err(Error::from)??;
+        self.store
+            .write(|tx| tx.delete::<SandboxRecord>(&record.id))
+    }
+}

@@ -1,0 +1,221 @@
+//! RunPodSandbox: reserve the name, record the pod as Creating, write its files and
+//! mount its shm, create its netns, then attach the network and start the infra
+//! container at the same time, and record it Ready. Each step pushes its undo on
+//! a stack; any failure unwinds the stack in reverse.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tracing::Instrument;
+
+use super::infra::{self, Runtime};
+use super::{SandboxService, files, names};
+use crate::config::CgroupDriver;
+use crate::container::config::SandboxConfig;
+use crate::container::spec::{ImageConfigView, SandboxSpecInputs, UserFiles, sandbox_spec};
+use crate::error::{Error, IoContext, Result};
+use crate::shim::TaskClient;
+use crate::store::{SandboxPhase, SandboxRecord};
+
+/// The image name the infra container's annotation carries for the built-in pause.
+const BUILTIN_PAUSE: &str = "berth/pause:builtin";
+
+/// What is undone, newest first, when a run fails.
+enum Undo {
+    Name(String),
+    Record,
+    Bundle,
+    Shm,
+    Netns(PathBuf),
+    Cni(PathBuf),
+    Infra(TaskClient),
+}
+
+impl SandboxService {
+    /// Runs a pod and returns its id. Runs to the end (success or full undo) even if
+    /// the caller goes away, so a cancelled call leaves nothing behind.
+    pub async fn run(self: &Arc<Self>, config: SandboxConfig, handler: &str) -> Result<String> {
+        let this = Arc::clone(self);
+        let handler = handler.to_string();
+        let span = tracing::info_span!("run_pod_sandbox", pod_id = tracing::field::Empty);
+        tokio::spawn(async move { this.run_to_end(config, &handler).await }.instrument(span))
+            .await?
+    }
+
+    async fn run_to_end(&self, config: SandboxConfig, handler: &str) -> Result<String> {
+        if !self.config.sandbox_image.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "sandbox_image {:?} is configured, but berth runs only its built-in \
+                 pause rootfs so far; remove sandbox_image from the config",
+                self.config.sandbox_image
+            )));
+        }
+        if let Err(why) = &self.pause_rootfs {
+            return Err(Error::FailedPrecondition(format!("no pause rootfs: {why}")));
+        }
+        let (handler_name, handler) = self.config.runtime_handler(handler)?;
+        let runtime = Runtime {
+            shim: infra::resolve_shim(handler)?,
+            binary_name: handler.runtime.clone(),
+            root: self.runtime_root(),
+            systemd_cgroup: self.config.cgroup_driver == CgroupDriver::Systemd,
+        };
+        let id = new_id();
+        tracing::Span::current().record("pod_id", id.as_str());
+        let mut record = SandboxRecord {
+            id: id.clone(),
+            config,
+            phase: SandboxPhase::Creating,
+            created_at: crate::image::now_nanos(),
+            runtime_handler: handler_name,
+            shim: runtime.shim.clone(),
+            bundle: self.bundle(&id),
+            ..Default::default()
+        };
+        let mut undo = Vec::new();
+        let outcome = async {
+            let task = self.run_steps(&mut record, &runtime, &mut undo).await?;
+            record.phase = SandboxPhase::Ready;
+            self.save(record.clone(), Some(task))
+        }
+        .await;
+        match outcome {
+            Ok(()) => {
+                tracing::info!(ips = ?record.ips, pid = record.pid, "pod sandbox ready");
+                Ok(id)
+            }
+            Err(e) => {
+                self.unwind(&record, undo).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn run_steps(
+        &self,
+        record: &mut SandboxRecord,
+        runtime: &Runtime,
+        undo: &mut Vec<Undo>,
+    ) -> Result<TaskClient> {
+        let id = record.id.clone();
+        let name = names::sandbox_name(&record.config);
+        self.names.reserve(&name, &id)?;
+        undo.push(Undo::Name(name));
+        self.store.write(|tx| tx.put(&*record))?;
+        undo.push(Undo::Record);
+
+        let bundle = record.bundle.clone();
+        let config = record.config.clone();
+        undo.push(Undo::Bundle);
+        tokio::task::spawn_blocking(move || files::write(&bundle, &config)).await??;
+        if files::wants_shm(&record.config) {
+            let bundle = record.bundle.clone();
+            tokio::task::spawn_blocking(move || files::mount_shm(&bundle)).await??;
+            record.shm_mounted = true;
+            undo.push(Undo::Shm);
+        }
+        if !record.config.host_network() {
+            let netns = self.create_netns(&id).await?;
+            undo.push(Undo::Netns(netns.clone()));
+            record.netns = Some(netns);
+        }
+        self.write_spec(record).await?;
+
+        // The infra container needs only the netns; CNI and the shim run side by side.
+        let network = async {
+            match &record.netns {
+                Some(netns) => self.cni_add(&id, netns, &record.config).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let infra = infra::start(&self.shims, runtime, &id, &record.bundle);
+        let (network, infra) = tokio::join!(network, infra);
+        if let (Ok(Some(_)), Some(netns)) = (&network, &record.netns) {
+            undo.push(Undo::Cni(netns.clone()));
+        }
+        let (task, pid) = infra?;
+        undo.push(Undo::Infra(task.clone()));
+        if let Some(attached) = network? {
+            record.ips = attached.ips;
+            record.cni_result = Some(attached.result);
+        }
+        record.pid = pid;
+        Ok(task)
+    }
+
+    /// Writes the infra container's config.json into the bundle.
+    async fn write_spec(&self, record: &SandboxRecord) -> Result<()> {
+        let image = ImageConfigView {
+            entrypoint: vec!["/pause".to_string()],
+            ..Default::default()
+        };
+        let rootfs = self
+            .pause_rootfs
+            .as_ref()
+            .map_err(|why| Error::FailedPrecondition(format!("no pause rootfs: {why}")))?;
+        let user_files = UserFiles::in_rootfs(rootfs);
+        let pod_files = files::pod_files(&record.bundle, record.shm_mounted);
+        let spec = sandbox_spec(&SandboxSpecInputs {
+            id: &record.id,
+            config: &record.config,
+            image: &image,
+            image_name: BUILTIN_PAUSE,
+            rootfs,
+            user_files: &user_files,
+            netns_path: record.netns.as_deref(),
+            pod_files: &pod_files,
+            host: self.host,
+        })?;
+        let json = serde_json::to_vec_pretty(&spec)
+            .map_err(|e| Error::Internal(format!("encoding the infra spec: {e}")))?;
+        let path = record.bundle.join("config.json");
+        tokio::fs::write(&path, json)
+            .await
+            .context(|| format!("writing {}", path.display()))
+    }
+
+    /// Undoes a failed run, newest step first; failures are logged, not returned,
+    /// so every step gets its chance.
+    async fn unwind(&self, record: &SandboxRecord, undo: Vec<Undo>) {
+        for step in undo.into_iter().rev() {
+            let result = match step {
+                Undo::Infra(task) => {
+                    let stopped = self.stop_infra(record, Some(&task)).await;
+                    stopped.and(self.shutdown_shim(record, Some(&task)).await)
+                }
+                Undo::Cni(netns) => self.cni_del(&record.id, &netns, &record.config).await,
+                Undo::Netns(netns) => self.remove_netns(&netns).await,
+                Undo::Shm => {
+                    let bundle = record.bundle.clone();
+                    flatten(tokio::task::spawn_blocking(move || files::unmount_shm(&bundle)).await)
+                }
+                Undo::Bundle => {
+                    let bundle = record.bundle.clone();
+                    flatten(tokio::task::spawn_blocking(move || files::remove(&bundle)).await)
+                }
+                Undo::Record => self
+                    .store
+                    .write(|tx| tx.delete::<SandboxRecord>(&record.id)),
+                Undo::Name(name) => {
+                    self.names.release(&name, &record.id);
+                    Ok(())
+                }
+            };
+            if let Err(e) = result {
+                tracing::warn!(pod_id = %record.id, error = %e, "undoing a failed RunPodSandbox");
+            }
+        }
+    }
+}
+
+fn flatten(r: std::result::Result<Result<()>, tokio::task::JoinError>) -> Result<()> {
+    r.map_err(Error::from).and_then(|r| r)
+}
+
+/// 64 random hex digits, as containerd makes ids.
+fn new_id() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}

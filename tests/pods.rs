@@ -1,0 +1,605 @@
+//! The pod sandbox lifecycle against a real berthd, the berth shim, runc and the
+//! CNI plugins in /usr/lib/cni: RunPodSandbox, Status, List, Stop, Remove, a
+//! failing plugin, and a berthd killed with a Ready pod.
+//!
+//! Each test gets its own bridge (`bp<random>`) and /24 in 10.197.0.0/16, and its
+//! own IPAM data dir, so it can run beside a real berthd (berth0, 10.88.0.0/16)
+//! and beside tests/network.rs (10.199.0.0/16).
+//!
+//! The shim and pause binaries are workspace members that integration tests of
+//! the root package cannot name through CARGO_BIN_EXE. They are taken from
+//! `BERTH_TEST_SHIM` / `BERTH_TEST_PAUSE` when set, else from the target dir
+//! (`cargo test --workspace` builds the shim next to berthd; the pause binary must
+//! be the static one from shims/pause/build-static.sh), and built when missing.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::daemon::{BERTHD, Berthd, Cri, TestEnv};
+use k8s_cri::v1 as cri;
+use rand::Rng;
+
+const CNI_BIN: &str = "/usr/lib/cni";
+
+fn prerequisites_met() -> bool {
+    if !common::prerequisites_met() {
+        return false;
+    }
+    let mut missing = Vec::new();
+    for path in [
+        "/usr/sbin/runc",
+        "/usr/bin/busybox",
+        "/usr/bin/nsenter",
+        "/usr/sbin/ip",
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain(
+        ["bridge", "host-local", "loopback"]
+            .iter()
+            .map(|p| format!("{CNI_BIN}/{p}")),
+    ) {
+        if !Path::new(&path).exists() {
+            missing.push(format!("{path} is not installed"));
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let reason = missing.join(", ");
+    if std::env::var_os("CI").is_some() {
+        panic!("pod test prerequisites missing under CI: {reason}");
+    }
+    eprintln!("SKIPPED: {reason}");
+    false
+}
+
+/// The shim and the static pause binary, built once per test process if needed.
+fn binaries() -> &'static (PathBuf, PathBuf) {
+    static BINARIES: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BINARIES.get_or_init(|| {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let shim = std::env::var_os("BERTH_TEST_SHIM")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                Path::new(BERTHD)
+                    .with_file_name("containerd-shim-berth-v2")
+                    .to_path_buf()
+            });
+        if !shim.exists() {
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "-j1", "-p", "berth-shim"])
+                .current_dir(workspace)
+                .status()
+                .expect("run cargo build -p berth-shim");
+            assert!(status.success(), "cargo build -p berth-shim failed");
+        }
+        let pause = std::env::var_os("BERTH_TEST_PAUSE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                workspace.join("target/x86_64-unknown-linux-gnu/release/berth-pause")
+            });
+        if !pause.exists() {
+            let out = Command::new("sh")
+                .arg(workspace.join("shims/pause/build-static.sh"))
+                .arg("-j1")
+                .env("CARGO", env!("CARGO"))
+                .output()
+                .expect("run shims/pause/build-static.sh");
+            assert!(
+                out.status.success(),
+                "build-static.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(shim.exists(), "no shim at {}", shim.display());
+        assert!(pause.exists(), "no pause binary at {}", pause.display());
+        (shim, pause)
+    })
+}
+
+/// One test's world: a berthd config with its own bridge, subnet, and CNI dirs.
+/// Dropping it deletes the bridge.
+struct PodNet {
+    bridge: String,
+    octet: u8,
+    ipam: PathBuf,
+    conf_dir: PathBuf,
+}
+
+impl PodNet {
+    /// Writes `env`'s config: the test's shim, pause and CNI network, with `extra`
+    /// plugins after the bridge and `bin` searched before /usr/lib/cni.
+    fn configure(env: &TestEnv, extra: &[serde_json::Value], bin: Option<&Path>) -> PodNet {
+        let (shim, pause) = binaries();
+        let mut rng = rand::rng();
+        let bridge = format!("bp{:04x}", rng.random::<u16>());
+        let octet = rng.random_range(1..=254u8);
+        let ipam = env.path().join("ipam");
+        let conf_dir = env.path().join("net.d");
+        std::fs::create_dir_all(&conf_dir).unwrap();
+        let mut plugins = vec![serde_json::json!({
+            "type": "bridge",
+            "bridge": bridge,
+            "isGateway": true,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": format!("10.197.{octet}.0/24")}]],
+                "dataDir": ipam,
+            },
+        })];
+        plugins.extend_from_slice(extra);
+        let conf = serde_json::json!({"cniVersion": "1.0.0", "name": bridge, "plugins": plugins});
+        std::fs::write(conf_dir.join("10-test.conflist"), conf.to_string()).unwrap();
+        let bin_dirs: Vec<String> = bin
+            .into_iter()
+            .map(|p| p.display().to_string())
+            .chain([CNI_BIN.to_string()])
+            .collect();
+        let config = format!(
+            "pause_binary = \"{}\"\n\n[runtimes.berth]\nshim = \"{}\"\nruntime = \"runc\"\n\n\
+             [registry]\nconfig_path = \"{}\"\n\n[cni]\nconf_dir = \"{}\"\nbin_dirs = {:?}\n",
+            pause.display(),
+            shim.display(),
+            env.certs_d.display(),
+            conf_dir.display(),
+            bin_dirs,
+        );
+        std::fs::write(&env.config, config).unwrap();
+        PodNet {
+            bridge,
+            octet,
+            ipam,
+            conf_dir,
+        }
+    }
+
+    fn contains(&self, ip: &str) -> bool {
+        match ip.parse::<IpAddr>() {
+            Ok(IpAddr::V4(v4)) => v4.octets()[..3] == [10, 197, self.octet],
+            _ => false,
+        }
+    }
+
+    /// Addresses host-local holds for this network.
+    fn allocated(&self) -> Vec<String> {
+        common::dir_entries(&self.ipam.join(&self.bridge))
+            .into_iter()
+            .filter(|n| n.parse::<Ipv4Addr>().is_ok())
+            .collect()
+    }
+}
+
+impl Drop for PodNet {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+    }
+}
+
+fn pod_config(name: &str, labels: &[(&str, &str)]) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.to_string(),
+            uid: format!("uid-{name}"),
+            namespace: "default".to_string(),
+            attempt: 0,
+        }),
+        hostname: name.to_string(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        annotations: HashMap::from([("note".to_string(), name.to_string())]),
+        linux: Some(cri::LinuxPodSandboxConfig::default()),
+        ..Default::default()
+    }
+}
+
+fn host_network(mut config: cri::PodSandboxConfig) -> cri::PodSandboxConfig {
+    config.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                network: cri::NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    config
+}
+
+async fn run_pod(cri: &Cri, config: cri::PodSandboxConfig) -> Result<String, tonic::Status> {
+    let request = cri::RunPodSandboxRequest {
+        config: Some(config),
+        runtime_handler: String::new(),
+    };
+    Ok(cri
+        .runtime_client()
+        .run_pod_sandbox(request)
+        .await?
+        .into_inner()
+        .pod_sandbox_id)
+}
+
+async fn status(cri: &Cri, id: &str) -> Result<cri::PodSandboxStatusResponse, tonic::Status> {
+    let request = cri::PodSandboxStatusRequest {
+        pod_sandbox_id: id.to_string(),
+        verbose: true,
+    };
+    Ok(cri
+        .runtime_client()
+        .pod_sandbox_status(request)
+        .await?
+        .into_inner())
+}
+
+/// The verbose `info` of a pod, parsed.
+async fn info(cri: &Cri, id: &str) -> serde_json::Value {
+    let st = status(cri, id).await.expect("PodSandboxStatus");
+    serde_json::from_str(&st.info["info"]).expect("info is JSON")
+}
+
+async fn state_and_ip(cri: &Cri, id: &str) -> (i32, String) {
+    let st = status(cri, id)
+        .await
+        .expect("PodSandboxStatus")
+        .status
+        .unwrap();
+    (st.state, st.network.unwrap_or_default().ip)
+}
+
+async fn list(cri: &Cri, filter: cri::PodSandboxFilter) -> Vec<String> {
+    let request = cri::ListPodSandboxRequest {
+        filter: Some(filter),
+    };
+    let mut ids: Vec<String> = cri
+        .runtime_client()
+        .list_pod_sandbox(request)
+        .await
+        .expect("ListPodSandbox")
+        .into_inner()
+        .items
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+async fn stop(cri: &Cri, id: &str) -> Result<(), tonic::Status> {
+    let request = cri::StopPodSandboxRequest {
+        pod_sandbox_id: id.to_string(),
+    };
+    cri.runtime_client().stop_pod_sandbox(request).await?;
+    Ok(())
+}
+
+async fn remove(cri: &Cri, id: &str) -> Result<(), tonic::Status> {
+    let request = cri::RemovePodSandboxRequest {
+        pod_sandbox_id: id.to_string(),
+    };
+    cri.runtime_client().remove_pod_sandbox(request).await?;
+    Ok(())
+}
+
+const READY: i32 = cri::PodSandboxState::SandboxReady as i32;
+const NOT_READY: i32 = cri::PodSandboxState::SandboxNotready as i32;
+
+fn ping(ip: &str) -> bool {
+    Command::new("busybox")
+        .args(["ping", "-c", "1", "-W", "2", ip])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn shim_pid(env: &TestEnv, id: &str) -> u32 {
+    let path = env.state.join("pods").join(id).join("shim.pid");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn cmdline(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .trim_end_matches('\0')
+        .replace('\0', " ")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_lifecycle_status_list_and_names() {
+    if !prerequisites_met() {
+        return;
+    }
+    let env = TestEnv::new();
+    let net = PodNet::configure(&env, &[], None);
+    let berthd = Berthd::start(&env).await;
+    let cri = berthd.cri().await;
+
+    let started = std::time::Instant::now();
+    let web = run_pod(
+        &cri,
+        pod_config("web", &[("app", "web"), ("tier", "front")]),
+    )
+    .await
+    .expect("RunPodSandbox");
+    eprintln!("RunPodSandbox took {:?}", started.elapsed());
+
+    let st = status(&cri, &web).await.unwrap().status.unwrap();
+    assert_eq!(st.state, READY);
+    assert_eq!(st.id, web);
+    assert_eq!(st.metadata.as_ref().unwrap().name, "web");
+    assert_eq!(st.labels["app"], "web");
+    assert_eq!(st.annotations["note"], "web");
+    assert_eq!(st.runtime_handler, "berth");
+    assert!(st.created_at > 0);
+    let ip = st.network.unwrap().ip;
+    assert!(net.contains(&ip), "{ip} not in 10.197.{}.0/24", net.octet);
+    assert_eq!(net.allocated(), vec![ip.clone()]);
+    let ns = st.linux.unwrap().namespaces.unwrap().options.unwrap();
+    assert_eq!(ns.network, cri::NamespaceMode::Pod as i32);
+
+    let web_info = info(&cri, &web).await;
+    let pid = web_info["pid"].as_u64().expect("pid in info") as u32;
+    // runc start returns as the process is released to exec /pause.
+    common::wait_until(
+        "the infra process to be /pause",
+        Duration::from_secs(2),
+        || cmdline(pid) == "/pause",
+    )
+    .await;
+    assert_eq!(web_info["runtimeHandler"], "berth");
+    assert_eq!(web_info["config"]["name"], "web");
+    let netns = PathBuf::from(web_info["netNamespacePath"].as_str().unwrap());
+    assert!(netns.starts_with(env.state.join("netns")), "{netns:?}");
+    assert!(ping(&ip), "pod {ip} does not answer ping");
+    let web_shim = shim_pid(&env, &web);
+    assert!(pid_alive(web_shim));
+
+    // The same metadata again: the name is taken, and the error names the holder.
+    let err = run_pod(&cri, pod_config("web", &[])).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
+    assert!(err.message().contains(&web), "{err:?}");
+
+    // A host-network pod: no IP, no netns.
+    let host = run_pod(&cri, host_network(pod_config("host", &[("app", "host")])))
+        .await
+        .expect("RunPodSandbox host network");
+    let (state, host_ip) = state_and_ip(&cri, &host).await;
+    assert_eq!((state, host_ip.as_str()), (READY, ""));
+    assert_eq!(info(&cri, &host).await["netNamespacePath"], "");
+    assert_eq!(
+        common::dir_entries(&env.state.join("netns")),
+        vec![web.clone()]
+    );
+
+    // Status and List by unique id prefix, state and labels.
+    let prefix = &web[..6];
+    if !host.starts_with(prefix) {
+        assert_eq!(status(&cri, prefix).await.unwrap().status.unwrap().id, web);
+    }
+    let filter = |id: &str, state: Option<i32>, labels: &[(&str, &str)]| cri::PodSandboxFilter {
+        id: id.to_string(),
+        state: state.map(|state| cri::PodSandboxStateValue { state }),
+        label_selector: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    let mut both = vec![web.clone(), host.clone()];
+    both.sort();
+    assert_eq!(list(&cri, filter("", None, &[])).await, both);
+    assert_eq!(list(&cri, filter(&web, None, &[])).await, vec![web.clone()]);
+    assert_eq!(
+        list(&cri, filter(&host[..8], None, &[])).await,
+        vec![host.clone()]
+    );
+    assert_eq!(list(&cri, filter("", Some(READY), &[])).await, both);
+    assert!(
+        list(&cri, filter("", Some(NOT_READY), &[]))
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        list(&cri, filter("", None, &[("app", "web"), ("tier", "front")])).await,
+        vec![web.clone()]
+    );
+    assert!(
+        list(&cri, filter("", None, &[("app", "nope")]))
+            .await
+            .is_empty()
+    );
+    assert!(list(&cri, filter("ffffffffff", None, &[])).await.is_empty());
+
+    // Stop: NotReady, the IP back in the pool, the netns gone; twice is fine.
+    stop(&cri, &web).await.expect("StopPodSandbox");
+    stop(&cri, &web).await.expect("StopPodSandbox again");
+    assert_eq!(state_and_ip(&cri, &web).await, (NOT_READY, String::new()));
+    assert!(net.allocated().is_empty(), "{:?}", net.allocated());
+    assert!(!netns.exists());
+    assert!(!pid_alive(pid) || cmdline(pid) != "/pause");
+    assert_eq!(
+        list(&cri, filter("", Some(NOT_READY), &[])).await,
+        vec![web.clone()]
+    );
+
+    // Remove: gone, its files and shim with it; twice is fine.
+    remove(&cri, &web).await.expect("RemovePodSandbox");
+    remove(&cri, &web).await.expect("RemovePodSandbox again");
+    let err = status(&cri, &web).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert_eq!(
+        common::dir_entries(&env.state.join("pods")),
+        vec![host.clone()]
+    );
+    common::wait_until("the pod's shim to exit", Duration::from_secs(5), || {
+        !pid_alive(web_shim)
+    })
+    .await;
+    // The name is free again.
+    let web2 = run_pod(&cri, pod_config("web", &[])).await.expect("rerun");
+
+    // Unknown ids stop and remove without complaint.
+    stop(&cri, "0123456789abcdef").await.expect("stop unknown");
+    remove(&cri, "0123456789abcdef")
+        .await
+        .expect("remove unknown");
+
+    // Remove without Stop stops first.
+    for id in [&web2, &host] {
+        remove(&cri, id).await.expect("RemovePodSandbox");
+    }
+    assert!(common::dir_entries(&env.state.join("pods")).is_empty());
+    assert!(common::dir_entries(&env.state.join("netns")).is_empty());
+    assert!(net.allocated().is_empty());
+    assert!(list(&cri, filter("", None, &[])).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_cni_plugin_leaves_nothing_behind() {
+    if !prerequisites_met() {
+        return;
+    }
+    let env = TestEnv::new();
+    // A plugin after the bridge that fails ADD with a CNI error (and lets DEL pass),
+    // so the bridge's IP and veth must be undone.
+    let bin = env.path().join("cni-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let plugin = bin.join("berth-fail");
+    std::fs::write(
+        &plugin,
+        "#!/bin/sh\ncat >/dev/null\nif [ \"$CNI_COMMAND\" = ADD ]; then\n\
+         echo '{\"cniVersion\":\"1.0.0\",\"code\":999,\"msg\":\"berth-test: no network for you\"}'\n\
+         exit 1\nfi\nexit 0\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let net = PodNet::configure(
+        &env,
+        &[serde_json::json!({"type": "berth-fail"})],
+        Some(&bin),
+    );
+    let berthd = Berthd::start(&env).await;
+    let cri = berthd.cri().await;
+
+    let err = run_pod(&cri, pod_config("doomed", &[])).await.unwrap_err();
+    assert!(
+        err.message().contains("berth-test: no network for you"),
+        "{err:?}"
+    );
+    assert!(
+        list(&cri, cri::PodSandboxFilter::default())
+            .await
+            .is_empty()
+    );
+    assert!(common::dir_entries(&env.state.join("pods")).is_empty());
+    assert!(common::dir_entries(&env.state.join("netns")).is_empty());
+    assert!(net.allocated().is_empty(), "{:?}", net.allocated());
+    common::wait_until("shim sockets to go", Duration::from_secs(5), || {
+        common::dir_entries(&env.state.join("s")).is_empty()
+    })
+    .await;
+    // Shims are the processes given berthd's events socket.
+    let events = env.state.join("events.sock").display().to_string();
+    common::wait_until("the shim to exit", Duration::from_secs(5), || {
+        let shims = Command::new("pgrep")
+            .args(["-f", &events])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&shims.stdout).trim().is_empty()
+    })
+    .await;
+
+    // The name was released: with a working network the same pod runs.
+    std::fs::remove_file(net.conf_dir.join("10-test.conflist")).unwrap();
+    drop(net);
+    let net = PodNet::configure(&env, &[], None);
+    let id = run_pod(&cri, pod_config("doomed", &[]))
+        .await
+        .expect("rerun");
+    remove(&cri, &id).await.unwrap();
+    assert!(net.allocated().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ready_pod_survives_berthd_kill9() {
+    if !prerequisites_met() {
+        return;
+    }
+    let env = TestEnv::new();
+    let net = PodNet::configure(&env, &[], None);
+    let mut berthd = Berthd::start(&env).await;
+    let cri = berthd.cri().await;
+    let id = run_pod(&cri, pod_config("survivor", &[("app", "s")]))
+        .await
+        .expect("RunPodSandbox");
+    let (_, ip) = state_and_ip(&cri, &id).await;
+    let pid = info(&cri, &id).await["pid"].as_u64().unwrap() as u32;
+
+    berthd.kill9();
+    assert!(ping(&ip), "the pod stays up without berthd");
+    berthd.restart().await;
+    let cri = berthd.cri().await;
+    assert_eq!(state_and_ip(&cri, &id).await, (READY, ip.clone()));
+    assert_eq!(info(&cri, &id).await["pid"].as_u64().unwrap() as u32, pid);
+    let err = run_pod(&cri, pod_config("survivor", &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists, "names are restored");
+
+    let shim = shim_pid(&env, &id);
+    stop(&cri, &id).await.expect("StopPodSandbox after restart");
+    assert!(!pid_alive(pid) || cmdline(pid) != "/pause");
+    assert!(net.allocated().is_empty());
+    remove(&cri, &id)
+        .await
+        .expect("RemovePodSandbox after restart");
+    common::wait_until("the shim to exit", Duration::from_secs(5), || {
+        !pid_alive(shim)
+    })
+    .await;
+    assert!(common::dir_entries(&env.state.join("pods")).is_empty());
+
+    // A pod whose shim died while berthd was down comes back NotReady, and can
+    // still be removed.
+    let id = run_pod(&cri, pod_config("orphan", &[]))
+        .await
+        .expect("RunPodSandbox");
+    let shim = shim_pid(&env, &id);
+    let pid = info(&cri, &id).await["pid"].as_u64().unwrap() as u32;
+    berthd.kill9();
+    unsafe {
+        libc::kill(shim as i32, libc::SIGKILL);
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    common::wait_until("the pause process to die", Duration::from_secs(5), || {
+        !pid_alive(pid) || cmdline(pid) != "/pause"
+    })
+    .await;
+    berthd.restart().await;
+    let cri = berthd.cri().await;
+    assert_eq!(state_and_ip(&cri, &id).await.0, NOT_READY);
+    remove(&cri, &id)
+        .await
+        .expect("RemovePodSandbox of an orphan");
+    assert!(common::dir_entries(&env.state.join("pods")).is_empty());
+    assert!(common::dir_entries(&env.state.join("netns")).is_empty());
+    assert!(net.allocated().is_empty());
+}
