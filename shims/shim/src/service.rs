@@ -51,7 +51,8 @@ pub fn methods(tasks: Arc<Tasks>) -> Methods {
     methods
 }
 
-fn span(rpc: &str, id: &str, exec_id: &str) {
+/// One debug line per call, naming the container and process.
+fn log_call(rpc: &str, id: &str, exec_id: &str) {
     log::debug!("{rpc} id={id} exec_id={exec_id}");
 }
 
@@ -72,7 +73,7 @@ impl Task for TaskService {
         _: &TtrpcContext,
         req: CreateTaskRequest,
     ) -> ttrpc::Result<CreateTaskResponse> {
-        span("create", &req.id, "");
+        log_call("create", &req.id, "");
         if !req.checkpoint.is_empty() {
             return reply(
                 "create",
@@ -101,7 +102,7 @@ impl Task for TaskService {
     }
 
     fn start(&self, _: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
-        span("start", &req.id, &req.exec_id);
+        log_call("start", &req.id, &req.exec_id);
         let pid = reply("start", &req.id, self.tasks.start(&req.id, &req.exec_id))?;
         Ok(StartResponse {
             pid,
@@ -134,7 +135,7 @@ impl Task for TaskService {
     }
 
     fn delete(&self, _: &TtrpcContext, req: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
-        span("delete", &req.id, &req.exec_id);
+        log_call("delete", &req.id, &req.exec_id);
         let (pid, exit_status, at) =
             reply("delete", &req.id, self.tasks.delete(&req.id, &req.exec_id))?;
         Ok(DeleteResponse {
@@ -173,12 +174,12 @@ impl Task for TaskService {
     }
 
     fn pause(&self, _: &TtrpcContext, req: PauseRequest) -> ttrpc::Result<Empty> {
-        span("pause", &req.id, "");
+        log_call("pause", &req.id, "");
         reply("pause", &req.id, self.tasks.set_paused(&req.id, true)).map(|()| Empty::new())
     }
 
     fn resume(&self, _: &TtrpcContext, req: ResumeRequest) -> ttrpc::Result<Empty> {
-        span("resume", &req.id, "");
+        log_call("resume", &req.id, "");
         reply("resume", &req.id, self.tasks.set_paused(&req.id, false)).map(|()| Empty::new())
     }
 
@@ -191,13 +192,13 @@ impl Task for TaskService {
     }
 
     fn kill(&self, _: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
-        span("kill", &req.id, &req.exec_id);
+        log_call("kill", &req.id, &req.exec_id);
         let r = self.tasks.kill(&req.id, &req.exec_id, req.signal, req.all);
         reply("kill", &req.id, r).map(|()| Empty::new())
     }
 
     fn exec(&self, _: &TtrpcContext, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
-        span("exec", &req.id, &req.exec_id);
+        log_call("exec", &req.id, &req.exec_id);
         let stdio = StdioPaths {
             stdin: req.stdin,
             stdout: req.stdout,
@@ -227,7 +228,7 @@ impl Task for TaskService {
     }
 
     fn close_io(&self, _: &TtrpcContext, req: CloseIORequest) -> ttrpc::Result<Empty> {
-        span("close_io", &req.id, &req.exec_id);
+        log_call("close_io", &req.id, &req.exec_id);
         let r = if req.stdin {
             self.tasks.close_io(&req.id, &req.exec_id)
         } else {
@@ -237,7 +238,7 @@ impl Task for TaskService {
     }
 
     fn update(&self, _: &TtrpcContext, req: UpdateTaskRequest) -> ttrpc::Result<Empty> {
-        span("update", &req.id, "");
+        log_call("update", &req.id, "");
         let resources = req
             .resources
             .as_ref()
@@ -247,7 +248,7 @@ impl Task for TaskService {
     }
 
     fn wait(&self, _: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
-        span("wait", &req.id, &req.exec_id);
+        log_call("wait", &req.id, &req.exec_id);
         let (exit_status, at) = reply("wait", &req.id, self.tasks.wait(&req.id, &req.exec_id))?;
         Ok(WaitResponse {
             exit_status,
@@ -274,7 +275,7 @@ impl Task for TaskService {
     }
 
     fn shutdown(&self, _: &TtrpcContext, req: ShutdownRequest) -> ttrpc::Result<Empty> {
-        span("shutdown", &req.id, "");
+        log_call("shutdown", &req.id, "");
         self.tasks.shutdown();
         Ok(Empty::new())
     }
