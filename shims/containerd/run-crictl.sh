@@ -70,7 +70,10 @@ for a in "${applets[@]}"; do links+=("bin/$a->busybox"); done
 python3 "$here/oci-image.py" "$work/oci/busybox" latest '{"Env":["PATH=/bin"],"Cmd":["sh"]}' \
 	"bin/busybox=/bin/busybox" "${links[@]}"
 python3 "$here/oci-image.py" "$work/oci/pause" 1 '{"Entrypoint":["/pause"]}' "pause=$repo/$pause"
-for _ in $(seq 50); do curl -sf "http://$registry/v2/" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 50); do
+	python3 -c "import urllib.request as u; u.urlopen(\"http://$registry/v2/\", timeout=1)" 2>/dev/null && break
+	sleep 0.1
+done
 skopeo copy -q --dest-tls-verify=false "oci:$work/oci/busybox:latest" "docker://$registry/busybox:latest"
 skopeo copy -q --dest-tls-verify=false "oci:$work/oci/pause:1" "docker://$registry/berth-pause:1"
 
