@@ -108,10 +108,10 @@ fn binaries() -> &'static (PathBuf, PathBuf) {
 /// One test's world: a berthd config with its own bridge, subnet, and CNI dirs.
 /// Dropping it deletes the bridge.
 struct PodNet {
+    state: PathBuf,
     bridge: String,
     octet: u8,
     ipam: PathBuf,
-    conf_dir: PathBuf,
 }
 
 impl PodNet {
@@ -154,10 +154,10 @@ impl PodNet {
         );
         std::fs::write(&env.config, config).unwrap();
         PodNet {
+            state: env.state.clone(),
             bridge,
             octet,
             ipam,
-            conf_dir,
         }
     }
 
@@ -178,10 +178,39 @@ impl PodNet {
 }
 
 impl Drop for PodNet {
+    /// Whatever a failed test left running: its pods (infra process, shim, shm),
+    /// their namespaces, the netns directory mount, the bridge.
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .output();
+        let quiet = |cmd: &mut Command| {
+            let _ = cmd.output();
+        };
+        let runc_root = self.state.join("runc");
+        for id in common::dir_entries(&self.state.join("pods")) {
+            let pod = self.state.join("pods").join(&id);
+            quiet(
+                Command::new("runc")
+                    .arg("--root")
+                    .arg(&runc_root)
+                    .args(["delete", "--force", &id]),
+            );
+            if let Ok(pid) = std::fs::read_to_string(pod.join("shim.pid")) {
+                quiet(Command::new("kill").args(["-9", pid.trim()]));
+            }
+            quiet(Command::new("umount").arg("-l").arg(pod.join("shm")));
+        }
+        for id in common::dir_entries(&self.state.join("netns")) {
+            quiet(
+                Command::new("umount")
+                    .arg("-l")
+                    .arg(self.state.join("netns").join(id)),
+            );
+        }
+        quiet(
+            Command::new("umount")
+                .arg("-l")
+                .arg(self.state.join("netns")),
+        );
+        quiet(Command::new("ip").args(["link", "del", &self.bridge]));
     }
 }
 
@@ -528,13 +557,13 @@ async fn failing_cni_plugin_leaves_nothing_behind() {
     .await;
 
     // The name was released: with a working network the same pod runs.
-    std::fs::remove_file(net.conf_dir.join("10-test.conflist")).unwrap();
-    drop(net);
-    let net = PodNet::configure(&env, &[], None);
+    // The conflist is read on every ADD; berthd's own config (bin dirs) is unchanged.
+    let working = PodNet::configure(&env, &[], None);
     let id = run_pod(&cri, pod_config("doomed", &[]))
         .await
         .expect("rerun");
     remove(&cri, &id).await.unwrap();
+    assert!(working.allocated().is_empty());
     assert!(net.allocated().is_empty());
 }
 
@@ -601,5 +630,127 @@ async fn ready_pod_survives_berthd_kill9() {
         .expect("RemovePodSandbox of an orphan");
     assert!(common::dir_entries(&env.state.join("pods")).is_empty());
     assert!(common::dir_entries(&env.state.join("netns")).is_empty());
+    assert!(net.allocated().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_calls_on_one_pod_serialise() {
+    if !prerequisites_met() {
+        return;
+    }
+    let env = TestEnv::new();
+    let net = PodNet::configure(&env, &[], None);
+    let berthd = Berthd::start(&env).await;
+    let cri = berthd.cri().await;
+
+    // The same pod four times at once: one wins, the others meet its name.
+    let runs = (0..4).map(|_| run_pod(&cri, pod_config("racer", &[])));
+    let results = futures::future::join_all(runs).await;
+    let won: Vec<&String> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(won.len(), 1, "{results:?}");
+    let id = won[0].clone();
+    for err in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
+        assert!(err.message().contains(&id), "{err:?}");
+    }
+    assert_eq!(
+        common::dir_entries(&env.state.join("pods")),
+        vec![id.clone()]
+    );
+
+    // Stops and removes of it at once all succeed, and it is gone after.
+    let (s1, s2, r1, s3, r2) = tokio::join!(
+        stop(&cri, &id),
+        stop(&cri, &id),
+        remove(&cri, &id),
+        stop(&cri, &id),
+        remove(&cri, &id)
+    );
+    for r in [s1, s2, r1, s3, r2] {
+        r.expect("concurrent Stop/Remove");
+    }
+    assert!(
+        list(&cri, cri::PodSandboxFilter::default())
+            .await
+            .is_empty()
+    );
+    assert!(common::dir_entries(&env.state.join("pods")).is_empty());
+    assert!(common::dir_entries(&env.state.join("netns")).is_empty());
+    assert!(net.allocated().is_empty());
+
+    // Start latency, one pod after another.
+    let mut took = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let started = std::time::Instant::now();
+        ids.push(
+            run_pod(&cri, pod_config(&format!("timed-{i}"), &[]))
+                .await
+                .expect("RunPodSandbox"),
+        );
+        took.push(started.elapsed());
+    }
+    took.sort();
+    eprintln!(
+        "RunPodSandbox p50 {:?}, max {:?}",
+        took[took.len() / 2],
+        took[took.len() - 1]
+    );
+    let removes = ids.iter().map(|id| remove(&cri, id));
+    for r in futures::future::join_all(removes).await {
+        r.expect("RemovePodSandbox");
+    }
+    assert!(net.allocated().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn half_created_pod_is_undone_at_start() {
+    if !prerequisites_met() {
+        return;
+    }
+    let env = TestEnv::new();
+    let net = PodNet::configure(&env, &[], None);
+    let mut berthd = Berthd::start(&env).await;
+    berthd.kill9();
+
+    // What a crash in the middle of RunPodSandbox leaves: a Creating record, the
+    // bundle directory and a pinned netns.
+    let id = "feedface".repeat(8);
+    let bundle = env.state.join("pods").join(&id);
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::fs::write(bundle.join("hostname"), "half\n").unwrap();
+    berth::network::netns::create(&env.state.join("netns"), &id).unwrap();
+    {
+        let store = berth::store::Store::open(&env.root.join("meta.redb")).unwrap();
+        let record = berth::store::SandboxRecord {
+            id: id.clone(),
+            config: berth::container::config::SandboxConfig {
+                name: "half".into(),
+                namespace: "default".into(),
+                uid: "uid-half".into(),
+                ..Default::default()
+            },
+            phase: berth::store::SandboxPhase::Creating,
+            bundle: bundle.clone(),
+            shim: binaries().0.clone(),
+            ..Default::default()
+        };
+        store.write(|tx| tx.put(&record)).unwrap();
+    }
+
+    berthd.restart().await;
+    let cri = berthd.cri().await;
+    assert!(
+        list(&cri, cri::PodSandboxFilter::default())
+            .await
+            .is_empty()
+    );
+    assert!(common::dir_entries(&env.state.join("pods")).is_empty());
+    assert!(common::dir_entries(&env.state.join("netns")).is_empty());
+    // Its name is free.
+    let id = run_pod(&cri, pod_config("half", &[]))
+        .await
+        .expect("RunPodSandbox");
+    remove(&cri, &id).await.unwrap();
     assert!(net.allocated().is_empty());
 }
