@@ -179,6 +179,9 @@ fn copy_out(master: &File, mut out: File) {
     }
 }
 
+/// Ctrl-D, the terminal's default end-of-file character.
+const VEOF: u8 = 0x04;
+
 fn copy_in(mut stdin: File, master: &File, stop: OwnedFd) {
     let mut buf = [0u8; 4096];
     loop {
@@ -195,7 +198,13 @@ fn copy_in(mut stdin: File, master: &File, stop: OwnedFd) {
             return;
         }
         match stdin.read(&mut buf) {
-            Ok(0) | Err(_) => return,
+            Ok(0) => {
+                // stdin was closed (CloseIO): a terminal has no half-close,
+                // so type the EOF character, as a user would.
+                let _ = (&*master).write_all(&[VEOF]);
+                return;
+            }
+            Err(_) => return,
             Ok(n) => {
                 if (&*master).write_all(&buf[..n]).is_err() {
                     return;

@@ -796,3 +796,32 @@ fn binary_log_uri_feeds_a_logging_binary() {
     delete(&client, "binlog", "").unwrap();
     client.shutdown(ctx(), &ShutdownRequest::default()).ok();
 }
+
+#[test]
+fn close_io_ends_input_on_a_terminal() {
+    let Some(env) = Env::new() else { return };
+    let b = env.bundle("ttycat", &["sh", "-c", "cat; echo cat-done"], |s| {
+        s["process"]["terminal"] = json!(true);
+    });
+    let client = connect(&env.start_shim(&b));
+    let mut io = Stdio3::fifos(&env.path().join("io"), "ttycat", true);
+    io.stderr = String::new();
+    io.terminal = true;
+    let out = read_fifo(&io.stdout, Duration::ZERO);
+    let input = write_fifo(&io.stdin, b"line\n");
+    client
+        .create(ctx(), &env.create_request(&b, &io))
+        .expect("create");
+    start(&client, "ttycat", "");
+    input.join().unwrap();
+    let close = CloseIORequest {
+        id: "ttycat".into(),
+        stdin: true,
+        ..Default::default()
+    };
+    client.close_io(ctx(), &close).expect("close io");
+    assert_eq!(wait(&client, "ttycat", ""), 0);
+    assert!(out.join().unwrap().contains("cat-done"));
+    delete(&client, "ttycat", "").unwrap();
+    client.shutdown(ctx(), &ShutdownRequest::default()).ok();
+}
