@@ -10,7 +10,7 @@ PACKAGES := protobuf-compiler docker-registry apache2-utils skopeo runc \
             containernetworking-plugins busybox-static zstd iproute2
 BERTHD   := target/release/berthd
 
-.PHONY: run test deps build check unit integration clean
+.PHONY: run test deps build check unit integration e2e-containerd clean
 
 ## Install the Debian packages berth and its tests need, only those missing.
 deps:
@@ -25,6 +25,7 @@ deps:
 
 build: deps
 	$(CARGO) build --release --workspace --bins
+	shims/pause/build-static.sh
 
 ## Run berthd in the foreground with the built-in defaults (or /etc/berth/config.toml).
 run: build
@@ -42,7 +43,13 @@ integration: deps
 
 ## Everything CI runs: berthd, the berth CLI, the shim and the pause binary.
 test: check
+	shims/pause/build-static.sh
 	$(CARGO) test --workspace --all-targets
+
+## Not in CI: berth's shim under a real containerd 1.6 driven by crictl (needs the
+## Debian package containerd and crictl on PATH; skips when they are missing).
+e2e-containerd: build
+	shims/containerd/run-crictl.sh
 
 clean:
 	$(CARGO) clean
