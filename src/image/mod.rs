@@ -11,6 +11,7 @@ mod progress;
 mod pull;
 pub mod reference;
 pub mod registry;
+mod rootfs;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 pub use progress::{LayerPhase, PullProgress};
 pub use registry::Credentials;
+pub use rootfs::ContainerRootfs;
 
 use crate::config::RegistryConfig;
 use crate::content::ContentStore;

@@ -30,6 +30,11 @@ impl Staging {
     pub fn fs(&self) -> PathBuf {
         self.root.join("fs")
     }
+
+    /// Overlayfs's work directory, for a writable (container) snapshot.
+    pub fn add_work_dir(&self) -> std::io::Result<()> {
+        fs::create_dir_all(self.root.join("work"))
+    }
 }
 
 impl Drop for Staging {
@@ -79,6 +84,10 @@ impl SnapshotStore {
 
     pub fn fs_path(&self, id: u64) -> PathBuf {
         self.dir.join(id.to_string()).join("fs")
+    }
+
+    pub fn work_path(&self, id: u64) -> PathBuf {
+        self.dir.join(id.to_string()).join("work")
     }
 
     /// A fresh directory to unpack a layer into.
