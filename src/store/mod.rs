@@ -11,8 +11,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use records::{
-    ContentRecord, Descriptor, ImageRecord, LeaseRecord, SandboxPhase, SandboxRecord,
-    SnapshotRecord,
+    ContainerPhase, ContainerRecord, ContentRecord, Descriptor, ImageRecord, LeaseRecord,
+    SandboxPhase, SandboxRecord, SnapshotRecord,
 };
 
 use crate::error::{Error, Result};
@@ -68,6 +68,7 @@ impl Store {
             txn.open_table(SnapshotRecord::TABLE)?;
             txn.open_table(LeaseRecord::TABLE)?;
             txn.open_table(SandboxRecord::TABLE)?;
+            txn.open_table(ContainerRecord::TABLE)?;
         }
         txn.commit()?;
         Ok(())

@@ -159,3 +159,52 @@ impl Record for SandboxRecord {
         self.id.clone()
     }
 }
+
+/// Where a container is in its life, as CRI names the states.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerPhase {
+    /// CreateContainer has begun; a record left in this phase by a crash is undone
+    /// at start-up.
+    #[default]
+    Creating,
+    Created,
+    Running,
+    Exited,
+    /// Its shim is gone and its fate cannot be known.
+    Unknown,
+}
+
+/// A container, keyed by its id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub sandbox_id: String,
+    pub config: crate::container::config::ContainerConfig,
+    pub phase: ContainerPhase,
+    /// The image's id, and the name the kubelet asked for.
+    pub image_id: String,
+    pub image_name: String,
+    /// `<state>/containers/<id>`: the bundle, its fifos.
+    pub bundle: std::path::PathBuf,
+    /// The log file: the pod's log directory joined with the container's log path.
+    pub log_path: Option<std::path::PathBuf>,
+    /// The image's STOPSIGNAL, if any.
+    pub stop_signal: String,
+    pub pid: u32,
+    pub created_at: i64,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub exit_code: i32,
+    /// Completed, Error, OOMKilled, or Unknown.
+    pub reason: String,
+    pub message: String,
+}
+
+impl Record for ContainerRecord {
+    const TABLE: TableDefinition<'static, &'static str, &'static [u8]> =
+        TableDefinition::new("containers");
+    fn key(&self) -> String {
+        self.id.clone()
+    }
+}
