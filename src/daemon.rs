@@ -17,6 +17,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::admin::AdminService;
 use crate::admin::proto::admin_server::AdminServer;
 use crate::config::Config;
+use crate::container::ContainerService;
 use crate::cri::{CriImageService, CriRuntimeService, RuntimeInfo};
 use crate::error::{Error, IoContext, Result};
 use crate::image::ImageService;
@@ -58,8 +59,18 @@ pub async fn run(config: Config) -> Result<()> {
         socket_dir: config.state.join("s"),
     };
     let names = Arc::new(NameIndex::default());
-    let sandboxes = SandboxService::open(config.clone(), store.clone(), shims, names).await?;
+    let sandboxes =
+        SandboxService::open(config.clone(), store.clone(), shims, names.clone()).await?;
     sandboxes.watch_exits(events_tx.subscribe());
+    let containers = ContainerService::open(
+        config.clone(),
+        store.clone(),
+        images.clone(),
+        sandboxes.clone(),
+        names,
+        &events_tx,
+    )
+    .await?;
 
     let listener = bind_socket(&config.socket)?;
     let socket = config.socket.clone();
@@ -67,6 +78,7 @@ pub async fn run(config: Config) -> Result<()> {
         config: config.clone(),
         store,
         sandboxes,
+        containers,
     });
     tracing::info!(socket = %socket.display(), root = %config.root.display(), version = env!("CARGO_PKG_VERSION"), "berthd serving");
 

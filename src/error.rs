@@ -24,6 +24,8 @@ pub enum Error {
     DataLoss(String),
     #[error("{0}")]
     Cancelled(String),
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// A bug: something berth itself got wrong.
     #[error("{0}")]
     Internal(String),
@@ -74,6 +76,7 @@ impl Error {
             Error::Unavailable(m) => Error::Unavailable(format!("{what}: {m}")),
             Error::DataLoss(m) => Error::DataLoss(format!("{what}: {m}")),
             Error::Internal(m) => Error::Internal(format!("{what}: {m}")),
+            Error::DeadlineExceeded(m) => Error::DeadlineExceeded(format!("{what}: {m}")),
             Error::Io { context, source } => Error::Io {
                 context: format!("{what}: {context}"),
                 source,

@@ -1,5 +1,14 @@
-//! Containers: their configs as the kubelet gave them, and the OCI runtime spec built
-//! from those configs and the image.
+//! Containers: their configs as the kubelet gave them, the OCI runtime spec built
+//! from those configs and the image, and their lifecycle in the pod's shim.
 
 pub mod config;
+mod create;
+mod exec;
+mod image_config;
+mod io;
+mod lifecycle;
+mod service;
 pub mod spec;
+
+pub use exec::ExecOutput;
+pub use service::{ContainerFilter, ContainerService};

@@ -1,6 +1,7 @@
 //! The CRI v1 gRPC handlers. They translate between CRI messages and domain calls and
 //! do no I/O of their own; `status` is the one place domain errors become gRPC codes.
 
+mod container;
 mod convert;
 mod image;
 mod runtime;
@@ -27,6 +28,7 @@ pub fn status(err: Error) -> Status {
         Error::Unavailable(_) => Code::Unavailable,
         Error::DataLoss(_) => Code::DataLoss,
         Error::Cancelled(_) => Code::Cancelled,
+        Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
         Error::Internal(_) | Error::Store(_) | Error::Io { .. } => Code::Internal,
         Error::Registry(r) => match r {
             RegistryError::NotFound { .. } => Code::NotFound,

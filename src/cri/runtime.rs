@@ -6,15 +6,17 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::Stream;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
-use super::{sandbox, status};
+use super::{container, sandbox, status};
 use crate::config::{CgroupDriver, Config};
-use crate::container::config::SandboxConfig;
+use crate::container::ContainerService;
+use crate::container::config::{ContainerConfig, SandboxConfig};
 use crate::error::Error;
 use crate::sandbox::SandboxService;
 use crate::store::Store;
@@ -31,6 +33,7 @@ pub struct RuntimeInfo {
     pub config: Config,
     pub store: Arc<Store>,
     pub sandboxes: Arc<SandboxService>,
+    pub containers: Arc<ContainerService>,
 }
 
 pub struct CriRuntimeService {
@@ -201,6 +204,19 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::StopPodSandboxRequest>,
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
         let id = request.into_inner().pod_sandbox_id;
+        // The pod's containers stop first, at once, as containerd does.
+        let pod = match self.info.sandboxes.get(&id) {
+            Ok(pod) => Some(pod.id().to_string()),
+            Err(Error::NotFound(_)) => None,
+            Err(e) => return Err(status(e)),
+        };
+        if let Some(pod) = &pod {
+            self.info
+                .containers
+                .stop_pod(pod, Duration::ZERO)
+                .await
+                .map_err(status)?;
+        }
         self.info.sandboxes.stop(&id).await.map_err(status)?;
         Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
@@ -210,7 +226,16 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
         let id = request.into_inner().pod_sandbox_id;
-        // The container step removes the pod's containers here, before the pod.
+        match self.info.sandboxes.get(&id) {
+            Ok(pod) => self
+                .info
+                .containers
+                .remove_pod(pod.id())
+                .await
+                .map_err(status)?,
+            Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(status(e)),
+        }
         self.info.sandboxes.remove(&id).await.map_err(status)?;
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
@@ -252,16 +277,126 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(cri::ListPodSandboxResponse { items }))
     }
 
+    async fn create_container(
+        &self,
+        request: Request<cri::CreateContainerRequest>,
+    ) -> Result<Response<cri::CreateContainerResponse>, Status> {
+        let request = request.into_inner();
+        let config = request
+            .config
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("config: missing".into()))
+            .and_then(ContainerConfig::try_from)
+            .map_err(status)?;
+        let id = self
+            .info
+            .containers
+            .create(&request.pod_sandbox_id, config)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(cri::CreateContainerResponse {
+            container_id: id,
+        }))
+    }
+
+    async fn start_container(
+        &self,
+        request: Request<cri::StartContainerRequest>,
+    ) -> Result<Response<cri::StartContainerResponse>, Status> {
+        let id = request.into_inner().container_id;
+        self.info.containers.start(&id).await.map_err(status)?;
+        Ok(Response::new(cri::StartContainerResponse {}))
+    }
+
+    async fn stop_container(
+        &self,
+        request: Request<cri::StopContainerRequest>,
+    ) -> Result<Response<cri::StopContainerResponse>, Status> {
+        let request = request.into_inner();
+        let timeout = Duration::from_secs(request.timeout.max(0) as u64);
+        self.info
+            .containers
+            .stop(&request.container_id, timeout)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(cri::StopContainerResponse {}))
+    }
+
+    async fn remove_container(
+        &self,
+        request: Request<cri::RemoveContainerRequest>,
+    ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
+        let id = request.into_inner().container_id;
+        self.info.containers.remove(&id).await.map_err(status)?;
+        Ok(Response::new(cri::RemoveContainerResponse {}))
+    }
+
+    async fn list_containers(
+        &self,
+        request: Request<cri::ListContainersRequest>,
+    ) -> Result<Response<cri::ListContainersResponse>, Status> {
+        let filter = container::filter(request.into_inner().filter);
+        let containers = self
+            .info
+            .containers
+            .list(&filter)
+            .iter()
+            .map(container::list_item)
+            .collect();
+        Ok(Response::new(cri::ListContainersResponse { containers }))
+    }
+
+    async fn container_status(
+        &self,
+        request: Request<cri::ContainerStatusRequest>,
+    ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
+        let request = request.into_inner();
+        let record = self
+            .info
+            .containers
+            .get(&request.container_id)
+            .map_err(status)?;
+        let info = if request.verbose {
+            container::verbose_info(&record)
+        } else {
+            HashMap::new()
+        };
+        Ok(Response::new(cri::ContainerStatusResponse {
+            status: Some(container::status(&record)),
+            info,
+        }))
+    }
+
+    async fn reopen_container_log(
+        &self,
+        request: Request<cri::ReopenContainerLogRequest>,
+    ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
+        let id = request.into_inner().container_id;
+        self.info.containers.reopen_log(&id).map_err(status)?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
+    }
+
+    async fn exec_sync(
+        &self,
+        request: Request<cri::ExecSyncRequest>,
+    ) -> Result<Response<cri::ExecSyncResponse>, Status> {
+        let request = request.into_inner();
+        let timeout = Duration::from_secs(request.timeout.max(0) as u64);
+        let output = self
+            .info
+            .containers
+            .exec_sync(&request.container_id, &request.cmd, timeout)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(cri::ExecSyncResponse {
+            stdout: output.stdout,
+            stderr: output.stderr,
+            exit_code: output.exit_code,
+        }))
+    }
+
     not_yet! {
-        create_container(cri::CreateContainerRequest) -> cri::CreateContainerResponse;
-        start_container(cri::StartContainerRequest) -> cri::StartContainerResponse;
-        stop_container(cri::StopContainerRequest) -> cri::StopContainerResponse;
-        remove_container(cri::RemoveContainerRequest) -> cri::RemoveContainerResponse;
-        list_containers(cri::ListContainersRequest) -> cri::ListContainersResponse;
-        container_status(cri::ContainerStatusRequest) -> cri::ContainerStatusResponse;
         update_container_resources(cri::UpdateContainerResourcesRequest) -> cri::UpdateContainerResourcesResponse;
-        reopen_container_log(cri::ReopenContainerLogRequest) -> cri::ReopenContainerLogResponse;
-        exec_sync(cri::ExecSyncRequest) -> cri::ExecSyncResponse;
         exec(cri::ExecRequest) -> cri::ExecResponse;
         attach(cri::AttachRequest) -> cri::AttachResponse;
         port_forward(cri::PortForwardRequest) -> cri::PortForwardResponse;

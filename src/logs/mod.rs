@@ -139,6 +139,41 @@ fn strip_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
+/// Turns one stream's bytes into log entries; with no log file (the kubelet asked
+/// for none) the output is read and dropped, so the container never blocks on it.
+pub struct LineWriter {
+    stream: Stream,
+    log: Option<Arc<LogFile>>,
+    lines: Lines,
+}
+
+impl LineWriter {
+    pub fn new(stream: Stream, log: Option<Arc<LogFile>>) -> LineWriter {
+        LineWriter {
+            stream,
+            log,
+            lines: Lines::new(MAX_LINE),
+        }
+    }
+
+    pub fn push(&mut self, data: &[u8]) -> io::Result<()> {
+        let (stream, log) = (self.stream, &self.log);
+        self.lines.push(data, &mut |partial, content| match log {
+            Some(log) => log.append(stream, partial, content),
+            None => Ok(()),
+        })
+    }
+
+    /// The stream ended: an unterminated last line is written as a whole entry.
+    pub fn finish(&mut self) -> io::Result<()> {
+        let (stream, log) = (self.stream, &self.log);
+        self.lines.finish(&mut |partial, content| match log {
+            Some(log) => log.append(stream, partial, content),
+            None => Ok(()),
+        })
+    }
+}
+
 /// Copies one stream of a container into its log until the stream ends (the
 /// container and everything holding its output have exited). The reader is not
 /// read faster than the file is written, so a slow disk slows the container
@@ -148,15 +183,14 @@ pub async fn copy(
     stream: Stream,
     log: Arc<LogFile>,
 ) -> io::Result<()> {
-    let mut lines = Lines::new(MAX_LINE);
-    let mut emit = |partial: bool, content: &[u8]| log.append(stream, partial, content);
+    let mut writer = LineWriter::new(stream, Some(log));
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         let n = reader.read(&mut buf).await?;
         if n == 0 {
-            return lines.finish(&mut emit);
+            return writer.finish();
         }
-        lines.push(&buf[..n], &mut emit)?;
+        writer.push(&buf[..n])?;
     }
 }
 

@@ -105,6 +105,20 @@ pub struct HostFacts {
     pub cgroup_v2: bool,
 }
 
+impl HostFacts {
+    /// Reads them off this host.
+    pub fn of_this_host() -> HostFacts {
+        let min_oom_score_adj = std::fs::read_to_string("/proc/self/oom_score_adj")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        HostFacts {
+            min_oom_score_adj,
+            cgroup_v2: Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
+        }
+    }
+}
+
 pub struct SandboxSpecInputs<'a> {
     pub id: &'a str,
     pub config: &'a SandboxConfig,

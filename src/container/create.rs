@@ -1,0 +1,258 @@
+//! CreateContainer: reserve the name, prepare a writable layer on the image, build
+//! the OCI spec, open the output fifos and create the task in the pod's shim. A
+//! failure undoes each step in reverse.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use containerd_shim_protos::api;
+use containerd_shim_protos::protobuf::Message;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::shim::oci::Options;
+
+use super::config::ContainerConfig;
+use super::io::{self, Output};
+use super::service::{ContainerService, container_name};
+use super::spec::{self, ContainerSpecInputs, HostDevices, UserFiles};
+use crate::config::CgroupDriver;
+use crate::error::{Error, IoContext, Result};
+use crate::image::ContainerRootfs;
+use crate::sandbox::Sandbox;
+use crate::shim::TaskClient;
+use crate::store::{ContainerPhase, ContainerRecord};
+
+/// Image configs are small; this only guards against garbage.
+const MAX_IMAGE_CONFIG: u64 = 8 << 20;
+const RUNC_OPTIONS_TYPE: &str = "containerd.runc.v1.Options";
+
+impl ContainerService {
+    pub async fn create(
+        self: &Arc<Self>,
+        sandbox_id: &str,
+        config: ContainerConfig,
+    ) -> Result<String> {
+        if config.name.is_empty() {
+            return Err(Error::InvalidArgument(
+                "config.metadata.name is empty".into(),
+            ));
+        }
+        let sandbox = self.sandboxes.get(sandbox_id)?;
+        if !sandbox.is_ready() {
+            return Err(Error::FailedPrecondition(format!(
+                "pod sandbox {} is not ready",
+                sandbox.id()
+            )));
+        }
+        let task = sandbox.task.clone().ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "the shim of pod sandbox {} is not connected",
+                sandbox.id()
+            ))
+        })?;
+        let id = new_id();
+        let name = container_name(&config, &sandbox.record.config);
+        self.names.reserve(&name, &id)?;
+        let _guard = self.lock(&id).await;
+        let result = self.create_in(&id, &sandbox, &task, config).await;
+        if result.is_err() {
+            self.undo_create(&id, &task).await;
+            self.names.release(&name, &id);
+        }
+        self.forget_lock(&id);
+        result.map(|()| id)
+    }
+
+    async fn create_in(
+        &self,
+        id: &str,
+        sandbox: &Sandbox,
+        task: &TaskClient,
+        config: ContainerConfig,
+    ) -> Result<()> {
+        let image = self.images.get(&config.image)?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "image {:?} not found; pull it before creating a container",
+                config.image
+            ))
+        })?;
+        let view = super::image_config::parse(
+            &self
+                .images
+                .content_store()
+                .read(&image.config.digest, MAX_IMAGE_CONFIG)?,
+            &image.config.digest,
+        )?;
+        let bundle = self.bundle(id);
+        let pod = &sandbox.record.config;
+        let log_path = (!pod.log_directory.is_empty() && !config.log_path.is_empty())
+            .then(|| Path::new(&pod.log_directory).join(&config.log_path));
+        let mut record = ContainerRecord {
+            id: id.to_string(),
+            sandbox_id: sandbox.id().to_string(),
+            config,
+            phase: ContainerPhase::Creating,
+            image_id: image.id.clone(),
+            bundle: bundle.clone(),
+            log_path,
+            stop_signal: view.stop_signal.clone(),
+            created_at: crate::image::now_nanos(),
+            ..Default::default()
+        };
+        record.image_name = record.config.image.clone();
+        // Recorded first, so a crash from here on is undone at start-up.
+        self.save(&record)?;
+        std::fs::create_dir_all(bundle.join("rootfs"))
+            .context(|| format!("creating {}", bundle.display()))?;
+        let rootfs = self.images.prepare_rootfs(id, &image).await?;
+        create_mount_sources(&record.config)?;
+        let user_files = user_files(&rootfs);
+        let host = spec::HostFacts::of_this_host();
+        let node_hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        let pod_files = sandbox.pod_files();
+        let spec = spec::container_spec(&ContainerSpecInputs {
+            id,
+            sandbox_id: sandbox.id(),
+            config: &record.config,
+            sandbox: pod,
+            image: &view,
+            image_name: &record.image_name,
+            rootfs: Path::new("rootfs"),
+            user_files: &user_files,
+            sandbox_pid: sandbox.infra_pid(),
+            target_pid: self.target_pid(&record),
+            pod_files: &pod_files,
+            node_hostname: &node_hostname,
+            devices: &HostDevices,
+            host,
+        })?;
+        let spec_json = serde_json::to_vec(&spec)
+            .map_err(|e| Error::Internal(format!("encoding the OCI spec: {e}")))?;
+        std::fs::write(bundle.join("config.json"), spec_json)
+            .context(|| format!("writing {}/config.json", bundle.display()))?;
+
+        let tty = record.config.tty;
+        io::make_fifos(&bundle, tty)?;
+        let output = Arc::new(Output::start(&bundle, tty, record.log_path.as_deref())?);
+        self.outputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), output);
+        let request = api::CreateTaskRequest {
+            id: id.to_string(),
+            bundle: bundle.display().to_string(),
+            rootfs: vec![overlay_mount(&rootfs)],
+            terminal: tty,
+            stdout: io::stdout_path(&bundle).display().to_string(),
+            stderr: if tty {
+                String::new()
+            } else {
+                io::stderr_path(&bundle).display().to_string()
+            },
+            options: Some(self.task_options(&sandbox.record.runtime_handler)?).into(),
+            ..Default::default()
+        };
+        record.pid = task.create(&request).await?;
+        record.phase = ContainerPhase::Created;
+        self.save(&record)
+    }
+
+    /// Removes what a failed or interrupted create left: the task, the output,
+    /// the bundle, the writable layer, the record.
+    pub(super) async fn undo_create(&self, id: &str, task: &TaskClient) {
+        if let Err(e) = task.delete(id, "").await
+            && !matches!(e, Error::NotFound(_))
+        {
+            tracing::warn!(container_id = id, error = %e, "undoing create: deleting the task");
+        }
+        let bundle = self.bundle(id);
+        let _ = nix::mount::umount2(&bundle.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
+        if let Err(e) = std::fs::remove_dir_all(&bundle)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(container_id = id, error = %e, "undoing create: removing the bundle");
+        }
+        if let Err(e) = self.images.release_rootfs(id).await {
+            tracing::warn!(container_id = id, error = %e, "undoing create: releasing the rootfs");
+        }
+        if let Err(e) = self.forget(id) {
+            tracing::warn!(container_id = id, error = %e, "undoing create: forgetting the record");
+        }
+    }
+
+    /// The options Create carries: the OCI runtime binary and its state directory,
+    /// the same as for the pod's infra container.
+    fn task_options(&self, handler: &str) -> Result<Any> {
+        let (_, runtime) = self.config.runtime_handler(handler)?;
+        let options = Options {
+            binary_name: runtime.runtime.clone(),
+            root: self.config.state.join("runc").display().to_string(),
+            systemd_cgroup: self.config.cgroup_driver == CgroupDriver::Systemd,
+            ..Default::default()
+        };
+        Ok(Any {
+            type_url: RUNC_OPTIONS_TYPE.to_string(),
+            value: options
+                .write_to_bytes()
+                .map_err(|e| Error::Internal(format!("encoding runtime options: {e}")))?,
+            ..Default::default()
+        })
+    }
+
+    /// For PID namespace mode Target: the pid of the target container.
+    fn target_pid(&self, record: &ContainerRecord) -> Option<u32> {
+        let target = &record
+            .config
+            .linux
+            .security_context
+            .namespace_options
+            .target_id;
+        if target.is_empty() {
+            return None;
+        }
+        self.get(target).ok().map(|c| c.pid).filter(|&pid| pid != 0)
+    }
+}
+
+fn overlay_mount(rootfs: &ContainerRootfs) -> api::Mount {
+    api::Mount {
+        type_: "overlay".to_string(),
+        source: "overlay".to_string(),
+        options: rootfs.options.clone(),
+        ..Default::default()
+    }
+}
+
+/// The image's /etc/passwd and /etc/group, from the topmost layer that has each.
+fn user_files(rootfs: &ContainerRootfs) -> UserFiles {
+    let find = |name: &str| -> PathBuf {
+        rootfs
+            .lowers
+            .iter()
+            .map(|l| l.join(name))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| rootfs.upper.join(name))
+    };
+    UserFiles {
+        passwd: find("etc/passwd"),
+        group: find("etc/group"),
+    }
+}
+
+/// CRI mounts of host directories that do not exist yet are created, 0755, as
+/// containerd and the kubelet's hostPath DirectoryOrCreate expect.
+fn create_mount_sources(config: &ContainerConfig) -> Result<()> {
+    for mount in &config.mounts {
+        let source = Path::new(&mount.host_path);
+        if !source.exists() {
+            std::fs::create_dir_all(source)
+                .context(|| format!("creating the host path {} of a mount", source.display()))?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn new_id() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}

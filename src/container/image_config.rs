@@ -1,0 +1,57 @@
+//! The parts of an image's config a container's spec needs.
+
+use serde::Deserialize;
+
+use crate::container::spec::ImageConfigView;
+use crate::error::{Error, Result};
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Document {
+    config: Option<Fields>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "PascalCase")]
+struct Fields {
+    entrypoint: Option<Vec<String>>,
+    cmd: Option<Vec<String>>,
+    env: Option<Vec<String>>,
+    working_dir: Option<String>,
+    user: Option<String>,
+    stop_signal: Option<String>,
+}
+
+/// Reads an image config blob (`application/vnd.oci.image.config.v1+json`).
+pub fn parse(bytes: &[u8], digest: &str) -> Result<ImageConfigView> {
+    let doc: Document = serde_json::from_slice(bytes)
+        .map_err(|e| Error::InvalidArgument(format!("image config {digest}: {e}")))?;
+    let f = doc.config.unwrap_or_default();
+    Ok(ImageConfigView {
+        entrypoint: f.entrypoint.unwrap_or_default(),
+        cmd: f.cmd.unwrap_or_default(),
+        env: f.env.unwrap_or_default(),
+        working_dir: f.working_dir.unwrap_or_default(),
+        user: f.user.unwrap_or_default(),
+        stop_signal: f.stop_signal.unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn null_and_missing_fields_are_empty() {
+        let view = parse(
+            br#"{"config":{"Entrypoint":null,"Cmd":["sh"],"Env":["A=1"],"User":"1000","StopSignal":"SIGQUIT"}}"#,
+            "d",
+        )
+        .unwrap();
+        assert_eq!(view.cmd, vec!["sh"]);
+        assert!(view.entrypoint.is_empty());
+        assert_eq!(view.stop_signal, "SIGQUIT");
+        assert_eq!(parse(b"{}", "d").unwrap(), ImageConfigView::default());
+        assert!(parse(b"nope", "d").is_err());
+    }
+}

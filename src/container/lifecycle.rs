@@ -1,0 +1,347 @@
+//! StartContainer, StopContainer, RemoveContainer, and the waiter that records how a
+//! container ended.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::io::Output;
+use super::service::ContainerService;
+use crate::error::{Error, Result};
+use crate::shim::TaskClient;
+use crate::store::{ContainerPhase, ContainerRecord};
+
+/// How long a SIGKILLed container may take to be reaped.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+impl ContainerService {
+    pub async fn start(self: &Arc<Self>, id: &str) -> Result<()> {
+        let id = self.get(id)?.id;
+        let _guard = self.lock(&id).await;
+        let mut record = self.get(&id)?;
+        if record.phase != ContainerPhase::Created {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id} is {:?}, not Created",
+                record.phase
+            )));
+        }
+        let (_, task) = self.task_of(&record)?;
+        match task.start(&id, "").await {
+            Ok(pid) => {
+                record.pid = pid;
+                record.phase = ContainerPhase::Running;
+                record.started_at = crate::image::now_nanos();
+                self.save(&record)?;
+                self.clone().wait_for_exit(id, task);
+                Ok(())
+            }
+            Err(e) => {
+                // The process never ran: the container is over, with the reason.
+                record.phase = ContainerPhase::Exited;
+                record.finished_at = crate::image::now_nanos();
+                record.exit_code = 128;
+                record.reason = "StartError".into();
+                record.message = e.to_string();
+                self.save(&record)?;
+                if let Some(output) = self.output(&id) {
+                    output.finish();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits in the background for the container's exit and records it.
+    pub(super) fn wait_for_exit(self: Arc<Self>, id: String, task: TaskClient) {
+        tokio::spawn(async move {
+            match task.wait(&id, "").await {
+                Ok((status, at)) => self.record_exit(&id, status, at),
+                Err(e) => {
+                    tracing::warn!(container_id = %id, error = %e, "lost the container's shim");
+                    self.record_lost(&id, &e.to_string());
+                }
+            }
+        });
+    }
+
+    /// Records an exit once; later calls for the same exit change nothing.
+    pub(super) fn record_exit(&self, id: &str, status: u32, exited_at: i64) {
+        let Ok(mut record) = self.get(id) else { return };
+        if record.phase == ContainerPhase::Exited {
+            return;
+        }
+        let oom = self
+            .oom_killed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        record.phase = ContainerPhase::Exited;
+        record.exit_code = status as i32;
+        record.finished_at = if exited_at > 0 {
+            exited_at
+        } else {
+            crate::image::now_nanos()
+        };
+        record.reason = if oom {
+            "OOMKilled"
+        } else if status == 0 {
+            "Completed"
+        } else {
+            "Error"
+        }
+        .to_string();
+        if let Err(e) = self.save(&record) {
+            tracing::error!(container_id = id, error = %e, "recording an exit");
+        }
+        if let Some(output) = self.output(id) {
+            output.finish();
+        }
+    }
+
+    /// The shim is gone: what became of the container cannot be known.
+    pub(super) fn record_lost(&self, id: &str, why: &str) {
+        let Ok(mut record) = self.get(id) else { return };
+        if record.phase == ContainerPhase::Exited {
+            return;
+        }
+        record.phase = ContainerPhase::Exited;
+        record.exit_code = 255;
+        record.finished_at = crate::image::now_nanos();
+        record.reason = "Unknown".into();
+        record.message = format!("the container's shim is gone: {why}");
+        if let Err(e) = self.save(&record) {
+            tracing::error!(container_id = id, error = %e, "recording a lost container");
+        }
+        if let Some(output) = self.output(id) {
+            output.finish();
+        }
+    }
+
+    /// Signals the container (its image's STOPSIGNAL, else SIGTERM), waits up to
+    /// `timeout`, then SIGKILLs it. Stopping a container that is not running, or
+    /// one that does not exist, succeeds.
+    pub async fn stop(&self, id: &str, timeout: Duration) -> Result<()> {
+        let id = match self.get(id) {
+            Ok(c) => c.id,
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let _guard = self.lock(&id).await;
+        self.stop_locked(&id, timeout).await
+    }
+
+    async fn stop_locked(&self, id: &str, timeout: Duration) -> Result<()> {
+        let record = self.get(id)?;
+        if record.phase != ContainerPhase::Running {
+            return Ok(());
+        }
+        let (_, task) = self.task_of(&record)?;
+        if !timeout.is_zero() {
+            let signal = stop_signal(&record.stop_signal);
+            if let Some((status, at)) = self
+                .signal_and_wait(&task, id, signal, false, timeout)
+                .await?
+            {
+                self.record_exit(id, status, at);
+                return Ok(());
+            }
+        }
+        match self
+            .signal_and_wait(&task, id, libc::SIGKILL as u32, true, KILL_WAIT)
+            .await?
+        {
+            Some((status, at)) => {
+                self.record_exit(id, status, at);
+                Ok(())
+            }
+            None => Err(Error::Unavailable(format!(
+                "container {id} did not exit {KILL_WAIT:?} after SIGKILL"
+            ))),
+        }
+    }
+
+    /// Sends `signal`; the exit if it came within `timeout`.
+    async fn signal_and_wait(
+        &self,
+        task: &TaskClient,
+        id: &str,
+        signal: u32,
+        all: bool,
+        timeout: Duration,
+    ) -> Result<Option<(u32, i64)>> {
+        match task.kill(id, "", signal, all).await {
+            Ok(()) | Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        match tokio::time::timeout(timeout, task.wait(id, "")).await {
+            Ok(result) => result.map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Removes the container, killing it first if it runs. Removing one that does
+    /// not exist succeeds.
+    pub async fn remove(&self, id: &str) -> Result<()> {
+        let id = match self.get(id) {
+            Ok(c) => c.id,
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let _guard = self.lock(&id).await;
+        let record = match self.get(&id) {
+            Ok(r) => r,
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if record.phase == ContainerPhase::Running {
+            self.stop_locked(&id, Duration::ZERO).await?;
+        }
+        match self.task_of(&record) {
+            Ok((_, task)) => self.undo_create(&id, &task).await,
+            // The pod's shim is gone with its tasks; clean up what is ours.
+            Err(_) => self.remove_leftovers(&id).await,
+        }
+        let name = super::service::container_name(&record.config, &self.pod_config(&record));
+        self.names.release(&name, &id);
+        self.forget_lock(&id);
+        tracing::info!(container_id = %id, "removed container");
+        Ok(())
+    }
+
+    /// Stops (with `timeout`) every container of a pod.
+    pub async fn stop_pod(&self, sandbox_id: &str, timeout: Duration) -> Result<()> {
+        for id in self.of_sandbox(sandbox_id) {
+            self.stop(&id, timeout).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes every container of a pod.
+    pub async fn remove_pod(&self, sandbox_id: &str) -> Result<()> {
+        for id in self.of_sandbox(sandbox_id) {
+            self.remove(&id).await?;
+        }
+        Ok(())
+    }
+
+    async fn remove_leftovers(&self, id: &str) {
+        let bundle = self.bundle(id);
+        let _ = nix::mount::umount2(&bundle.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir_all(&bundle);
+        if let Err(e) = self.images.release_rootfs(id).await {
+            tracing::warn!(container_id = id, error = %e, "releasing the rootfs");
+        }
+        if let Err(e) = self.forget(id) {
+            tracing::warn!(container_id = id, error = %e, "forgetting the record");
+        }
+    }
+
+    fn pod_config(&self, record: &ContainerRecord) -> super::config::SandboxConfig {
+        self.sandboxes
+            .get(&record.sandbox_id)
+            .map(|s| s.record.config)
+            .unwrap_or_default()
+    }
+
+    /// Brings one recorded container back after a restart.
+    pub(super) async fn recover_one(self: Arc<Self>, mut record: ContainerRecord) -> Result<()> {
+        let id = record.id.clone();
+        let task = self.task_of(&record).map(|(_, t)| t);
+        if record.phase == ContainerPhase::Creating {
+            tracing::info!(container_id = %id, "undoing a container a crash left half-created");
+            match &task {
+                Ok(task) => self.undo_create(&id, task).await,
+                Err(_) => self.remove_leftovers(&id).await,
+            }
+            return Ok(());
+        }
+        if !matches!(
+            record.phase,
+            ContainerPhase::Created | ContainerPhase::Running
+        ) {
+            return Ok(());
+        }
+        let task = match task {
+            Ok(t) => t,
+            Err(e) => {
+                self.record_lost(&id, &e.to_string());
+                return Ok(());
+            }
+        };
+        let state = match task.state(&id, "").await {
+            Ok(s) => s,
+            Err(e) => {
+                self.record_lost(&id, &e.to_string());
+                return Ok(());
+            }
+        };
+        use containerd_shim_protos::api::Status;
+        let status = state.status.value();
+        if status == Status::STOPPED as i32 {
+            let at = state
+                .exited_at
+                .as_ref()
+                .map_or(0, |t| t.seconds * 1_000_000_000 + i64::from(t.nanos));
+            if record.phase == ContainerPhase::Created {
+                return Ok(());
+            }
+            // Drain what it wrote while berthd was away before recording the end.
+            let output = Output::start(
+                &record.bundle,
+                record.config.tty,
+                record.log_path.as_deref(),
+            )?;
+            self.outputs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.clone(), Arc::new(output));
+            self.record_exit(&id, state.exit_status, at);
+            return Ok(());
+        }
+        let output = Output::start(
+            &record.bundle,
+            record.config.tty,
+            record.log_path.as_deref(),
+        )?;
+        self.outputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), Arc::new(output));
+        if status == Status::RUNNING as i32 && record.phase == ContainerPhase::Running {
+            record.pid = state.pid;
+            self.save(&record)?;
+            self.clone().wait_for_exit(id, task);
+        }
+        Ok(())
+    }
+}
+
+/// A STOPSIGNAL as images write it ("SIGQUIT", "QUIT", "3"); SIGTERM otherwise.
+fn stop_signal(name: &str) -> u32 {
+    let name = name.trim();
+    if let Ok(n) = name.parse::<u32>() {
+        return n;
+    }
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse::<nix::sys::signal::Signal>()
+        .map(|s| s as u32)
+        .unwrap_or(libc::SIGTERM as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_signals_in_every_spelling() {
+        assert_eq!(stop_signal(""), libc::SIGTERM as u32);
+        assert_eq!(stop_signal("SIGQUIT"), libc::SIGQUIT as u32);
+        assert_eq!(stop_signal("quit"), libc::SIGQUIT as u32);
+        assert_eq!(stop_signal("9"), 9);
+        assert_eq!(stop_signal("SIGBOGUS"), libc::SIGTERM as u32);
+    }
+}

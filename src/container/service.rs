@@ -1,0 +1,244 @@
+//! The container service: the index of containers that serves Status and List, a
+//! lock per container for calls that change it, and recovery after a restart.
+//! Lifecycle calls live in `create.rs`, `lifecycle.rs` and `exec.rs`.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::{OwnedMutexGuard, broadcast};
+
+use super::io::Output;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::image::ImageService;
+use crate::sandbox::{NameIndex, Sandbox, SandboxService};
+use crate::shim::{ShimEvent, TaskClient};
+use crate::store::{ContainerPhase, ContainerRecord, Store};
+
+pub struct ContainerService {
+    pub(super) config: Config,
+    pub(super) store: Arc<Store>,
+    pub(super) images: Arc<ImageService>,
+    pub(super) sandboxes: Arc<SandboxService>,
+    pub(super) names: Arc<NameIndex>,
+    containers: RwLock<HashMap<String, ContainerRecord>>,
+    /// Output copiers of containers that may still write.
+    pub(super) outputs: Mutex<HashMap<String, Arc<Output>>>,
+    /// Containers the kernel OOM-killed, until their exit is recorded.
+    pub(super) oom_killed: Mutex<HashSet<String>>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Which containers List returns (CRI `ContainerFilter`).
+#[derive(Debug, Clone, Default)]
+pub struct ContainerFilter {
+    /// An id or a unique prefix of one.
+    pub id: String,
+    pub sandbox_id: String,
+    pub phase: Option<ContainerPhase>,
+    pub labels: HashMap<String, String>,
+}
+
+impl ContainerService {
+    pub async fn open(
+        config: Config,
+        store: Arc<Store>,
+        images: Arc<ImageService>,
+        sandboxes: Arc<SandboxService>,
+        names: Arc<NameIndex>,
+        events: &broadcast::Sender<ShimEvent>,
+    ) -> Result<Arc<ContainerService>> {
+        let service = Arc::new(ContainerService {
+            config,
+            store,
+            images,
+            sandboxes,
+            names,
+            containers: RwLock::new(HashMap::new()),
+            outputs: Mutex::new(HashMap::new()),
+            oom_killed: Mutex::new(HashSet::new()),
+            locks: Mutex::new(HashMap::new()),
+        });
+        service.clone().watch_ooms(events.subscribe());
+        service.recover().await?;
+        Ok(service)
+    }
+
+    /// Remembers OOM kills so that the exit that follows is reported as OOMKilled.
+    fn watch_ooms(self: Arc<Self>, mut events: broadcast::Receiver<ShimEvent>) {
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(ShimEvent::Oom { container_id }) => {
+                        self.oom_killed
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(container_id);
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "shim events missed");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
+    /// The container with this id or unique id prefix.
+    pub fn get(&self, id: &str) -> Result<ContainerRecord> {
+        let containers = self.containers.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = containers.get(id) {
+            return Ok(c.clone());
+        }
+        let mut matches = containers
+            .values()
+            .filter(|c| !id.is_empty() && c.id.starts_with(id));
+        match (matches.next(), matches.next()) {
+            (Some(c), None) => Ok(c.clone()),
+            (Some(_), Some(_)) => Err(Error::InvalidArgument(format!(
+                "container id prefix {id:?} is ambiguous"
+            ))),
+            _ => Err(Error::NotFound(format!("container {id:?} not found"))),
+        }
+    }
+
+    pub fn list(&self, filter: &ContainerFilter) -> Vec<ContainerRecord> {
+        let containers = self.containers.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<ContainerRecord> = containers
+            .values()
+            .filter(|c| c.phase != ContainerPhase::Creating)
+            .filter(|c| filter.id.is_empty() || c.id.starts_with(&filter.id))
+            .filter(|c| {
+                filter.sandbox_id.is_empty() || c.sandbox_id.starts_with(&filter.sandbox_id)
+            })
+            .filter(|c| filter.phase.is_none_or(|p| c.phase == p))
+            .filter(|c| {
+                filter
+                    .labels
+                    .iter()
+                    .all(|(k, v)| c.config.labels.get(k) == Some(v))
+            })
+            .cloned()
+            .collect();
+        out.sort_by_key(|c| c.created_at);
+        out
+    }
+
+    /// Ids of a pod's containers.
+    pub fn of_sandbox(&self, sandbox_id: &str) -> Vec<String> {
+        let containers = self.containers.read().unwrap_or_else(|e| e.into_inner());
+        containers
+            .values()
+            .filter(|c| c.sandbox_id == sandbox_id)
+            .map(|c| c.id.clone())
+            .collect()
+    }
+
+    pub fn reopen_log(&self, id: &str) -> Result<()> {
+        let c = self.get(id)?;
+        if c.phase != ContainerPhase::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running",
+                c.id
+            )));
+        }
+        let output = self.output(&c.id).ok_or_else(|| {
+            Error::FailedPrecondition(format!("container {} has no log open", c.id))
+        })?;
+        output.reopen()
+    }
+
+    pub(super) fn output(&self, id: &str) -> Option<Arc<Output>> {
+        self.outputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// The pod of a container, and its shim.
+    pub(super) fn task_of(&self, c: &ContainerRecord) -> Result<(Sandbox, TaskClient)> {
+        let sandbox = self.sandboxes.get(&c.sandbox_id)?;
+        let task = sandbox.task.clone().ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "the shim of pod sandbox {} is not connected",
+                c.sandbox_id
+            ))
+        })?;
+        Ok((sandbox, task))
+    }
+
+    pub(super) fn bundle(&self, id: &str) -> PathBuf {
+        self.config.state.join("containers").join(id)
+    }
+
+    /// Serialises calls on one container. Held across shim calls on purpose: it
+    /// guards only this container.
+    pub(super) async fn lock(&self, id: &str) -> OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            locks.entry(id.to_string()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
+    pub(super) fn forget_lock(&self, id: &str) {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        if locks.get(id).is_some_and(|l| Arc::strong_count(l) == 1) {
+            locks.remove(id);
+        }
+    }
+
+    /// Commits `record` (one transaction), then shows it in the index.
+    pub(super) fn save(&self, record: &ContainerRecord) -> Result<()> {
+        self.store.write(|tx| tx.put(record))?;
+        self.containers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(record.id.clone(), record.clone());
+        Ok(())
+    }
+
+    pub(super) fn forget(&self, id: &str) -> Result<()> {
+        self.store.write(|tx| tx.delete::<ContainerRecord>(id))?;
+        self.containers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        self.outputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        Ok(())
+    }
+
+    /// Loads recorded containers: running ones get their output copiers and exit
+    /// waiters back; ones that exited while berthd was away get their exit status;
+    /// ones whose shim is gone are Exited with reason Unknown; half-created ones are
+    /// undone.
+    async fn recover(self: &Arc<Self>) -> Result<()> {
+        for record in self.store.all::<ContainerRecord>()? {
+            self.containers
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(record.id.clone(), record.clone());
+            if let Err(e) = self.clone().recover_one(record).await {
+                tracing::warn!(error = %e, "recovering a container");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `<name>_<pod name>_<pod namespace>_<pod uid>_<attempt>`, as containerd reserves.
+pub(super) fn container_name(
+    config: &super::config::ContainerConfig,
+    pod: &super::config::SandboxConfig,
+) -> String {
+    format!(
+        "{}_{}_{}_{}_{}",
+        config.name, pod.name, pod.namespace, pod.uid, config.attempt
+    )
+}

@@ -1,0 +1,137 @@
+//! CRI <-> domain for the container calls: status, list items, filters, ExecSync.
+
+use std::collections::HashMap;
+
+use k8s_cri::v1 as cri;
+use serde_json::json;
+
+use crate::container::ContainerFilter;
+use crate::container::config::MountPropagation;
+use crate::store::{ContainerPhase, ContainerRecord};
+
+fn state(phase: ContainerPhase) -> i32 {
+    let state = match phase {
+        ContainerPhase::Creating | ContainerPhase::Created => cri::ContainerState::ContainerCreated,
+        ContainerPhase::Running => cri::ContainerState::ContainerRunning,
+        ContainerPhase::Exited => cri::ContainerState::ContainerExited,
+        ContainerPhase::Unknown => cri::ContainerState::ContainerUnknown,
+    };
+    state as i32
+}
+
+fn phase(state: i32) -> Option<ContainerPhase> {
+    match cri::ContainerState::try_from(state).ok()? {
+        cri::ContainerState::ContainerCreated => Some(ContainerPhase::Created),
+        cri::ContainerState::ContainerRunning => Some(ContainerPhase::Running),
+        cri::ContainerState::ContainerExited => Some(ContainerPhase::Exited),
+        cri::ContainerState::ContainerUnknown => Some(ContainerPhase::Unknown),
+    }
+}
+
+fn metadata(c: &ContainerRecord) -> cri::ContainerMetadata {
+    cri::ContainerMetadata {
+        name: c.config.name.clone(),
+        attempt: c.config.attempt,
+    }
+}
+
+fn image_spec(c: &ContainerRecord) -> cri::ImageSpec {
+    cri::ImageSpec {
+        image: c.image_name.clone(),
+        ..Default::default()
+    }
+}
+
+fn map(m: &std::collections::BTreeMap<String, String>) -> HashMap<String, String> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+pub fn filter(f: Option<cri::ContainerFilter>) -> ContainerFilter {
+    let Some(f) = f else {
+        return ContainerFilter::default();
+    };
+    ContainerFilter {
+        id: f.id,
+        sandbox_id: f.pod_sandbox_id,
+        // An unknown state value matches nothing rather than everything.
+        phase: f
+            .state
+            .map(|s| phase(s.state).unwrap_or(ContainerPhase::Creating)),
+        labels: f.label_selector,
+    }
+}
+
+pub fn list_item(c: &ContainerRecord) -> cri::Container {
+    cri::Container {
+        id: c.id.clone(),
+        pod_sandbox_id: c.sandbox_id.clone(),
+        metadata: Some(metadata(c)),
+        image: Some(image_spec(c)),
+        image_ref: c.image_id.clone(),
+        state: state(c.phase),
+        created_at: c.created_at,
+        labels: map(&c.config.labels),
+        annotations: map(&c.config.annotations),
+        image_id: c.image_id.clone(),
+    }
+}
+
+pub fn status(c: &ContainerRecord) -> cri::ContainerStatus {
+    let mounts = c
+        .config
+        .mounts
+        .iter()
+        .map(|m| cri::Mount {
+            container_path: m.container_path.clone(),
+            host_path: m.host_path.clone(),
+            readonly: m.readonly,
+            propagation: match m.propagation {
+                MountPropagation::Private => cri::MountPropagation::PropagationPrivate,
+                MountPropagation::HostToContainer => {
+                    cri::MountPropagation::PropagationHostToContainer
+                }
+                MountPropagation::Bidirectional => cri::MountPropagation::PropagationBidirectional,
+            } as i32,
+            ..Default::default()
+        })
+        .collect();
+    cri::ContainerStatus {
+        id: c.id.clone(),
+        metadata: Some(metadata(c)),
+        state: state(c.phase),
+        created_at: c.created_at,
+        started_at: c.started_at,
+        finished_at: c.finished_at,
+        exit_code: c.exit_code,
+        image: Some(image_spec(c)),
+        image_ref: c.image_id.clone(),
+        reason: c.reason.clone(),
+        message: c.message.clone(),
+        labels: map(&c.config.labels),
+        annotations: map(&c.config.annotations),
+        mounts,
+        log_path: c
+            .log_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        image_id: c.image_id.clone(),
+        ..Default::default()
+    }
+}
+
+/// The verbose `info` of ContainerStatus, as containerd shapes it.
+pub fn verbose_info(c: &ContainerRecord) -> HashMap<String, String> {
+    let spec: serde_json::Value = std::fs::read(c.bundle.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let info = json!({
+        "sandboxID": c.sandbox_id,
+        "pid": c.pid,
+        "bundle": c.bundle,
+        "runtimeSpec": spec,
+        "config": c.config,
+    });
+    HashMap::from([("info".to_string(), info.to_string())])
+}
