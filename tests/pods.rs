@@ -184,7 +184,7 @@ impl Drop for PodNet {
         let quiet = |cmd: &mut Command| {
             let _ = cmd.output();
         };
-        let runc_root = self.state.join("runc");
+        let runc_root = self.state.join("runc/k8s.io");
         for id in common::dir_entries(&self.state.join("pods")) {
             let pod = self.state.join("pods").join(&id);
             quiet(
@@ -752,5 +752,66 @@ async fn half_created_pod_is_undone_at_start() {
         .await
         .expect("RunPodSandbox");
     remove(&cri, &id).await.unwrap();
+    assert!(net.allocated().is_empty());
+}
+
+/// Debian's containerd shim (containerd 1.6) as a second runtime handler: it
+/// needs the bundle's `log` fifo read, speaks only the v2 Task service, and
+/// keeps its sockets under /run/containerd/s.
+#[tokio::test(flavor = "multi_thread")]
+async fn debian_runc_shim_as_a_runtime_handler() {
+    const DEBIAN_SHIM: &str = "/usr/bin/containerd-shim-runc-v2";
+    if !prerequisites_met() {
+        return;
+    }
+    if !Path::new(DEBIAN_SHIM).exists() {
+        eprintln!("SKIPPED: {DEBIAN_SHIM} is not installed");
+        return;
+    }
+    let env = TestEnv::new();
+    let net = PodNet::configure(&env, &[], None);
+    let mut config = std::fs::read_to_string(&env.config).unwrap();
+    config.push_str(&format!(
+        "\n[runtimes.runc]\nshim = \"{DEBIAN_SHIM}\"\nruntime = \"runc\"\n"
+    ));
+    std::fs::write(&env.config, config).unwrap();
+    let mut berthd = Berthd::start(&env).await;
+    let cri = berthd.cri().await;
+
+    let request = cri::RunPodSandboxRequest {
+        config: Some(pod_config("debian", &[])),
+        runtime_handler: "runc".to_string(),
+    };
+    let id = cri
+        .runtime_client()
+        .run_pod_sandbox(request)
+        .await
+        .expect("RunPodSandbox with the runc handler")
+        .into_inner()
+        .pod_sandbox_id;
+    let st = status(&cri, &id).await.unwrap().status.unwrap();
+    assert_eq!((st.state, st.runtime_handler.as_str()), (READY, "runc"));
+    let ip = st.network.unwrap().ip;
+    assert!(ping(&ip), "pod {ip} does not answer ping");
+    // This shim writes no shim.pid into the bundle.
+    let found = Command::new("pgrep")
+        .args(["-f", &format!("containerd-shim-runc-v2 .*-id {id}")])
+        .output()
+        .unwrap();
+    let shim: u32 = String::from_utf8_lossy(&found.stdout)
+        .trim()
+        .parse()
+        .expect("one Debian shim for the pod");
+
+    berthd.kill9();
+    berthd.restart().await;
+    let cri = berthd.cri().await;
+    assert_eq!(state_and_ip(&cri, &id).await, (READY, ip));
+    remove(&cri, &id).await.expect("RemovePodSandbox");
+    common::wait_until("the Debian shim to exit", Duration::from_secs(5), || {
+        !pid_alive(shim)
+    })
+    .await;
+    assert!(common::dir_entries(&env.state.join("pods")).is_empty());
     assert!(net.allocated().is_empty());
 }

@@ -163,7 +163,7 @@ async fn calls_of_later_stages_are_unimplemented() {
         .cri()
         .await
         .runtime_client()
-        .create_container(cri::CreateContainerRequest::default())
+        .checkpoint_container(cri::CheckpointContainerRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");

@@ -50,7 +50,8 @@ pub fn write(bundle: &Path, config: &SandboxConfig) -> Result<()> {
     } else {
         resolv_conf(&config.dns)
     };
-    write_file(&bundle.join("resolv.conf"), &resolv)
+    write_file(&bundle.join("resolv.conf"), &resolv)?;
+    super::shim_log::create_fifo(bundle)
 }
 
 fn write_file(path: &Path, text: &str) -> Result<()> {

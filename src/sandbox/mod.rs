@@ -15,6 +15,7 @@ mod net;
 mod pause;
 mod recover;
 mod run;
+mod shim_log;
 mod stop;
 
 use std::collections::HashMap;
@@ -30,6 +31,7 @@ use crate::network::Cni;
 use crate::shim::{ShimEnv, TaskClient};
 use crate::store::{SandboxPhase, SandboxRecord, Store};
 
+pub use infra::host_facts;
 pub use list::SandboxFilter;
 pub use names::{NameIndex, sandbox_name};
 
@@ -77,6 +79,8 @@ pub struct SandboxService {
     names: Arc<NameIndex>,
     pods: RwLock<HashMap<String, Sandbox>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Readers of each pod's shim log, dropped with the pod.
+    shim_logs: Mutex<HashMap<String, shim_log::ShimLog>>,
 }
 
 impl SandboxService {
@@ -114,6 +118,7 @@ impl SandboxService {
             names,
             pods: RwLock::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
+            shim_logs: Mutex::new(HashMap::new()),
         });
         service.recover().await?;
         Ok(service)
@@ -178,6 +183,22 @@ impl SandboxService {
         let mut pods = self.pods.write().unwrap_or_else(|p| p.into_inner());
         pods.insert(record.id.clone(), Sandbox { record, task });
         Ok(())
+    }
+
+    /// Starts copying the pod's shim log into berthd's; a failure costs only logs.
+    fn follow_shim_log(&self, id: &str, bundle: &Path) {
+        match shim_log::ShimLog::open(bundle, id) {
+            Ok(log) => {
+                let mut logs = self.shim_logs.lock().unwrap_or_else(|p| p.into_inner());
+                logs.insert(id.to_string(), log);
+            }
+            Err(e) => tracing::warn!(pod_id = %id, error = %e, "cannot read the shim's log"),
+        }
+    }
+
+    fn unfollow_shim_log(&self, id: &str) {
+        let mut logs = self.shim_logs.lock().unwrap_or_else(|p| p.into_inner());
+        logs.remove(id);
     }
 
     fn unindex(&self, id: &str) {

@@ -39,6 +39,9 @@ impl SandboxService {
         }
         let name = names::sandbox_name(&record.config);
         self.names.reserve(&name, &record.id)?;
+        if record.bundle.join("log").exists() {
+            self.follow_shim_log(&record.id, &record.bundle);
+        }
         let task = infra::reconnect(&record.bundle).await.ok();
         let pid = match &task {
             Some(t) => infra::running_pid(t, &record.id).await,

@@ -120,6 +120,7 @@ impl SandboxService {
             record.netns = Some(netns);
         }
         self.write_spec(record).await?;
+        self.follow_shim_log(&id, &record.bundle);
 
         // The infra container needs only the netns; CNI and the shim run side by side.
         let network = async {
@@ -190,6 +191,7 @@ impl SandboxService {
                     flatten(tokio::task::spawn_blocking(move || files::unmount_shm(&bundle)).await)
                 }
                 Undo::Bundle => {
+                    self.unfollow_shim_log(&record.id);
                     let bundle = record.bundle.clone();
                     flatten(tokio::task::spawn_blocking(move || files::remove(&bundle)).await)
                 }

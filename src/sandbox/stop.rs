@@ -39,6 +39,7 @@ impl SandboxService {
         // The pod's containers are removed by the caller before this point: they
         // live in the same shim, which must have no tasks left to exit.
         self.shutdown_shim(&record, pod.task.as_ref()).await?;
+        self.unfollow_shim_log(&id);
         let bundle = record.bundle.clone();
         tokio::task::spawn_blocking(move || files::remove(&bundle)).await??;
         self.store.write(|tx| tx.delete::<SandboxRecord>(&id))?;
