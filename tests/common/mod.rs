@@ -18,6 +18,7 @@
 
 pub mod daemon;
 pub mod image;
+pub mod pod;
 pub mod proxy;
 pub mod registry;
 pub mod static_registry;
