@@ -81,7 +81,6 @@ pub fn info(pod: &Sandbox) -> Result<HashMap<String, String>, Error> {
         "netNamespacePath": r.netns.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
         "netNamespaceClosed": r.netns.is_none(),
         "runtimeHandler": r.runtime_handler,
-        "runtimeType": "io.containerd.runc.v2",
         "shim": r.shim.display().to_string(),
         "bundle": r.bundle.display().to_string(),
         "image": "builtin pause",
