@@ -6,7 +6,7 @@
 # Everything else comes from Debian's packages; nothing is fetched from elsewhere.
 
 CARGO    ?= cargo
-PACKAGES := protobuf-compiler docker-registry apache2-utils skopeo runc \
+PACKAGES := protobuf-compiler docker-registry apache2-utils skopeo runc containerd \
             containernetworking-plugins busybox-static zstd iproute2
 BERTHD   := target/release/berthd
 
