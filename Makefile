@@ -23,9 +23,11 @@ deps:
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
+## The pause binary runs alone in a rootfs of its own, so the static build replaces
+## the dynamic one next to berthd, where berthd looks for it.
 build: deps
 	$(CARGO) build --release --workspace --bins
-	shims/pause/build-static.sh
+	cp "$$(shims/pause/build-static.sh)" target/release/berth-pause
 
 ## Run berthd in the foreground with the built-in defaults (or /etc/berth/config.toml).
 run: build
