@@ -161,10 +161,15 @@ impl ContainerService {
     /// Removes what a failed or interrupted create left: the task, the output,
     /// the bundle, the writable layer, the record.
     pub(super) async fn undo_create(&self, id: &str, task: &TaskClient) {
-        if let Err(e) = task.delete(id, "").await
-            && !matches!(e, Error::NotFound(_))
-        {
-            tracing::warn!(container_id = id, error = %e, "undoing create: deleting the task");
+        match task.delete(id, "").await {
+            Ok(_) | Err(Error::NotFound(_)) => {}
+            Err(Error::Unavailable(e)) => {
+                tracing::info!(container_id = id, error = %e, "shim gone; deleting the task without it");
+                self.delete_without_shim(id).await;
+            }
+            Err(e) => {
+                tracing::warn!(container_id = id, error = %e, "undoing create: deleting the task");
+            }
         }
         let bundle = self.bundle(id);
         let _ = nix::mount::umount2(&bundle.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
@@ -178,6 +183,26 @@ impl ContainerService {
         }
         if let Err(e) = self.forget(id) {
             tracing::warn!(container_id = id, error = %e, "undoing create: forgetting the record");
+        }
+    }
+
+    /// The task's shim is unreachable: without this, the container's processes
+    /// would outlive its removal, as containerd avoids with the same `delete`.
+    pub(super) async fn delete_without_shim(&self, id: &str) {
+        let bundle = self.bundle(id);
+        if !bundle.join("config.json").exists() {
+            return;
+        }
+        let Ok(record) = self.get(id) else { return };
+        let Ok(sandbox) = self.sandboxes.get(&record.sandbox_id) else {
+            return;
+        };
+        if let Err(e) = self
+            .sandboxes
+            .delete_task_without_shim(&sandbox, id, &bundle)
+            .await
+        {
+            tracing::warn!(container_id = id, error = %e, "deleting the task without its shim");
         }
     }
 

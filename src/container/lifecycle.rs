@@ -224,6 +224,7 @@ impl ContainerService {
     }
 
     async fn remove_leftovers(&self, id: &str) {
+        self.delete_without_shim(id).await;
         let bundle = self.bundle(id);
         let _ = nix::mount::umount2(&bundle.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
         let _ = std::fs::remove_dir_all(&bundle);

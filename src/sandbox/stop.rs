@@ -120,6 +120,18 @@ impl SandboxService {
         Ok(())
     }
 
+    /// Cleans up task `id` of this pod (one of its containers, with its `bundle`)
+    /// when the pod's shim is gone: the shim binary's `delete` force-deletes the
+    /// runtime's container, whose processes die with it, and unmounts its rootfs.
+    pub async fn delete_task_without_shim(
+        &self,
+        pod: &Sandbox,
+        id: &str,
+        bundle: &std::path::Path,
+    ) -> Result<()> {
+        self.shims.delete(&pod.record.shim, id, bundle).await
+    }
+
     /// Asks the pod's shim to exit; a shim that is gone already is fine.
     pub(super) async fn shutdown_shim(
         &self,

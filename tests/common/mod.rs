@@ -7,6 +7,7 @@
 //! - [`daemon`]: a `berthd` on a temporary root, and CRI clients for it.
 //! - [`proxy`]: a throttling TCP proxy, to slow a pull down enough to kill it.
 //! - [`static_registry`]: serves fixed manifests, for ones docker-registry refuses.
+//! - [`world`]: a berthd with a pod network and a busybox image, for container tests.
 //!
 //! Tests start with [`TestBed::start`], which returns `None` (after printing
 //! why) when [`prerequisites_met`] says no: not root, or docker-registry,
@@ -22,6 +23,7 @@ pub mod pod;
 pub mod proxy;
 pub mod registry;
 pub mod static_registry;
+pub mod world;
 
 use std::future::Future;
 use std::os::unix::fs::MetadataExt;

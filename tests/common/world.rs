@@ -1,0 +1,302 @@
+//! A berthd ready to run containers: a pod network of the test's own, a registry
+//! holding Debian's static busybox as an image, and that image pulled. Shared by
+//! the container and workload tests; `World` methods wrap the CRI container calls
+//! the tests repeat.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1 as cri;
+
+use super::daemon::{Berthd, Cri, TestEnv};
+use super::image::{Image, Layer};
+use super::pod::{self, PodNet};
+use super::registry::{Registry, RegistryOpts};
+
+pub const RUNNING: i32 = cri::ContainerState::ContainerRunning as i32;
+pub const EXITED: i32 = cri::ContainerState::ContainerExited as i32;
+
+/// A berthd with a pod network, a registry holding a busybox image, and that image
+/// pulled.
+pub struct World {
+    pub cri: Cri,
+    pub berthd: Berthd,
+    pub net: PodNet,
+    pub env: TestEnv,
+    pub registry: Registry,
+    pub image: String,
+    pub logs: PathBuf,
+}
+
+impl World {
+    pub async fn start() -> Option<World> {
+        World::start_with(&[], busybox_image()).await
+    }
+
+    /// A world whose pod network has `plugins` after the bridge, and whose
+    /// [`World::image`] is `image`.
+    pub async fn start_with(plugins: &[serde_json::Value], image: Image) -> Option<World> {
+        if !pod::prerequisites_met() {
+            return None;
+        }
+        let registry = Registry::start(RegistryOpts::default()).await;
+        let env = TestEnv::new();
+        let net = PodNet::configure(&env, plugins, None);
+        let berthd = Berthd::start(&env).await;
+        let cri = berthd.cri().await;
+        image.push(&registry, "test/busybox", "1").await;
+        let image = format!("{}/test/busybox:1", registry.host());
+        cri.pull(&image).await.expect("pull busybox");
+        let logs = env.path().join("pod-logs");
+        Some(World {
+            cri,
+            berthd,
+            net,
+            env,
+            registry,
+            image,
+            logs,
+        })
+    }
+
+    /// Pushes `image` as `test/<name>:1` and pulls it; returns the reference.
+    pub async fn add_image(&self, image: &Image, name: &str) -> String {
+        let repo = format!("test/{name}");
+        image.push(&self.registry, &repo, "1").await;
+        let reference = self.registry.reference(&repo, "1");
+        self.cri
+            .pull(&reference)
+            .await
+            .expect("pull an added image");
+        reference
+    }
+
+    pub fn pod_config(&self, name: &str) -> cri::PodSandboxConfig {
+        let mut config = pod::pod_config(name, &[]);
+        config.log_directory = self.logs.join(name).display().to_string();
+        config
+    }
+
+    pub async fn run_pod(&self, name: &str) -> (String, cri::PodSandboxConfig) {
+        self.run_pod_with(self.pod_config(name)).await
+    }
+
+    pub async fn run_pod_with(
+        &self,
+        config: cri::PodSandboxConfig,
+    ) -> (String, cri::PodSandboxConfig) {
+        let id = pod::run_pod(&self.cri, config.clone())
+            .await
+            .expect("RunPodSandbox");
+        (id, config)
+    }
+
+    pub fn container_config(&self, name: &str, script: &str) -> cri::ContainerConfig {
+        cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: name.to_string(),
+                attempt: 0,
+            }),
+            image: Some(cri::ImageSpec {
+                image: self.image.clone(),
+                ..Default::default()
+            }),
+            command: vec!["sh".into(), "-c".into(), script.into()],
+            log_path: format!("{name}.log"),
+            labels: HashMap::from([("app".to_string(), name.to_string())]),
+            linux: Some(cri::LinuxContainerConfig::default()),
+            ..Default::default()
+        }
+    }
+
+    pub async fn create(
+        &self,
+        pod: &(String, cri::PodSandboxConfig),
+        config: cri::ContainerConfig,
+    ) -> Result<String, tonic::Status> {
+        let request = cri::CreateContainerRequest {
+            pod_sandbox_id: pod.0.clone(),
+            config: Some(config),
+            sandbox_config: Some(pod.1.clone()),
+        };
+        Ok(self
+            .cri
+            .runtime_client()
+            .create_container(request)
+            .await?
+            .into_inner()
+            .container_id)
+    }
+
+    pub async fn start_container(&self, id: &str) {
+        self.cri
+            .runtime_client()
+            .start_container(cri::StartContainerRequest {
+                container_id: id.to_string(),
+            })
+            .await
+            .expect("StartContainer");
+    }
+
+    pub async fn run(
+        &self,
+        pod: &(String, cri::PodSandboxConfig),
+        name: &str,
+        script: &str,
+    ) -> String {
+        let id = self
+            .create(pod, self.container_config(name, script))
+            .await
+            .expect("CreateContainer");
+        self.start_container(&id).await;
+        id
+    }
+
+    pub async fn status(&self, id: &str) -> cri::ContainerStatus {
+        self.cri
+            .runtime_client()
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.to_string(),
+                verbose: false,
+            })
+            .await
+            .expect("ContainerStatus")
+            .into_inner()
+            .status
+            .expect("a status")
+    }
+
+    pub async fn wait_exited(&self, id: &str) -> cri::ContainerStatus {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let st = self.status(id).await;
+            if st.state == EXITED {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "container {id} did not exit: {st:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn exec(
+        &self,
+        id: &str,
+        cmd: &[&str],
+        timeout: i64,
+    ) -> Result<cri::ExecSyncResponse, tonic::Status> {
+        Ok(self
+            .cri
+            .runtime_client()
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: id.to_string(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout,
+            })
+            .await?
+            .into_inner())
+    }
+
+    pub async fn stop(&self, id: &str, timeout: i64) {
+        self.cri
+            .runtime_client()
+            .stop_container(cri::StopContainerRequest {
+                container_id: id.to_string(),
+                timeout,
+            })
+            .await
+            .expect("StopContainer");
+    }
+
+    pub async fn remove(&self, id: &str) -> Result<(), tonic::Status> {
+        self.cri
+            .runtime_client()
+            .remove_container(cri::RemoveContainerRequest {
+                container_id: id.to_string(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn list(&self, filter: cri::ContainerFilter) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .cri
+            .runtime_client()
+            .list_containers(cri::ListContainersRequest {
+                filter: Some(filter),
+            })
+            .await
+            .expect("ListContainers")
+            .into_inner()
+            .containers
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The entries of a container's CRI log: (stream, tag, content).
+    pub fn log_entries(&self, pod: &str, name: &str) -> Vec<(String, String, String)> {
+        let path = self.logs.join(pod).join(format!("{name}.log"));
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        text.lines()
+            .map(|line| {
+                let parts: Vec<&str> = line.splitn(4, ' ').collect();
+                assert_eq!(parts.len(), 4, "malformed log line {line:?}");
+                assert!(parts[0].ends_with('Z'), "timestamp in {line:?}");
+                (parts[1].into(), parts[2].into(), parts[3].into())
+            })
+            .collect()
+    }
+
+    pub async fn wait_log(&self, pod: &str, name: &str, content: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self
+            .log_entries(pod, name)
+            .iter()
+            .any(|(_, _, c)| c == content)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{content:?} not in the log of {name}: {:?}",
+                self.log_entries(pod, name)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The applets [`busybox_image`] has.
+pub const APPLETS: &[&str] = &[
+    "sh", "echo", "sleep", "cat", "id", "tail", "true", "ls", "hostname",
+];
+pub const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n";
+pub const GROUP: &str = "root:x:0:\nnogroup:x:65534:\n";
+
+/// Debian's static busybox with the applets the tests run as hard links.
+pub fn busybox_image() -> Image {
+    Image::oci()
+        .layer(busybox_layer(APPLETS, PASSWD, GROUP).gzip())
+        .env("PATH=/bin")
+        .cmd(&["sh"])
+        .build()
+}
+
+/// /bin/busybox with `applets` hard-linked to it, /tmp, and these account files.
+pub fn busybox_layer(applets: &[&str], passwd: &str, group: &str) -> Layer {
+    let busybox = std::fs::read("/bin/busybox").expect("busybox-static is installed");
+    let mut layer = Layer::new()
+        .dir("bin")
+        .dir("tmp")
+        .file_with("bin/busybox", busybox, 0o755, 0, 0)
+        .file("etc/passwd", passwd)
+        .file("etc/group", group);
+    for applet in applets {
+        layer = layer.hardlink(&format!("bin/{applet}"), "bin/busybox");
+    }
+    layer
+}
