@@ -59,8 +59,14 @@ pub async fn run(config: Config) -> Result<()> {
         socket_dir: config.state.join("s"),
     };
     let names = Arc::new(NameIndex::default());
-    let sandboxes =
-        SandboxService::open(config.clone(), store.clone(), shims, names.clone()).await?;
+    let sandboxes = SandboxService::open(
+        config.clone(),
+        store.clone(),
+        shims,
+        names.clone(),
+        images.clone(),
+    )
+    .await?;
     sandboxes.watch_exits(events_tx.subscribe());
     let containers = ContainerService::open(
         config.clone(),

@@ -6,6 +6,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::pod;
@@ -224,4 +225,121 @@ async fn containers_survive_a_berthd_kill_9() {
     pod::stop(&w.cri, &pod.0).await.unwrap();
     pod::remove(&w.cri, &pod.0).await.unwrap();
     assert!(w.list(cri::ContainerFilter::default()).await.is_empty());
+}
+
+/// Rewrites the world's config with `top` (top-level keys) first and `tables` last,
+/// then restarts berthd so that it reads it.
+async fn reconfigure(w: &mut World, top: &str, tables: &str) {
+    let config = std::fs::read_to_string(&w.env.config).unwrap();
+    std::fs::write(&w.env.config, format!("{top}\n{config}\n{tables}")).unwrap();
+    w.berthd.restart().await;
+    w.cri = w.berthd.cri().await;
+}
+
+fn cmdline(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .trim_end_matches('\0')
+        .replace('\0', " ")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sandbox_image_replaces_the_builtin_pause() {
+    let Some(mut w) = World::start().await else {
+        return;
+    };
+    let sleeper = common::image::Image::oci()
+        .layer(
+            common::world::busybox_layer(&["sleep"], "root:x:0:0::/:/bin/sh\n", "root:x:0:\n")
+                .gzip(),
+        )
+        .cmd(&["sleep", "1000000"])
+        .build();
+    sleeper.push(&w.registry, "test/sleeper", "1").await;
+    let reference = w.registry.reference("test/sleeper", "1");
+    reconfigure(&mut w, &format!("sandbox_image = {reference:?}"), "").await;
+    let snapshots_before = common::dir_entries(&w.env.root.join("snapshots")).len();
+
+    // Not pulled yet: RunPodSandbox pulls it.
+    let pod = w.run_pod("custom-infra").await;
+    let info = pod::info(&w.cri, &pod.0).await;
+    let pid = info["pid"].as_u64().expect("pid") as u32;
+    common::wait_until(
+        "the infra process to be sleep",
+        Duration::from_secs(5),
+        || cmdline(pid) == "sleep 1000000",
+    )
+    .await;
+    assert!(
+        w.cri.image(&reference).await.is_some(),
+        "sandbox_image was not pulled"
+    );
+    let id = w.run(&pod, "app", "exec sleep 1000").await;
+    assert_eq!(w.status(&id).await.state, RUNNING);
+
+    pod::stop(&w.cri, &pod.0).await.unwrap();
+    pod::remove(&w.cri, &pod.0).await.unwrap();
+    // The image's layer stays; both writable layers (infra and app) are gone.
+    assert_eq!(
+        common::dir_entries(&w.env.root.join("snapshots")).len(),
+        snapshots_before + 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_through_debians_runc_shim() {
+    let Some(mut w) = World::start().await else {
+        return;
+    };
+    let Some(shim) = ["/usr/bin/containerd-shim-runc-v2"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "containerd-shim-runc-v2 missing under CI"
+        );
+        eprintln!("SKIPPED: containerd-shim-runc-v2 is not installed");
+        return;
+    };
+    reconfigure(
+        &mut w,
+        "",
+        &format!(
+            "[runtimes.runc]\nshim = {:?}\nruntime = \"runc\"\n",
+            shim.display().to_string()
+        ),
+    )
+    .await;
+    let config = w.pod_config("via-runc");
+    let pod_id = w
+        .cri
+        .runtime_client()
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: "runc".into(),
+        })
+        .await
+        .expect("RunPodSandbox with the runc handler")
+        .into_inner()
+        .pod_sandbox_id;
+    let pod = (pod_id, config);
+    let id = w
+        .run(&pod, "app", "echo through-runc-v2; exec sleep 1000")
+        .await;
+    w.wait_log("via-runc", "app", "through-runc-v2").await;
+    let out = w
+        .exec(&id, &["sh", "-c", "echo hi; exit 4"], 10)
+        .await
+        .unwrap();
+    assert_eq!((out.stdout.as_slice(), out.exit_code), (&b"hi\n"[..], 4));
+    let quitter = w.run(&pod, "quitter", "exit 9").await;
+    assert_eq!(w.wait_exited(&quitter).await.exit_code, 9);
+    w.stop(&id, 2).await;
+    assert_eq!(w.status(&id).await.state, EXITED);
+    pod::stop(&w.cri, &pod.0).await.unwrap();
+    pod::remove(&w.cri, &pod.0).await.unwrap();
+    assert!(w.list(cri::ContainerFilter::default()).await.is_empty());
+    assert!(common::dir_entries(&w.env.state.join("pods")).is_empty());
 }

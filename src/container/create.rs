@@ -240,7 +240,7 @@ impl ContainerService {
     }
 }
 
-fn overlay_mount(rootfs: &ContainerRootfs) -> api::Mount {
+pub(crate) fn overlay_mount(rootfs: &ContainerRootfs) -> api::Mount {
     api::Mount {
         type_: "overlay".to_string(),
         source: "overlay".to_string(),
@@ -250,7 +250,7 @@ fn overlay_mount(rootfs: &ContainerRootfs) -> api::Mount {
 }
 
 /// The image's /etc/passwd and /etc/group, from the topmost layer that has each.
-fn user_files(rootfs: &ContainerRootfs) -> UserFiles {
+pub(crate) fn user_files(rootfs: &ContainerRootfs) -> UserFiles {
     let find = |name: &str| -> PathBuf {
         rootfs
             .lowers

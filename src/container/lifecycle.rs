@@ -12,6 +12,10 @@ use crate::store::{ContainerPhase, ContainerRecord};
 
 /// How long a SIGKILLed container may take to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(10);
+/// The exit status of a process killed by SIGKILL, as the OOM killer does.
+const SIGKILLED: u32 = 128 + libc::SIGKILL as u32;
+/// How long an OOM event may trail the exit it explains.
+const OOM_EVENT_GRACE: Duration = Duration::from_secs(1);
 
 impl ContainerService {
     pub async fn start(self: &Arc<Self>, id: &str) -> Result<()> {
@@ -54,13 +58,36 @@ impl ContainerService {
     pub(super) fn wait_for_exit(self: Arc<Self>, id: String, task: TaskClient) {
         tokio::spawn(async move {
             match task.wait(&id, "").await {
-                Ok((status, at)) => self.record_exit(&id, status, at),
+                Ok((status, at)) => {
+                    if status == SIGKILLED {
+                        self.await_oom_event(&id).await;
+                    }
+                    self.record_exit(&id, status, at)
+                }
                 Err(e) => {
                     tracing::warn!(container_id = %id, error = %e, "lost the container's shim");
                     self.record_lost(&id, &e.to_string());
                 }
             }
         });
+    }
+
+    /// Wait answers as soon as the process is reaped, while the shim's OOM event
+    /// travels separately and may come a moment later; a SIGKILLed container gets
+    /// that moment before its reason is decided.
+    async fn await_oom_event(&self, id: &str) {
+        let deadline = tokio::time::Instant::now() + OOM_EVENT_GRACE;
+        while tokio::time::Instant::now() < deadline {
+            if self
+                .oom_killed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(id)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Records an exit once; later calls for the same exit change nothing.

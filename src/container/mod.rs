@@ -2,9 +2,9 @@
 //! from those configs and the image, and their lifecycle in the pod's shim.
 
 pub mod config;
-mod create;
+pub(crate) mod create;
 mod exec;
-mod image_config;
+pub(crate) mod image_config;
 mod io;
 mod lifecycle;
 mod service;

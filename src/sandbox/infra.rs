@@ -92,6 +92,7 @@ pub async fn start(
     runtime: &Runtime,
     id: &str,
     bundle: &Path,
+    rootfs: Vec<api::Mount>,
 ) -> Result<(TaskClient, u32)> {
     let address = shims.start(&runtime.shim, id, bundle).await?;
     let client = match TaskClient::connect(&address).await {
@@ -104,6 +105,7 @@ pub async fn start(
     let request = api::CreateTaskRequest {
         id: id.to_string(),
         bundle: bundle.display().to_string(),
+        rootfs,
         options: Some(runtime.options()?).into(),
         ..Default::default()
     };

@@ -27,6 +27,7 @@ use tokio::sync::OwnedMutexGuard;
 use crate::config::Config;
 use crate::container::spec::{HostFacts, PodFiles};
 use crate::error::{Error, Result};
+use crate::image::ImageService;
 use crate::network::Cni;
 use crate::shim::{ShimEnv, TaskClient};
 use crate::store::{SandboxPhase, SandboxRecord, Store};
@@ -75,6 +76,8 @@ pub struct SandboxService {
     shims: ShimEnv,
     /// The built-in infra rootfs, or why there is none.
     pause_rootfs: std::result::Result<PathBuf, String>,
+    /// For a configured `sandbox_image`.
+    images: Arc<ImageService>,
     host: HostFacts,
     names: Arc<NameIndex>,
     pods: RwLock<HashMap<String, Sandbox>>,
@@ -91,6 +94,7 @@ impl SandboxService {
         store: Arc<Store>,
         shims: ShimEnv,
         names: Arc<NameIndex>,
+        images: Arc<ImageService>,
     ) -> Result<Arc<SandboxService>> {
         // Without a pause binary berthd still serves images; RunPodSandbox says why not.
         let root = config.root.clone();
@@ -115,6 +119,7 @@ impl SandboxService {
             cni,
             shims,
             pause_rootfs,
+            images,
             names,
             pods: RwLock::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),

@@ -83,6 +83,9 @@ impl SandboxService {
         tokio::task::spawn_blocking(move || files::remove(&bundle))
             .await
             .map_err(Error::from)??;
+        // A `sandbox_image` layer may have been leased before the crash; ending a
+        // lease that does not exist is harmless.
+        self.images.release_rootfs(&record.id).await?;
         self.store
             .write(|tx| tx.delete::<SandboxRecord>(&record.id))
     }

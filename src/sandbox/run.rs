@@ -13,7 +13,9 @@ use super::{SandboxService, files, names};
 use crate::config::CgroupDriver;
 use crate::container::config::SandboxConfig;
 use crate::container::spec::{ImageConfigView, SandboxSpecInputs, UserFiles, sandbox_spec};
+use crate::container::{create, image_config};
 use crate::error::{Error, IoContext, Result};
+use crate::image::{ContainerRootfs, PullProgress};
 use crate::shim::TaskClient;
 use crate::store::{SandboxPhase, SandboxRecord};
 
@@ -29,6 +31,8 @@ enum Undo {
     Netns(PathBuf),
     Cni(PathBuf),
     Infra(TaskClient),
+    /// The writable layer of a `sandbox_image`.
+    Rootfs,
 }
 
 impl SandboxService {
@@ -43,14 +47,7 @@ impl SandboxService {
     }
 
     async fn run_to_end(&self, config: SandboxConfig, handler: &str) -> Result<String> {
-        if !self.config.sandbox_image.is_empty() {
-            return Err(Error::FailedPrecondition(format!(
-                "sandbox_image {:?} is configured, but berth runs only its built-in \
-                 pause rootfs so far; remove sandbox_image from the config",
-                self.config.sandbox_image
-            )));
-        }
-        if let Err(why) = &self.pause_rootfs {
+        if let (true, Err(why)) = (self.config.sandbox_image.is_empty(), &self.pause_rootfs) {
             return Err(Error::FailedPrecondition(format!("no pause rootfs: {why}")));
         }
         let (handler_name, handler) = self.config.runtime_handler(handler)?;
@@ -119,7 +116,15 @@ impl SandboxService {
             undo.push(Undo::Netns(netns.clone()));
             record.netns = Some(netns);
         }
-        self.write_spec(record).await?;
+        let image = self.infra_image(record).await?;
+        if image.is_some() {
+            undo.push(Undo::Rootfs);
+        }
+        self.write_spec(record, image.as_ref()).await?;
+        let mounts = image
+            .as_ref()
+            .map(|(_, rootfs)| vec![create::overlay_mount(rootfs)])
+            .unwrap_or_default();
         self.follow_shim_log(&id, &record.bundle);
 
         // The infra container needs only the netns; CNI and the shim run side by side.
@@ -129,7 +134,7 @@ impl SandboxService {
                 None => Ok(None),
             }
         };
-        let infra = infra::start(&self.shims, runtime, &id, &record.bundle);
+        let infra = infra::start(&self.shims, runtime, &id, &record.bundle, mounts);
         let (network, infra) = tokio::join!(network, infra);
         if let (Ok(Some(_)), Some(netns)) = (&network, &record.netns) {
             undo.push(Undo::Cni(netns.clone()));
@@ -144,23 +149,77 @@ impl SandboxService {
         Ok(task)
     }
 
+    /// With `sandbox_image` configured: that image (pulled if it is not there yet)
+    /// and a writable layer on it, leased under the pod's id; `None` for the
+    /// built-in pause.
+    async fn infra_image(
+        &self,
+        record: &mut SandboxRecord,
+    ) -> Result<Option<(ImageConfigView, ContainerRootfs)>> {
+        let reference = &self.config.sandbox_image;
+        if reference.is_empty() {
+            return Ok(None);
+        }
+        let image = match self.images.get(reference)? {
+            Some(image) => image,
+            None => self
+                .images
+                .pull(reference, None, Arc::new(PullProgress::default()))
+                .await
+                .map_err(|e| e.within(&format!("pulling sandbox_image {reference:?}")))?,
+        };
+        let view = image_config::parse(
+            &self
+                .images
+                .content_store()
+                .read(&image.config.digest, 8 << 20)?,
+            &image.config.digest,
+        )?;
+        let dir = record.bundle.join("rootfs");
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .context(|| format!("creating {}", dir.display()))?;
+        let rootfs = self.images.prepare_rootfs(&record.id, &image).await?;
+        record.image_id = image.id;
+        Ok(Some((view, rootfs)))
+    }
+
     /// Writes the infra container's config.json into the bundle.
-    async fn write_spec(&self, record: &SandboxRecord) -> Result<()> {
-        let image = ImageConfigView {
+    async fn write_spec(
+        &self,
+        record: &SandboxRecord,
+        image: Option<&(ImageConfigView, ContainerRootfs)>,
+    ) -> Result<()> {
+        let pause = ImageConfigView {
             entrypoint: vec!["/pause".to_string()],
             ..Default::default()
         };
-        let rootfs = self
-            .pause_rootfs
-            .as_ref()
-            .map_err(|why| Error::FailedPrecondition(format!("no pause rootfs: {why}")))?;
-        let user_files = UserFiles::in_rootfs(rootfs);
+        let (view, rootfs, user_files, image_name) = match image {
+            Some((view, rootfs)) => (
+                view,
+                std::path::Path::new("rootfs"),
+                create::user_files(rootfs),
+                self.config.sandbox_image.as_str(),
+            ),
+            None => {
+                let rootfs = self
+                    .pause_rootfs
+                    .as_ref()
+                    .map_err(|why| Error::FailedPrecondition(format!("no pause rootfs: {why}")))?;
+                (
+                    &pause,
+                    rootfs.as_path(),
+                    UserFiles::in_rootfs(rootfs),
+                    BUILTIN_PAUSE,
+                )
+            }
+        };
         let pod_files = files::pod_files(&record.bundle, record.shm_mounted);
         let spec = sandbox_spec(&SandboxSpecInputs {
             id: &record.id,
             config: &record.config,
-            image: &image,
-            image_name: BUILTIN_PAUSE,
+            image: view,
+            image_name,
             rootfs,
             user_files: &user_files,
             netns_path: record.netns.as_deref(),
@@ -185,6 +244,7 @@ impl SandboxService {
                     stopped.and(self.shutdown_shim(record, Some(&task)).await)
                 }
                 Undo::Cni(netns) => self.cni_del(&record.id, &netns, &record.config).await,
+                Undo::Rootfs => self.images.release_rootfs(&record.id).await,
                 Undo::Netns(netns) => self.remove_netns(&netns).await,
                 Undo::Shm => {
                     let bundle = record.bundle.clone();

@@ -150,6 +150,9 @@ pub struct SandboxRecord {
     pub cni_result: Option<serde_json::Value>,
     /// The infra process, as the shim reported it.
     pub pid: u32,
+    /// The `sandbox_image` the infra container runs from (its writable layer is
+    /// leased under the pod's id); empty for the built-in pause.
+    pub image_id: String,
 }
 
 impl Record for SandboxRecord {
