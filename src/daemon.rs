@@ -58,6 +58,14 @@ pub async fn run(config: Config) -> Result<()> {
             .context(|| "finding berthd's own executable".into())?,
         socket_dir: config.state.join("s"),
     };
+    let host = crate::container::spec::HostFacts::of_this_host();
+    if host.min_oom_score_adj > -1000 {
+        tracing::info!(
+            floor = host.min_oom_score_adj,
+            "no CAP_SYS_RESOURCE: oom_score_adj values below berthd's own are raised to it \
+             (containerd's restrict_oom_score_adj)"
+        );
+    }
     let names = Arc::new(NameIndex::default());
     let sandboxes = SandboxService::open(
         config.clone(),

@@ -517,3 +517,34 @@ async fn debian_runc_shim_as_a_runtime_handler() {
     assert!(common::dir_entries(&env.state.join("pods")).is_empty());
     assert!(net.allocated().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_bandwidth_annotation_is_refused_before_anything_is_made() {
+    if !prerequisites_met() {
+        return;
+    }
+    let env = TestEnv::new();
+    let _net = PodNet::configure(&env, &[], None);
+    let berthd = Berthd::start(&env).await;
+    let cri = berthd.cri().await;
+    let mut config = pod_config("shaped", &[]);
+    config.annotations.insert(
+        "kubernetes.io/ingress-bandwidth".to_string(),
+        "lots".to_string(),
+    );
+    let err = run_pod(&cri, config).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("ingress-bandwidth"), "{err:?}");
+    assert!(common::dir_entries(&env.state.join("pods")).is_empty());
+    // The name was never taken.
+    let mut config = pod_config("shaped", &[]);
+    config.annotations.insert(
+        "kubernetes.io/ingress-bandwidth".to_string(),
+        "10M".to_string(),
+    );
+    let id = run_pod(&cri, config)
+        .await
+        .expect("a valid bandwidth is fine");
+    stop(&cri, &id).await.unwrap();
+    remove(&cri, &id).await.unwrap();
+}

@@ -74,14 +74,7 @@ pub fn resolve_shim(handler: &RuntimeHandler) -> Result<PathBuf> {
 
 /// What the host imposes on every spec.
 pub fn host_facts() -> HostFacts {
-    let min_oom_score_adj = std::fs::read_to_string("/proc/self/oom_score_adj")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-    HostFacts {
-        min_oom_score_adj,
-        cgroup_v2: Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
-    }
+    HostFacts::of_this_host()
 }
 
 /// Starts the pod's shim on `bundle` (whose config.json is written) and the infra

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tracing::Instrument;
 
 use super::infra::{self, Runtime};
-use super::{SandboxService, files, names};
+use super::{SandboxService, files, names, net};
 use crate::config::CgroupDriver;
 use crate::container::config::SandboxConfig;
 use crate::container::spec::{ImageConfigView, SandboxSpecInputs, UserFiles, sandbox_spec};
@@ -50,6 +50,7 @@ impl SandboxService {
         if let (true, Err(why)) = (self.config.sandbox_image.is_empty(), &self.pause_rootfs) {
             return Err(Error::FailedPrecondition(format!("no pause rootfs: {why}")));
         }
+        net::bandwidth(&config.annotations)?;
         let (handler_name, handler) = self.config.runtime_handler(handler)?;
         let runtime = Runtime {
             shim: infra::resolve_shim(handler)?,

@@ -106,12 +106,22 @@ pub struct HostFacts {
 }
 
 impl HostFacts {
-    /// Reads them off this host.
+    /// Reads them off this host. Without CAP_SYS_RESOURCE a process cannot lower
+    /// an oom_score_adj below its own, so berthd's own score is the floor (as with
+    /// containerd's `restrict_oom_score_adj`); with it, anything down to -1000 goes.
     pub fn of_this_host() -> HostFacts {
-        let min_oom_score_adj = std::fs::read_to_string("/proc/self/oom_score_adj")
+        const CAP_SYS_RESOURCE: u32 = 24;
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let may_lower = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .and_then(|caps| u64::from_str_radix(caps.trim(), 16).ok())
+            .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0);
+        let own = std::fs::read_to_string("/proc/self/oom_score_adj")
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
+        let min_oom_score_adj = if may_lower { -1000 } else { own };
         HostFacts {
             min_oom_score_adj,
             cgroup_v2: Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
