@@ -6,12 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use containerd_shim_protos::api;
-use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
-use containerd_shim_protos::shim::oci::Options;
 
 use super::config::ContainerConfig;
-use super::io::{self, Output};
+use super::io;
 use super::service::{ContainerService, container_name};
 use super::spec::{self, ContainerSpecInputs, HostDevices, UserFiles};
 use crate::config::CgroupDriver;
@@ -23,7 +21,6 @@ use crate::store::{ContainerPhase, ContainerRecord};
 
 /// Image configs are small; this only guards against garbage.
 const MAX_IMAGE_CONFIG: u64 = 8 << 20;
-const RUNC_OPTIONS_TYPE: &str = "containerd.runc.v1.Options";
 
 impl ContainerService {
     pub async fn create(
@@ -134,11 +131,7 @@ impl ContainerService {
 
         let tty = record.config.tty;
         io::make_fifos(&bundle, tty)?;
-        let output = Arc::new(Output::start(&bundle, tty, record.log_path.as_deref())?);
-        self.outputs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_string(), output);
+        self.attach_output(&record)?;
         let request = api::CreateTaskRequest {
             id: id.to_string(),
             bundle: bundle.display().to_string(),
@@ -210,19 +203,11 @@ impl ContainerService {
     /// the same as for the pod's infra container.
     fn task_options(&self, handler: &str) -> Result<Any> {
         let (_, runtime) = self.config.runtime_handler(handler)?;
-        let options = Options {
-            binary_name: runtime.runtime.clone(),
-            root: self.config.state.join("runc").display().to_string(),
-            systemd_cgroup: self.config.cgroup_driver == CgroupDriver::Systemd,
-            ..Default::default()
-        };
-        Ok(Any {
-            type_url: RUNC_OPTIONS_TYPE.to_string(),
-            value: options
-                .write_to_bytes()
-                .map_err(|e| Error::Internal(format!("encoding runtime options: {e}")))?,
-            ..Default::default()
-        })
+        crate::sandbox::runc_options(
+            &runtime.runtime,
+            &self.config.state.join("runc"),
+            self.config.cgroup_driver == CgroupDriver::Systemd,
+        )
     }
 
     /// For PID namespace mode Target: the pid of the target container.

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::io::Output;
 use super::service::ContainerService;
 use crate::error::{Error, Result};
 use crate::shim::TaskClient;
@@ -313,27 +312,11 @@ impl ContainerService {
                 return Ok(());
             }
             // Drain what it wrote while berthd was away before recording the end.
-            let output = Output::start(
-                &record.bundle,
-                record.config.tty,
-                record.log_path.as_deref(),
-            )?;
-            self.outputs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id.clone(), Arc::new(output));
+            self.attach_output(&record)?;
             self.record_exit(&id, state.exit_status, at);
             return Ok(());
         }
-        let output = Output::start(
-            &record.bundle,
-            record.config.tty,
-            record.log_path.as_deref(),
-        )?;
-        self.outputs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.clone(), Arc::new(output));
+        self.attach_output(&record)?;
         if status == Status::RUNNING as i32 && record.phase == ContainerPhase::Running {
             record.pid = state.pid;
             self.save(&record)?;

@@ -150,6 +150,20 @@ impl ContainerService {
         output.reopen()
     }
 
+    /// Starts copying the container's fifos into its log.
+    pub(super) fn attach_output(&self, record: &ContainerRecord) -> Result<()> {
+        let output = Output::start(
+            &record.bundle,
+            record.config.tty,
+            record.log_path.as_deref(),
+        )?;
+        self.outputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(record.id.clone(), Arc::new(output));
+        Ok(())
+    }
+
     pub(super) fn output(&self, id: &str) -> Option<Arc<Output>> {
         self.outputs
             .lock()

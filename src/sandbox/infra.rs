@@ -33,20 +33,26 @@ pub struct Runtime {
 
 impl Runtime {
     fn options(&self) -> Result<Any> {
-        let options = Options {
-            binary_name: self.binary_name.clone(),
-            root: self.root.display().to_string(),
-            systemd_cgroup: self.systemd_cgroup,
-            ..Default::default()
-        };
-        Ok(Any {
-            type_url: RUNC_OPTIONS_TYPE.to_string(),
-            value: options
-                .write_to_bytes()
-                .map_err(|e| Error::Internal(format!("encoding runtime options: {e}")))?,
-            ..Default::default()
-        })
+        runc_options(&self.binary_name, &self.root, self.systemd_cgroup)
     }
+}
+
+/// The options Create carries for every task of a pod, infra and containers alike:
+/// the OCI runtime binary, its state directory, the cgroup driver.
+pub fn runc_options(binary_name: &str, root: &Path, systemd_cgroup: bool) -> Result<Any> {
+    let options = Options {
+        binary_name: binary_name.to_string(),
+        root: root.display().to_string(),
+        systemd_cgroup,
+        ..Default::default()
+    };
+    Ok(Any {
+        type_url: RUNC_OPTIONS_TYPE.to_string(),
+        value: options
+            .write_to_bytes()
+            .map_err(|e| Error::Internal(format!("encoding runtime options: {e}")))?,
+        ..Default::default()
+    })
 }
 
 /// A handler's shim as a path: absolute or relative as given, a bare name next to

@@ -33,6 +33,7 @@ use crate::shim::{ShimEnv, TaskClient};
 use crate::store::{SandboxPhase, SandboxRecord, Store};
 
 pub use infra::host_facts;
+pub use infra::runc_options;
 pub use list::SandboxFilter;
 pub use names::{NameIndex, sandbox_name};
 
