@@ -73,6 +73,7 @@ pub async fn run(config: Config) -> Result<()> {
         shims,
         names.clone(),
         images.clone(),
+        host,
     )
     .await?;
     sandboxes.watch_exits(events_tx.subscribe());
@@ -82,6 +83,7 @@ pub async fn run(config: Config) -> Result<()> {
         images.clone(),
         sandboxes.clone(),
         names,
+        host,
         &events_tx,
     )
     .await?;

@@ -103,7 +103,6 @@ impl ContainerService {
         let rootfs = self.images.prepare_rootfs(id, &image).await?;
         create_mount_sources(&record.config)?;
         let user_files = user_files(&rootfs);
-        let host = spec::HostFacts::of_this_host();
         let node_hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_default();
@@ -122,7 +121,7 @@ impl ContainerService {
             pod_files: &pod_files,
             node_hostname: &node_hostname,
             devices: &HostDevices,
-            host,
+            host: self.host,
         })?;
         let spec_json = serde_json::to_vec(&spec)
             .map_err(|e| Error::Internal(format!("encoding the OCI spec: {e}")))?;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{OwnedMutexGuard, broadcast};
 
 use super::io::Output;
+use super::spec::HostFacts;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::image::ImageService;
@@ -22,6 +23,8 @@ pub struct ContainerService {
     pub(super) images: Arc<ImageService>,
     pub(super) sandboxes: Arc<SandboxService>,
     pub(super) names: Arc<NameIndex>,
+    /// What this host imposes on every spec, read once at start.
+    pub(super) host: HostFacts,
     containers: RwLock<HashMap<String, ContainerRecord>>,
     /// Output copiers of containers that may still write.
     pub(super) outputs: Mutex<HashMap<String, Arc<Output>>>,
@@ -47,6 +50,7 @@ impl ContainerService {
         images: Arc<ImageService>,
         sandboxes: Arc<SandboxService>,
         names: Arc<NameIndex>,
+        host: HostFacts,
         events: &broadcast::Sender<ShimEvent>,
     ) -> Result<Arc<ContainerService>> {
         let service = Arc::new(ContainerService {
@@ -55,6 +59,7 @@ impl ContainerService {
             images,
             sandboxes,
             names,
+            host,
             containers: RwLock::new(HashMap::new()),
             outputs: Mutex::new(HashMap::new()),
             oom_killed: Mutex::new(HashSet::new()),

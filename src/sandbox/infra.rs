@@ -12,7 +12,6 @@ use containerd_shim_protos::shim::oci::Options;
 
 use super::pause::beside_berthd;
 use crate::config::RuntimeHandler;
-use crate::container::spec::HostFacts;
 use crate::error::{Error, IoContext, Result};
 use crate::shim::{ShimEnv, TaskClient};
 
@@ -76,11 +75,6 @@ pub fn resolve_shim(handler: &RuntimeHandler) -> Result<PathBuf> {
                 "shim {name:?} is neither next to berthd nor in PATH"
             ))
         })
-}
-
-/// What the host imposes on every spec.
-pub fn host_facts() -> HostFacts {
-    HostFacts::of_this_host()
 }
 
 /// Starts the pod's shim on `bundle` (whose config.json is written) and the infra

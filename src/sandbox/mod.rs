@@ -32,7 +32,6 @@ use crate::network::Cni;
 use crate::shim::{ShimEnv, TaskClient};
 use crate::store::{SandboxPhase, SandboxRecord, Store};
 
-pub use infra::host_facts;
 pub use infra::runc_options;
 pub use list::SandboxFilter;
 pub use names::{NameIndex, sandbox_name};
@@ -96,6 +95,7 @@ impl SandboxService {
         shims: ShimEnv,
         names: Arc<NameIndex>,
         images: Arc<ImageService>,
+        host: HostFacts,
     ) -> Result<Arc<SandboxService>> {
         // Without a pause binary berthd still serves images; RunPodSandbox says why not.
         let root = config.root.clone();
@@ -114,7 +114,7 @@ impl SandboxService {
             &config.root.join("cni/results"),
         );
         let service = Arc::new(SandboxService {
-            host: infra::host_facts(),
+            host,
             config,
             store,
             cni,

@@ -138,9 +138,7 @@ fn layer_media_type(head: &[u8]) -> &'static str {
     }
 }
 
-pub(super) fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
+pub(super) use crate::content::sha256_digest;
 
 /// The result of hashing one member.
 #[derive(Debug, Clone)]

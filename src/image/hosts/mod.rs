@@ -30,7 +30,8 @@ use std::path::{Path, PathBuf};
 use parse::parse_hosts_file;
 
 const DOCKER_HUB: &str = "docker.io";
-const DOCKER_HUB_HOST: &str = "registry-1.docker.io";
+/// Docker Hub's API host, the upstream of `docker.io`.
+pub(super) const DOCKER_HUB_HOST: &str = "registry-1.docker.io";
 const DEFAULT_DIR: &str = "_default";
 const API_ROOT: &str = "/v2";
 

@@ -4,15 +4,12 @@
 use bytes::Bytes;
 use reqwest::Response;
 use reqwest::header::{self, HeaderMap, HeaderValue};
-use sha2::{Digest as _, Sha256};
 
 use super::endpoint::{Endpoint, Failures};
 use super::http::read_body;
-use super::{
-    MEDIA_TYPE_DOCKER_LIST, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_OCI_INDEX,
-    MEDIA_TYPE_OCI_MANIFEST, RegistryClient, RegistryError, check_object,
-};
+use super::{RegistryClient, RegistryError, check_object};
 use crate::image::hosts::Capability;
+use crate::image::oci::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 
 /// The manifest types we can pull. Docker schema 1 is deliberately absent:
 /// a registry that only has that answers with an error instead.
@@ -106,12 +103,7 @@ fn content_type(response: &Response) -> Option<String> {
 /// otherwise (some registries say application/json or nothing) what the
 /// document says of itself; otherwise Content-Type for the caller to refuse.
 pub(super) fn manifest_media_type(content_type: Option<&str>, body: &[u8]) -> String {
-    const KNOWN: [&str; 4] = [
-        MEDIA_TYPE_OCI_INDEX,
-        MEDIA_TYPE_OCI_MANIFEST,
-        MEDIA_TYPE_DOCKER_LIST,
-        MEDIA_TYPE_DOCKER_MANIFEST,
-    ];
+    const KNOWN: [&str; 4] = [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST];
     if let Some(known) = content_type.filter(|ct| KNOWN.contains(ct)) {
         return known.to_string();
     }
@@ -130,14 +122,12 @@ pub(super) fn manifest_media_type(content_type: Option<&str>, body: &[u8]) -> St
         // OCI documents may omit mediaType; their shape tells them apart.
         Ok(Probe {
             manifests: Some(_), ..
-        }) => MEDIA_TYPE_OCI_INDEX.to_string(),
+        }) => OCI_INDEX.to_string(),
         Ok(Probe {
             config: Some(_), ..
-        }) => MEDIA_TYPE_OCI_MANIFEST.to_string(),
+        }) => OCI_MANIFEST.to_string(),
         _ => content_type.unwrap_or_default().to_string(),
     }
 }
 
-pub(super) fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
+pub(super) use crate::content::sha256_digest;

@@ -26,13 +26,7 @@ pub use auth::Credentials;
 pub use blob::BlobResponse;
 pub use manifest::Manifest;
 
-pub const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const MEDIA_TYPE_DOCKER_LIST: &str =
-    "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-
-const DOCKER_HUB_HOST: &str = "registry-1.docker.io";
+use super::hosts::DOCKER_HUB_HOST;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {

@@ -5,6 +5,7 @@ use super::endpoint::usefulness;
 use super::manifest::{MANIFEST_ACCEPT, manifest_media_type, sha256_digest};
 use super::*;
 use crate::image::hosts::Capability;
+use crate::image::oci::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -218,12 +219,7 @@ fn manifest_accept_header() {
     let accepted: Vec<&str> = MANIFEST_ACCEPT.split(',').map(str::trim).collect();
     assert_eq!(
         accepted,
-        [
-            MEDIA_TYPE_OCI_INDEX,
-            MEDIA_TYPE_OCI_MANIFEST,
-            MEDIA_TYPE_DOCKER_LIST,
-            MEDIA_TYPE_DOCKER_MANIFEST
-        ]
+        [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST]
     );
     assert!(HeaderValue::from_str(MANIFEST_ACCEPT).is_ok());
 }
@@ -231,21 +227,18 @@ fn manifest_accept_header() {
 #[test]
 fn manifest_media_type_sources() {
     let body = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{}}"#;
-    assert_eq!(
-        manifest_media_type(Some(MEDIA_TYPE_OCI_INDEX), body),
-        MEDIA_TYPE_OCI_INDEX
-    );
+    assert_eq!(manifest_media_type(Some(OCI_INDEX), body), OCI_INDEX);
     assert_eq!(
         manifest_media_type(Some("application/json"), body),
-        MEDIA_TYPE_DOCKER_MANIFEST
+        DOCKER_MANIFEST
     );
     assert_eq!(
         manifest_media_type(None, br#"{"schemaVersion":2,"manifests":[]}"#),
-        MEDIA_TYPE_OCI_INDEX
+        OCI_INDEX
     );
     assert_eq!(
         manifest_media_type(None, br#"{"schemaVersion":2,"config":{},"layers":[]}"#),
-        MEDIA_TYPE_OCI_MANIFEST
+        OCI_MANIFEST
     );
     assert_eq!(
         manifest_media_type(Some("text/plain"), b"junk"),
@@ -462,7 +455,7 @@ impl TestRegistry {
         let url = format!("{}/v2/{repository}/manifests/{reference}", self.base());
         let request = self
             .authed(reqwest::Client::new().put(url))
-            .header(header::CONTENT_TYPE, MEDIA_TYPE_OCI_MANIFEST);
+            .header(header::CONTENT_TYPE, OCI_MANIFEST);
         let response = request
             .body(manifest.to_vec())
             .send()
@@ -480,7 +473,7 @@ impl TestRegistry {
         let layer_digest = self.push_blob(repository, &layer).await;
         let manifest = serde_json::json!({
             "schemaVersion": 2,
-            "mediaType": MEDIA_TYPE_OCI_MANIFEST,
+            "mediaType": OCI_MANIFEST,
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer.len()}],
         });
@@ -507,7 +500,7 @@ async fn pulls_manifests_and_blobs_from_a_registry() {
         .expect("manifest by tag");
     assert_eq!(by_tag.bytes, image.manifest);
     assert_eq!(by_tag.digest, image.manifest_digest);
-    assert_eq!(by_tag.media_type, MEDIA_TYPE_OCI_MANIFEST);
+    assert_eq!(by_tag.media_type, OCI_MANIFEST);
 
     let by_digest = client
         .fetch_manifest(&image.manifest_digest, LIMIT)
@@ -870,11 +863,7 @@ async fn token_registry(
             return token_reply(request);
         }
         if request.header("authorization") == Some("Bearer good-token") {
-            reply(
-                200,
-                &[("Content-Type", MEDIA_TYPE_OCI_MANIFEST)],
-                MANIFEST_BODY,
-            )
+            reply(200, &[("Content-Type", OCI_MANIFEST)], MANIFEST_BODY)
         } else {
             let body = br#"{"errors":[{"code":"UNAUTHORIZED","message":"token required"}]}"#;
             reply(401, &[("WWW-Authenticate", &challenge)], body)
@@ -926,7 +915,7 @@ async fn bearer_token_with_basic_credentials() {
     assert!(
         requests[0]
             .header("accept")
-            .is_some_and(|a| a.contains(MEDIA_TYPE_DOCKER_LIST))
+            .is_some_and(|a| a.contains(DOCKER_LIST))
     );
     assert_eq!(
         requests[3].header("authorization"),
@@ -1012,11 +1001,7 @@ async fn registry_token_is_used_as_is() {
 async fn digest_mismatch_is_detected() {
     let (listener, addr) = bind().await;
     let _server = serve(listener, |_| {
-        reply(
-            200,
-            &[("Content-Type", MEDIA_TYPE_OCI_MANIFEST)],
-            MANIFEST_BODY,
-        )
+        reply(200, &[("Content-Type", OCI_MANIFEST)], MANIFEST_BODY)
     });
     let client =
         RegistryClient::new(vec![http_host(&addr.to_string(), &ALL)], "r", None).expect("client");
