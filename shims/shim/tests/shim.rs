@@ -787,7 +787,10 @@ fn binary_log_uri_feeds_a_logging_binary() {
     assert_eq!(wait(&client, "binlog", ""), 0);
     let read = |ext: &str| std::fs::read_to_string(out.with_extension(ext)).unwrap_or_default();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while read("err").is_empty() && std::time::Instant::now() < deadline {
+    // The logger writes its three files in no fixed order; wait for all of them.
+    while ["out", "err", "env"].iter().any(|e| read(e).is_empty())
+        && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(read("out"), "to-out\n");
