@@ -17,7 +17,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::image::ContainerRootfs;
 use crate::sandbox::Sandbox;
 use crate::shim::TaskClient;
-use crate::store::{ContainerPhase, ContainerRecord};
+use crate::store::{ContainerPhase, ContainerRecord, ProcessUser};
 
 /// Image configs are small; this only guards against garbage.
 const MAX_IMAGE_CONFIG: u64 = 8 << 20;
@@ -123,6 +123,11 @@ impl ContainerService {
             devices: &HostDevices,
             host: self.host,
         })?;
+        record.user = spec.process().as_ref().map(|p| ProcessUser {
+            uid: p.user().uid(),
+            gid: p.user().gid(),
+            additional_gids: p.user().additional_gids().clone().unwrap_or_default(),
+        });
         let spec_json = serde_json::to_vec(&spec)
             .map_err(|e| Error::Internal(format!("encoding the OCI spec: {e}")))?;
         std::fs::write(bundle.join("config.json"), spec_json)

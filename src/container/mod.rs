@@ -9,6 +9,9 @@ mod io;
 mod lifecycle;
 mod service;
 pub mod spec;
+mod stats;
+mod update;
 
 pub use exec::ExecOutput;
 pub use service::{ContainerFilter, ContainerService};
+pub use stats::{ContainerStats, Cpu, Interface, LayerUsage, PodStats};

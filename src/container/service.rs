@@ -30,6 +30,7 @@ pub struct ContainerService {
     pub(super) outputs: Mutex<HashMap<String, Arc<Output>>>,
     /// Containers the kernel OOM-killed, until their exit is recorded.
     pub(super) oom_killed: Mutex<HashSet<String>>,
+    pub(super) sampler: Arc<super::stats::Sampler>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -63,6 +64,7 @@ impl ContainerService {
             containers: RwLock::new(HashMap::new()),
             outputs: Mutex::new(HashMap::new()),
             oom_killed: Mutex::new(HashSet::new()),
+            sampler: Arc::new(super::stats::Sampler::new()),
             locks: Mutex::new(HashMap::new()),
         });
         service.clone().watch_ooms(events.subscribe());

@@ -6,7 +6,7 @@ use k8s_cri::v1 as cri;
 use serde_json::json;
 
 use crate::container::ContainerFilter;
-use crate::container::config::MountPropagation;
+use crate::container::config::{MountPropagation, Resources};
 use crate::store::{ContainerPhase, ContainerRecord};
 
 fn state(phase: ContainerPhase) -> i32 {
@@ -28,7 +28,7 @@ fn phase(state: i32) -> Option<ContainerPhase> {
     }
 }
 
-fn metadata(c: &ContainerRecord) -> cri::ContainerMetadata {
+pub(super) fn metadata(c: &ContainerRecord) -> cri::ContainerMetadata {
     cri::ContainerMetadata {
         name: c.config.name.clone(),
         attempt: c.config.attempt,
@@ -42,7 +42,7 @@ fn image_spec(c: &ContainerRecord) -> cri::ImageSpec {
     }
 }
 
-fn map(m: &std::collections::BTreeMap<String, String>) -> HashMap<String, String> {
+pub(super) fn map(m: &std::collections::BTreeMap<String, String>) -> HashMap<String, String> {
     m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
@@ -116,7 +116,41 @@ pub fn status(c: &ContainerRecord) -> cri::ContainerStatus {
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
         image_id: c.image_id.clone(),
+        resources: Some(resources(&c.config.linux.resources)),
+        user: c.user.as_ref().map(|u| cri::ContainerUser {
+            linux: Some(cri::LinuxContainerUser {
+                uid: i64::from(u.uid),
+                gid: i64::from(u.gid),
+                supplemental_groups: u.additional_gids.iter().map(|g| i64::from(*g)).collect(),
+            }),
+        }),
         ..Default::default()
+    }
+}
+
+/// The limits in force, as the kubelet compares them with the pod spec.
+fn resources(r: &Resources) -> cri::ContainerResources {
+    cri::ContainerResources {
+        linux: Some(cri::LinuxContainerResources {
+            cpu_period: r.cpu_period,
+            cpu_quota: r.cpu_quota,
+            cpu_shares: r.cpu_shares,
+            memory_limit_in_bytes: r.memory_limit_in_bytes,
+            oom_score_adj: r.oom_score_adj,
+            cpuset_cpus: r.cpuset_cpus.clone(),
+            cpuset_mems: r.cpuset_mems.clone(),
+            hugepage_limits: r
+                .hugepage_limits
+                .iter()
+                .map(|h| cri::HugepageLimit {
+                    page_size: h.page_size.clone(),
+                    limit: h.limit,
+                })
+                .collect(),
+            unified: r.unified.clone().into_iter().collect(),
+            memory_swap_limit_in_bytes: r.memory_swap_limit_in_bytes,
+        }),
+        windows: None,
     }
 }
 

@@ -193,7 +193,7 @@ fn device(i: usize, d: &cri::Device) -> Result<Device, Error> {
     })
 }
 
-fn resources(r: &cri::LinuxContainerResources) -> Result<Resources, Error> {
+pub(super) fn resources(r: &cri::LinuxContainerResources) -> Result<Resources, Error> {
     let field = |f: &str| format!("linux.resources.{f}");
     for (name, value) in [
         ("cpu_period", r.cpu_period),

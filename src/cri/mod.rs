@@ -6,6 +6,7 @@ mod convert;
 mod image;
 mod runtime;
 mod sandbox;
+mod stats;
 
 pub use image::CriImageService;
 pub use runtime::{CriRuntimeService, RuntimeInfo};

@@ -13,7 +13,7 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
-use super::{container, sandbox, status};
+use super::{container, convert, sandbox, stats, status};
 use crate::config::{CgroupDriver, Config};
 use crate::container::ContainerService;
 use crate::container::config::{ContainerConfig, SandboxConfig};
@@ -56,6 +56,22 @@ impl CriRuntimeService {
             reason,
             message,
         }
+    }
+}
+
+impl CriRuntimeService {
+    /// The configured handlers; the one named "" is the default, as the kubelet
+    /// reads it. runc 1.1 has neither recursive read-only mounts nor user namespaces
+    /// for pods, so no handler claims them.
+    fn runtime_handlers(&self) -> Vec<cri::RuntimeHandler> {
+        let features = Some(cri::RuntimeHandlerFeatures {
+            recursive_read_only_mounts: false,
+            user_namespaces: false,
+        });
+        std::iter::once(String::new())
+            .chain(self.info.config.runtimes.keys().cloned())
+            .map(|name| cri::RuntimeHandler { name, features })
+            .collect()
     }
 }
 
@@ -125,8 +141,10 @@ impl RuntimeService for CriRuntimeService {
                 conditions: vec![runtime, self.network_condition()],
             }),
             info,
-            runtime_handlers: Vec::new(),
-            features: None,
+            runtime_handlers: self.runtime_handlers(),
+            features: Some(cri::RuntimeFeatures {
+                supplemental_groups_policy: true,
+            }),
         }))
     }
 
@@ -395,15 +413,88 @@ impl RuntimeService for CriRuntimeService {
         }))
     }
 
+    async fn container_stats(
+        &self,
+        request: Request<cri::ContainerStatsRequest>,
+    ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
+        let id = request.into_inner().container_id;
+        let found = self.info.containers.stats(&id).await.map_err(status)?;
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(stats::container_stats(&found)),
+        }))
+    }
+
+    async fn list_container_stats(
+        &self,
+        request: Request<cri::ListContainerStatsRequest>,
+    ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
+        let filter = request.into_inner().filter.map(|f| cri::ContainerFilter {
+            id: f.id,
+            pod_sandbox_id: f.pod_sandbox_id,
+            label_selector: f.label_selector,
+            state: None,
+        });
+        let found = self
+            .info
+            .containers
+            .list_stats(&container::filter(filter))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(cri::ListContainerStatsResponse {
+            stats: found.iter().map(stats::container_stats).collect(),
+        }))
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        request: Request<cri::PodSandboxStatsRequest>,
+    ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
+        let id = request.into_inner().pod_sandbox_id;
+        let found = self.info.containers.pod_stats(&id).await.map_err(status)?;
+        Ok(Response::new(cri::PodSandboxStatsResponse {
+            stats: Some(stats::pod_stats(&found)),
+        }))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        request: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
+        let filter = request.into_inner().filter.map(|f| cri::PodSandboxFilter {
+            id: f.id,
+            label_selector: f.label_selector,
+            state: None,
+        });
+        let pods = self.info.sandboxes.list(&sandbox::filter(filter));
+        let found = self
+            .info
+            .containers
+            .list_pod_stats(pods)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(cri::ListPodSandboxStatsResponse {
+            stats: found.iter().map(stats::pod_stats).collect(),
+        }))
+    }
+
+    async fn update_container_resources(
+        &self,
+        request: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
+        let request = request.into_inner();
+        let resources = convert::resources(&request.linux.unwrap_or_default()).map_err(status)?;
+        self.info
+            .containers
+            .update_resources(&request.container_id, resources)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
+    }
+
     not_yet! {
-        update_container_resources(cri::UpdateContainerResourcesRequest) -> cri::UpdateContainerResourcesResponse;
         exec(cri::ExecRequest) -> cri::ExecResponse;
         attach(cri::AttachRequest) -> cri::AttachResponse;
         port_forward(cri::PortForwardRequest) -> cri::PortForwardResponse;
-        container_stats(cri::ContainerStatsRequest) -> cri::ContainerStatsResponse;
-        list_container_stats(cri::ListContainerStatsRequest) -> cri::ListContainerStatsResponse;
-        pod_sandbox_stats(cri::PodSandboxStatsRequest) -> cri::PodSandboxStatsResponse;
-        list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest) -> cri::ListPodSandboxStatsResponse;
         checkpoint_container(cri::CheckpointContainerRequest) -> cri::CheckpointContainerResponse;
         list_metric_descriptors(cri::ListMetricDescriptorsRequest) -> cri::ListMetricDescriptorsResponse;
         list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest) -> cri::ListPodSandboxMetricsResponse;

@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use k8s_cri::v1 as cri;
 use serde_json::json;
 
+use super::container::map;
 use crate::container::config::NamespaceMode;
 use crate::error::Error;
 use crate::sandbox::{Sandbox, SandboxFilter};
-use crate::store::SandboxPhase;
+use crate::store::{SandboxPhase, SandboxRecord};
 
 fn state(phase: SandboxPhase) -> i32 {
     match phase {
@@ -29,8 +30,8 @@ fn namespace_mode(mode: NamespaceMode) -> i32 {
     mode as i32
 }
 
-fn metadata(pod: &Sandbox) -> cri::PodSandboxMetadata {
-    let c = &pod.record.config;
+pub(super) fn metadata(record: &SandboxRecord) -> cri::PodSandboxMetadata {
+    let c = &record.config;
     cri::PodSandboxMetadata {
         name: c.name.clone(),
         uid: c.uid.clone(),
@@ -39,17 +40,13 @@ fn metadata(pod: &Sandbox) -> cri::PodSandboxMetadata {
     }
 }
 
-fn map(m: &std::collections::BTreeMap<String, String>) -> HashMap<String, String> {
-    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-}
-
 pub fn status(pod: &Sandbox) -> cri::PodSandboxStatus {
     let r = &pod.record;
     let ns = &r.config.linux.security_context.namespace_options;
     let mut ips = r.ips.iter().map(|ip| ip.to_string());
     cri::PodSandboxStatus {
         id: r.id.clone(),
-        metadata: Some(metadata(pod)),
+        metadata: Some(metadata(&pod.record)),
         state: state(r.phase),
         created_at: r.created_at,
         network: Some(cri::PodSandboxNetworkStatus {
@@ -96,7 +93,7 @@ pub fn list_item(pod: &Sandbox) -> cri::PodSandbox {
     let r = &pod.record;
     cri::PodSandbox {
         id: r.id.clone(),
-        metadata: Some(metadata(pod)),
+        metadata: Some(metadata(&pod.record)),
         state: state(r.phase),
         created_at: r.created_at,
         labels: map(&r.config.labels),

@@ -113,6 +113,18 @@ impl ImageService {
         })
     }
 
+    /// Bytes and inodes in container `id`'s writable layer, while it has one. Walks
+    /// the layer's tree: call it off the executor.
+    pub fn writable_layer_usage(&self, id: &str) -> Option<(u64, u64)> {
+        let snapshot = self
+            .snapshot_index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&active_key(id))
+            .map(|s| s.id)?;
+        Some(self.snapshots.usage_of(snapshot))
+    }
+
     /// Ends the lease of container `id` and collects what only it held: its writable
     /// layer, and the image's content if the image was removed meanwhile.
     pub async fn release_rootfs(&self, id: &str) -> Result<()> {

@@ -153,6 +153,21 @@ impl TaskClient {
         Ok(())
     }
 
+    /// New cgroup limits for a container: `resources` is an OCI `LinuxResources`.
+    pub async fn update(
+        &self,
+        id: &str,
+        resources: containerd_shim_protos::protobuf::well_known_types::any::Any,
+    ) -> Result<()> {
+        let req = api::UpdateTaskRequest {
+            id: id.to_string(),
+            resources: Some(resources).into(),
+            ..Default::default()
+        };
+        let _: api::Empty = self.call("Update", &req, Some(CALL_TIMEOUT)).await?;
+        Ok(())
+    }
+
     /// The shim's own pid, and its task's.
     pub async fn connect_info(&self, id: &str) -> Result<(u32, u32)> {
         let req = api::ConnectRequest {

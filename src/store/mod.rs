@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 pub use records::{
     ContainerPhase, ContainerRecord, ContentRecord, Descriptor, ImageRecord, LeaseRecord,
-    SandboxPhase, SandboxRecord, SnapshotRecord,
+    ProcessUser, SandboxPhase, SandboxRecord, SnapshotRecord,
 };
 
 use crate::error::{Error, Result};

@@ -202,6 +202,17 @@ pub struct ContainerRecord {
     /// Completed, Error, OOMKilled, or Unknown.
     pub reason: String,
     pub message: String,
+    /// Who the container's process runs as, as resolved into its spec.
+    pub user: Option<ProcessUser>,
+}
+
+/// A process's identity: what ContainerStatus reports as `user`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProcessUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
 }
 
 impl Record for ContainerRecord {

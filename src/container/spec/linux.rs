@@ -1,7 +1,7 @@
 //! The `linux` section: namespaces, cgroup resources and path, OOM score, seccomp,
 //! masked and read-only /proc paths.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
@@ -199,11 +199,16 @@ pub(super) fn cgroups_path(parent: &str, id: &str) -> Option<PathBuf> {
     }
 }
 
-/// The seccomp filter for a profile. `RuntimeDefault` yields none until berth
-/// embeds a default profile (see the module docs).
-pub(super) fn seccomp(profile: &SeccompProfile) -> Result<Option<LinuxSeccomp>, SpecError> {
+/// The seccomp filter for a profile, for a process with these capabilities.
+pub(super) fn seccomp(
+    profile: &SeccompProfile,
+    capabilities: &HashSet<String>,
+) -> Result<Option<LinuxSeccomp>, SpecError> {
     let path = match profile {
-        SeccompProfile::Unconfined | SeccompProfile::RuntimeDefault => return Ok(None),
+        SeccompProfile::Unconfined => return Ok(None),
+        SeccompProfile::RuntimeDefault => {
+            return super::seccomp::runtime_default(capabilities).map(Some);
+        }
         SeccompProfile::Localhost(path) => path,
     };
     let invalid = |e: &dyn std::fmt::Display| {

@@ -3,14 +3,14 @@
 //! they would see there.
 //!
 //! Generation reads only what it must: the image's /etc/passwd and /etc/group (to
-//! resolve users and groups), a Localhost seccomp profile, and host devices through
+//! resolve users and groups), a Localhost seccomp profile (`RuntimeDefault` is
+//! berth's own, in `seccomp.rs`), and host devices through
 //! the injected [`DeviceLookup`]. Everything else is the caller's, before it calls:
 //! creating missing host directories of CRI mounts (containerd creates them, 0755),
 //! resolving their symlinks, checking that Bidirectional / HostToContainer sources sit
 //! on shared mounts, and writing the pod's hostname/hosts/resolv.conf files.
 //!
-//! Not generated: a seccomp filter for `RuntimeDefault` (berth embeds no default
-//! profile yet, so such containers run unfiltered), AppArmor and SELinux labels (the
+//! Not generated: AppArmor and SELinux labels (the
 //! host has neither), user namespaces (refused in `cri::convert`), rlimits (runc's
 //! defaults, as containerd leaves them).
 
@@ -19,12 +19,13 @@ mod devices;
 mod linux;
 mod mounts;
 mod process;
+mod seccomp;
 mod user;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
@@ -33,7 +34,7 @@ use oci_spec::runtime::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::container::config::{ContainerConfig, NamespaceMode, SandboxConfig};
+use crate::container::config::{ContainerConfig, NamespaceMode, Resources, SandboxConfig};
 use crate::error::Error;
 
 pub use devices::{DeviceKind, DeviceLookup, HostDevice, HostDevices};
@@ -216,7 +217,7 @@ pub fn sandbox_spec(inputs: &SandboxSpecInputs) -> Result<Spec, SpecError> {
         linux.set_cgroups_path(Some(path));
     }
     if !sc.privileged {
-        linux.set_seccomp(linux::seccomp(&sc.seccomp)?);
+        linux.set_seccomp(linux::seccomp(&sc.seccomp, &bounding_set(&process))?);
     }
     let mut spec = SpecBuilder::default()
         .version(oci_spec::runtime::VERSION)
@@ -238,6 +239,14 @@ pub fn sandbox_spec(inputs: &SandboxSpecInputs) -> Result<Spec, SpecError> {
     let hostname = (!host_network && !config.hostname.is_empty()).then(|| config.hostname.clone());
     spec.set_hostname(hostname);
     Ok(spec)
+}
+
+/// The cgroup limits UpdateContainerResources applies to a running container: the
+/// same mapping as at creation, without device rules (those never change).
+pub fn resources_update(r: &Resources) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
+    let mut resources = linux::resources(r, Vec::new())?;
+    resources.set_devices(None);
+    Ok(resources)
 }
 
 /// An application container of a pod, joining the infra container's namespaces.
@@ -309,7 +318,7 @@ pub fn container_spec(inputs: &ContainerSpecInputs) -> Result<Spec, SpecError> {
     }
     // Privileged containers run unfiltered, as in containerd.
     if !sc.privileged {
-        linux.set_seccomp(linux::seccomp(&sc.seccomp)?);
+        linux.set_seccomp(linux::seccomp(&sc.seccomp, &bounding_set(&process))?);
     }
     let mut spec = SpecBuilder::default()
         .version(oci_spec::runtime::VERSION)
@@ -328,6 +337,21 @@ pub fn container_spec(inputs: &ContainerSpecInputs) -> Result<Spec, SpecError> {
     // oci-spec's builder would otherwise fill in a default of its own.
     spec.set_hostname(None);
     Ok(spec)
+}
+
+/// The capabilities a process may ever hold, by name ("CAP_SYS_ADMIN").
+fn bounding_set(process: &Process) -> HashSet<String> {
+    process
+        .capabilities()
+        .as_ref()
+        .and_then(|c| c.bounding().as_ref())
+        .map(|set| {
+            set.iter()
+                .filter_map(|c| serde_json::to_value(c).ok())
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// oci-spec's builders start from its own defaults; drop the ones containerd does not

@@ -210,7 +210,29 @@ fn devices_carry_their_permissions() {
 fn seccomp_profiles() {
     let mut f = Fixture::new();
     f.config.linux.security_context.seccomp = SeccompProfile::RuntimeDefault;
-    assert!(f.container()["linux"]["seccomp"].is_null());
+    let default = f.container()["linux"]["seccomp"].clone();
+    assert_eq!(default["defaultAction"], "SCMP_ACT_ERRNO");
+    assert_eq!(default["defaultErrnoRet"], 1);
+    // The default capability set has no CAP_SYS_ADMIN: clone is filtered, clone3 refused.
+    let rules = default["syscalls"].as_array().expect("syscalls");
+    let rule_for = |name: &str| {
+        rules
+            .iter()
+            .filter(|r| r["names"].as_array().is_some_and(|n| n.contains(&json!(name))))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(rule_for("clone")[0]["args"][0]["op"], "SCMP_CMP_MASKED_EQ");
+    assert_eq!(rule_for("clone3")[0]["action"], "SCMP_ACT_ERRNO");
+    assert!(rule_for("mount").is_empty());
+    f.config.linux.security_context.privileged = true;
+    f.sandbox.linux.security_context.privileged = true;
+    assert!(
+        f.container()["linux"]["seccomp"].is_null(),
+        "privileged containers run unfiltered"
+    );
+    f.config.linux.security_context.privileged = false;
+    f.sandbox.linux.security_context.privileged = false;
     let profile = f._dir.path().join("profile.json");
     std::fs::write(
         &profile,

@@ -1,0 +1,382 @@
+//! Container and pod stats: CPU and memory read straight from the cgroups (no
+//! shim round trip, so listing 200 containers costs file reads, not RPCs), the
+//! size of each writable layer, and a pod's network counters from its namespace.
+//! A CPU rate needs two readings, so the last reading of each object is kept.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use super::{ContainerFilter, ContainerService};
+use crate::cgroups::{Cgroup, Hierarchies, Memory};
+use crate::error::Result;
+use crate::image::ImageService;
+use crate::sandbox::{Sandbox, SandboxFilter};
+use crate::store::{ContainerPhase, ContainerRecord, SandboxRecord};
+
+/// Below this interval a new CPU reading would make a noisy rate: the last rate
+/// stands instead.
+const MIN_RATE_INTERVAL_NS: i64 = 1_000_000_000;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cpu {
+    /// Cumulative CPU time, nanoseconds.
+    pub usage_ns: u64,
+    /// Average use since the previous reading, in billionths of a core; `None` at
+    /// the first reading.
+    pub nano_cores: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerUsage {
+    /// Where the writable layers live.
+    pub mountpoint: PathBuf,
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ContainerStats {
+    pub container: ContainerRecord,
+    pub timestamp: i64,
+    /// `None` unless the container runs.
+    pub cpu: Option<Cpu>,
+    pub memory: Option<Memory>,
+    pub writable_layer: Option<LayerUsage>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub rx_bytes: u64,
+    pub rx_errors: u64,
+    pub tx_bytes: u64,
+    pub tx_errors: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct PodStats {
+    pub sandbox: SandboxRecord,
+    pub timestamp: i64,
+    pub cpu: Option<Cpu>,
+    pub memory: Option<Memory>,
+    /// The pod's own interfaces; empty with host network.
+    pub interfaces: Vec<Interface>,
+    pub processes: Option<u64>,
+    pub containers: Vec<ContainerStats>,
+}
+
+/// What stats keep between calls: the host's cgroup mounts, each running
+/// object's cgroup (found once from its pid) and its last CPU reading.
+pub(super) struct Sampler {
+    hierarchies: Hierarchies,
+    cgroups: Mutex<HashMap<String, (u32, Cgroup)>>,
+    /// Per id: when, cumulative CPU ns, and the rate then computed.
+    cpu: Mutex<HashMap<String, (i64, u64, Option<u64>)>>,
+}
+
+impl Sampler {
+    pub(super) fn new() -> Sampler {
+        Sampler {
+            hierarchies: Hierarchies::of_this_host(),
+            cgroups: Mutex::new(HashMap::new()),
+            cpu: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cgroup of `pid`, object `id`'s main process.
+    fn cgroup(&self, id: &str, pid: u32) -> Option<Cgroup> {
+        let mut cgroups = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((known, cg)) = cgroups.get(id)
+            && *known == pid
+        {
+            return Some(cg.clone());
+        }
+        let cg = self.hierarchies.of_process(pid)?;
+        cgroups.insert(id.to_string(), (pid, cg.clone()));
+        Some(cg)
+    }
+
+    fn cpu(&self, id: &str, now: i64, usage_ns: u64) -> Cpu {
+        let mut samples = self.cpu.lock().unwrap_or_else(|e| e.into_inner());
+        let nano_cores = match samples.get(id) {
+            Some(&(at, _, rate)) if now - at < MIN_RATE_INTERVAL_NS => {
+                return Cpu {
+                    usage_ns,
+                    nano_cores: rate,
+                };
+            }
+            Some(&(at, before, _)) => Some(rate(before, usage_ns, now - at)),
+            None => None,
+        };
+        samples.insert(id.to_string(), (now, usage_ns, nano_cores));
+        Cpu {
+            usage_ns,
+            nano_cores,
+        }
+    }
+
+    /// Drops what was kept for objects not in `live`.
+    fn retain(&self, live: &dyn Fn(&str) -> bool) {
+        self.cgroups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| live(id));
+        self.cpu
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| live(id));
+    }
+}
+
+/// CPU nanoseconds used per wall nanosecond, in billionths of a core.
+fn rate(before: u64, after: u64, wall_ns: i64) -> u64 {
+    let used = u128::from(after.saturating_sub(before));
+    let wall = u128::from(wall_ns.max(1) as u64);
+    u64::try_from(used * 1_000_000_000 / wall).unwrap_or(u64::MAX)
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or_default()
+}
+
+/// Reads one container's stats; blocking (cgroup files, a walk of its layer).
+fn read_container(sampler: &Sampler, images: &ImageService, c: ContainerRecord) -> ContainerStats {
+    let timestamp = now_nanos();
+    let usage = (c.phase == ContainerPhase::Running && c.pid > 0)
+        .then(|| sampler.cgroup(&c.id, c.pid))
+        .flatten()
+        .map(|cg| cg.read());
+    let cpu = usage
+        .and_then(|u| u.cpu_ns)
+        .map(|ns| sampler.cpu(&c.id, timestamp, ns));
+    let writable_layer = images
+        .writable_layer_usage(&c.id)
+        .map(|(bytes, inodes)| LayerUsage {
+            mountpoint: images.snapshot_store().dir().to_path_buf(),
+            bytes,
+            inodes,
+        });
+    ContainerStats {
+        timestamp,
+        cpu,
+        memory: usage.and_then(|u| u.memory),
+        writable_layer,
+        container: c,
+    }
+}
+
+impl ContainerService {
+    pub async fn stats(&self, id: &str) -> Result<ContainerStats> {
+        let container = self.get(id)?;
+        let (sampler, images) = (self.sampler.clone(), self.images.clone());
+        Ok(
+            tokio::task::spawn_blocking(move || read_container(&sampler, &images, container))
+                .await?,
+        )
+    }
+
+    pub async fn list_stats(&self, filter: &ContainerFilter) -> Result<Vec<ContainerStats>> {
+        let containers = self.list(filter);
+        let (sampler, images) = (self.sampler.clone(), self.images.clone());
+        let all = filter.id.is_empty() && filter.sandbox_id.is_empty() && filter.labels.is_empty();
+        let stats = tokio::task::spawn_blocking(move || {
+            containers
+                .into_iter()
+                .map(|c| read_container(&sampler, &images, c))
+                .collect::<Vec<_>>()
+        })
+        .await?;
+        if all {
+            // A full listing sees every live container: forget the removed ones.
+            let live: std::collections::HashSet<String> = self
+                .list(&ContainerFilter::default())
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
+            let pods: std::collections::HashSet<String> = self
+                .sandboxes
+                .list(&SandboxFilter::default())
+                .into_iter()
+                .map(|p| p.record.id)
+                .collect();
+            self.sampler
+                .retain(&|id| live.contains(id) || pods.contains(id));
+        }
+        Ok(stats)
+    }
+
+    pub async fn pod_stats(&self, id: &str) -> Result<PodStats> {
+        let pod = self.sandboxes.get(id)?;
+        Ok(self.list_pod_stats(vec![pod]).await?.remove(0))
+    }
+
+    /// Stats of each pod in `pods`, with its containers'.
+    pub async fn list_pod_stats(&self, pods: Vec<Sandbox>) -> Result<Vec<PodStats>> {
+        let with_containers: Vec<(SandboxRecord, Vec<ContainerRecord>)> = pods
+            .into_iter()
+            .map(|p| {
+                let filter = ContainerFilter {
+                    sandbox_id: p.record.id.clone(),
+                    ..Default::default()
+                };
+                let containers = self.list(&filter);
+                (p.record, containers)
+            })
+            .collect();
+        let (sampler, images) = (self.sampler.clone(), self.images.clone());
+        Ok(tokio::task::spawn_blocking(move || {
+            with_containers
+                .into_iter()
+                .map(|(pod, containers)| read_pod(&sampler, &images, pod, containers))
+                .collect()
+        })
+        .await?)
+    }
+}
+
+/// A pod's cgroup is the parent of its infra container's when the kubelet gave a
+/// cgroup parent; without one the pod is the sum of its infra and containers.
+fn read_pod(
+    sampler: &Sampler,
+    images: &ImageService,
+    sandbox: SandboxRecord,
+    containers: Vec<ContainerRecord>,
+) -> PodStats {
+    let timestamp = now_nanos();
+    let containers: Vec<ContainerStats> = containers
+        .into_iter()
+        .map(|c| read_container(sampler, images, c))
+        .collect();
+    let infra = (sandbox.pid > 0)
+        .then(|| sampler.cgroup(&sandbox.id, sandbox.pid))
+        .flatten();
+    let (cpu_ns, memory, processes) = match infra {
+        Some(cg) if !sandbox.config.linux.cgroup_parent.is_empty() => {
+            let u = cg.parent().read();
+            (u.cpu_ns, u.memory, u.pids)
+        }
+        Some(cg) => {
+            let infra = cg.read();
+            let running = containers
+                .iter()
+                .filter(|c| c.cpu.is_some() || c.memory.is_some());
+            let cpu = running
+                .clone()
+                .filter_map(|c| c.cpu)
+                .map(|c| c.usage_ns)
+                .sum::<u64>();
+            let memory = running
+                .clone()
+                .filter_map(|c| c.memory)
+                .chain(infra.memory)
+                .reduce(add_memory);
+            (infra.cpu_ns.map(|ns| ns + cpu), memory, infra.pids)
+        }
+        None => (None, None, None),
+    };
+    let interfaces = match (&sandbox.netns, sandbox.pid) {
+        (Some(_), pid) if pid > 0 => std::fs::read_to_string(format!("/proc/{pid}/net/dev"))
+            .map(|text| net_dev(&text))
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    PodStats {
+        cpu: cpu_ns.map(|ns| sampler.cpu(&sandbox.id, timestamp, ns)),
+        memory,
+        interfaces,
+        processes,
+        containers,
+        timestamp,
+        sandbox,
+    }
+}
+
+fn add_memory(a: Memory, b: Memory) -> Memory {
+    Memory {
+        usage: a.usage + b.usage,
+        working_set: a.working_set + b.working_set,
+        rss: a.rss + b.rss,
+        page_faults: a.page_faults + b.page_faults,
+        major_page_faults: a.major_page_faults + b.major_page_faults,
+        limit: None,
+    }
+}
+
+/// `/proc/<pid>/net/dev`: two header lines, then `name: rx_bytes packets errs drop
+/// fifo frame compressed multicast tx_bytes packets errs ...`. Loopback is left out.
+fn net_dev(text: &str) -> Vec<Interface> {
+    text.lines()
+        .skip(2)
+        .filter_map(|line| {
+            let (name, counters) = line.split_once(':')?;
+            let name = name.trim();
+            let n: Vec<u64> = counters
+                .split_whitespace()
+                .map(|v| v.parse().unwrap_or(0))
+                .collect();
+            (name != "lo" && n.len() >= 11).then(|| Interface {
+                name: name.to_string(),
+                rx_bytes: n[0],
+                rx_errors: n[2],
+                tx_bytes: n[8],
+                tx_errors: n[10],
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_rate_in_nano_cores() {
+        // Half a second of CPU in one second of wall time is half a core.
+        assert_eq!(rate(1_000, 500_001_000, 1_000_000_000), 500_000_000);
+        // A counter that went backwards (a new cgroup) is no use, not a panic.
+        assert_eq!(rate(10, 5, 1_000_000_000), 0);
+    }
+
+    #[test]
+    fn first_reading_has_no_rate_and_close_readings_keep_the_last() {
+        let s = Sampler {
+            hierarchies: Hierarchies::default(),
+            cgroups: Mutex::new(HashMap::new()),
+            cpu: Mutex::new(HashMap::new()),
+        };
+        assert_eq!(s.cpu("c", 0, 100).nano_cores, None);
+        let second = s.cpu("c", 2_000_000_000, 1_000_000_100);
+        assert_eq!(second.nano_cores, Some(500_000_000));
+        let close = s.cpu("c", 2_000_000_500, 1_000_000_200);
+        assert_eq!(
+            (close.usage_ns, close.nano_cores),
+            (1_000_000_200, Some(500_000_000))
+        );
+        s.retain(&|id| id != "c");
+        assert_eq!(s.cpu("c", 3_000_000_000, 5).nano_cores, None);
+    }
+
+    #[test]
+    fn net_dev_skips_loopback() {
+        let text = "\
+Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:     140       2    0    0    0     0          0         0      140       2    0    0    0     0       0          0
+  eth0:    1296      16    1    0    0     0          0         0      936      12    3    0    0     0       0          0
+";
+        assert_eq!(
+            net_dev(text),
+            vec![Interface {
+                name: "eth0".into(),
+                rx_bytes: 1296,
+                rx_errors: 1,
+                tx_bytes: 936,
+                tx_errors: 3,
+            }]
+        );
+    }
+}
