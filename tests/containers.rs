@@ -117,12 +117,16 @@ async fn lifecycle_logs_exec_and_list() {
     w.remove(&id).await.expect("removing twice is fine");
     w.stop(&id, 1).await;
 
-    // Removing the pod removes its remaining container.
+    // Removing the pod removes its remaining container. Its image, removed while
+    // the container still used it, goes with it.
+    w.cri.remove(&w.image).await.expect("RemoveImage of an image in use");
+    assert!(!w.env.snapshot_fs_dirs().is_empty(), "the container's layers stay");
     pod::stop(&w.cri, &pod.0).await.unwrap();
     assert_eq!(w.status(&other).await.state, EXITED);
     pod::remove(&w.cri, &pod.0).await.unwrap();
     assert!(w.list(cri::ContainerFilter::default()).await.is_empty());
     assert!(common::dir_entries(&w.env.state.join("containers")).is_empty());
+    assert_eq!(w.env.snapshot_fs_dirs(), Vec::<PathBuf>::new());
 }
 
 #[tokio::test(flavor = "multi_thread")]

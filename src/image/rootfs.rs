@@ -125,11 +125,43 @@ impl ImageService {
         Some(self.snapshots.usage_of(snapshot))
     }
 
-    /// Ends the lease of container `id` and collects what only it held: its writable
-    /// layer, and the image's content if the image was removed meanwhile.
+    /// Ends the lease of container `id` and deletes its writable layer. Only if
+    /// the container outlived its image is there more to collect: then a full
+    /// collection runs. (A collection per removal would read every lease each time,
+    /// which grows with the number of containers.)
     pub async fn release_rootfs(&self, id: &str) -> Result<()> {
-        self.store
-            .write(|tx| tx.delete::<LeaseRecord>(&lease_id(id)))?;
-        self.collect_garbage().await
+        let key = active_key(id);
+        let lease = self.store.get::<LeaseRecord>(&lease_id(id))?;
+        self.store.write(|tx| {
+            tx.delete::<LeaseRecord>(&lease_id(id))?;
+            tx.delete::<SnapshotRecord>(&key)
+        })?;
+        let layer = self
+            .snapshot_index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        // The record is gone: a crash before the directory follows leaves a
+        // directory without a record, which start-up deletes.
+        if let Some(layer) = layer {
+            let snapshots = self.snapshots.clone();
+            tokio::task::spawn_blocking(move || snapshots.remove(layer.id)).await??;
+        }
+        let image_layers = lease.map(|l| {
+            l.chain_ids
+                .into_iter()
+                .filter(|c| *c != key)
+                .collect::<Vec<_>>()
+        });
+        let image_still_there = image_layers.is_some_and(|layers| {
+            self.read_images()
+                .values()
+                .any(|image| image.chain_ids == layers)
+        });
+        if image_still_there {
+            Ok(())
+        } else {
+            self.collect_garbage().await
+        }
     }
 }
