@@ -55,3 +55,10 @@ e2e-containerd: build
 
 clean:
 	$(CARGO) clean
+
+## Not in CI: upstream critest against a berthd of its own, images built offline
+## and served from a local registry (critest/run.sh; skips when critest is not in
+## PATH). RUNTIME=containerd runs the same against Debian's containerd 1.6.
+.PHONY: critest
+critest:
+	critest/run.sh
