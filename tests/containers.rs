@@ -119,8 +119,14 @@ async fn lifecycle_logs_exec_and_list() {
 
     // Removing the pod removes its remaining container. Its image, removed while
     // the container still used it, goes with it.
-    w.cri.remove(&w.image).await.expect("RemoveImage of an image in use");
-    assert!(!w.env.snapshot_fs_dirs().is_empty(), "the container's layers stay");
+    w.cri
+        .remove(&w.image)
+        .await
+        .expect("RemoveImage of an image in use");
+    assert!(
+        !w.env.snapshot_fs_dirs().is_empty(),
+        "the container's layers stay"
+    );
     pod::stop(&w.cri, &pod.0).await.unwrap();
     assert_eq!(w.status(&other).await.state, EXITED);
     pod::remove(&w.cri, &pod.0).await.unwrap();
@@ -346,4 +352,54 @@ async fn containers_through_debians_runc_shim() {
     pod::remove(&w.cri, &pod.0).await.unwrap();
     assert!(w.list(cri::ContainerFilter::default()).await.is_empty());
     assert!(common::dir_entries(&w.env.state.join("pods")).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn container_events_follow_the_lifecycle() {
+    let Some(w) = World::start().await else {
+        return;
+    };
+    let mut events = w
+        .cri
+        .runtime_client()
+        .get_container_events(cri::GetEventsRequest {})
+        .await
+        .expect("GetContainerEvents")
+        .into_inner();
+    let pod = w.run_pod("evented").await;
+    let id = w.run(&pod, "app", "exec sleep 1000").await;
+    w.stop(&id, 1).await;
+    w.remove(&id).await.expect("RemoveContainer");
+
+    use cri::ContainerEventType::*;
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.message())
+            .await
+            .unwrap_or_else(|_| panic!("no event after {seen:?}"))
+            .expect("event stream")
+            .expect("an event");
+        assert_eq!(event.container_id, id);
+        let pod_status = event.pod_sandbox_status.expect("the pod's status");
+        assert_eq!(pod_status.id, pod.0);
+        let kind = cri::ContainerEventType::try_from(event.container_event_type).unwrap();
+        if kind == ContainerStartedEvent {
+            assert_eq!(event.containers_statuses[0].state, RUNNING);
+        }
+        if kind == ContainerDeletedEvent {
+            assert!(event.containers_statuses.is_empty());
+        }
+        seen.push(kind);
+    }
+    assert_eq!(
+        seen,
+        vec![
+            ContainerCreatedEvent,
+            ContainerStartedEvent,
+            ContainerStoppedEvent,
+            ContainerDeletedEvent
+        ]
+    );
+    pod::stop(&w.cri, &pod.0).await.unwrap();
+    pod::remove(&w.cri, &pod.0).await.unwrap();
 }

@@ -412,6 +412,46 @@ async fn bind_mounts_read_only_a_file_a_created_source_and_host_to_container() {
     assert!(options_of("/ro").contains(&"ro".to_string()));
     assert!(options_of("/rw.txt").contains(&"rw".to_string()));
 
+    // Read-only is not recursive unless asked: the tmpfs below the shared
+    // directory stays writable in a plain read-only mount, not in an `rro` one.
+    let mut config = w.container_config("rro", "exec sleep 1000");
+    let private = cri::MountPropagation::PropagationPrivate;
+    config.mounts = vec![
+        bind(&shared.0, "/plain", true, private),
+        cri::Mount {
+            recursive_read_only: true,
+            ..bind(&shared.0, "/rro", true, private)
+        },
+    ];
+    let rro = w.create(&pod, config).await.expect("CreateContainer");
+    w.start_container(&rro).await;
+    let out = w
+        .exec(&rro, &["sh", "-c", "touch /plain/sub/plain-ok"], 10)
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    let out = w
+        .exec(&rro, &["sh", "-c", "touch /rro/sub/rro-bad"], 10)
+        .await
+        .unwrap();
+    assert_ne!(out.exit_code, 0, "wrote below a recursive read-only mount");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Read-only file system"),
+        "{out:?}"
+    );
+    // Writable and recursively read-only at once is refused by name.
+    let mut config = w.container_config("rro-rw", "exec sleep 1000");
+    config.mounts = vec![cri::Mount {
+        recursive_read_only: true,
+        ..bind(&shared.0, "/rro", false, private)
+    }];
+    let err = w.create(&pod, config).await.unwrap_err();
+    common::assert_error(
+        &err,
+        tonic::Code::InvalidArgument,
+        &["mounts[0].recursive_read_only"],
+    );
+
     pod::stop(&w.cri, &pod.0).await.unwrap();
     pod::remove(&w.cri, &pod.0).await.unwrap();
 }

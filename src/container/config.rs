@@ -47,6 +47,8 @@ pub struct Mount {
     pub container_path: String,
     pub host_path: String,
     pub readonly: bool,
+    /// Submounts read-only too (`rro`); needs `readonly` and private propagation.
+    pub recursive_read_only: bool,
     pub propagation: MountPropagation,
 }
 

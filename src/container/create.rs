@@ -46,6 +46,15 @@ impl ContainerService {
                 sandbox.id()
             ))
         })?;
+        let handler = &sandbox.record.runtime_handler;
+        if let Some(m) = config.mounts.iter().find(|m| m.recursive_read_only)
+            && !self.handler_features(handler).recursive_read_only_mounts
+        {
+            return Err(Error::InvalidArgument(format!(
+                "mount {}: runtime handler {handler:?} does not support recursive read-only mounts",
+                m.container_path
+            )));
+        }
         let id = new_id();
         let name = container_name(&config, &sandbox.record.config);
         self.names.reserve(&name, &id)?;

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub(crate) mod create;
+mod events;
 mod exec;
 pub(crate) mod image_config;
 mod io;
@@ -12,6 +13,7 @@ pub mod spec;
 mod stats;
 mod update;
 
+pub use events::{ContainerEvent, ContainerEventKind};
 pub use exec::ExecOutput;
 pub use service::{ContainerFilter, ContainerService};
 pub use stats::{ContainerStats, Cpu, Interface, LayerUsage, PodStats};

@@ -2,18 +2,20 @@
 //! lock per container for calls that change it, and recovery after a restart.
 //! Lifecycle calls live in `create.rs`, `lifecycle.rs` and `exec.rs`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::{OwnedMutexGuard, broadcast};
 
+use super::events::{self, ContainerEvent, ContainerEventKind};
 use super::io::Output;
 use super::spec::HostFacts;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::image::ImageService;
 use crate::sandbox::{NameIndex, Sandbox, SandboxService};
+use crate::shim::features::{self, HandlerFeatures};
 use crate::shim::{ShimEvent, TaskClient};
 use crate::store::{ContainerPhase, ContainerRecord, Store};
 
@@ -31,6 +33,9 @@ pub struct ContainerService {
     /// Containers the kernel OOM-killed, until their exit is recorded.
     pub(super) oom_killed: Mutex<HashSet<String>>,
     pub(super) sampler: Arc<super::stats::Sampler>,
+    events: broadcast::Sender<ContainerEvent>,
+    /// What each runtime handler's OCI runtime can do.
+    features: BTreeMap<String, HandlerFeatures>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -54,6 +59,8 @@ impl ContainerService {
         host: HostFacts,
         events: &broadcast::Sender<ShimEvent>,
     ) -> Result<Arc<ContainerService>> {
+        let probed = config.clone();
+        let features = tokio::task::spawn_blocking(move || features::probe_all(&probed)).await?;
         let service = Arc::new(ContainerService {
             config,
             store,
@@ -65,6 +72,8 @@ impl ContainerService {
             outputs: Mutex::new(HashMap::new()),
             oom_killed: Mutex::new(HashSet::new()),
             sampler: Arc::new(super::stats::Sampler::new()),
+            events: events::channel(),
+            features,
             locks: Mutex::new(HashMap::new()),
         });
         service.clone().watch_ooms(events.subscribe());
@@ -91,6 +100,16 @@ impl ContainerService {
                 }
             }
         });
+    }
+
+    /// The features of runtime handler `name` ("" is the default one).
+    pub fn handler_features(&self, name: &str) -> HandlerFeatures {
+        let name = if name.is_empty() {
+            self.config.default_runtime.as_str()
+        } else {
+            name
+        };
+        self.features.get(name).copied().unwrap_or_default()
     }
 
     /// The container with this id or unique id prefix.
@@ -215,19 +234,43 @@ impl ContainerService {
     /// Commits `record` (one transaction), then shows it in the index.
     pub(super) fn save(&self, record: &ContainerRecord) -> Result<()> {
         self.store.write(|tx| tx.put(record))?;
-        self.containers
+        let before = self
+            .containers
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(record.id.clone(), record.clone());
+            .insert(record.id.clone(), record.clone())
+            .map(|r| r.phase);
+        if let Some(kind) = events::transition(before, record.phase) {
+            self.publish(record, kind);
+        }
         Ok(())
+    }
+
+    /// Lifecycle events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<ContainerEvent> {
+        self.events.subscribe()
+    }
+
+    fn publish(&self, record: &ContainerRecord, kind: ContainerEventKind) {
+        // No subscriber is not an error: the kubelet may not use events.
+        let _ = self.events.send(ContainerEvent {
+            container_id: record.id.clone(),
+            sandbox_id: record.sandbox_id.clone(),
+            kind,
+            at: crate::image::now_nanos(),
+        });
     }
 
     pub(super) fn forget(&self, id: &str) -> Result<()> {
         self.store.write(|tx| tx.delete::<ContainerRecord>(id))?;
-        self.containers
+        let removed = self
+            .containers
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+        if let Some(record) = removed.filter(|r| r.phase != ContainerPhase::Creating) {
+            self.publish(&record, ContainerEventKind::Deleted);
+        }
         self.outputs
             .lock()
             .unwrap_or_else(|e| e.into_inner())

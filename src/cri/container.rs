@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use k8s_cri::v1 as cri;
 use serde_json::json;
 
-use crate::container::ContainerFilter;
 use crate::container::config::{MountPropagation, Resources};
+use crate::container::{ContainerEvent, ContainerEventKind, ContainerFilter};
+use crate::sandbox::Sandbox;
 use crate::store::{ContainerPhase, ContainerRecord};
 
 fn state(phase: ContainerPhase) -> i32 {
@@ -168,4 +169,25 @@ pub fn verbose_info(c: &ContainerRecord) -> HashMap<String, String> {
         "config": c.config,
     });
     HashMap::from([("info".to_string(), info.to_string())])
+}
+
+/// A lifecycle event with the pod's status and its containers' as they are now.
+pub fn event(
+    e: &ContainerEvent,
+    pod: Option<&Sandbox>,
+    containers: &[ContainerRecord],
+) -> cri::ContainerEventResponse {
+    let kind = match e.kind {
+        ContainerEventKind::Created => cri::ContainerEventType::ContainerCreatedEvent,
+        ContainerEventKind::Started => cri::ContainerEventType::ContainerStartedEvent,
+        ContainerEventKind::Stopped => cri::ContainerEventType::ContainerStoppedEvent,
+        ContainerEventKind::Deleted => cri::ContainerEventType::ContainerDeletedEvent,
+    };
+    cri::ContainerEventResponse {
+        container_id: e.container_id.clone(),
+        container_event_type: kind as i32,
+        created_at: e.at,
+        pod_sandbox_status: pod.map(super::sandbox::status),
+        containers_statuses: containers.iter().map(status).collect(),
+    }
 }

@@ -158,10 +158,23 @@ fn mount(i: usize, m: &cri::Mount) -> Result<Mount, Error> {
         Ok(cri::MountPropagation::PropagationBidirectional) => MountPropagation::Bidirectional,
         Err(_) => return Err(invalid(&field("propagation"), m.propagation)),
     };
+    if m.recursive_read_only && !m.readonly {
+        return Err(invalid(
+            &field("recursive_read_only"),
+            "needs readonly: a recursive read-only mount cannot be writable",
+        ));
+    }
+    if m.recursive_read_only && propagation != MountPropagation::Private {
+        return Err(invalid(
+            &field("recursive_read_only"),
+            "needs private propagation: submounts arriving later could not be made read-only",
+        ));
+    }
     Ok(Mount {
         container_path: m.container_path.clone(),
         host_path: m.host_path.clone(),
         readonly: m.readonly,
+        recursive_read_only: m.recursive_read_only,
         propagation,
     })
 }

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
+use tokio::sync::broadcast;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use super::{container, convert, sandbox, stats, status};
 use crate::config::{CgroupDriver, Config};
-use crate::container::ContainerService;
+use crate::container::{ContainerFilter, ContainerService};
 use crate::container::config::{ContainerConfig, SandboxConfig};
 use crate::error::Error;
 use crate::sandbox::SandboxService;
@@ -61,16 +62,21 @@ impl CriRuntimeService {
 
 impl CriRuntimeService {
     /// The configured handlers; the one named "" is the default, as the kubelet
-    /// reads it. runc 1.1 has neither recursive read-only mounts nor user namespaces
-    /// for pods, so no handler claims them.
+    /// reads it. User namespaces for pods need idmapped mounts, which runc 1.1
+    /// lacks, so no handler claims them.
     fn runtime_handlers(&self) -> Vec<cri::RuntimeHandler> {
-        let features = Some(cri::RuntimeHandlerFeatures {
-            recursive_read_only_mounts: false,
-            user_namespaces: false,
-        });
         std::iter::once(String::new())
             .chain(self.info.config.runtimes.keys().cloned())
-            .map(|name| cri::RuntimeHandler { name, features })
+            .map(|name| {
+                let features = self.info.containers.handler_features(&name);
+                cri::RuntimeHandler {
+                    name,
+                    features: Some(cri::RuntimeHandlerFeatures {
+                        recursive_read_only_mounts: features.recursive_read_only_mounts,
+                        user_namespaces: false,
+                    }),
+                }
+            })
             .collect()
     }
 }
@@ -192,7 +198,30 @@ impl RuntimeService for CriRuntimeService {
         &self,
         _request: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        Err(unimplemented("get_container_events"))
+        let receiver = self.info.containers.subscribe();
+        let events = futures::stream::unfold(
+            (receiver, self.info.clone()),
+            |(mut receiver, info)| async move {
+                loop {
+                    match receiver.recv().await {
+                        Ok(event) => {
+                            let pod = info.sandboxes.get(&event.sandbox_id).ok();
+                            let containers = info.containers.list(&ContainerFilter {
+                                sandbox_id: event.sandbox_id.clone(),
+                                ..Default::default()
+                            });
+                            let response = container::event(&event, pod.as_ref(), &containers);
+                            return Some((Ok(response), (receiver, info)));
+                        }
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(missed = n, "a container event subscriber fell behind");
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            },
+        );
+        Ok(Response::new(Box::pin(events)))
     }
 
     async fn run_pod_sandbox(

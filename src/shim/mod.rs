@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod events;
+pub mod features;
 pub mod launch;
 
 pub use client::TaskClient;

@@ -104,6 +104,9 @@ pub struct HostFacts {
     pub min_oom_score_adj: i32,
     /// cgroup v2 hosts give unprivileged containers their own cgroup namespace.
     pub cgroup_v2: bool,
+    /// berthd's effective capabilities, a bit per capability number: the most a
+    /// privileged container can get.
+    pub capabilities: u64,
 }
 
 impl HostFacts {
@@ -113,11 +116,12 @@ impl HostFacts {
     pub fn of_this_host() -> HostFacts {
         const CAP_SYS_RESOURCE: u32 = 24;
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let may_lower = status
+        let capabilities = status
             .lines()
             .find_map(|l| l.strip_prefix("CapEff:"))
             .and_then(|caps| u64::from_str_radix(caps.trim(), 16).ok())
-            .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0);
+            .unwrap_or(0);
+        let may_lower = capabilities & (1 << CAP_SYS_RESOURCE) != 0;
         let own = std::fs::read_to_string("/proc/self/oom_score_adj")
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -126,6 +130,7 @@ impl HostFacts {
         HostFacts {
             min_oom_score_adj,
             cgroup_v2: Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
+            capabilities,
         }
     }
 }
@@ -177,7 +182,11 @@ pub fn sandbox_spec(inputs: &SandboxSpecInputs) -> Result<Spec, SpecError> {
         .args(process::sandbox_args(inputs.image)?)
         .env(process::environment(&inputs.image.env, &[], None))
         .cwd(process::working_dir("", &inputs.image.working_dir))
-        .capabilities(process::capabilities(&Default::default(), false)?)
+        .capabilities(process::capabilities(
+            &Default::default(),
+            false,
+            inputs.host.capabilities,
+        )?)
         .no_new_privileges(true)
         .oom_score_adj(linux::clamp_oom(
             SANDBOX_OOM_SCORE_ADJ.into(),
@@ -280,7 +289,11 @@ pub fn container_spec(inputs: &ContainerSpecInputs) -> Result<Spec, SpecError> {
             &config.working_dir,
             &inputs.image.working_dir,
         ))
-        .capabilities(process::capabilities(&sc.capabilities, sc.privileged)?)
+        .capabilities(process::capabilities(
+            &sc.capabilities,
+            sc.privileged,
+            inputs.host.capabilities,
+        )?)
         .no_new_privileges(sc.no_new_privs)
         .oom_score_adj(linux::clamp_oom(
             config.linux.resources.oom_score_adj,

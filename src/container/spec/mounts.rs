@@ -168,11 +168,11 @@ fn cri_mount(m: &Mount) -> Result<OciMount, SpecError> {
     };
     // A read-only rootfs does not make bind mounts read-only: each says for itself.
     let mode = if m.readonly { "ro" } else { "rw" };
-    bind(
-        Path::new(&m.host_path),
-        &m.container_path,
-        &["rbind", propagation, mode],
-    )
+    let mut options = vec!["rbind", propagation, mode];
+    if m.recursive_read_only {
+        options.push("rro");
+    }
+    bind(Path::new(&m.host_path), &m.container_path, &options)
 }
 
 /// The defaults not overridden by a supplied mount, then the supplied ones, parents

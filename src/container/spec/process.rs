@@ -27,55 +27,64 @@ const DEFAULT_CAPABILITIES: [Capability; 14] = [
     Capability::AuditWrite,
 ];
 
-/// Every capability up to CAP_CHECKPOINT_RESTORE (Linux 5.9): what "ALL" and
-/// privileged mean. runc skips any the running kernel does not know.
-fn all_capabilities() -> CapSet {
+/// Every capability up to CAP_CHECKPOINT_RESTORE (Linux 5.9) with its bit number.
+const ALL_CAPABILITIES: [(Capability, u32); 41] = {
     use Capability::*;
     [
-        AuditControl,
-        AuditRead,
-        AuditWrite,
-        BlockSuspend,
-        Bpf,
-        CheckpointRestore,
-        Chown,
-        DacOverride,
-        DacReadSearch,
-        Fowner,
-        Fsetid,
-        IpcLock,
-        IpcOwner,
-        Kill,
-        Lease,
-        LinuxImmutable,
-        MacAdmin,
-        MacOverride,
-        Mknod,
-        NetAdmin,
-        NetBindService,
-        NetBroadcast,
-        NetRaw,
-        Perfmon,
-        Setgid,
-        Setfcap,
-        Setpcap,
-        Setuid,
-        SysAdmin,
-        SysBoot,
-        SysChroot,
-        SysModule,
-        SysNice,
-        SysPacct,
-        SysPtrace,
-        SysRawio,
-        SysResource,
-        SysTime,
-        SysTtyConfig,
-        Syslog,
-        WakeAlarm,
+        (AuditControl, 30),
+        (AuditRead, 37),
+        (AuditWrite, 29),
+        (BlockSuspend, 36),
+        (Bpf, 39),
+        (CheckpointRestore, 40),
+        (Chown, 0),
+        (DacOverride, 1),
+        (DacReadSearch, 2),
+        (Fowner, 3),
+        (Fsetid, 4),
+        (IpcLock, 14),
+        (IpcOwner, 15),
+        (Kill, 5),
+        (Lease, 28),
+        (LinuxImmutable, 9),
+        (MacAdmin, 33),
+        (MacOverride, 32),
+        (Mknod, 27),
+        (NetAdmin, 12),
+        (NetBindService, 10),
+        (NetBroadcast, 11),
+        (NetRaw, 13),
+        (Perfmon, 38),
+        (Setgid, 6),
+        (Setfcap, 31),
+        (Setpcap, 8),
+        (Setuid, 7),
+        (SysAdmin, 21),
+        (SysBoot, 22),
+        (SysChroot, 18),
+        (SysModule, 16),
+        (SysNice, 23),
+        (SysPacct, 20),
+        (SysPtrace, 19),
+        (SysRawio, 17),
+        (SysResource, 24),
+        (SysTime, 25),
+        (SysTtyConfig, 26),
+        (Syslog, 34),
+        (WakeAlarm, 35),
     ]
-    .into_iter()
-    .collect()
+};
+
+/// What "ALL" and privileged mean: every capability berthd itself holds (`held`,
+/// its effective set as a bit mask). runc cannot grant one it lacks, so asking for
+/// more would fail the container, as on hosts that withhold CAP_SYS_RESOURCE
+/// even from root; containerd grants its own current set for the same reason.
+fn all_capabilities(held: u64) -> CapSet {
+    ALL_CAPABILITIES
+        .into_iter()
+        .filter(|(_, bit)| held & (1 << bit) != 0)
+        .map(|(cap, _)| cap)
+        .collect()
 }
 
 /// The infra container runs its image's entrypoint and cmd; CRI cannot override them.
@@ -159,14 +168,15 @@ pub(super) fn working_dir(cri: &str, image: &str) -> String {
 pub(super) fn capabilities(
     requested: &Capabilities,
     privileged: bool,
+    held: u64,
 ) -> Result<LinuxCapabilities, SpecError> {
     let is_all = |c: &String| c.eq_ignore_ascii_case("ALL");
     let mut caps: CapSet = DEFAULT_CAPABILITIES.into_iter().collect();
     if privileged {
-        caps = all_capabilities();
+        caps = all_capabilities(held);
     } else {
         if requested.add_capabilities.iter().any(is_all) {
-            caps = all_capabilities();
+            caps = all_capabilities(held);
         }
         if requested.drop_capabilities.iter().any(is_all) {
             caps.clear();

@@ -163,6 +163,30 @@ fn invalid_container_fields_are_named() {
         ),
         (
             |c| {
+                c.mounts = vec![cri::Mount {
+                    container_path: "/a".into(),
+                    host_path: "/srv".into(),
+                    recursive_read_only: true,
+                    ..Default::default()
+                }]
+            },
+            "mounts[0].recursive_read_only",
+        ),
+        (
+            |c| {
+                c.mounts = vec![cri::Mount {
+                    container_path: "/a".into(),
+                    host_path: "/srv".into(),
+                    readonly: true,
+                    recursive_read_only: true,
+                    propagation: cri::MountPropagation::PropagationBidirectional as i32,
+                    ..Default::default()
+                }]
+            },
+            "mounts[0].recursive_read_only",
+        ),
+        (
+            |c| {
                 c.devices = vec![cri::Device {
                     host_path: "/dev/x".into(),
                     permissions: "rx".into(),

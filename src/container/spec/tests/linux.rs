@@ -218,7 +218,11 @@ fn seccomp_profiles() {
     let rule_for = |name: &str| {
         rules
             .iter()
-            .filter(|r| r["names"].as_array().is_some_and(|n| n.contains(&json!(name))))
+            .filter(|r| {
+                r["names"]
+                    .as_array()
+                    .is_some_and(|n| n.contains(&json!(name)))
+            })
             .cloned()
             .collect::<Vec<_>>()
     };

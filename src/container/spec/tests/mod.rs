@@ -107,6 +107,8 @@ impl Fixture {
             host: HostFacts {
                 min_oom_score_adj: -999,
                 cgroup_v2: true,
+                // Every capability through CAP_CHECKPOINT_RESTORE (40).
+                capabilities: (1 << 41) - 1,
             },
         }
     }

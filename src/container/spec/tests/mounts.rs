@@ -53,12 +53,14 @@ fn cri_mounts_replace_pod_files_and_set_propagation() {
             host_path: "/srv/cache".into(),
             readonly: true,
             propagation: MountPropagation::HostToContainer,
+            ..Default::default()
         },
         Mount {
             container_path: "/data".into(),
             host_path: "/srv/data".into(),
             readonly: false,
             propagation: MountPropagation::Private,
+            ..Default::default()
         },
         Mount {
             container_path: "/etc/hosts".into(),
@@ -92,6 +94,18 @@ fn cri_mounts_replace_pod_files_and_set_propagation() {
     assert_eq!(
         mount(&spec, "/data").expect("data")["options"],
         json!(["rbind", "rshared", "rw"])
+    );
+
+    // Recursively read-only: submounts too, through runc's `rro`.
+    f.config.mounts[1] = Mount {
+        readonly: true,
+        recursive_read_only: true,
+        ..f.config.mounts[1].clone()
+    };
+    f.config.mounts[1].propagation = MountPropagation::Private;
+    assert_eq!(
+        mount(&f.container(), "/data").expect("data")["options"],
+        json!(["rbind", "rprivate", "ro", "rro"])
     );
 
     // A /dev of the user's own replaces every default under /dev.

@@ -177,6 +177,13 @@ fn capabilities_default_add_drop_and_all() {
     requested.add_capabilities = vec!["ALL".into()];
     requested.drop_capabilities = vec!["CHOWN".into()];
     assert_eq!(caps(&f).len(), 40);
+    // "ALL" is all that berthd holds: a host that withholds CAP_SYS_RESOURCE
+    // (bit 24) from root gets containers without it, not a failed create.
+    f.host.capabilities &= !(1 << 24);
+    let without = caps(&f);
+    assert_eq!(without.len(), 39);
+    assert!(!without.contains(&"CAP_SYS_RESOURCE".to_string()));
+    f.host.capabilities = (1 << 41) - 1;
 
     let requested = &mut f.config.linux.security_context.capabilities;
     requested.add_capabilities = vec!["NET_RAW".into()];

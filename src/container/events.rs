@@ -1,0 +1,72 @@
+//! Container lifecycle events for the kubelet's evented PLEG (GetContainerEvents).
+//! They come from the one place a container's record changes, `save`/`forget`, so
+//! no transition can be missed; a subscriber that falls behind loses the oldest.
+
+use tokio::sync::broadcast;
+
+use crate::store::ContainerPhase;
+
+/// How many events a slow subscriber may fall behind before it loses some.
+pub(super) const EVENT_BACKLOG: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerEventKind {
+    Created,
+    Started,
+    Stopped,
+    Deleted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEvent {
+    pub container_id: String,
+    pub sandbox_id: String,
+    pub kind: ContainerEventKind,
+    /// Nanoseconds since the epoch.
+    pub at: i64,
+}
+
+/// The event a change of phase means, if any.
+pub(super) fn transition(
+    before: Option<ContainerPhase>,
+    after: ContainerPhase,
+) -> Option<ContainerEventKind> {
+    if before == Some(after) {
+        return None;
+    }
+    match after {
+        ContainerPhase::Created => Some(ContainerEventKind::Created),
+        ContainerPhase::Running => Some(ContainerEventKind::Started),
+        ContainerPhase::Exited | ContainerPhase::Unknown => Some(ContainerEventKind::Stopped),
+        ContainerPhase::Creating => None,
+    }
+}
+
+pub(super) fn channel() -> broadcast::Sender<ContainerEvent> {
+    broadcast::channel(EVENT_BACKLOG).0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ContainerPhase::*;
+
+    #[test]
+    fn phases_to_events() {
+        assert_eq!(transition(None, Creating), None);
+        assert_eq!(
+            transition(Some(Creating), Created),
+            Some(ContainerEventKind::Created)
+        );
+        assert_eq!(
+            transition(Some(Created), Running),
+            Some(ContainerEventKind::Started)
+        );
+        assert_eq!(
+            transition(Some(Running), Exited),
+            Some(ContainerEventKind::Stopped)
+        );
+        // Saving a record again (an update of its resources) is not an event.
+        assert_eq!(transition(Some(Running), Running), None);
+    }
+}

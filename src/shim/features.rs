@@ -1,0 +1,69 @@
+//! What each runtime handler's OCI runtime can do, asked once at start with
+//! `<runtime> features` (runc 1.1+, crun 1.8+). Status advertises it to the kubelet,
+//! and CreateContainer refuses what the handler cannot do before anything is made.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+
+use crate::config::Config;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandlerFeatures {
+    /// The runtime knows the `rro` mount option (and the kernel has mount_setattr).
+    pub recursive_read_only_mounts: bool,
+}
+
+/// The features of every configured handler, by name.
+pub fn probe_all(config: &Config) -> BTreeMap<String, HandlerFeatures> {
+    config
+        .runtimes
+        .iter()
+        .map(|(name, handler)| (name.clone(), probe(&handler.runtime)))
+        .collect()
+}
+
+/// A runtime that cannot answer (too old, missing) is assumed to have none.
+fn probe(runtime: &str) -> HandlerFeatures {
+    let output = Command::new(runtime)
+        .arg("features")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output();
+    match output {
+        Ok(out) if out.status.success() => parse(&out.stdout),
+        Ok(out) => {
+            tracing::info!(runtime, status = %out.status, "runtime has no `features` command");
+            HandlerFeatures::default()
+        }
+        Err(e) => {
+            tracing::warn!(runtime, error = %e, "asking the runtime for its features");
+            HandlerFeatures::default()
+        }
+    }
+}
+
+/// The OCI runtime features document: `{"mountOptions": ["rro", ...], ...}`.
+fn parse(json: &[u8]) -> HandlerFeatures {
+    let doc: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
+    let has_option = |name: &str| {
+        doc["mountOptions"]
+            .as_array()
+            .is_some_and(|opts| opts.iter().any(|o| o == name))
+    };
+    HandlerFeatures {
+        recursive_read_only_mounts: has_option("rro"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rro_from_mount_options() {
+        let f = parse(br#"{"ociVersionMin":"1.0.0","mountOptions":["ro","rro","rbind"]}"#);
+        assert!(f.recursive_read_only_mounts);
+        assert!(!parse(br#"{"mountOptions":["ro","rbind"]}"#).recursive_read_only_mounts);
+        assert!(!parse(b"not json").recursive_read_only_mounts);
+    }
+}
