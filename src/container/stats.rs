@@ -71,8 +71,15 @@ pub struct PodStats {
 pub(super) struct Sampler {
     hierarchies: Hierarchies,
     cgroups: Mutex<HashMap<String, (u32, Cgroup)>>,
-    /// Per id: when, cumulative CPU ns, and the rate then computed.
-    cpu: Mutex<HashMap<String, (i64, u64, Option<u64>)>>,
+    cpu: Mutex<HashMap<String, CpuSample>>,
+}
+
+/// A CPU reading: when, cumulative nanoseconds, and the rate then computed.
+#[derive(Debug, Clone, Copy)]
+struct CpuSample {
+    at: i64,
+    usage_ns: u64,
+    nano_cores: Option<u64>,
 }
 
 impl Sampler {
@@ -99,17 +106,22 @@ impl Sampler {
 
     fn cpu(&self, id: &str, now: i64, usage_ns: u64) -> Cpu {
         let mut samples = self.cpu.lock().unwrap_or_else(|e| e.into_inner());
-        let nano_cores = match samples.get(id) {
-            Some(&(at, _, rate)) if now - at < MIN_RATE_INTERVAL_NS => {
+        let nano_cores = match samples.get(id).copied() {
+            Some(last) if now - last.at < MIN_RATE_INTERVAL_NS => {
                 return Cpu {
                     usage_ns,
-                    nano_cores: rate,
+                    nano_cores: last.nano_cores,
                 };
             }
-            Some(&(at, before, _)) => Some(rate(before, usage_ns, now - at)),
+            Some(last) => Some(rate(last.usage_ns, usage_ns, now - last.at)),
             None => None,
         };
-        samples.insert(id.to_string(), (now, usage_ns, nano_cores));
+        let sample = CpuSample {
+            at: now,
+            usage_ns,
+            nano_cores,
+        };
+        samples.insert(id.to_string(), sample);
         Cpu {
             usage_ns,
             nano_cores,

@@ -125,7 +125,6 @@ pub fn status(c: &ContainerRecord) -> cri::ContainerStatus {
                 supplemental_groups: u.additional_gids.iter().map(|g| i64::from(*g)).collect(),
             }),
         }),
-        ..Default::default()
     }
 }
 
