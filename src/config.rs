@@ -3,6 +3,7 @@
 //! `config/config.toml` documents every key with its default; a test keeps the two equal.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,7 @@ pub struct Config {
     pub runtimes: BTreeMap<String, RuntimeHandler>,
     pub registry: RegistryConfig,
     pub cni: CniConfig,
+    pub streaming: StreamingConfig,
 }
 
 /// One runtime handler: which shim to start and which OCI runtime it drives.
@@ -86,6 +88,17 @@ pub struct CniConfig {
     pub bin_dirs: Vec<PathBuf>,
 }
 
+/// The exec/attach/port-forward server whose URLs Exec, Attach and PortForward
+/// return. The kubelet connects to it from the same node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamingConfig {
+    /// The address to listen on.
+    pub address: IpAddr,
+    /// The TCP port; 0 picks a free one at start.
+    pub port: u16,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -100,6 +113,16 @@ impl Default for Config {
             runtimes: BTreeMap::from([("berth".to_string(), RuntimeHandler::default())]),
             registry: RegistryConfig::default(),
             cni: CniConfig::default(),
+            streaming: StreamingConfig::default(),
+        }
+    }
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        StreamingConfig {
+            address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 0,
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::image::ImageService;
 use crate::sandbox::{NameIndex, SandboxService};
 use crate::shim::{EventServer, ShimEnv};
 use crate::store::Store;
+use crate::streaming;
 
 /// How long in-flight calls get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -88,6 +89,12 @@ pub async fn run(config: Config) -> Result<()> {
     )
     .await?;
 
+    let backend = Arc::new(streaming::Node {
+        containers: containers.clone(),
+        sandboxes: sandboxes.clone(),
+    });
+    let (streaming, streaming_server) = streaming::bind(&config.streaming, backend).await?;
+
     let listener = bind_socket(&config.socket)?;
     let socket = config.socket.clone();
     let info = Arc::new(RuntimeInfo {
@@ -95,6 +102,7 @@ pub async fn run(config: Config) -> Result<()> {
         store,
         sandboxes,
         containers,
+        streaming,
     });
     tracing::info!(socket = %socket.display(), root = %config.root.display(), version = env!("CARGO_PKG_VERSION"), "berthd serving");
 
@@ -113,6 +121,7 @@ pub async fn run(config: Config) -> Result<()> {
         .add_service(AdminServer::new(AdminService::new(images)));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(streaming_server.serve(stop_rx.clone()));
     let serve =
         server.serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
             let mut rx = stop_rx;

@@ -17,3 +17,4 @@ pub mod sandbox;
 pub mod shim;
 pub mod snapshot;
 pub mod store;
+pub mod streaming;

@@ -143,13 +143,18 @@ impl ContainerService {
             .context(|| format!("writing {}/config.json", bundle.display()))?;
 
         let tty = record.config.tty;
-        io::make_fifos(&bundle, tty)?;
+        io::make_fifos(&bundle, tty, record.config.stdin)?;
         self.attach_output(&record)?;
         let request = api::CreateTaskRequest {
             id: id.to_string(),
             bundle: bundle.display().to_string(),
             rootfs: vec![overlay_mount(&rootfs)],
             terminal: tty,
+            stdin: if record.config.stdin {
+                io::stdin_path(&bundle).display().to_string()
+            } else {
+                String::new()
+            },
             stdout: io::stdout_path(&bundle).display().to_string(),
             stderr: if tty {
                 String::new()

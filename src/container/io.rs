@@ -1,23 +1,28 @@
-//! A container's output: fifos in its bundle that the shim hands to the container,
-//! and copiers that move what arrives into the CRI log file. The fifos are opened
-//! read-write so that reading never meets end-of-file while no writer is attached
-//! (before the task starts, or across a berthd restart); the copiers stop when the
-//! container has exited and the fifos are drained.
+//! A container's own stdio: fifos in its bundle that the shim hands to the
+//! container, copiers that move its output into the CRI log file and on to a live
+//! feed that attach sessions subscribe to, and, for a container whose config asks
+//! for stdin, the writer berthd keeps open on its stdin fifo for attach. The
+//! copiers stop when the container has exited and the fifos are drained.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use nix::sys::stat::Mode;
-use tokio::io::AsyncReadExt;
-use tokio::net::unix::pipe;
-use tokio::sync::watch;
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{broadcast, mpsc, watch};
 
-use crate::error::{Error, IoContext, Result};
+use super::stdio::{Drain, make_fifo, open_reader, open_writer};
+use crate::error::{IoContext, Result};
 use crate::logs::{LogFile, Stream};
 
-/// After exit, how long a fifo may stay silent before it counts as drained.
-const DRAIN_QUIET: Duration = Duration::from_millis(100);
+/// Output chunks an attach session may fall behind by before it loses some: the
+/// log never waits for a slow client.
+const FEED_CAPACITY: usize = 256;
+/// Input chunks queued for the container's stdin.
+const STDIN_QUEUE: usize = 16;
+
+/// A piece of the container's output, as the live feed carries it.
+pub type Chunk = (Stream, Bytes);
 
 pub fn stdout_path(bundle: &Path) -> PathBuf {
     bundle.join("stdout")
@@ -27,59 +32,76 @@ pub fn stderr_path(bundle: &Path) -> PathBuf {
     bundle.join("stderr")
 }
 
-/// Makes the output fifos; a tty container has only stdout.
-pub fn make_fifos(bundle: &Path, tty: bool) -> Result<()> {
-    let mut paths = vec![stdout_path(bundle)];
+pub fn stdin_path(bundle: &Path) -> PathBuf {
+    bundle.join("stdin")
+}
+
+/// Makes the fifos: a tty container has only stdout; stdin only when asked for.
+pub fn make_fifos(bundle: &Path, tty: bool, stdin: bool) -> Result<()> {
+    make_fifo(&stdout_path(bundle))?;
     if !tty {
-        paths.push(stderr_path(bundle));
+        make_fifo(&stderr_path(bundle))?;
     }
-    for path in paths {
-        match nix::unistd::mkfifo(&path, Mode::from_bits_truncate(0o600)) {
-            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
-            Err(e) => {
-                return Err(Error::Io {
-                    context: format!("creating fifo {}", path.display()),
-                    source: e.into(),
-                });
-            }
-        }
+    if stdin {
+        make_fifo(&stdin_path(bundle))?;
     }
     Ok(())
 }
 
-/// The copiers of one container, and the log file they write.
+/// The copiers of one container, the log file they write, its live output and
+/// its stdin.
 pub struct Output {
     pub log: Option<Arc<LogFile>>,
     exited: watch::Sender<bool>,
+    /// The copiers hold the strong senders, so the feed closes when they finish.
+    feed: broadcast::WeakSender<Chunk>,
+    stdin: Option<mpsc::Sender<StdinMessage>>,
+}
+
+enum StdinMessage {
+    Data(Bytes),
+    Close,
 }
 
 impl Output {
     /// Starts copying the container's fifos into `log_path` (or discarding them
-    /// when the kubelet asked for no log).
-    pub fn start(bundle: &Path, tty: bool, log_path: Option<&Path>) -> Result<Output> {
+    /// when the kubelet asked for no log), and opens its stdin fifo when `stdin`.
+    pub fn start(bundle: &Path, tty: bool, stdin: bool, log_path: Option<&Path>) -> Result<Output> {
         let log = match log_path {
             Some(p) => Some(LogFile::open(p).context(|| format!("opening log {}", p.display()))?),
             None => None,
         };
         let (exited, watcher) = watch::channel(false);
+        let (feed, _) = broadcast::channel(FEED_CAPACITY);
         let mut streams = vec![(stdout_path(bundle), Stream::Stdout)];
         if !tty {
             streams.push((stderr_path(bundle), Stream::Stderr));
         }
         for (path, stream) in streams {
-            let reader = pipe::OpenOptions::new()
-                .read_write(true)
-                .open_receiver(&path)
-                .context(|| format!("opening fifo {}", path.display()))?;
-            let log = log.clone();
-            let watcher = watcher.clone();
+            let reader = open_reader(&path)?;
+            let (log, watcher, feed) = (log.clone(), watcher.clone(), feed.clone());
             tokio::spawn(async move {
-                if let Err(e) = copy(reader, stream, log, watcher).await {
+                if let Err(e) = copy(Drain::new(reader, watcher), stream, log, feed).await {
                     tracing::warn!(fifo = %path.display(), error = %e, "copying container output");
                 }
             });
         }
-        Ok(Output { log, exited })
+        // A container recorded before berth kept stdin fifos has none to open.
+        let stdin_fifo = Some(stdin_path(bundle)).filter(|p| stdin && p.exists());
+        let stdin = if let Some(path) = stdin_fifo {
+            let writer = open_writer(&path)?;
+            let (tx, rx) = mpsc::channel(STDIN_QUEUE);
+            tokio::spawn(write_stdin(writer, rx));
+            Some(tx)
+        } else {
+            None
+        };
+        Ok(Output {
+            log,
+            exited,
+            feed: feed.downgrade(),
+            stdin,
+        })
     }
 
     /// The container exited: copiers drain what is left and stop.
@@ -94,6 +116,31 @@ impl Output {
         }
         Ok(())
     }
+
+    /// The container's output from now on; `None` once it has all been copied.
+    pub fn subscribe(&self) -> Option<broadcast::Receiver<Chunk>> {
+        self.feed.upgrade().map(|feed| feed.subscribe())
+    }
+
+    /// Whether the container has a stdin berthd can write.
+    pub fn has_stdin(&self) -> bool {
+        self.stdin.is_some()
+    }
+
+    /// Queues input for the container; false once its stdin is gone.
+    pub async fn write_stdin(&self, data: Bytes) -> bool {
+        match &self.stdin {
+            Some(tx) => tx.send(StdinMessage::Data(data)).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Closes berthd's writer on the stdin fifo, after the input queued before.
+    pub async fn close_stdin(&self) {
+        if let Some(tx) = &self.stdin {
+            let _ = tx.send(StdinMessage::Close).await;
+        }
+    }
 }
 
 impl Drop for Output {
@@ -102,30 +149,42 @@ impl Drop for Output {
     }
 }
 
+/// Copies one output stream into the log, and to attach sessions when there are any.
 async fn copy(
-    mut reader: pipe::Receiver,
+    mut drain: Drain,
     stream: Stream,
     log: Option<Arc<LogFile>>,
-    mut exited: watch::Receiver<bool>,
+    feed: broadcast::Sender<Chunk>,
 ) -> std::io::Result<()> {
     let mut lines = crate::logs::LineWriter::new(stream, log);
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        tokio::select! {
-            read = reader.read(&mut buf) => {
-                let n = read?;
-                lines.push(&buf[..n])?;
-            }
-            _ = exited.wait_for(|done| *done) => break,
+    while let Some(chunk) = drain.next().await? {
+        lines.push(chunk)?;
+        if feed.receiver_count() > 0 {
+            let _ = feed.send((stream, Bytes::copy_from_slice(chunk)));
         }
-    }
-    // Drained once nothing more arrives for a moment: the writers are gone.
-    while let Ok(read) = tokio::time::timeout(DRAIN_QUIET, reader.read(&mut buf)).await {
-        let n = read?;
-        if n == 0 {
-            break;
-        }
-        lines.push(&buf[..n])?;
     }
     lines.finish()
+}
+
+/// Owns berthd's writer on a container's stdin fifo. A write waits while the
+/// container does not read, which only holds up the attach sessions feeding it.
+async fn write_stdin(
+    writer: tokio::net::unix::pipe::Sender,
+    mut queue: mpsc::Receiver<StdinMessage>,
+) {
+    let mut writer = Some(writer);
+    while let Some(message) = queue.recv().await {
+        match message {
+            StdinMessage::Data(data) => {
+                if let Some(w) = writer.as_mut()
+                    && let Err(e) = w.write_all(&data).await
+                {
+                    tracing::debug!(error = %e, "writing container stdin");
+                    writer = None;
+                }
+            }
+            // The container reads end-of-file once the shim's writer goes too.
+            StdinMessage::Close => writer = None,
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Containers: their configs as the kubelet gave them, the OCI runtime spec built
 //! from those configs and the image, and their lifecycle in the pod's shim.
 
+mod attach;
 pub mod config;
 pub(crate) mod create;
 mod events;
@@ -11,9 +12,11 @@ mod lifecycle;
 mod service;
 pub mod spec;
 mod stats;
+mod stdio;
 mod update;
 
 pub use events::{ContainerEvent, ContainerEventKind};
 pub use exec::ExecOutput;
 pub use service::{ContainerFilter, ContainerService};
 pub use stats::{ContainerStats, Cpu, Interface, LayerUsage, PodStats};
+pub use stdio::{ProcessStreams, TerminalSize};

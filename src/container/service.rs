@@ -181,6 +181,7 @@ impl ContainerService {
         let output = Output::start(
             &record.bundle,
             record.config.tty,
+            record.config.stdin,
             record.log_path.as_deref(),
         )?;
         self.outputs

@@ -7,6 +7,7 @@ mod image;
 mod runtime;
 mod sandbox;
 mod stats;
+mod streaming;
 
 pub use image::CriImageService;
 pub use runtime::{CriRuntimeService, RuntimeInfo};

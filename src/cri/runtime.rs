@@ -9,18 +9,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
-use tokio::sync::broadcast;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
+use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
-use super::{container, convert, sandbox, stats, status};
+use super::{container, convert, sandbox, stats, status, streaming};
 use crate::config::{CgroupDriver, Config};
-use crate::container::{ContainerFilter, ContainerService};
 use crate::container::config::{ContainerConfig, SandboxConfig};
+use crate::container::{ContainerFilter, ContainerService};
 use crate::error::Error;
 use crate::sandbox::SandboxService;
 use crate::store::Store;
+use crate::streaming::Streaming;
 
 /// The CRI API version berth serves.
 const CRI_API_VERSION: &str = "v1";
@@ -35,6 +36,8 @@ pub struct RuntimeInfo {
     pub store: Arc<Store>,
     pub sandboxes: Arc<SandboxService>,
     pub containers: Arc<ContainerService>,
+    /// Issues the URLs of exec, attach and port-forward sessions.
+    pub streaming: Arc<Streaming>,
 }
 
 pub struct CriRuntimeService {
@@ -520,10 +523,38 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
 
+    async fn exec(
+        &self,
+        request: Request<cri::ExecRequest>,
+    ) -> Result<Response<cri::ExecResponse>, Status> {
+        let request = streaming::exec_request(request.into_inner());
+        let url = self.info.streaming.exec_url(request).map_err(status)?;
+        Ok(Response::new(cri::ExecResponse { url }))
+    }
+
+    async fn attach(
+        &self,
+        request: Request<cri::AttachRequest>,
+    ) -> Result<Response<cri::AttachResponse>, Status> {
+        let request = streaming::attach_request(request.into_inner());
+        let url = self.info.streaming.attach_url(request).map_err(status)?;
+        Ok(Response::new(cri::AttachResponse { url }))
+    }
+
+    async fn port_forward(
+        &self,
+        request: Request<cri::PortForwardRequest>,
+    ) -> Result<Response<cri::PortForwardResponse>, Status> {
+        let request = streaming::port_forward_request(request.into_inner());
+        let url = self
+            .info
+            .streaming
+            .port_forward_url(request)
+            .map_err(status)?;
+        Ok(Response::new(cri::PortForwardResponse { url }))
+    }
+
     not_yet! {
-        exec(cri::ExecRequest) -> cri::ExecResponse;
-        attach(cri::AttachRequest) -> cri::AttachResponse;
-        port_forward(cri::PortForwardRequest) -> cri::PortForwardResponse;
         checkpoint_container(cri::CheckpointContainerRequest) -> cri::CheckpointContainerResponse;
         list_metric_descriptors(cri::ListMetricDescriptorsRequest) -> cri::ListMetricDescriptorsResponse;
         list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest) -> cri::ListPodSandboxMetricsResponse;

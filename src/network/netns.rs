@@ -2,12 +2,15 @@
 //! way `ip netns add` makes them: the namespace lives as long as the mount, with no
 //! process holding it, so the infra container and CNI plugins can join it by path.
 //!
-//! Both functions block (a thread join, mount syscalls): call them from
-//! `spawn_blocking`, never on an async worker.
+//! Every function here blocks (a thread join, mount syscalls, a connect): call
+//! them from `spawn_blocking`, never on an async worker.
 
 use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
@@ -122,6 +125,42 @@ fn make_shared_mount_point(dir: &Path) -> io::Result<()> {
     )?;
     mount(None::<&str>, dir, None::<&str>, shared, None::<&str>)?;
     Ok(())
+}
+
+/// Connects to `port` on the loopback of the namespace pinned at `netns` (berthd's
+/// own with `None`), over IPv4 and then IPv6, as containerd's port forwarding
+/// does. The socket is made on a throwaway thread that joins the namespace and
+/// stays in that namespace after the thread is gone. Blocks.
+pub fn connect_loopback(
+    netns: Option<&Path>,
+    port: u16,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    let Some(path) = netns else {
+        return connect_local(port, timeout);
+    };
+    let ns = std::fs::File::open(path)?;
+    std::thread::Builder::new()
+        .name("berth-netns".into())
+        .spawn(move || {
+            // SAFETY: setns takes a descriptor we own and no pointers; it moves only
+            // this thread, which is discarded when the closure returns.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            connect_local(port, timeout)
+        })?
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
+}
+
+fn connect_local(port: u16, timeout: Duration) -> io::Result<TcpStream> {
+    let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    TcpStream::connect_timeout(&v4, timeout).or_else(|e4| {
+        let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+        TcpStream::connect_timeout(&v6, timeout)
+            .map_err(|e6| io::Error::new(e4.kind(), format!("IPv4: {e4}; IPv6: {e6}")))
+    })
 }
 
 /// Unmounts (lazily, in case a plugin still holds it) and deletes a namespace file.

@@ -13,6 +13,7 @@ mod list;
 mod names;
 mod net;
 mod pause;
+mod port_forward;
 mod recover;
 mod run;
 mod shim_log;

@@ -7,6 +7,7 @@
 //! - [`daemon`]: a `berthd` on a temporary root, and CRI clients for it.
 //! - [`proxy`]: a throttling TCP proxy, to slow a pull down enough to kill it.
 //! - [`static_registry`]: serves fixed manifests, for ones docker-registry refuses.
+//! - [`spdy`]: a SPDY/3.1 client on berth's frame codec, for the streaming tests.
 //! - [`world`]: a berthd with a pod network and a busybox image, for container tests.
 //!
 //! Tests start with [`TestBed::start`], which returns `None` (after printing
@@ -22,6 +23,7 @@ pub mod image;
 pub mod pod;
 pub mod proxy;
 pub mod registry;
+pub mod spdy;
 pub mod static_registry;
 pub mod world;
 

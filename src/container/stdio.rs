@@ -1,0 +1,232 @@
+//! A process's stdio as berthd moves it: fifos in the bundle that the shim hands
+//! to the process, and the pumps between those fifos and the channels of whoever
+//! is attached (an exec or attach session, ExecSync's collector).
+//!
+//! berthd opens its ends of the fifos read-write, so that opening never blocks on
+//! the shim and a reader never meets end-of-file while no writer is attached;
+//! output is therefore read until the process has exited and the fifo has stayed
+//! quiet for a moment.
+
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use nix::sys::stat::Mode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::sync::{mpsc, watch};
+
+use crate::error::{Error, IoContext, Result};
+use crate::shim::TaskClient;
+
+/// After exit, how long a fifo may stay silent before it counts as drained.
+const DRAIN_QUIET: Duration = Duration::from_millis(100);
+const READ_BUFFER: usize = 32 * 1024;
+
+/// A terminal size, in characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TerminalSize {
+    pub width: u16,
+    pub height: u16,
+}
+
+/// The far end of a process's stdio: what a streaming client (or ExecSync) sends
+/// and receives. A `None` stream is not wanted; a closed `stdin` channel is the
+/// end of input. With `tty`, output is one stream, `stdout`.
+#[derive(Debug, Default)]
+pub struct ProcessStreams {
+    pub stdin: Option<mpsc::Receiver<Bytes>>,
+    pub stdout: Option<mpsc::Sender<Bytes>>,
+    pub stderr: Option<mpsc::Sender<Bytes>>,
+    pub resize: Option<mpsc::Receiver<TerminalSize>>,
+    pub tty: bool,
+}
+
+/// Makes a fifo; one left by an earlier berthd is reused.
+pub(super) fn make_fifo(path: &Path) -> Result<()> {
+    match nix::unistd::mkfifo(path, Mode::from_bits_truncate(0o600)) {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
+        Err(e) => Err(Error::Io {
+            context: format!("creating fifo {}", path.display()),
+            source: e.into(),
+        }),
+    }
+}
+
+/// berthd's reading end of an output fifo.
+pub(super) fn open_reader(path: &Path) -> Result<pipe::Receiver> {
+    pipe::OpenOptions::new()
+        .read_write(true)
+        .open_receiver(path)
+        .context(|| format!("opening fifo {}", path.display()))
+}
+
+/// berthd's writing end of a stdin fifo.
+pub(super) fn open_writer(path: &Path) -> Result<pipe::Sender> {
+    pipe::OpenOptions::new()
+        .read_write(true)
+        .open_sender(path)
+        .context(|| format!("opening fifo {}", path.display()))
+}
+
+/// Reads an output fifo until `exited` says the writers are done and the fifo
+/// is drained.
+pub(super) struct Drain {
+    reader: pipe::Receiver,
+    exited: watch::Receiver<bool>,
+    draining: bool,
+    buf: Vec<u8>,
+}
+
+impl Drain {
+    pub(super) fn new(reader: pipe::Receiver, exited: watch::Receiver<bool>) -> Drain {
+        Drain {
+            reader,
+            exited,
+            draining: false,
+            buf: vec![0u8; READ_BUFFER],
+        }
+    }
+
+    /// The next chunk; `None` at the end.
+    pub(super) async fn next(&mut self) -> io::Result<Option<&[u8]>> {
+        let mut n = None;
+        if !self.draining {
+            n = tokio::select! {
+                read = self.reader.read(&mut self.buf) => Some(read?),
+                _ = self.exited.wait_for(|done| *done) => None,
+            };
+        }
+        let n = match n {
+            Some(n) => n,
+            // Drained once nothing more arrives for a moment: the writers are gone.
+            None => {
+                self.draining = true;
+                match tokio::time::timeout(DRAIN_QUIET, self.reader.read(&mut self.buf)).await {
+                    Ok(read) => read?,
+                    Err(_) => 0,
+                }
+            }
+        };
+        Ok((n > 0).then(|| &self.buf[..n]))
+    }
+}
+
+/// Moves a process's output to `to` until it has exited and the fifo is
+/// drained. A client that went away is not waited for: the rest is read and
+/// dropped, so the process never blocks on a full fifo.
+pub(super) async fn pump_out(
+    reader: pipe::Receiver,
+    to: mpsc::Sender<Bytes>,
+    exited: watch::Receiver<bool>,
+) {
+    let mut to = Some(to);
+    let mut drain = Drain::new(reader, exited);
+    loop {
+        match drain.next().await {
+            Ok(Some(chunk)) => {
+                if let Some(tx) = &to
+                    && tx.send(Bytes::copy_from_slice(chunk)).await.is_err()
+                {
+                    to = None;
+                }
+            }
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading process output");
+                return;
+            }
+        }
+    }
+}
+
+/// Writes what arrives on `from` into a stdin fifo until the input ends (the
+/// channel closes) or the process stops reading for good. Returns whether the
+/// input ended, as opposed to the fifo failing.
+pub(super) async fn pump_in(mut from: mpsc::Receiver<Bytes>, to: &mut pipe::Sender) -> bool {
+    while let Some(chunk) = from.recv().await {
+        if let Err(e) = to.write_all(&chunk).await {
+            tracing::debug!(error = %e, "writing process input");
+            return false;
+        }
+    }
+    true
+}
+
+/// Passes a client's terminal resizes to the shim until the client stops sending.
+pub(super) async fn forward_resizes(
+    mut sizes: mpsc::Receiver<TerminalSize>,
+    task: TaskClient,
+    id: String,
+    exec_id: String,
+) {
+    while let Some(size) = sizes.recv().await {
+        let (width, height) = (u32::from(size.width), u32::from(size.height));
+        if let Err(e) = task.resize_pty(&id, &exec_id, width, height).await {
+            tracing::debug!(container_id = %id, exec_id = %exec_id, error = %e, "resizing a terminal");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn output_is_pumped_until_exit_and_drain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        make_fifo(&path).unwrap();
+        make_fifo(&path).unwrap();
+        let reader = open_reader(&path).unwrap();
+        let mut writer = open_writer(&path).unwrap();
+        let (tx, mut rx) = mpsc::channel(4);
+        let (exited_tx, exited) = watch::channel(false);
+        let pump = tokio::spawn(pump_out(reader, tx, exited));
+        writer.write_all(b"hello ").await.unwrap();
+        assert_eq!(rx.recv().await.unwrap(), Bytes::from_static(b"hello "));
+        // Written just before the exit is noticed: still delivered.
+        writer.write_all(b"world").await.unwrap();
+        exited_tx.send(true).unwrap();
+        let mut rest = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            rest.extend_from_slice(&chunk);
+        }
+        assert_eq!(rest, b"world");
+        pump.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_departed_client_does_not_block_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        make_fifo(&path).unwrap();
+        let reader = open_reader(&path).unwrap();
+        let mut writer = open_writer(&path).unwrap();
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        let (exited_tx, exited) = watch::channel(false);
+        let pump = tokio::spawn(pump_out(reader, tx, exited));
+        // Far more than a fifo holds.
+        writer.write_all(&vec![b'x'; 1 << 20]).await.unwrap();
+        exited_tx.send(true).unwrap();
+        pump.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn input_is_pumped_until_the_channel_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in");
+        make_fifo(&path).unwrap();
+        let mut reader = open_reader(&path).unwrap();
+        let mut writer = open_writer(&path).unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(Bytes::from_static(b"abc")).await.unwrap();
+        drop(tx);
+        assert!(pump_in(rx, &mut writer).await);
+        let mut buf = [0u8; 3];
+        reader.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"abc");
+    }
+}

@@ -1,0 +1,10 @@
+//! SPDY/3.1, the multiplexing protocol the Kubernetes streaming clients
+//! (remotecommand for exec and attach, portforward) speak after an HTTP upgrade:
+//! the frame codec and a server-side connection.
+
+mod conn;
+mod dictionary;
+mod frame;
+
+pub use conn::{Connection, Stream, StreamWriter};
+pub use frame::{Decoder, Encoder, Frame, FrameError, HEADER_LEN, Headers, RST_CANCEL, body_len};

@@ -1,0 +1,599 @@
+//! Exec, Attach and PortForward against a real berthd, the berth shim, runc and a
+//! pod: the URLs the calls return and the sessions behind them, driven with a
+//! SPDY client on berth's own frame codec the way client-go (the kubelet,
+//! crictl, critest) drives them — output, input to its end, a terminal and its
+//! resizes, exit codes, stdin_once, connections into the pod's network
+//! namespace and the host's — and, when crictl is installed, through crictl.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::image::Image;
+use common::spdy::{self, Client};
+use common::world::{APPLETS, GROUP, PASSWD, World, busybox_layer};
+use k8s_cri::v1 as cri;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+/// busybox with what the sessions below run.
+fn streaming_image() -> Image {
+    let mut applets = APPLETS.to_vec();
+    applets.extend(["stty", "tty", "nc", "wc"]);
+    Image::oci()
+        .layer(busybox_layer(&applets, PASSWD, GROUP).gzip())
+        .env("PATH=/bin")
+        .cmd(&["sh"])
+        .build()
+}
+
+struct Bed {
+    w: World,
+    image: String,
+}
+
+impl Bed {
+    async fn start() -> Option<Bed> {
+        let w = World::start().await?;
+        let image = w.add_image(&streaming_image(), "streaming").await;
+        Some(Bed { w, image })
+    }
+
+    fn config(&self, name: &str, command: &[&str]) -> cri::ContainerConfig {
+        let mut config = self.w.container_config(name, "");
+        config.image = Some(cri::ImageSpec {
+            image: self.image.clone(),
+            ..Default::default()
+        });
+        config.command = command.iter().map(|s| s.to_string()).collect();
+        config
+    }
+
+    async fn run(
+        &self,
+        pod: &(String, cri::PodSandboxConfig),
+        config: cri::ContainerConfig,
+    ) -> String {
+        let id = self.w.create(pod, config).await.expect("CreateContainer");
+        self.w.start_container(&id).await;
+        id
+    }
+
+    async fn exec(&self, request: cri::ExecRequest) -> Result<String, tonic::Status> {
+        Ok(self
+            .w
+            .cri
+            .runtime_client()
+            .exec(request)
+            .await?
+            .into_inner()
+            .url)
+    }
+
+    async fn attach(&self, request: cri::AttachRequest) -> Result<String, tonic::Status> {
+        Ok(self
+            .w
+            .cri
+            .runtime_client()
+            .attach(request)
+            .await?
+            .into_inner()
+            .url)
+    }
+
+    async fn port_forward(&self, pod: &str) -> Result<String, tonic::Status> {
+        let request = cri::PortForwardRequest {
+            pod_sandbox_id: pod.to_string(),
+            port: vec![],
+        };
+        Ok(self
+            .w
+            .cri
+            .runtime_client()
+            .port_forward(request)
+            .await?
+            .into_inner()
+            .url)
+    }
+}
+
+fn exec_request(id: &str, cmd: &[&str], stdin: bool, tty: bool) -> cri::ExecRequest {
+    cri::ExecRequest {
+        container_id: id.to_string(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        tty,
+        stdin,
+        stdout: true,
+        stderr: !tty,
+    }
+}
+
+const RESIZE_100X30: &[u8] = b"{\"Width\":100,\"Height\":30}\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_carries_output_input_terminal_and_exit_codes() {
+    let Some(bed) = Bed::start().await else {
+        return;
+    };
+    let pod = bed.w.run_pod("exec").await;
+    let id = bed.run(&pod, bed.config("app", &["sleep", "1000"])).await;
+
+    // Both outputs, then a failure's exit code in a v4 status.
+    let script = ["sh", "-c", "echo out; echo err >&2; exit 3"];
+    let url = bed
+        .exec(exec_request(&id, &script, false, false))
+        .await
+        .unwrap();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.contains("/exec/"),
+        "{url}"
+    );
+    let mut c = Client::connect(&url, spdy::REMOTECOMMAND).await.unwrap();
+    assert_eq!(c.protocol, "v4.channel.k8s.io");
+    let error = c.open(&[("streamType", "error")]).await;
+    let stdout = c.open(&[("streamType", "stdout")]).await;
+    let stderr = c.open(&[("streamType", "stderr")]).await;
+    assert_eq!(c.read_to_end(stdout).await, b"out\n");
+    assert_eq!(c.read_to_end(stderr).await, b"err\n");
+    let status = spdy::status(&c.read_to_end(error).await);
+    assert_eq!(status["status"], "Failure", "{status}");
+    assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
+    assert_eq!(status["details"]["causes"][0]["reason"], "ExitCode");
+    assert_eq!(status["details"]["causes"][0]["message"], "3");
+    c.wait_closed().await;
+
+    // Input to its end: cat sees end-of-file and exits 0.
+    let url = bed
+        .exec(exec_request(&id, &["cat"], true, false))
+        .await
+        .unwrap();
+    let mut c = Client::connect(&url, spdy::REMOTECOMMAND).await.unwrap();
+    let error = c.open(&[("streamType", "error")]).await;
+    let stdin = c.open(&[("streamType", "stdin")]).await;
+    let stdout = c.open(&[("streamType", "stdout")]).await;
+    let stderr = c.open(&[("streamType", "stderr")]).await;
+    let big = common::noise(300_000, 7);
+    c.send(stdin, b"hello ", false).await;
+    c.send(stdin, &big, false).await;
+    c.send(stdin, b"world", true).await;
+    let out = c.read_to_end(stdout).await;
+    assert_eq!(out.len(), 6 + big.len() + 5);
+    assert!(out.starts_with(b"hello ") && out.ends_with(b"world") && out[6..6 + big.len()] == big);
+    assert_eq!(c.read_to_end(stderr).await, b"");
+    let status = spdy::status(&c.read_to_end(error).await);
+    assert_eq!(status["status"], "Success", "{status}");
+    c.wait_closed().await;
+
+    // A terminal: one output, the size the client sets, input through the line
+    // discipline.
+    let script = ["sh", "-c", "read line; stty size; tty; echo got:$line"];
+    let url = bed
+        .exec(exec_request(&id, &script, true, true))
+        .await
+        .unwrap();
+    let mut c = Client::connect(&url, spdy::REMOTECOMMAND).await.unwrap();
+    let error = c.open(&[("streamType", "error")]).await;
+    let stdin = c.open(&[("streamType", "stdin")]).await;
+    let stdout = c.open(&[("streamType", "stdout")]).await;
+    let resize = c.open(&[("streamType", "resize")]).await;
+    c.send(resize, RESIZE_100X30, false).await;
+    // The resize reaches the shim before the line that lets the script go on.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.send(stdin, b"x\n", false).await;
+    let out = String::from_utf8(c.read_to_end(stdout).await).unwrap();
+    assert!(out.contains("30 100\r\n"), "{out:?}");
+    assert!(out.contains("/dev/pts/"), "{out:?}");
+    assert!(out.contains("got:x\r\n"), "{out:?}");
+    let status = spdy::status(&c.read_to_end(error).await);
+    assert_eq!(status["status"], "Success", "{status}");
+    c.wait_closed().await;
+
+    // URLs are single-use.
+    let (head, _) =
+        spdy::request(&url, &[("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1")]).await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+
+    // An older client gets the protocol it speaks, and text errors.
+    let url = bed
+        .exec(exec_request(&id, &["sh", "-c", "exit 2"], false, false))
+        .await
+        .unwrap();
+    let mut c = Client::connect(&url, &["v2.channel.k8s.io"]).await.unwrap();
+    assert_eq!(c.protocol, "v2.channel.k8s.io");
+    let error = c.open(&[("streamType", "error")]).await;
+    let stdout = c.open(&[("streamType", "stdout")]).await;
+    let _stderr = c.open(&[("streamType", "stderr")]).await;
+    c.read_to_end(stdout).await;
+    let message = String::from_utf8(c.read_to_end(error).await).unwrap();
+    assert_eq!(message, "command terminated with non-zero exit code: 2");
+
+    // What the server refuses before any session.
+    let url = bed
+        .exec(exec_request(&id, &["true"], false, false))
+        .await
+        .unwrap();
+    let refused = Client::connect(&url, &["v9.channel.k8s.io"])
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(refused.status, 403, "{}", refused.head);
+    assert!(
+        refused
+            .head
+            .to_ascii_lowercase()
+            .contains("x-accepted-stream-protocol-versions: v4.channel.k8s.io"),
+        "{}",
+        refused.head
+    );
+    let url = bed
+        .exec(exec_request(&id, &["true"], false, false))
+        .await
+        .unwrap();
+    let (head, _) = spdy::request(&url, &[]).await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    let base = &url[..url.find("/exec/").unwrap()];
+    let (head, _) = spdy::request(&format!("{base}/exec/bogus"), &[]).await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+
+    // And what the calls refuse.
+    let code = |r: Result<String, tonic::Status>| r.unwrap_err().code();
+    let mut tty_and_stderr = exec_request(&id, &["true"], false, true);
+    tty_and_stderr.stderr = true;
+    assert_eq!(
+        code(bed.exec(tty_and_stderr).await),
+        tonic::Code::InvalidArgument
+    );
+    let mut no_stdio = exec_request(&id, &["true"], false, false);
+    no_stdio.stdout = false;
+    no_stdio.stderr = false;
+    assert_eq!(code(bed.exec(no_stdio).await), tonic::Code::InvalidArgument);
+    assert_eq!(
+        code(bed.exec(exec_request(&id, &[], false, false)).await),
+        tonic::Code::InvalidArgument
+    );
+    assert_eq!(
+        code(
+            bed.exec(exec_request("nonexistent", &["true"], false, false))
+                .await
+        ),
+        tonic::Code::NotFound
+    );
+    assert_eq!(
+        code(bed.port_forward("nonexistent").await),
+        tonic::Code::NotFound
+    );
+    bed.w.stop(&id, 0).await;
+    assert_eq!(
+        code(bed.exec(exec_request(&id, &["true"], false, false)).await),
+        tonic::Code::FailedPrecondition
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attach_follows_output_and_feeds_stdin() {
+    let Some(bed) = Bed::start().await else {
+        return;
+    };
+    let pod = bed.w.run_pod("attach").await;
+
+    // A shell reading its commands from a stdin_once stdin, as critest's.
+    let mut config = bed.config("shell", &["sh"]);
+    config.stdin = true;
+    config.stdin_once = true;
+    let shell = bed.run(&pod, config).await;
+    let attach = cri::AttachRequest {
+        container_id: shell.clone(),
+        stdin: true,
+        tty: false,
+        stdout: true,
+        stderr: true,
+    };
+    let url = bed.attach(attach.clone()).await.unwrap();
+    assert!(url.contains("/attach/"), "{url}");
+    let mut c = Client::connect(&url, spdy::REMOTECOMMAND).await.unwrap();
+    let error = c.open(&[("streamType", "error")]).await;
+    let stdin = c.open(&[("streamType", "stdin")]).await;
+    let stdout = c.open(&[("streamType", "stdout")]).await;
+    let stderr = c.open(&[("streamType", "stderr")]).await;
+    c.send(stdin, b"echo hi; echo oops >&2\n", false).await;
+    c.read_until(stdout, "hi\n").await;
+    c.read_until(stderr, "oops\n").await;
+    // The end of the client's input closes the container's stdin: sh exits.
+    c.send(stdin, b"echo -n last\n", true).await;
+    assert_eq!(c.read_to_end(stdout).await, b"hi\nlast");
+    let status = spdy::status(&c.read_to_end(error).await);
+    assert_eq!(status["status"], "Success", "{status}");
+    c.wait_closed().await;
+    assert_eq!(bed.w.wait_exited(&shell).await.exit_code, 0);
+    // The log has it all too.
+    bed.w.wait_log("attach", "shell", "hi").await;
+    bed.w.wait_log("attach", "shell", "last").await;
+    bed.w.wait_log("attach", "shell", "oops").await;
+
+    // A terminal container: one output, the size the client sets.
+    let mut config = bed.config(
+        "term",
+        &["sh", "-c", "read line; stty size; echo got:$line"],
+    );
+    config.stdin = true;
+    config.tty = true;
+    let term = bed.run(&pod, config).await;
+    let url = bed
+        .attach(cri::AttachRequest {
+            container_id: term.clone(),
+            stdin: true,
+            tty: true,
+            stdout: true,
+            stderr: false,
+        })
+        .await
+        .unwrap();
+    let mut c = Client::connect(&url, spdy::REMOTECOMMAND).await.unwrap();
+    let error = c.open(&[("streamType", "error")]).await;
+    let stdin = c.open(&[("streamType", "stdin")]).await;
+    let stdout = c.open(&[("streamType", "stdout")]).await;
+    let resize = c.open(&[("streamType", "resize")]).await;
+    c.send(resize, RESIZE_100X30, false).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.send(stdin, b"y\n", false).await;
+    let out = String::from_utf8(c.read_to_end(stdout).await).unwrap();
+    assert!(
+        out.contains("30 100\r\n") && out.contains("got:y\r\n"),
+        "{out:?}"
+    );
+    let status = spdy::status(&c.read_to_end(error).await);
+    assert_eq!(status["status"], "Success", "{status}");
+
+    // Without stdin: output only, from the moment of attaching; a client that
+    // leaves takes nothing with it.
+    let config = bed.config(
+        "ticker",
+        &[
+            "sh",
+            "-c",
+            "i=0; while true; do echo tick$i; i=$((i+1)); sleep 0.1; done",
+        ],
+    );
+    let ticker = bed.run(&pod, config).await;
+    for _ in 0..2 {
+        let url = bed
+            .attach(cri::AttachRequest {
+                container_id: ticker.clone(),
+                stdin: false,
+                tty: false,
+                stdout: true,
+                stderr: true,
+            })
+            .await
+            .unwrap();
+        let mut c = Client::connect(&url, spdy::REMOTECOMMAND).await.unwrap();
+        c.open(&[("streamType", "error")]).await;
+        let stdout = c.open(&[("streamType", "stdout")]).await;
+        c.open(&[("streamType", "stderr")]).await;
+        c.read_until(stdout, "\ntick").await;
+        drop(c);
+    }
+    assert_eq!(bed.w.status(&ticker).await.state, common::world::RUNNING);
+
+    // Attaching needs a running container.
+    bed.w.stop(&ticker, 0).await;
+    let err = bed
+        .attach(cri::AttachRequest {
+            container_id: ticker,
+            ..attach
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+}
+
+/// Forwards one connection to `port` on a port-forward session: `payload` out,
+/// its echo back, then the end of input; returns the error stream's text.
+async fn forward_echo(c: &mut Client, request: &str, port: u16, payload: &[u8]) -> String {
+    let port = port.to_string();
+    let headers = |kind| {
+        [
+            ("streamType", kind),
+            ("port", port.as_str()),
+            ("requestID", request),
+        ]
+    };
+    // As client-go: the error stream first, closed at once from this side.
+    let error = c.open(&headers("error")).await;
+    c.send(error, b"", true).await;
+    let data = c.open(&headers("data")).await;
+    if !payload.is_empty() {
+        c.send(data, payload, false).await;
+        c.wait("the echo", |c| c.streams[&data].data.len() >= payload.len())
+            .await;
+        assert_eq!(c.streams[&data].data, payload);
+    }
+    c.send(data, b"", true).await;
+    c.read_to_end(data).await;
+    String::from_utf8(c.read_to_end(error).await).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn port_forward_reaches_the_pod_loopback() {
+    let Some(bed) = Bed::start().await else {
+        return;
+    };
+    let pod = bed.w.run_pod("forward").await;
+    // An echo server on every address of the pod, loopback included.
+    bed.run(
+        &pod,
+        bed.config("echo", &["nc", "-ll", "-p", "8080", "-e", "cat"]),
+    )
+    .await;
+    let url = bed.port_forward(&pod.0).await.unwrap();
+    assert!(url.contains("/portforward/"), "{url}");
+    // Port forwarding is not remotecommand, and a refused URL is spent.
+    let refused = Client::connect(&url, spdy::REMOTECOMMAND)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(refused.status, 403, "{}", refused.head);
+    let refused = Client::connect(&url, spdy::PORTFORWARD)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(refused.status, 404, "{}", refused.head);
+    let url = bed.port_forward(&pod.0).await.unwrap();
+    let mut c = Client::connect(&url, spdy::PORTFORWARD).await.unwrap();
+    assert_eq!(c.protocol, "portforward.k8s.io");
+    let mut payload = b"ping\n".to_vec();
+    payload.extend(common::noise(100_000, 3));
+    // The server may not listen yet.
+    for attempt in 0.. {
+        let url = bed.port_forward(&pod.0).await.unwrap();
+        let mut probe = Client::connect(&url, spdy::PORTFORWARD).await.unwrap();
+        if forward_echo(&mut probe, "0", 8080, b"").await.is_empty() {
+            break;
+        }
+        assert!(attempt < 100, "the echo server never listened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(forward_echo(&mut c, "0", 8080, &payload).await, "");
+    // More connections on the same session, one to a closed port.
+    assert_eq!(forward_echo(&mut c, "1", 8080, b"again").await, "");
+    let failed = forward_echo(&mut c, "2", 8081, b"").await;
+    assert!(
+        failed.contains("8081") && failed.contains("refused"),
+        "{failed}"
+    );
+    let invalid = forward_echo(&mut c, "3", 0, b"").await;
+    assert!(invalid.contains("invalid port"), "{invalid}");
+
+    // A host-network pod: the host's loopback.
+    let host_pod = bed
+        .w
+        .run_pod_with(common::pod::host_network(bed.w.pod_config("forward-host")))
+        .await;
+    let port = 20000 + rand::random::<u16>() % 20000;
+    let port_text = port.to_string();
+    bed.run(
+        &host_pod,
+        bed.config("echo", &["nc", "-ll", "-p", &port_text, "-e", "cat"]),
+    )
+    .await;
+    common::wait_for("the host echo server", Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    let url = bed.port_forward(&host_pod.0).await.unwrap();
+    let mut c = Client::connect(&url, spdy::PORTFORWARD).await.unwrap();
+    assert_eq!(forward_echo(&mut c, "0", port, b"host\n").await, "");
+}
+
+/// crictl from PATH, or why the test is skipped (crictl is not a Debian package,
+/// so CI has none: the tests above cover the protocol without it).
+fn crictl() -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("crictl"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        eprintln!("SKIPPED: crictl is not installed");
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crictl_exec_attach_and_port_forward() {
+    let Some(crictl) = crictl() else {
+        return;
+    };
+    let Some(bed) = Bed::start().await else {
+        return;
+    };
+    let endpoint = format!("unix://{}", bed.w.env.socket.display());
+    let command = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(&crictl);
+        cmd.args(["--runtime-endpoint", &endpoint, "--timeout", "30s"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    };
+    let run = |args: &[&str], input: &'static [u8]| {
+        let mut child = command(args).spawn().expect("run crictl");
+        async move {
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(input).await.unwrap();
+            drop(stdin);
+            tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+                .await
+                .expect("crictl finishes")
+                .unwrap()
+        }
+    };
+    let pod = bed.w.run_pod("crictl").await;
+    let id = bed
+        .run(
+            &pod,
+            bed.config("app", &["nc", "-ll", "-p", "8080", "-e", "cat"]),
+        )
+        .await;
+
+    let out = run(&["exec", "-i", &id, "wc", "-c"], b"twelve bytes").await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "12");
+    let out = run(
+        &["exec", &id, "sh", "-c", "echo out; echo err >&2; exit 4"],
+        b"",
+    )
+    .await;
+    assert!(!out.status.success());
+    assert_eq!(out.stdout, b"out\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("\nerr\n") || stderr.starts_with("err\n"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("exit code 4"), "{stderr}");
+
+    let mut config = bed.config("shell", &["sh"]);
+    config.stdin = true;
+    config.stdin_once = true;
+    let shell = bed.run(&pod, config).await;
+    let out = run(&["attach", "-i", &shell], b"echo -n attached\n").await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, b"attached");
+
+    let local = 30000 + rand::random::<u16>() % 20000;
+    let mapping = format!("{local}:8080");
+    let mut forward = command(&["port-forward", &pod.0, &mapping])
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(forward.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_or_default();
+    assert!(line.starts_with("Forwarding from"), "{line}");
+    common::wait_for(
+        "an echo through crictl port-forward",
+        Duration::from_secs(20),
+        || async {
+            let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", local))
+                .await
+                .ok()?;
+            tcp.write_all(b"through crictl\n").await.ok()?;
+            let mut buf = [0u8; 15];
+            tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut buf))
+                .await
+                .ok()?
+                .ok()?;
+            (&buf == b"through crictl\n").then_some(())
+        },
+    )
+    .await;
+    forward.kill().await.unwrap();
+}
