@@ -2,6 +2,7 @@
 #
 #   sudo make run    install what is missing, build, run berthd with its embedded defaults
 #   sudo make test   install what is missing, then fmt, clippy, unit and integration tests
+#   sudo make bench  berth against containerd and the physical floors (not in CI)
 #
 # Everything else comes from Debian's packages; nothing is fetched from elsewhere.
 
@@ -10,7 +11,7 @@ PACKAGES := protobuf-compiler docker-registry apache2-utils skopeo runc containe
             containernetworking-plugins busybox-static zstd iproute2
 BERTHD   := target/release/berthd
 
-.PHONY: run test deps build check unit integration e2e-containerd clean
+.PHONY: run test deps build check unit integration e2e-containerd bench clean
 
 ## Install the Debian packages berth and its tests need, only those missing.
 deps:
@@ -52,6 +53,15 @@ test: check
 ## Debian package containerd and crictl on PATH; skips when they are missing).
 e2e-containerd: build
 	shims/containerd/run-crictl.sh
+
+## Not in CI: `berth bench` with the release berthd, shim and static pause, side by
+## side with containerd when installed; results in target/bench (results.json,
+## results.txt, ratios.png). Takes 15-20 minutes; BENCH_ARGS adds options
+## (`target/release/berth bench --help`). The chart's font comes from fonts-dejavu-core.
+bench: build
+	@dpkg-query -W -f='$${Status}' fonts-dejavu-core 2>/dev/null | grep -q "install ok installed" || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends fonts-dejavu-core
+	target/release/berth bench --out target/bench $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean

@@ -1,6 +1,8 @@
 //! The `berth` admin CLI: talks to berthd over its socket (CRI for list/remove, the
-//! admin API for pulls with progress, import and disk usage).
+//! admin API for pulls with progress, import and disk usage), and runs the
+//! benchmark suite (`berth bench`, which starts daemons of its own).
 
+mod bench;
 mod display;
 
 use std::path::{Path, PathBuf};
@@ -32,6 +34,9 @@ enum Command {
     Image(ImageCommand),
     /// Space used by images, snapshots and content
     Du,
+    /// Benchmark berth against containerd and the physical floors (as root;
+    /// starts its own berthd, containerd and registry)
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -57,6 +62,9 @@ enum ImageCommand {
 type CliResult = Result<(), String>;
 
 pub async fn run(cli: Cli) -> CliResult {
+    if let Command::Bench(args) = cli.command {
+        return bench::run(args).await;
+    }
     let channel = connect(&cli.socket).await?;
     match cli.command {
         Command::Image(ImageCommand::Pull { reference, creds }) => {
@@ -66,6 +74,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Image(ImageCommand::Ls) => list(channel).await,
         Command::Image(ImageCommand::Rm { images }) => remove(channel, images).await,
         Command::Du => disk_usage(channel).await,
+        Command::Bench(_) => unreachable!("handled before connecting"),
     }
 }
 

@@ -1,0 +1,397 @@
+//! The bench's results: every metric with its samples on each side (berth,
+//! containerd, the physical floor), the ratios berth/containerd and berth/floor
+//! on p50 and p90, the targets, the leak checks; written as JSON and as a short
+//! table (the PNG chart is in `chart.rs`).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::{Map, Value, json};
+
+use super::Result;
+use super::leaks::LeakCheck;
+use super::samples::{Series, Summary};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Berth,
+    Containerd,
+    Floor,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Ms,
+    S,
+    MiB,
+}
+
+impl Unit {
+    fn name(self) -> &'static str {
+        match self {
+            Unit::Ms => "ms",
+            Unit::S => "s",
+            Unit::MiB => "MiB",
+        }
+    }
+}
+
+/// What berth's p50 should be.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Target {
+    /// At most this fraction of containerd's p50.
+    VsContainerd(f64),
+    /// At most this multiple of the floor's p50.
+    VsFloor(f64),
+    /// At most this value, in the metric's unit.
+    AtMost(f64),
+}
+
+impl Target {
+    fn describe(self, unit: Unit) -> String {
+        match self {
+            Target::VsContainerd(r) => format!("<={}x containerd", num(r)),
+            Target::VsFloor(r) => format!("<={}x floor", num(r)),
+            Target::AtMost(v) => format!("<={} {}", num(v), unit.name()),
+        }
+    }
+}
+
+pub struct Metric {
+    pub key: &'static str,
+    pub title: String,
+    pub unit: Unit,
+    /// What the floor side measures, when there is one.
+    pub floor_is: Option<&'static str>,
+    pub targets: Vec<Target>,
+    pub berth: Series,
+    pub containerd: Series,
+    pub floor: Series,
+}
+
+impl Metric {
+    pub fn new(key: &'static str, title: impl Into<String>, unit: Unit) -> Metric {
+        Metric {
+            key,
+            title: title.into(),
+            unit,
+            floor_is: None,
+            targets: Vec::new(),
+            berth: Series::default(),
+            containerd: Series::default(),
+            floor: Series::default(),
+        }
+    }
+
+    pub fn floor(mut self, what: &'static str) -> Metric {
+        self.floor_is = Some(what);
+        self
+    }
+
+    pub fn target(mut self, target: Target) -> Metric {
+        self.targets.push(target);
+        self
+    }
+
+    pub fn side(&mut self, side: Side) -> &mut Series {
+        match side {
+            Side::Berth => &mut self.berth,
+            Side::Containerd => &mut self.containerd,
+            Side::Floor => &mut self.floor,
+        }
+    }
+
+    /// berth/containerd on (p50, p90).
+    pub fn vs_containerd(&self) -> Option<(f64, f64)> {
+        ratio(self.berth.summary()?, self.containerd.summary()?)
+    }
+
+    /// berth/floor on (p50, p90).
+    pub fn vs_floor(&self) -> Option<(f64, f64)> {
+        ratio(self.berth.summary()?, self.floor.summary()?)
+    }
+
+    /// Each target, with the value it is judged on and whether it is met
+    /// (`None` when a side is missing).
+    pub fn verdicts(&self) -> Vec<(Target, Option<(f64, bool)>)> {
+        self.targets
+            .iter()
+            .map(|&t| {
+                let value = match t {
+                    Target::VsContainerd(_) => self.vs_containerd().map(|r| r.0),
+                    Target::VsFloor(_) => self.vs_floor().map(|r| r.0),
+                    Target::AtMost(_) => self.berth.summary().map(|s| s.p50),
+                };
+                let limit = match t {
+                    Target::VsContainerd(l) | Target::VsFloor(l) | Target::AtMost(l) => l,
+                };
+                (t, value.map(|v| (v, v <= limit)))
+            })
+            .collect()
+    }
+}
+
+fn ratio(a: Summary, b: Summary) -> Option<(f64, f64)> {
+    (b.p50 > 0.0 && b.p90 > 0.0).then(|| (a.p50 / b.p50, a.p90 / b.p90))
+}
+
+#[derive(Default)]
+pub struct Report {
+    pub meta: Map<String, Value>,
+    pub metrics: Vec<Metric>,
+    pub leaks: Vec<LeakCheck>,
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    pub fn new(metrics: Vec<Metric>) -> Report {
+        Report {
+            metrics,
+            ..Default::default()
+        }
+    }
+
+    /// The series of metric `key` on `side`. Panics on an unknown key: the keys
+    /// are the bench's own constants.
+    pub fn series(&mut self, key: &str, side: Side) -> &mut Series {
+        self.metrics
+            .iter_mut()
+            .find(|m| m.key == key)
+            .unwrap_or_else(|| panic!("no metric {key}"))
+            .side(side)
+    }
+
+    pub fn record(&mut self, key: &str, side: Side, value: f64) {
+        self.series(key, side).push(value);
+    }
+
+    pub fn fail(&mut self, key: &str, side: Side, error: &str) {
+        self.series(key, side).fail(error);
+    }
+
+    pub fn note(&mut self, note: impl Into<String>) {
+        let note = note.into();
+        eprintln!("note: {note}");
+        self.notes.push(note);
+    }
+
+    pub fn to_json(&self) -> Value {
+        let metrics: Vec<Value> = self
+            .metrics
+            .iter()
+            .map(|m| {
+                let pair =
+                    |r: Option<(f64, f64)>| r.map(|(p50, p90)| json!({"p50": p50, "p90": p90}));
+                json!({
+                    "key": m.key,
+                    "title": m.title,
+                    "unit": m.unit.name(),
+                    "floor_is": m.floor_is,
+                    "berth": series_json(&m.berth),
+                    "containerd": series_json(&m.containerd),
+                    "floor": series_json(&m.floor),
+                    "berth_over_containerd": pair(m.vs_containerd()),
+                    "berth_over_floor": pair(m.vs_floor()),
+                    "targets": m.verdicts().iter().map(|(t, v)| json!({
+                        "target": t.describe(m.unit),
+                        "value": v.map(|v| v.0),
+                        "met": v.map(|v| v.1),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json!({
+            "meta": self.meta,
+            "metrics": metrics,
+            "leaks": self.leaks.iter().map(LeakCheck::to_json).collect::<Vec<_>>(),
+            "notes": self.notes,
+        })
+    }
+
+    /// The short table: one line per metric, then the leak checks and the notes.
+    pub fn table(&self) -> String {
+        let mut rows = vec![
+            [
+                "METRIC",
+                "UNIT",
+                "BERTH p50/p90",
+                "CONTAINERD p50/p90",
+                "B/C",
+                "FLOOR p50/p90",
+                "B/F",
+                "TARGETS",
+            ]
+            .map(String::from),
+        ];
+        for m in &self.metrics {
+            let targets: Vec<String> = m
+                .verdicts()
+                .iter()
+                .map(|(t, v)| {
+                    let verdict = match v {
+                        Some((_, true)) => "met",
+                        Some((_, false)) => "MISSED",
+                        None => "n/a",
+                    };
+                    format!("{} {verdict}", t.describe(m.unit))
+                })
+                .collect();
+            rows.push([
+                m.title.clone(),
+                m.unit.name().to_string(),
+                cell(&m.berth),
+                cell(&m.containerd),
+                m.vs_containerd().map(|r| num(r.0)).unwrap_or("-".into()),
+                cell(&m.floor),
+                m.vs_floor().map(|r| num(r.0)).unwrap_or("-".into()),
+                targets.join(", "),
+            ]);
+        }
+        let mut out = render(&rows);
+        if !self.leaks.is_empty() {
+            out.push('\n');
+            let mut rows = vec![["LEAK CHECK", "AFTER", "LEFT OVER (vs idle)"].map(String::from)];
+            for l in &self.leaks {
+                let left = if l.leaked.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    l.leaked.join(", ")
+                };
+                rows.push([l.runtime.to_string(), l.after.to_string(), left]);
+            }
+            out.push_str(&render(&rows));
+        }
+        let failures: Vec<String> = self
+            .metrics
+            .iter()
+            .flat_map(|m| {
+                [
+                    ("berth", &m.berth),
+                    ("containerd", &m.containerd),
+                    ("floor", &m.floor),
+                ]
+                .into_iter()
+                .filter_map(move |(side, s)| {
+                    s.error
+                        .as_ref()
+                        .map(|e| format!("{} [{side}]: {e}", m.title))
+                })
+            })
+            .collect();
+        for (heading, lines) in [("errors", &failures), ("notes", &self.notes)] {
+            if !lines.is_empty() {
+                let _ = write!(out, "\n{heading}:\n");
+                for line in lines {
+                    let _ = writeln!(out, "  - {line}");
+                }
+            }
+        }
+        out
+    }
+
+    /// `results.json` and `results.txt` in `out`.
+    pub fn write(&self, out: &Path) -> Result<()> {
+        let json = serde_json::to_string_pretty(&self.to_json()).map_err(|e| e.to_string())?;
+        for (name, text) in [("results.json", json), ("results.txt", self.table())] {
+            let path = out.join(name);
+            std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+fn series_json(s: &Series) -> Value {
+    let mut v = match s.summary() {
+        Some(x) => json!({
+            "p50": x.p50, "p90": x.p90, "min": x.min, "max": x.max, "mean": x.mean, "n": x.n,
+            "samples": s.values,
+        }),
+        None => json!({}),
+    };
+    if let Some(e) = &s.error {
+        v["error"] = json!(e);
+    }
+    v
+}
+
+fn cell(s: &Series) -> String {
+    match (s.summary(), &s.error) {
+        (Some(x), _) if x.n == 1 => num(x.p50),
+        (Some(x), _) => format!("{} / {}", num(x.p50), num(x.p90)),
+        (None, Some(_)) => "error".to_string(),
+        (None, None) => "-".to_string(),
+    }
+}
+
+/// Three significant digits or so, without exponent.
+pub fn num(v: f64) -> String {
+    let a = v.abs();
+    if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 0.1 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn render<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0; N];
+    for row in rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metric() -> Metric {
+        let mut m = Metric::new("pod_start", "RunPodSandbox", Unit::Ms)
+            .target(Target::VsContainerd(0.6))
+            .target(Target::VsFloor(1.2))
+            .target(Target::AtMost(40.0));
+        for v in [40.0, 50.0, 60.0] {
+            m.berth.push(v);
+        }
+        for v in [100.0, 100.0, 100.0] {
+            m.containerd.push(v);
+        }
+        m
+    }
+
+    #[test]
+    fn targets_are_judged_on_p50() {
+        let verdicts = metric().verdicts();
+        assert_eq!(verdicts[0].1, Some((0.5, true)));
+        assert_eq!(verdicts[1].1, None, "no floor measured");
+        assert_eq!(verdicts[2].1, Some((50.0, false)));
+    }
+
+    #[test]
+    fn table_and_json_carry_ratios_and_errors() {
+        let mut report = Report::new(vec![metric()]);
+        report.fail("pod_start", Side::Floor, "runc: not found");
+        let table = report.table();
+        assert!(table.contains("50.0 / 58.0"), "{table}");
+        assert!(table.contains("<=0.60x containerd met"), "{table}");
+        assert!(table.contains("runc: not found"), "{table}");
+        let json = report.to_json();
+        assert_eq!(json["metrics"][0]["berth_over_containerd"]["p50"], 0.5);
+        assert_eq!(json["metrics"][0]["floor"]["error"], "runc: not found");
+    }
+}

@@ -1,0 +1,157 @@
+//! Many pods on one runtime: N pods of M containers started K at a time (each pod
+//! as the kubelet does it: RunPodSandbox, then its containers created and started
+//! one after another), the daemon's and the shims' memory with all of them
+//! running, List* latencies over them, then all torn down K at a time and the
+//! host checked for leftovers. One runtime at a time, so that neither pays for
+//! the other's pods.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use super::Result;
+use super::client::{container_config, pod_config};
+use super::leaks::{self, Footprint};
+use super::memory::{self, side};
+use super::report::Report;
+use super::runtimes::Runtime;
+use super::samples::ms;
+
+pub struct Options {
+    pub pods: usize,
+    pub containers: usize,
+    pub concurrency: usize,
+    pub list_calls: usize,
+}
+
+/// Lets the daemons' allocations settle after the burst of starts.
+const SETTLE: Duration = Duration::from_secs(3);
+const LIST_WARMUP: usize = 3;
+
+pub async fn run(rt: &Runtime, image: &str, idle: &Footprint, opts: &Options, report: &mut Report) {
+    let side = side(rt.kind);
+    eprintln!(
+        "scale: {} pods x {} containers on {}",
+        opts.pods,
+        opts.containers,
+        rt.name()
+    );
+    let t = Instant::now();
+    let started: Vec<Result<(String, Duration)>> = futures::stream::iter(0..opts.pods)
+        .map(|n| start_pod(rt, image, n, opts.containers))
+        .buffer_unordered(opts.concurrency)
+        .collect()
+        .await;
+    let elapsed = t.elapsed();
+    let mut pods = Vec::new();
+    let mut error = None;
+    for result in started {
+        match result {
+            Ok((id, took)) => {
+                report.record("pod_start_loaded", side, ms(took));
+                pods.push(id);
+            }
+            Err(e) => error = Some(e),
+        }
+    }
+    match error {
+        Some(e) => report.fail("pods_start", side, &e),
+        None => {
+            report.record("pods_start", side, elapsed.as_secs_f64());
+            tokio::time::sleep(SETTLE).await;
+            memory::record_daemon(rt, report, "rss_pods");
+            let shims = memory::record_shims(rt, report);
+            if shims != opts.pods {
+                report.note(format!(
+                    "{}: {shims} shim processes for {} pods",
+                    rt.name(),
+                    opts.pods
+                ));
+            }
+            lists(rt, opts, report).await;
+        }
+    }
+
+    // Whatever started is torn down, also after a failed start.
+    let mut all = rt.cri.pods().await.unwrap_or(pods);
+    all.sort();
+    let t = Instant::now();
+    let torn: Vec<Result<()>> = futures::stream::iter(&all)
+        .map(|id| rt.cri.tear_down(id))
+        .buffer_unordered(opts.concurrency)
+        .collect()
+        .await;
+    let elapsed = t.elapsed();
+    match torn.into_iter().find_map(|r| r.err()) {
+        Some(e) => report.fail("pods_teardown", side, &e),
+        None if all.len() == opts.pods => {
+            report.record("pods_teardown", side, elapsed.as_secs_f64())
+        }
+        None => {}
+    }
+    if !rt.cri.pods().await.unwrap_or_default().is_empty() {
+        rt.cri.remove_everything().await;
+    }
+    let check = leaks::check(rt, idle, "scale teardown").await;
+    report.leaks.push(check);
+}
+
+/// One pod and its containers, one after another; returns its id and how long
+/// it took.
+async fn start_pod(
+    rt: &Runtime,
+    image: &str,
+    n: usize,
+    containers: usize,
+) -> Result<(String, Duration)> {
+    let t = Instant::now();
+    let config = pod_config(&format!("scale-{n}"), &rt.logs);
+    let pod = rt.cri.run_pod(&config).await?;
+    for c in 0..containers {
+        let id = rt
+            .cri
+            .create(
+                &pod,
+                container_config(&format!("c{c}"), image, None),
+                &config,
+            )
+            .await?;
+        rt.cri.start(&id).await?;
+    }
+    Ok((pod, t.elapsed()))
+}
+
+/// ListContainers, ListPodSandbox and ListContainerStats, each called after a
+/// few untimed calls, one call at a time, checking the counts.
+async fn lists(rt: &Runtime, opts: &Options, report: &mut Report) {
+    let side = side(rt.kind);
+    let containers = opts.pods * opts.containers;
+    for (key, expected) in [
+        ("list_containers", containers),
+        ("list_pods", opts.pods),
+        ("list_stats", containers),
+    ] {
+        let call = || async {
+            match key {
+                "list_containers" => rt.cri.list_containers().await,
+                "list_pods" => rt.cri.list_pods().await,
+                _ => rt.cri.list_stats().await,
+            }
+        };
+        for n in 0..LIST_WARMUP + opts.list_calls {
+            let t = Instant::now();
+            match call().await {
+                Ok(count) if count != expected => {
+                    report.fail(key, side, &format!("{count} items, {expected} expected"));
+                    break;
+                }
+                Ok(_) if n >= LIST_WARMUP => report.record(key, side, ms(t.elapsed())),
+                Ok(_) => {}
+                Err(e) => {
+                    report.fail(key, side, &e);
+                    break;
+                }
+            }
+        }
+    }
+}
