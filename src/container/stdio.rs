@@ -2,12 +2,16 @@
 //! to the process, and the pumps between those fifos and the channels of whoever
 //! is attached (an exec or attach session, ExecSync's collector).
 //!
-//! berthd opens its ends of the fifos read-write, so that opening never blocks on
-//! the shim and a reader never meets end-of-file while no writer is attached;
-//! output is therefore read until the process has exited and the fifo has stayed
-//! quiet for a moment.
+//! berthd holds a writer of its own on each output fifo while the process runs,
+//! so that its reader never meets end-of-file while no other writer is attached
+//! (before the shim opens its end, across a berthd restart). Once the process
+//! has exited that writer goes, and the output is complete at end-of-file: when
+//! the process, and the shim's terminal copy that may trail it, have closed
+//! theirs. A writer that outlives the process (a background child holding the
+//! output) is waited for only while it keeps writing.
 
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -20,8 +24,9 @@ use tokio::sync::{mpsc, watch};
 use crate::error::{Error, IoContext, Result};
 use crate::shim::TaskClient;
 
-/// After exit, how long a fifo may stay silent before it counts as drained.
-const DRAIN_QUIET: Duration = Duration::from_millis(100);
+/// After exit, how long a fifo with writers left may stay silent before its
+/// output counts as complete.
+const DRAIN_QUIET: Duration = Duration::from_secs(1);
 const READ_BUFFER: usize = 32 * 1024;
 
 /// A terminal size, in characters.
@@ -54,12 +59,25 @@ pub(super) fn make_fifo(path: &Path) -> Result<()> {
     }
 }
 
-/// berthd's reading end of an output fifo.
-pub(super) fn open_reader(path: &Path) -> Result<pipe::Receiver> {
-    pipe::OpenOptions::new()
-        .read_write(true)
+/// berthd's ends of an output fifo: its reader, and the writer that keeps the
+/// reader from seeing end-of-file until the process has exited.
+pub(super) struct OutputFifo {
+    reader: pipe::Receiver,
+    keepalive: std::fs::File,
+}
+
+pub(super) fn open_reader(path: &Path) -> Result<OutputFifo> {
+    let context = || format!("opening fifo {}", path.display());
+    // Read side first: a non-blocking open for writing needs a reader.
+    let reader = pipe::OpenOptions::new()
         .open_receiver(path)
-        .context(|| format!("opening fifo {}", path.display()))
+        .context(context)?;
+    let keepalive = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .context(context)?;
+    Ok(OutputFifo { reader, keepalive })
 }
 
 /// berthd's writing end of a stdin fifo.
@@ -70,21 +88,21 @@ pub(super) fn open_writer(path: &Path) -> Result<pipe::Sender> {
         .context(|| format!("opening fifo {}", path.display()))
 }
 
-/// Reads an output fifo until `exited` says the writers are done and the fifo
-/// is drained.
+/// Reads an output fifo until `exited` says the process is gone and the fifo
+/// has reached its end.
 pub(super) struct Drain {
     reader: pipe::Receiver,
+    keepalive: Option<std::fs::File>,
     exited: watch::Receiver<bool>,
-    draining: bool,
     buf: Vec<u8>,
 }
 
 impl Drain {
-    pub(super) fn new(reader: pipe::Receiver, exited: watch::Receiver<bool>) -> Drain {
+    pub(super) fn new(fifo: OutputFifo, exited: watch::Receiver<bool>) -> Drain {
         Drain {
-            reader,
+            reader: fifo.reader,
+            keepalive: Some(fifo.keepalive),
             exited,
-            draining: false,
             buf: vec![0u8; READ_BUFFER],
         }
     }
@@ -92,7 +110,7 @@ impl Drain {
     /// The next chunk; `None` at the end.
     pub(super) async fn next(&mut self) -> io::Result<Option<&[u8]>> {
         let mut n = None;
-        if !self.draining {
+        if self.keepalive.is_some() {
             n = tokio::select! {
                 read = self.reader.read(&mut self.buf) => Some(read?),
                 _ = self.exited.wait_for(|done| *done) => None,
@@ -100,9 +118,8 @@ impl Drain {
         }
         let n = match n {
             Some(n) => n,
-            // Drained once nothing more arrives for a moment: the writers are gone.
             None => {
-                self.draining = true;
+                self.keepalive = None;
                 match tokio::time::timeout(DRAIN_QUIET, self.reader.read(&mut self.buf)).await {
                     Ok(read) => read?,
                     Err(_) => 0,
@@ -117,7 +134,7 @@ impl Drain {
 /// drained. A client that went away is not waited for: the rest is read and
 /// dropped, so the process never blocks on a full fifo.
 pub(super) async fn pump_out(
-    reader: pipe::Receiver,
+    reader: OutputFifo,
     to: mpsc::Sender<Bytes>,
     exited: watch::Receiver<bool>,
 ) {
@@ -173,27 +190,63 @@ pub(super) async fn forward_resizes(
 mod tests {
     use super::*;
 
+    async fn collect(mut rx: mpsc::Receiver<Bytes>) -> Vec<u8> {
+        let mut all = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            all.extend_from_slice(&chunk);
+        }
+        all
+    }
+
     #[tokio::test]
-    async fn output_is_pumped_until_exit_and_drain() {
+    async fn output_is_complete_at_end_of_file_after_the_exit() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out");
         make_fifo(&path).unwrap();
         make_fifo(&path).unwrap();
-        let reader = open_reader(&path).unwrap();
-        let mut writer = open_writer(&path).unwrap();
+        let fifo = open_reader(&path).unwrap();
         let (tx, mut rx) = mpsc::channel(4);
         let (exited_tx, exited) = watch::channel(false);
-        let pump = tokio::spawn(pump_out(reader, tx, exited));
+        let pump = tokio::spawn(pump_out(fifo, tx, exited));
+        let mut writer = open_writer(&path).unwrap();
         writer.write_all(b"hello ").await.unwrap();
         assert_eq!(rx.recv().await.unwrap(), Bytes::from_static(b"hello "));
-        // Written just before the exit is noticed: still delivered.
-        writer.write_all(b"world").await.unwrap();
+        // A terminal's output copy may trail the exit by a while: still delivered,
+        // and the end comes when it closes, not after a quiet period.
         exited_tx.send(true).unwrap();
-        let mut rest = Vec::new();
-        while let Some(chunk) = rx.recv().await {
-            rest.extend_from_slice(&chunk);
-        }
-        assert_eq!(rest, b"world");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        writer.write_all(b"world").await.unwrap();
+        drop(writer);
+        let started = std::time::Instant::now();
+        assert_eq!(collect(rx).await, b"world");
+        assert!(
+            started.elapsed() < DRAIN_QUIET / 2,
+            "{:?}",
+            started.elapsed()
+        );
+        pump.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_outlives_the_process_is_not_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        make_fifo(&path).unwrap();
+        let fifo = open_reader(&path).unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        let (exited_tx, exited) = watch::channel(false);
+        let pump = tokio::spawn(pump_out(fifo, tx, exited));
+        // A background child holding the output open, silent.
+        let mut lingering = open_writer(&path).unwrap();
+        lingering.write_all(b"bye").await.unwrap();
+        exited_tx.send(true).unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(collect(rx).await, b"bye");
+        assert!(
+            started.elapsed() < DRAIN_QUIET * 3,
+            "{:?}",
+            started.elapsed()
+        );
         pump.await.unwrap();
     }
 
@@ -202,14 +255,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out");
         make_fifo(&path).unwrap();
-        let reader = open_reader(&path).unwrap();
+        let fifo = open_reader(&path).unwrap();
         let mut writer = open_writer(&path).unwrap();
         let (tx, rx) = mpsc::channel(1);
         drop(rx);
         let (exited_tx, exited) = watch::channel(false);
-        let pump = tokio::spawn(pump_out(reader, tx, exited));
+        let pump = tokio::spawn(pump_out(fifo, tx, exited));
         // Far more than a fifo holds.
         writer.write_all(&vec![b'x'; 1 << 20]).await.unwrap();
+        drop(writer);
         exited_tx.send(true).unwrap();
         pump.await.unwrap();
     }
@@ -219,14 +273,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("in");
         make_fifo(&path).unwrap();
-        let mut reader = open_reader(&path).unwrap();
+        let mut fifo = open_reader(&path).unwrap();
         let mut writer = open_writer(&path).unwrap();
         let (tx, rx) = mpsc::channel(4);
         tx.send(Bytes::from_static(b"abc")).await.unwrap();
         drop(tx);
         assert!(pump_in(rx, &mut writer).await);
         let mut buf = [0u8; 3];
-        reader.read_exact(&mut buf).await.unwrap();
+        fifo.reader.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"abc");
     }
 }

@@ -13,6 +13,8 @@ mod portforward;
 mod remotecommand;
 mod server;
 pub mod spdy;
+#[cfg(test)]
+mod tests;
 mod tokens;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -82,6 +82,8 @@ where
             return;
         }
     };
+    // A session's streams are all there; more would wait for a reply forever.
+    conn.stop_accepting();
     let mut outputs = Vec::new();
     let mut output = |writer: Option<StreamWriter>| {
         writer.map(|writer| {

@@ -96,6 +96,11 @@ impl Connection {
         self.incoming.recv().await
     }
 
+    /// Refuses the streams the client opens from now on (RST_STREAM).
+    pub fn stop_accepting(&mut self) {
+        self.incoming.close();
+    }
+
     /// Ends the connection once every stream writer is dropped: what is queued is
     /// written, the socket's write side is shut (so the client sees the end after
     /// the last frame), and the client gets `grace` to close its side before the
