@@ -3,7 +3,8 @@
 //! SPDY client on berth's own frame codec the way client-go (the kubelet,
 //! crictl, critest) drives them — output, input to its end, a terminal and its
 //! resizes, exit codes, stdin_once, connections into the pod's network
-//! namespace and the host's — and, when crictl is installed, through crictl.
+//! namespace and the host's — and, when crictl is installed, through crictl
+//! with both its transports, SPDY and WebSocket.
 
 mod common;
 
@@ -541,59 +542,67 @@ async fn crictl_exec_attach_and_port_forward() {
         )
         .await;
 
-    let out = run(&["exec", "-i", &id, "wc", "-c"], b"twelve bytes").await;
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "12");
-    let out = run(
-        &["exec", &id, "sh", "-c", "echo out; echo err >&2; exit 4"],
-        b"",
-    )
-    .await;
-    assert!(!out.status.success());
-    assert_eq!(out.stdout, b"out\n");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("\nerr\n") || stderr.starts_with("err\n"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("exit code 4"), "{stderr}");
+    // Both transports crictl has: SPDY (its default) and WebSocket.
+    for transport in ["spdy", "websocket"] {
+        fn exec<'a>(transport: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+            [&["exec", "--transport", transport][..], args].concat()
+        }
+        let out = run(&exec(transport, &["-i", &id, "wc", "-c"]), b"twelve bytes").await;
+        assert!(out.status.success(), "{transport}: {out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "12");
+        let script = ["sh", "-c", "echo out; echo err >&2; exit 4"];
+        let out = run(
+            &exec(transport, &[&[id.as_str()][..], &script].concat()),
+            b"",
+        )
+        .await;
+        assert!(!out.status.success());
+        assert_eq!(out.stdout, b"out\n", "{transport}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("\nerr\n") || stderr.starts_with("err\n"),
+            "{transport}: {stderr}"
+        );
+        assert!(stderr.contains("exit code 4"), "{transport}: {stderr}");
 
-    let mut config = bed.config("shell", &["sh"]);
-    config.stdin = true;
-    config.stdin_once = true;
-    let shell = bed.run(&pod, config).await;
-    let out = run(&["attach", "-i", &shell], b"echo -n attached\n").await;
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(out.stdout, b"attached");
+        let mut config = bed.config(&format!("shell-{transport}"), &["sh"]);
+        config.stdin = true;
+        config.stdin_once = true;
+        let shell = bed.run(&pod, config).await;
+        let attach = ["attach", "--transport", transport, "-i", &shell];
+        let out = run(&attach, b"echo -n attached\n").await;
+        assert!(out.status.success(), "{transport}: {out:?}");
+        assert_eq!(out.stdout, b"attached", "{transport}");
 
-    let local = 30000 + rand::random::<u16>() % 20000;
-    let mapping = format!("{local}:8080");
-    let mut forward = command(&["port-forward", &pod.0, &mapping])
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(forward.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap_or_default();
-    assert!(line.starts_with("Forwarding from"), "{line}");
-    common::wait_for(
-        "an echo through crictl port-forward",
-        Duration::from_secs(20),
-        || async {
-            let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", local))
-                .await
-                .ok()?;
-            tcp.write_all(b"through crictl\n").await.ok()?;
-            let mut buf = [0u8; 15];
-            tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut buf))
-                .await
-                .ok()?
-                .ok()?;
-            (&buf == b"through crictl\n").then_some(())
-        },
-    )
-    .await;
-    forward.kill().await.unwrap();
+        let local = 30000 + rand::random::<u16>() % 20000;
+        let mapping = format!("{local}:8080");
+        let mut forward = command(&["port-forward", "--transport", transport, &pod.0, &mapping])
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(forward.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_or_default();
+        assert!(line.starts_with("Forwarding from"), "{transport}: {line}");
+        common::wait_for(
+            "an echo through crictl port-forward",
+            Duration::from_secs(20),
+            || async {
+                let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", local))
+                    .await
+                    .ok()?;
+                tcp.write_all(b"through crictl\n").await.ok()?;
+                let mut buf = [0u8; 15];
+                tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut buf))
+                    .await
+                    .ok()?
+                    .ok()?;
+                (&buf == b"through crictl\n").then_some(())
+            },
+        )
+        .await;
+        forward.kill().await.unwrap();
+    }
 }

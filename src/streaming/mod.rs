@@ -3,12 +3,15 @@
 //!
 //! A call checks its request and target and promises a session under a
 //! single-use token ([`tokens`]); the client (the kubelet, crictl, critest) then
-//! POSTs to the URL asking to upgrade to SPDY/3.1 ([`server`], [`spdy`]) and speaks
-//! remotecommand ([`remotecommand`]) or port forwarding ([`portforward`]) on it.
+//! asks the URL to upgrade the connection ([`server`]) to SPDY/3.1 ([`spdy`]),
+//! where it speaks remotecommand ([`remotecommand`]) or port forwarding
+//! ([`portforward`]), or to WebSocket ([`websocket`]), where exec and attach use
+//! the channel protocol and port forwarding tunnels SPDY ([`channels`]).
 //! This module only speaks protocols: running processes, attaching to containers
 //! and connecting into pods are the [`Backend`]'s domain calls.
 
 mod backend;
+mod channels;
 mod portforward;
 mod remotecommand;
 mod server;
@@ -16,6 +19,7 @@ pub mod spdy;
 #[cfg(test)]
 mod tests;
 mod tokens;
+mod websocket;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;

@@ -221,7 +221,10 @@ struct Size {
     height: u16,
 }
 
-async fn read_resizes(mut data: mpsc::Receiver<Bytes>, sizes: mpsc::Sender<TerminalSize>) {
+pub(super) async fn read_resizes(
+    mut data: mpsc::Receiver<Bytes>,
+    sizes: mpsc::Sender<TerminalSize>,
+) {
     let mut pending = Vec::new();
     while let Some(chunk) = data.recv().await {
         pending.extend_from_slice(&chunk);
@@ -255,7 +258,7 @@ async fn read_resizes(mut data: mpsc::Receiver<Bytes>, sizes: mpsc::Sender<Termi
 }
 
 /// What to write on the error stream for the session's outcome, if anything.
-fn status(version: u8, outcome: &Result<i32>) -> Option<String> {
+pub(super) fn status(version: u8, outcome: &Result<i32>) -> Option<String> {
     let (message, status) = match outcome {
         Ok(0) => return (version >= 4).then(|| r#"{"metadata":{},"status":"Success"}"#.into()),
         Ok(code) => {

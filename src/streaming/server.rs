@@ -1,7 +1,8 @@
-//! The HTTP side: one HTTP/1.1 connection per session, `POST /<kind>/<token>`
-//! asking to upgrade to SPDY/3.1 with the stream protocols the client speaks.
-//! The token is redeemed, a protocol chosen, `101 Switching Protocols` sent, and
-//! the session runs on the upgraded connection. Anything else gets a plain-text
+//! The HTTP side: one HTTP/1.1 connection per session, `/<kind>/<token>` asking
+//! to upgrade to SPDY/3.1 (`X-Stream-Protocol-Version`) or to WebSocket
+//! (`Sec-WebSocket-Protocol`) with the stream protocols the client speaks. The
+//! token is redeemed, a protocol chosen, `101 Switching Protocols` sent, and the
+//! session runs on the upgraded connection. Anything else gets a plain-text
 //! error, which client-go shows to the user.
 
 use std::convert::Infallible;
@@ -9,22 +10,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper::header::{CONNECTION, HeaderMap, HeaderValue, UPGRADE};
+use hyper::header::{AsHeaderName, CONNECTION, HeaderMap, HeaderValue, UPGRADE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::spdy::Connection;
 use super::tokens::{Session, Tokens};
-use super::{Backend, portforward, remotecommand};
+use super::websocket::{self, WebSocket};
+use super::{Backend, channels, portforward, remotecommand};
 
 const PROTOCOL_HEADER: &str = "x-stream-protocol-version";
 const ACCEPTED_HEADER: &str = "x-accepted-stream-protocol-versions";
 const SPDY: &str = "SPDY/3.1";
+const WS_KEY: &str = "sec-websocket-key";
+const WS_ACCEPT: &str = "sec-websocket-accept";
+const WS_VERSION: &str = "sec-websocket-version";
+const WS_PROTOCOL: &str = "sec-websocket-protocol";
 /// A client that connects must send its request head within this.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -83,6 +90,13 @@ impl Server {
     }
 }
 
+/// How a session's bytes travel once the connection is upgraded.
+enum Transport {
+    Spdy,
+    /// With the `Sec-WebSocket-Key` to answer.
+    WebSocket(String),
+}
+
 /// Answers one request; a good one starts its session once upgraded.
 fn respond(
     mut req: Request<Incoming>,
@@ -96,17 +110,52 @@ fn respond(
     let Some(session) = tokens.redeem(kind, token) else {
         return plain(StatusCode::NOT_FOUND, "unknown or expired streaming token");
     };
-    if !asks_for_spdy(req.headers()) {
+    let headers = req.headers();
+    let (transport, offered, supported): (_, _, &[&'static str]) = if has_token(
+        headers, UPGRADE, SPDY,
+    ) {
+        let supported: &[&'static str] = match session {
+            Session::PortForward(_) => &[portforward::PROTOCOL],
+            _ => &remotecommand::PROTOCOLS,
+        };
+        (
+            Transport::Spdy,
+            header_list(headers, PROTOCOL_HEADER),
+            supported,
+        )
+    } else if has_token(headers, UPGRADE, "websocket") {
+        if headers.get(WS_VERSION).is_none_or(|v| v != "13") {
+            let mut response = plain(StatusCode::UPGRADE_REQUIRED, "WebSocket version 13 only");
+            response
+                .headers_mut()
+                .insert(WS_VERSION, HeaderValue::from_static("13"));
+            return response;
+        }
+        let Some(key) = headers.get(WS_KEY).and_then(|k| k.to_str().ok()) else {
+            return plain(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing");
+        };
+        let supported: &[&'static str] = match session {
+            Session::PortForward(_) => &[channels::TUNNELED_PORT_FORWARD],
+            _ => &channels::PROTOCOLS,
+        };
+        let mut offered = header_list(headers, WS_PROTOCOL);
+        // A client naming no protocol gets the oldest, as from the kubelet.
+        if offered.is_empty() && !matches!(session, Session::PortForward(_)) {
+            offered.push("channel.k8s.io".to_string());
+        }
+        (Transport::WebSocket(key.to_string()), offered, supported)
+    } else {
         return plain(
             StatusCode::BAD_REQUEST,
-            "unable to upgrade: this server speaks SPDY/3.1 only (Connection: Upgrade, Upgrade: SPDY/3.1)",
+            "unable to upgrade: expected Connection: Upgrade with Upgrade: SPDY/3.1 or websocket",
+        );
+    };
+    if !has_token(headers, CONNECTION, "upgrade") {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "unable to upgrade: Connection: Upgrade is missing",
         );
     }
-    let supported: &[&'static str] = match session {
-        Session::PortForward(_) => &[portforward::PROTOCOL],
-        _ => &remotecommand::PROTOCOLS,
-    };
-    let offered = offered_protocols(req.headers());
     let Some(protocol) = supported
         .iter()
         .copied()
@@ -125,6 +174,24 @@ fn respond(
         }
         return response;
     };
+
+    let mut response = Response::new(String::new());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    match &transport {
+        Transport::Spdy => {
+            headers.insert(UPGRADE, HeaderValue::from_static(SPDY));
+            headers.insert(PROTOCOL_HEADER, HeaderValue::from_static(protocol));
+        }
+        Transport::WebSocket(key) => {
+            headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+            if let Ok(accept) = HeaderValue::from_str(&websocket::accept_key(key)) {
+                headers.insert(WS_ACCEPT, accept);
+            }
+            headers.insert(WS_PROTOCOL, HeaderValue::from_static(protocol));
+        }
+    }
     let upgrade = hyper::upgrade::on(&mut req);
     let backend = backend.clone();
     tokio::spawn(async move {
@@ -133,7 +200,8 @@ fn respond(
                 run(
                     session,
                     protocol,
-                    Connection::new(TokioIo::new(upgraded)),
+                    transport,
+                    TokioIo::new(upgraded),
                     backend,
                 )
                 .await
@@ -141,74 +209,86 @@ fn respond(
             Err(e) => tracing::debug!(error = %e, "streaming upgrade failed"),
         }
     });
-    let mut response = Response::new(String::new());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = response.headers_mut();
-    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-    headers.insert(UPGRADE, HeaderValue::from_static(SPDY));
-    headers.insert(PROTOCOL_HEADER, HeaderValue::from_static(protocol));
     response
 }
 
 /// Runs a session in its own span, naming what it targets.
-async fn run(
+async fn run<IO>(
     session: Session,
     protocol: &'static str,
-    conn: Connection,
+    transport: Transport,
+    io: IO,
     backend: Arc<dyn Backend>,
-) {
-    match session {
-        Session::Exec(req) => {
-            let span = tracing::info_span!("exec", container_id = %req.container_id);
-            let opts = remotecommand::Options {
-                stdin: req.stdin,
-                stdout: req.stdout,
-                stderr: req.stderr,
-                tty: req.tty,
-            };
-            let run = |streams| backend.exec(req.container_id.clone(), req.cmd.clone(), streams);
-            remotecommand::serve(conn, protocol, opts, run)
-                .instrument(span)
-                .await
-        }
-        Session::Attach(req) => {
-            let span = tracing::info_span!("attach", container_id = %req.container_id);
-            let opts = remotecommand::Options {
-                stdin: req.stdin,
-                stdout: req.stdout,
-                stderr: req.stderr,
-                tty: req.tty,
-            };
-            let run = |streams| {
-                let attached = backend.attach(req.container_id.clone(), streams);
-                async move { attached.await.map(|()| 0) }
-            };
-            remotecommand::serve(conn, protocol, opts, run)
-                .instrument(span)
-                .await
-        }
+) where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (container_id, opts) = match &session {
+        Session::Exec(r) => (
+            r.container_id.clone(),
+            stdio(r.stdin, r.stdout, r.stderr, r.tty),
+        ),
+        Session::Attach(r) => (
+            r.container_id.clone(),
+            stdio(r.stdin, r.stdout, r.stderr, r.tty),
+        ),
         Session::PortForward(req) => {
             let span = tracing::info_span!("port_forward", pod_id = %req.sandbox_id);
             let connect = |port| backend.connect(req.sandbox_id.clone(), port);
-            portforward::serve(conn, connect).instrument(span).await
+            let conn = match transport {
+                Transport::Spdy => Connection::new(io),
+                Transport::WebSocket(_) => {
+                    let (messages, ws) = WebSocket::new(io);
+                    Connection::new(channels::tunnel(messages, ws))
+                }
+            };
+            return portforward::serve(conn, connect).instrument(span).await;
+        }
+    };
+    let span = tracing::info_span!("stream", kind = session.kind(), container_id = %container_id);
+    let run = |streams| match session {
+        Session::Exec(req) => backend.exec(req.container_id, req.cmd, streams),
+        Session::Attach(req) => {
+            let attached = backend.attach(req.container_id, streams);
+            Box::pin(async move { attached.await.map(|()| 0) })
+        }
+        Session::PortForward(_) => unreachable!("port forwarding returned above"),
+    };
+    match transport {
+        Transport::Spdy => {
+            remotecommand::serve(Connection::new(io), protocol, opts, run)
+                .instrument(span)
+                .await
+        }
+        Transport::WebSocket(_) => {
+            let (messages, ws) = WebSocket::new(io);
+            channels::serve(messages, ws, protocol, opts, run)
+                .instrument(span)
+                .await
         }
     }
 }
 
-fn asks_for_spdy(headers: &HeaderMap) -> bool {
-    let has = |name, token: &str| {
-        headers.get_all(name).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        })
-    };
-    has(CONNECTION, "upgrade") && has(UPGRADE, SPDY)
+fn stdio(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> remotecommand::Options {
+    remotecommand::Options {
+        stdin,
+        stdout,
+        stderr,
+        tty,
+    }
 }
 
-/// `X-Stream-Protocol-Version`, given once per protocol or comma-separated.
-fn offered_protocols(headers: &HeaderMap) -> Vec<String> {
+/// Whether a (comma-separated) header has `token`, in any case.
+fn has_token(headers: &HeaderMap, name: impl AsHeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// A header given once per value or comma-separated.
+fn header_list(headers: &HeaderMap, name: impl AsHeaderName) -> Vec<String> {
     headers
-        .get_all(PROTOCOL_HEADER)
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))

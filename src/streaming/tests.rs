@@ -328,3 +328,55 @@ async fn port_forward_pairs_streams_and_reports_failures() {
         .expect("the session ends")
         .unwrap();
 }
+
+#[tokio::test]
+async fn websocket_channels_carry_a_session() {
+    use super::channels;
+    use super::websocket::{self, OP_BINARY, OP_CLOSE, WebSocket, client_frame};
+
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let (messages, ws) = WebSocket::new(server);
+    let session = tokio::spawn(channels::serve(
+        messages,
+        ws,
+        "v5.channel.k8s.io",
+        opts(true, false),
+        shout,
+    ));
+    let (mut rd, mut wr) = tokio::io::split(client);
+    let mut wire = client_frame(true, OP_BINARY, b"\x00abc");
+    wire.extend(client_frame(true, OP_BINARY, b"\x00def"));
+    // v5: the end of stdin.
+    wire.extend(client_frame(true, OP_BINARY, &[255, 0]));
+    wr.write_all(&wire).await.unwrap();
+    let mut by_channel: HashMap<u8, Vec<u8>> = HashMap::new();
+    let mut first = None;
+    loop {
+        let frame = websocket::read_frame(&mut rd).await.unwrap().unwrap();
+        if frame.opcode == OP_CLOSE {
+            assert_eq!(frame.payload, 1000u16.to_be_bytes());
+            break;
+        }
+        assert_eq!(frame.opcode, OP_BINARY);
+        first.get_or_insert(frame.payload.clone());
+        by_channel
+            .entry(frame.payload[0])
+            .or_default()
+            .extend_from_slice(&frame.payload[1..]);
+    }
+    // The session announced itself on stdout, the first channel it writes.
+    assert_eq!(first.unwrap(), [1]);
+    assert_eq!(by_channel[&1], b"ABCDEF");
+    assert_eq!(by_channel[&2], b"complaint");
+    let status: serde_json::Value = serde_json::from_slice(&by_channel[&3]).unwrap();
+    assert_eq!(status["reason"], "NonZeroExitCode");
+    // The client answers the close and goes.
+    wr.write_all(&client_frame(true, OP_CLOSE, &1000u16.to_be_bytes()))
+        .await
+        .unwrap();
+    drop(wr);
+    tokio::time::timeout(Duration::from_secs(10), session)
+        .await
+        .expect("the session ends")
+        .unwrap();
+}
