@@ -6,6 +6,7 @@
 //! error, which client-go shows to the user.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use super::spdy::Connection;
 use super::tokens::{Session, Tokens};
 use super::websocket::{self, WebSocket};
 use super::{Backend, channels, portforward, remotecommand};
+use crate::container::ProcessStreams;
 
 const PROTOCOL_HEADER: &str = "x-stream-protocol-version";
 const ACCEPTED_HEADER: &str = "x-accepted-stream-protocol-versions";
@@ -222,15 +224,26 @@ async fn run<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (container_id, opts) = match &session {
-        Session::Exec(r) => (
-            r.container_id.clone(),
-            stdio(r.stdin, r.stdout, r.stderr, r.tty),
-        ),
-        Session::Attach(r) => (
-            r.container_id.clone(),
-            stdio(r.stdin, r.stdout, r.stderr, r.tty),
-        ),
+    match session {
+        Session::Exec(req) => {
+            let span = tracing::info_span!("exec", container_id = %req.container_id);
+            let opts = stdio(req.stdin, req.stdout, req.stderr, req.tty);
+            let run = |streams| backend.exec(req.container_id, req.cmd, streams);
+            remote_command(transport, io, protocol, opts, run)
+                .instrument(span)
+                .await
+        }
+        Session::Attach(req) => {
+            let span = tracing::info_span!("attach", container_id = %req.container_id);
+            let opts = stdio(req.stdin, req.stdout, req.stderr, req.tty);
+            let run = |streams| {
+                let attached = backend.attach(req.container_id, streams);
+                async move { attached.await.map(|()| 0) }
+            };
+            remote_command(transport, io, protocol, opts, run)
+                .instrument(span)
+                .await
+        }
         Session::PortForward(req) => {
             let span = tracing::info_span!("port_forward", pod_id = %req.sandbox_id);
             let connect = |port| backend.connect(req.sandbox_id.clone(), port);
@@ -241,29 +254,28 @@ async fn run<IO>(
                     Connection::new(channels::tunnel(messages, ws))
                 }
             };
-            return portforward::serve(conn, connect).instrument(span).await;
+            portforward::serve(conn, connect).instrument(span).await
         }
-    };
-    let span = tracing::info_span!("stream", kind = session.kind(), container_id = %container_id);
-    let run = |streams| match session {
-        Session::Exec(req) => backend.exec(req.container_id, req.cmd, streams),
-        Session::Attach(req) => {
-            let attached = backend.attach(req.container_id, streams);
-            Box::pin(async move { attached.await.map(|()| 0) })
-        }
-        Session::PortForward(_) => unreachable!("port forwarding returned above"),
-    };
+    }
+}
+
+/// An exec or attach session on either transport.
+async fn remote_command<IO, F, Fut>(
+    transport: Transport,
+    io: IO,
+    protocol: &str,
+    opts: remotecommand::Options,
+    run: F,
+) where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+    F: FnOnce(ProcessStreams) -> Fut,
+    Fut: Future<Output = crate::error::Result<i32>>,
+{
     match transport {
-        Transport::Spdy => {
-            remotecommand::serve(Connection::new(io), protocol, opts, run)
-                .instrument(span)
-                .await
-        }
+        Transport::Spdy => remotecommand::serve(Connection::new(io), protocol, opts, run).await,
         Transport::WebSocket(_) => {
             let (messages, ws) = WebSocket::new(io);
-            channels::serve(messages, ws, protocol, opts, run)
-                .instrument(span)
-                .await
+            channels::serve(messages, ws, protocol, opts, run).await
         }
     }
 }
