@@ -65,6 +65,7 @@ fn main() -> ExitCode {
         )))
         .with_writer(std::io::stderr)
         .init();
+    limit_malloc_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -82,6 +83,18 @@ fn main() -> ExitCode {
             eprintln!("berthd: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// glibc gives each thread that allocates an arena of its own, up to eight per
+/// core, and an arena keeps what was freed in it. berthd's blocking threads come
+/// and go with the load, so its memory would spread over many arenas; it waits on
+/// I/O far more than it allocates, so two arenas cost no contention worth having.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before any thread.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 

@@ -291,11 +291,13 @@ async fn runtime_default_seccomp_and_handlers() {
     };
     let pod = w.run_pod("seccomp").await;
     let mut filtered = w.container_config("filtered", "exec sleep 1000");
-    let mut sc = cri::LinuxContainerSecurityContext::default();
-    sc.seccomp = Some(cri::SecurityProfile {
-        profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+    let sc = cri::LinuxContainerSecurityContext {
+        seccomp: Some(cri::SecurityProfile {
+            profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+            ..Default::default()
+        }),
         ..Default::default()
-    });
+    };
     filtered.linux = Some(cri::LinuxContainerConfig {
         security_context: Some(sc),
         ..Default::default()

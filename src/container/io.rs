@@ -17,7 +17,7 @@ use crate::logs::{LogFile, Stream};
 
 /// Output chunks an attach session may fall behind by before it loses some: the
 /// log never waits for a slow client.
-const FEED_CAPACITY: usize = 256;
+const FEED_CAPACITY: usize = 64;
 /// Input chunks queued for the container's stdin.
 const STDIN_QUEUE: usize = 16;
 

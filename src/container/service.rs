@@ -27,7 +27,8 @@ pub struct ContainerService {
     pub(super) names: Arc<NameIndex>,
     /// What this host imposes on every spec, read once at start.
     pub(super) host: HostFacts,
-    containers: RwLock<HashMap<String, ContainerRecord>>,
+    /// Shared, so that a listing copies pointers rather than records.
+    containers: RwLock<HashMap<String, Arc<ContainerRecord>>>,
     /// Output copiers of containers that may still write.
     pub(super) outputs: Mutex<HashMap<String, Arc<Output>>>,
     /// Containers the kernel OOM-killed, until their exit is recorded.
@@ -116,13 +117,13 @@ impl ContainerService {
     pub fn get(&self, id: &str) -> Result<ContainerRecord> {
         let containers = self.containers.read().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = containers.get(id) {
-            return Ok(c.clone());
+            return Ok(ContainerRecord::clone(c));
         }
         let mut matches = containers
             .values()
             .filter(|c| !id.is_empty() && c.id.starts_with(id));
         match (matches.next(), matches.next()) {
-            (Some(c), None) => Ok(c.clone()),
+            (Some(c), None) => Ok(ContainerRecord::clone(c)),
             (Some(_), Some(_)) => Err(Error::InvalidArgument(format!(
                 "container id prefix {id:?} is ambiguous"
             ))),
@@ -130,9 +131,9 @@ impl ContainerService {
         }
     }
 
-    pub fn list(&self, filter: &ContainerFilter) -> Vec<ContainerRecord> {
+    pub fn list(&self, filter: &ContainerFilter) -> Vec<Arc<ContainerRecord>> {
         let containers = self.containers.read().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<ContainerRecord> = containers
+        let mut out: Vec<Arc<ContainerRecord>> = containers
             .values()
             .filter(|c| c.phase != ContainerPhase::Creating)
             .filter(|c| filter.id.is_empty() || c.id.starts_with(&filter.id))
@@ -239,7 +240,7 @@ impl ContainerService {
             .containers
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(record.id.clone(), record.clone())
+            .insert(record.id.clone(), Arc::new(record.clone()))
             .map(|r| r.phase);
         if let Some(kind) = events::transition(before, record.phase) {
             self.publish(record, kind);
@@ -288,7 +289,7 @@ impl ContainerService {
             self.containers
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(record.id.clone(), record.clone());
+                .insert(record.id.clone(), Arc::new(record.clone()));
             if let Err(e) = self.clone().recover_one(record).await {
                 tracing::warn!(error = %e, "recovering a container");
             }

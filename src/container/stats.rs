@@ -5,7 +5,8 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::{ContainerFilter, ContainerService};
 use crate::cgroups::{Cgroup, Hierarchies, Memory};
@@ -17,6 +18,9 @@ use crate::store::{ContainerPhase, ContainerRecord, SandboxRecord};
 /// Below this interval a new CPU reading would make a noisy rate: the last rate
 /// stands instead.
 const MIN_RATE_INTERVAL_NS: i64 = 1_000_000_000;
+/// How long a writable layer's measured size is reused. Measuring walks the layer;
+/// containerd likewise refreshes snapshot usage every 10 s, not per call.
+const LAYER_USAGE_TTL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Cpu {
@@ -37,7 +41,7 @@ pub struct LayerUsage {
 
 #[derive(Debug, Clone)]
 pub struct ContainerStats {
-    pub container: ContainerRecord,
+    pub container: Arc<ContainerRecord>,
     pub timestamp: i64,
     /// `None` unless the container runs.
     pub cpu: Option<Cpu>,
@@ -72,7 +76,11 @@ pub(super) struct Sampler {
     hierarchies: Hierarchies,
     cgroups: Mutex<HashMap<String, (u32, Cgroup)>>,
     cpu: Mutex<HashMap<String, CpuSample>>,
+    layers: Mutex<HashMap<String, LayerSample>>,
 }
+
+/// When a writable layer was measured, and its bytes and inodes then.
+type LayerSample = (Instant, (u64, u64));
 
 /// A CPU reading: when, cumulative nanoseconds, and the rate then computed.
 #[derive(Debug, Clone, Copy)]
@@ -88,7 +96,30 @@ impl Sampler {
             hierarchies: Hierarchies::of_this_host(),
             cgroups: Mutex::new(HashMap::new()),
             cpu: Mutex::new(HashMap::new()),
+            layers: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The size of container `id`'s writable layer, measured at most every
+    /// `LAYER_USAGE_TTL`.
+    fn layer_usage(&self, images: &ImageService, id: &str) -> Option<(u64, u64)> {
+        let cached = self
+            .layers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .copied();
+        if let Some((at, usage)) = cached
+            && at.elapsed() < LAYER_USAGE_TTL
+        {
+            return Some(usage);
+        }
+        let usage = images.writable_layer_usage(id)?;
+        self.layers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), (Instant::now(), usage));
+        Some(usage)
     }
 
     /// The cgroup of `pid`, object `id`'s main process.
@@ -138,6 +169,10 @@ impl Sampler {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|id, _| live(id));
+        self.layers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| live(id));
     }
 }
 
@@ -156,7 +191,11 @@ fn now_nanos() -> i64 {
 }
 
 /// Reads one container's stats; blocking (cgroup files, a walk of its layer).
-fn read_container(sampler: &Sampler, images: &ImageService, c: ContainerRecord) -> ContainerStats {
+fn read_container(
+    sampler: &Sampler,
+    images: &ImageService,
+    c: Arc<ContainerRecord>,
+) -> ContainerStats {
     let timestamp = now_nanos();
     let usage = (c.phase == ContainerPhase::Running && c.pid > 0)
         .then(|| sampler.cgroup(&c.id, c.pid))
@@ -165,8 +204,8 @@ fn read_container(sampler: &Sampler, images: &ImageService, c: ContainerRecord) 
     let cpu = usage
         .and_then(|u| u.cpu_ns)
         .map(|ns| sampler.cpu(&c.id, timestamp, ns));
-    let writable_layer = images
-        .writable_layer_usage(&c.id)
+    let writable_layer = sampler
+        .layer_usage(images, &c.id)
         .map(|(bytes, inodes)| LayerUsage {
             mountpoint: images.snapshot_store().dir().to_path_buf(),
             bytes,
@@ -185,10 +224,10 @@ impl ContainerService {
     pub async fn stats(&self, id: &str) -> Result<ContainerStats> {
         let container = self.get(id)?;
         let (sampler, images) = (self.sampler.clone(), self.images.clone());
-        Ok(
-            tokio::task::spawn_blocking(move || read_container(&sampler, &images, container))
-                .await?,
-        )
+        Ok(tokio::task::spawn_blocking(move || {
+            read_container(&sampler, &images, Arc::new(container))
+        })
+        .await?)
     }
 
     pub async fn list_stats(&self, filter: &ContainerFilter) -> Result<Vec<ContainerStats>> {
@@ -207,7 +246,7 @@ impl ContainerService {
             let live: std::collections::HashSet<String> = self
                 .list(&ContainerFilter::default())
                 .into_iter()
-                .map(|c| c.id)
+                .map(|c| c.id.clone())
                 .collect();
             let pods: std::collections::HashSet<String> = self
                 .sandboxes
@@ -228,7 +267,7 @@ impl ContainerService {
 
     /// Stats of each pod in `pods`, with its containers'.
     pub async fn list_pod_stats(&self, pods: Vec<Sandbox>) -> Result<Vec<PodStats>> {
-        let with_containers: Vec<(SandboxRecord, Vec<ContainerRecord>)> = pods
+        let with_containers: Vec<(SandboxRecord, Vec<Arc<ContainerRecord>>)> = pods
             .into_iter()
             .map(|p| {
                 let filter = ContainerFilter {
@@ -256,7 +295,7 @@ fn read_pod(
     sampler: &Sampler,
     images: &ImageService,
     sandbox: SandboxRecord,
-    containers: Vec<ContainerRecord>,
+    containers: Vec<Arc<ContainerRecord>>,
 ) -> PodStats {
     let timestamp = now_nanos();
     let containers: Vec<ContainerStats> = containers
@@ -359,6 +398,7 @@ mod tests {
             hierarchies: Hierarchies::default(),
             cgroups: Mutex::new(HashMap::new()),
             cpu: Mutex::new(HashMap::new()),
+            layers: Mutex::new(HashMap::new()),
         };
         assert_eq!(s.cpu("c", 0, 100).nano_cores, None);
         let second = s.cpu("c", 2_000_000_000, 1_000_000_100);

@@ -27,7 +27,11 @@ use crate::shim::TaskClient;
 /// After exit, how long a fifo with writers left may stay silent before its
 /// output counts as complete.
 const DRAIN_QUIET: Duration = Duration::from_secs(1);
-const READ_BUFFER: usize = 32 * 1024;
+/// Output buffers start small, since most containers say little, and grow to the
+/// largest size when a read fills them: hundreds of quiet containers then cost
+/// kilobytes, not a 32 KiB buffer per stream each.
+const READ_BUFFER_FIRST: usize = 2 * 1024;
+const READ_BUFFER_MAX: usize = 32 * 1024;
 
 /// A terminal size, in characters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +107,7 @@ impl Drain {
             reader: fifo.reader,
             keepalive: Some(fifo.keepalive),
             exited,
-            buf: vec![0u8; READ_BUFFER],
+            buf: vec![0u8; READ_BUFFER_FIRST],
         }
     }
 
@@ -126,6 +130,11 @@ impl Drain {
                 }
             }
         };
+        if n == self.buf.len() && n < READ_BUFFER_MAX {
+            // Full: there is likely more. The next read gets a larger buffer; this
+            // chunk moves along with it.
+            self.buf.resize((n * 4).min(READ_BUFFER_MAX), 0);
+        }
         Ok((n > 0).then(|| &self.buf[..n]))
     }
 }

@@ -174,7 +174,7 @@ pub fn verbose_info(c: &ContainerRecord) -> HashMap<String, String> {
 pub fn event(
     e: &ContainerEvent,
     pod: Option<&Sandbox>,
-    containers: &[ContainerRecord],
+    containers: &[std::sync::Arc<ContainerRecord>],
 ) -> cri::ContainerEventResponse {
     let kind = match e.kind {
         ContainerEventKind::Created => cri::ContainerEventType::ContainerCreatedEvent,
@@ -187,6 +187,6 @@ pub fn event(
         container_event_type: kind as i32,
         created_at: e.at,
         pod_sandbox_status: pod.map(super::sandbox::status),
-        containers_statuses: containers.iter().map(status).collect(),
+        containers_statuses: containers.iter().map(|c| status(c)).collect(),
     }
 }

@@ -391,7 +391,7 @@ impl RuntimeService for CriRuntimeService {
             .containers
             .list(&filter)
             .iter()
-            .map(container::list_item)
+            .map(|c| container::list_item(c))
             .collect();
         Ok(Response::new(cri::ListContainersResponse { containers }))
     }
