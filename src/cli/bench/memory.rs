@@ -23,6 +23,17 @@ pub fn record_daemon(rt: &Runtime, report: &mut Report, key: &str) -> Option<f64
         Some(kib) => {
             let mib = kib as f64 / KIB_PER_MIB;
             report.record(key, side(rt.kind), mib);
+            let part = |field| {
+                rt.pid()
+                    .and_then(|p| procfs::status_kib(p, field))
+                    .map_or(0.0, |k| k as f64 / KIB_PER_MIB)
+            };
+            report.note(format!(
+                "{} {key}: {mib:.1} MiB = {:.1} anonymous + {:.1} file-backed (its binary's pages)",
+                rt.name(),
+                part("RssAnon:"),
+                part("RssFile:"),
+            ));
             Some(mib)
         }
         None => {

@@ -18,6 +18,7 @@ mod leaks;
 mod memory;
 mod network;
 mod procfs;
+mod profile;
 mod pull;
 mod registry;
 mod report;
@@ -94,6 +95,13 @@ pub struct BenchArgs {
     /// Seconds of quiet after a sync before every timed pull
     #[arg(long, default_value_t = 60)]
     settle: u64,
+    /// Record each daemon with `perf record` during the scale phases (start,
+    /// lists, teardown) into --out
+    #[arg(long)]
+    perf: bool,
+    /// What --perf records, as `perf record` options
+    #[arg(long, default_value = "-F 999 -g", allow_hyphen_values = true)]
+    perf_events: String,
 }
 
 impl BenchArgs {
@@ -170,6 +178,8 @@ impl Bench {
         };
         std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
         let work = work.canonicalize().map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
+        let bins = copy_binaries(&bins, &work.join("bin"))?;
         let report = Report::new(suite(&args));
         Ok(Bench {
             args,
@@ -300,9 +310,21 @@ impl Bench {
                 containers: self.args.containers,
                 concurrency: self.args.concurrency,
                 list_calls: self.args.list_calls,
+                profiler: profile::Profiler {
+                    out: self.args.perf.then(|| self.args.out.clone()),
+                    events: self
+                        .args
+                        .perf_events
+                        .split_whitespace()
+                        .map(String::from)
+                        .collect(),
+                },
             };
             for (rt, idle) in self.runtimes.iter().zip(&idle) {
                 scale::run(rt, &busybox, idle, &opts, &mut self.report).await;
+            }
+            if let Some(floor) = &self.floor {
+                scale::run_floor(floor, &opts, &mut self.report).await;
             }
         }
         if self.args.runs(Scenario::Pull) {
@@ -411,7 +433,6 @@ impl Bench {
 
     fn write_results(&mut self) -> Result<()> {
         let out = &self.args.out;
-        std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
         let png = out.join("ratios.png");
         if let Err(e) = chart::write(&self.report, &png) {
             self.report.note(format!("no chart: {e}"));
@@ -436,6 +457,8 @@ fn suite(a: &BenchArgs) -> Vec<Metric> {
         Metric::new("create_start", "CreateContainer + StartContainer", Ms)
             .floor("runc create + runc start")
             .target(VsContainerd(0.7)),
+        Metric::new("create", "  CreateContainer alone", Ms).floor("runc create"),
+        Metric::new("start", "  StartContainer alone", Ms).floor("runc start"),
         Metric::new("exec_sync", "ExecSync (true)", Ms).floor("runc exec"),
         Metric::new("stop_remove", "StopContainer + RemoveContainer", Ms)
             .floor("runc kill TERM, exit awaited, runc delete"),
@@ -468,17 +491,20 @@ fn suite(a: &BenchArgs) -> Vec<Metric> {
             format!("start {p} pods x {c} containers, {k} at once"),
             S,
         )
+        .floor("the floor's pods and containers, on K threads")
         .target(VsContainerd(0.5)),
         Metric::new(
             "pod_start_loaded",
             format!("  one pod + {c} containers, {k} at once"),
             Ms,
-        ),
+        )
+        .floor("one floor pod and its containers, K at once"),
         Metric::new(
             "pods_teardown",
             format!("tear {p} pods down, {k} at once"),
             S,
         )
+        .floor("the floor's teardown, on K threads")
         .target(VsContainerd(0.5)),
         Metric::new(
             "list_containers",
@@ -530,6 +556,26 @@ fn preflight() -> Result<()> {
             missing.join(", ")
         ))
     }
+}
+
+/// Copies berth's binaries into `dir`: a rebuild in the tree during the run
+/// (cargo replaces files) must not change what the bench measures. Written back
+/// at once, so that no page of theirs counts as private dirty memory.
+fn copy_binaries(bins: &Binaries, dir: &Path) -> Result<Binaries> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let copy = |from: &Path| {
+        let to = dir.join(from.file_name().unwrap_or_default());
+        std::fs::copy(from, &to)
+            .map(|_| to)
+            .map_err(|e| format!("copying {}: {e}", from.display()))
+    };
+    let copied = Binaries {
+        berthd: copy(&bins.berthd)?,
+        shim: copy(&bins.shim)?,
+        pause: copy(&bins.pause)?,
+    };
+    unsafe { libc::sync() };
+    Ok(copied)
 }
 
 /// Whether an ELF64 executable names a program interpreter (PT_INTERP), i.e. is

@@ -6,8 +6,13 @@ use std::path::Path;
 
 /// `VmRSS` of `/proc/<pid>/status`, in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS:`, `RssAnon:`, `RssFile:`).
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    field_kib(&status, "VmRSS:")
+    field_kib(&status, field)
 }
 
 /// The lines of `/proc/<pid>/smaps_rollup` the bench reports, in KiB.

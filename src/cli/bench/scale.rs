@@ -5,15 +5,18 @@
 //! host checked for leftovers. One runtime at a time, so that neither pays for
 //! the other's pods.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
 use super::Result;
 use super::client::{container_config, pod_config};
+use super::floors::Floor;
 use super::leaks::{self, Footprint};
 use super::memory::{self, side};
-use super::report::Report;
+use super::profile::Profiler;
+use super::report::{Report, Side};
 use super::runtimes::Runtime;
 use super::samples::ms;
 
@@ -22,6 +25,7 @@ pub struct Options {
     pub containers: usize,
     pub concurrency: usize,
     pub list_calls: usize,
+    pub profiler: Profiler,
 }
 
 /// Lets the daemons' allocations settle after the burst of starts.
@@ -36,6 +40,7 @@ pub async fn run(rt: &Runtime, image: &str, idle: &Footprint, opts: &Options, re
         opts.containers,
         rt.name()
     );
+    let recording = opts.profiler.start(rt, "start");
     let t = Instant::now();
     let started: Vec<Result<(String, Duration)>> = futures::stream::iter(0..opts.pods)
         .map(|n| start_pod(rt, image, n, opts.containers))
@@ -43,6 +48,9 @@ pub async fn run(rt: &Runtime, image: &str, idle: &Footprint, opts: &Options, re
         .collect()
         .await;
     let elapsed = t.elapsed();
+    if let Some(r) = recording {
+        r.stop();
+    }
     let mut pods = Vec::new();
     let mut error = None;
     for result in started {
@@ -68,13 +76,18 @@ pub async fn run(rt: &Runtime, image: &str, idle: &Footprint, opts: &Options, re
                     opts.pods
                 ));
             }
+            let recording = opts.profiler.start(rt, "lists");
             lists(rt, opts, report).await;
+            if let Some(r) = recording {
+                r.stop();
+            }
         }
     }
 
     // Whatever started is torn down, also after a failed start.
     let mut all = rt.cri.pods().await.unwrap_or(pods);
     all.sort();
+    let recording = opts.profiler.start(rt, "teardown");
     let t = Instant::now();
     let torn: Vec<Result<()>> = futures::stream::iter(&all)
         .map(|id| rt.cri.tear_down(id))
@@ -82,6 +95,9 @@ pub async fn run(rt: &Runtime, image: &str, idle: &Footprint, opts: &Options, re
         .collect()
         .await;
     let elapsed = t.elapsed();
+    if let Some(r) = recording {
+        r.stop();
+    }
     match torn.into_iter().find_map(|r| r.err()) {
         Some(e) => report.fail("pods_teardown", side, &e),
         None if all.len() == opts.pods => {
@@ -94,6 +110,33 @@ pub async fn run(rt: &Runtime, image: &str, idle: &Footprint, opts: &Options, re
     }
     let check = leaks::check(rt, idle, "scale teardown").await;
     report.leaks.push(check);
+}
+
+/// The same pods and containers on the floor, K at a time.
+pub async fn run_floor(floor: &Arc<Floor>, opts: &Options, report: &mut Report) {
+    eprintln!(
+        "scale: {} pods x {} containers on the floor",
+        opts.pods, opts.containers
+    );
+    let floor = Arc::clone(floor);
+    let (pods, containers, concurrency) = (opts.pods, opts.containers, opts.concurrency);
+    let times = tokio::task::spawn_blocking(move || floor.scale(pods, containers, concurrency))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    match times {
+        Ok(t) => {
+            report.record("pods_start", Side::Floor, t.start.as_secs_f64());
+            report.record("pods_teardown", Side::Floor, t.teardown.as_secs_f64());
+            for d in t.per_pod {
+                report.record("pod_start_loaded", Side::Floor, ms(d));
+            }
+        }
+        Err(e) => {
+            for key in ["pods_start", "pods_teardown", "pod_start_loaded"] {
+                report.fail(key, Side::Floor, &e);
+            }
+        }
+    }
 }
 
 /// One pod and its containers, one after another; returns its id and how long
