@@ -213,7 +213,27 @@ impl Cgroup {
         }
     }
 
+    /// CPU, memory and the number of processes.
     pub fn read(&self) -> Usage {
+        Usage {
+            pids: self.read_pids(),
+            ..self.read_cpu_memory()
+        }
+    }
+
+    fn read_pids(&self) -> Option<u64> {
+        match self {
+            Cgroup::V1(v1) => v1
+                .pids
+                .as_ref()
+                .and_then(|d| read_u64(&d.join("pids.current"))),
+            Cgroup::V2(d) => read_u64(&d.join("pids.current")),
+        }
+    }
+
+    /// CPU and memory only: a container's stats need no more, and each file read
+    /// counts when hundreds of containers are listed.
+    pub fn read_cpu_memory(&self) -> Usage {
         match self {
             Cgroup::V1(v1) => Usage {
                 cpu_ns: v1
@@ -227,10 +247,7 @@ impl Cgroup {
                         read_u64(&d.join("memory.limit_in_bytes")),
                     )
                 }),
-                pids: v1
-                    .pids
-                    .as_ref()
-                    .and_then(|d| read_u64(&d.join("pids.current"))),
+                pids: None,
             },
             Cgroup::V2(d) => Usage {
                 cpu_ns: std::fs::read_to_string(d.join("cpu.stat"))
@@ -244,7 +261,7 @@ impl Cgroup {
                         .ok()
                         .as_deref(),
                 ),
-                pids: read_u64(&d.join("pids.current")),
+                pids: None,
             },
         }
     }
