@@ -2,13 +2,16 @@
 //! same inputs:
 //!
 //! - a pod: a pinned network namespace, then at once CNI ADD of the same conflist
-//!   (plugins exec'd directly, see `cni.rs`) and `runc create` + `runc start` of
-//!   a pause bundle (the static pause, a read-only rootfs) in that namespace;
-//! - a container: `runc create` + `runc start` of a busybox bundle joining the
-//!   pod's network, IPC and UTS namespaces; ExecSync: `runc exec`; stop and
-//!   remove: `runc kill TERM`, the exit awaited, `runc delete`;
+//!   (plugins exec'd directly, see `cni.rs`) and the pod's files (hostname,
+//!   hosts, resolv.conf, a tmpfs for /dev/shm) plus `runc create` + `runc start`
+//!   of a pause bundle (the static pause, a read-only rootfs) in that namespace;
+//! - a container: an overlay on the busybox rootfs, then `runc create` +
+//!   `runc start` of a bundle with the mounts a CRI container gets (the pod's
+//!   files, its /dev/shm) joining the pod's network, IPC, UTS and PID
+//!   namespaces; ExecSync: `runc exec`; stop and remove: `runc kill TERM`, the
+//!   exit awaited, `runc delete`, the overlay unmounted;
 //! - a pod's teardown: its containers stopped together, then the pause killed
-//!   and deleted beside CNI DEL, then the namespace unpinned;
+//!   and deleted beside CNI DEL, then /dev/shm unmounted, the namespace unpinned;
 //! - many pods (`scale.rs`): the same, pods K at a time on K threads;
 //! - a pull (`pull.rs`): every layer downloaded at once, each gunzipped and
 //!   untarred as it streams in.
@@ -64,6 +67,8 @@ pub struct Floor {
 /// A pod running on the floor.
 struct Pod {
     id: String,
+    /// hostname, hosts, resolv.conf and shm/.
+    dir: PathBuf,
     netns: NetNs,
     /// CNI ADD's result, for DEL.
     result: Value,
@@ -125,7 +130,7 @@ impl Floor {
         };
         let ctr = format!("floor-ctr-{i}");
         let t = Instant::now();
-        let pid = self.create(&ctr, &self.container_spec(&pod))?;
+        let pid = self.create_container(&ctr, &pod)?;
         cycle.create = t.elapsed();
         let t = Instant::now();
         run(self.runc().args(["start", &ctr]))?;
@@ -138,7 +143,7 @@ impl Floor {
         }
 
         let t = Instant::now();
-        self.stop(&ctr, pid, "TERM")?;
+        self.remove_container(&ctr, pid)?;
         cycle.stop_remove = t.elapsed();
 
         let t = Instant::now();
@@ -152,10 +157,12 @@ impl Floor {
         let t = Instant::now();
         let netns = berth_netns::create(&self.netns_dir, id).map_err(|e| e.to_string())?;
         let netns_time = t.elapsed();
+        let dir = self.dir.join("pods").join(id);
         let (added, pause) = std::thread::scope(|s| {
             let added = s.spawn(|| timed(|| cni::add(&self.net, id, netns.path())));
             let pause = s.spawn(|| {
                 timed(|| {
+                    pod_files(&dir, id)?;
                     let pid = self.create(id, &self.pause_spec(&netns))?;
                     run(self.runc().args(["start", id]))?;
                     Ok(pid)
@@ -171,12 +178,14 @@ impl Floor {
             if pause.is_ok() {
                 let _ = self.runc().args(["delete", "--force", id]).output();
             }
+            let _ = nix::mount::umount2(&dir.join("shm"), nix::mount::MntFlags::MNT_DETACH);
             let _ = netns.remove();
             return Err(e);
         }
         let ((result, cni_add), (pause_pid, runc_pause)) = (added?, pause?);
         let pod = Pod {
             id: id.to_string(),
+            dir,
             netns,
             result,
             pause_pid,
@@ -193,10 +202,36 @@ impl Floor {
     /// A sleeping busybox container in `pod`, created and started.
     fn container_up(&self, pod: &mut Pod, name: &str) -> Result<()> {
         let id = format!("{}-{name}", pod.id);
-        let pid = self.create(&id, &self.container_spec(pod))?;
+        let pid = self.create_container(&id, pod)?;
         run(self.runc().args(["start", &id]))?;
         pod.containers.push((id, pid));
         Ok(())
+    }
+
+    /// The container's overlay (a fresh upper layer on the busybox rootfs),
+    /// then its bundle and `runc create`; returns the pid.
+    fn create_container(&self, id: &str, pod: &Pod) -> Result<i32> {
+        let bundle = self.dir.join("bundles").join(id);
+        for d in ["rootfs", "upper", "work"] {
+            std::fs::create_dir_all(bundle.join(d)).map_err(|e| e.to_string())?;
+        }
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            self.busybox_rootfs.display(),
+            bundle.join("upper").display(),
+            bundle.join("work").display()
+        );
+        nix::mount::mount(
+            Some("overlay"),
+            &bundle.join("rootfs"),
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(options.as_str()),
+        )
+        .map_err(|e| format!("overlay for {id}: {e}"))?;
+        self.create(id, &self.container_spec(pod)).inspect_err(|_| {
+            let _ = nix::mount::umount2(&bundle.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
+        })
     }
 
     /// The pod's containers stopped together, then the pause killed and deleted
@@ -206,7 +241,7 @@ impl Floor {
             let stops: Vec<_> = pod
                 .containers
                 .iter()
-                .map(|(id, pid)| s.spawn(move || self.stop(id, *pid, "TERM")))
+                .map(|(id, pid)| s.spawn(move || self.remove_container(id, *pid)))
                 .collect();
             stops.into_iter().try_for_each(join)
         })?;
@@ -217,7 +252,17 @@ impl Floor {
         });
         killed?;
         deleted?;
+        nix::mount::umount2(&pod.dir.join("shm"), nix::mount::MntFlags::MNT_DETACH)
+            .map_err(|e| format!("unmounting {}/shm: {e}", pod.dir.display()))?;
         pod.netns.remove().map_err(|e| e.to_string())
+    }
+
+    /// Stop (SIGTERM), delete, and the overlay unmounted.
+    fn remove_container(&self, id: &str, pid: i32) -> Result<()> {
+        self.stop(id, pid, "TERM")?;
+        let rootfs = self.dir.join("bundles").join(id).join("rootfs");
+        nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH)
+            .map_err(|e| format!("unmounting {}: {e}", rootfs.display()))
     }
 
     fn runc(&self) -> Command {
@@ -286,16 +331,43 @@ impl Floor {
         spec
     }
 
+    /// The container's spec: the busybox overlay, runc's default mounts but
+    /// /dev/shm, the pod's files and shm bound in, the pod's namespaces joined
+    /// (PID too, as CRI's default namespace mode has it).
     fn container_spec(&self, pod: &Pod) -> Value {
-        let mut spec = self.base_spec(&self.busybox_rootfs, &["sh", "-c", SLEEPER], "PATH=/bin");
+        let mut spec = self.base_spec(Path::new("rootfs"), &["sh", "-c", SLEEPER], "PATH=/bin");
+        spec["root"]["readonly"] = json!(false);
         if let Some(spec) = spec.as_object_mut() {
             spec.remove("hostname");
         }
+        let mut mounts: Vec<Value> = spec["mounts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m["destination"] != "/dev/shm")
+            .collect();
+        for (file, destination) in [
+            ("hostname", "/etc/hostname"),
+            ("hosts", "/etc/hosts"),
+            ("resolv.conf", "/etc/resolv.conf"),
+            ("shm", "/dev/shm"),
+        ] {
+            mounts.push(json!({
+                "destination": destination,
+                "type": "bind",
+                "source": pod.dir.join(file),
+                "options": ["rbind", "rprivate", "rw"],
+            }));
+        }
+        spec["mounts"] = json!(mounts);
+        let ns = |kind: &str| format!("/proc/{}/ns/{kind}", pod.pause_pid);
         spec["linux"]["namespaces"] = json!([
-            {"type": "pid"}, {"type": "mount"},
+            {"type": "mount"},
             {"type": "network", "path": pod.netns.path()},
-            {"type": "ipc", "path": format!("/proc/{}/ns/ipc", pod.pause_pid)},
-            {"type": "uts", "path": format!("/proc/{}/ns/uts", pod.pause_pid)},
+            {"type": "uts", "path": ns("uts")},
+            {"type": "ipc", "path": ns("ipc")},
+            {"type": "pid", "path": ns("pid")},
         ]);
         spec
     }
@@ -325,6 +397,33 @@ impl Drop for Floor {
     fn drop(&mut self) {
         self.sweep();
     }
+}
+
+/// The pod's hostname, hosts and resolv.conf, and a tmpfs for its /dev/shm.
+fn pod_files(dir: &Path, hostname: &str) -> Result<()> {
+    let shm = dir.join("shm");
+    std::fs::create_dir_all(&shm).map_err(|e| format!("{}: {e}", shm.display()))?;
+    let hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n".to_string();
+    for (name, content) in [
+        ("hostname", format!("{hostname}\n")),
+        ("hosts", hosts),
+        (
+            "resolv.conf",
+            "nameserver 10.96.0.10\nsearch bench.svc.cluster.local\n".into(),
+        ),
+    ] {
+        std::fs::write(dir.join(name), content).map_err(|e| format!("{name}: {e}"))?;
+    }
+    nix::mount::mount(
+        Some("shm"),
+        &shm,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC,
+        Some("mode=1777,size=65536k"),
+    )
+    .map_err(|e| format!("mounting {}: {e}", shm.display()))
 }
 
 /// Runs a command to completion, its output discarded unless it fails.
