@@ -118,7 +118,9 @@ log:
 YML
 	# setsid: the registry must not get the terminal's signals meant for a
 	# critest run, and a caller with --keep-running owns it by pid.
-	setsid docker-registry serve "$cache/registry.yml" >>"$cache/registry.log" 2>&1 </dev/null &
+	# Not with the build lock (fd 9): a registry kept running would hold it, and
+	# the next run would wait on it for ever.
+	setsid docker-registry serve "$cache/registry.yml" >>"$cache/registry.log" 2>&1 </dev/null 9>&- &
 	started_registry=$!
 	echo "$started_registry" >"$pidfile"
 	for _ in $(seq 100); do registry_up && break; sleep 0.1; done
