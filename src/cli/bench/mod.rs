@@ -506,6 +506,7 @@ fn suite(a: &BenchArgs) -> Vec<Metric> {
         )
         .floor("the floor's teardown, on K threads")
         .target(VsContainerd(0.5)),
+        Metric::new("rpc_version", "Version (a call's round trip alone)", Ms),
         Metric::new(
             "list_containers",
             format!("ListContainers, {all} containers"),

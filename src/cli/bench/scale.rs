@@ -165,17 +165,20 @@ async fn start_pod(
 }
 
 /// ListContainers, ListPodSandbox and ListContainerStats, each called after a
-/// few untimed calls, one call at a time, checking the counts.
+/// few untimed calls, one call at a time, checking the counts; and Version, the
+/// round trip of a call that does nothing, under the same load.
 async fn lists(rt: &Runtime, opts: &Options, report: &mut Report) {
     let side = side(rt.kind);
     let containers = opts.pods * opts.containers;
     for (key, expected) in [
+        ("rpc_version", 1),
         ("list_containers", containers),
         ("list_pods", opts.pods),
         ("list_stats", containers),
     ] {
         let call = || async {
             match key {
+                "rpc_version" => rt.cri.version().await.map(|_| 1),
                 "list_containers" => rt.cri.list_containers().await,
                 "list_pods" => rt.cri.list_pods().await,
                 _ => rt.cri.list_stats().await,
