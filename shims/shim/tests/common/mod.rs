@@ -131,6 +131,17 @@ impl Env {
         self.dir.path()
     }
 
+    /// This test's own parent cgroup: tests run in parallel, and one removing a
+    /// shared parent could race another's runc creating a child in it.
+    pub fn cgroup_parent(&self) -> String {
+        let dir = self
+            .path()
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy();
+        format!("berth-shim-test-{dir}")
+    }
+
     pub fn runc_root(&self) -> PathBuf {
         self.path().join("runc")
     }
@@ -147,7 +158,7 @@ impl Env {
         spec["process"]["terminal"] = json!(false);
         spec["root"] = json!({"path": "rootfs", "readonly": false});
         spec["hostname"] = json!(id);
-        spec["linux"]["cgroupsPath"] = json!(format!("/berth-shim-test/{id}"));
+        spec["linux"]["cgroupsPath"] = json!(format!("/{}/{id}", self.cgroup_parent()));
         edit(&mut spec);
         std::fs::write(
             path.join("config.json"),
@@ -485,14 +496,13 @@ impl Drop for Env {
                 nix::mount::MntFlags::MNT_DETACH,
             );
         }
-        // The tests' parent cgroup goes once no test uses it (rmdir of a
-        // busy cgroup fails harmlessly).
+        // This test's parent cgroup goes with it.
         for controller in std::fs::read_dir("/sys/fs/cgroup")
             .into_iter()
             .flatten()
             .flatten()
         {
-            let _ = std::fs::remove_dir(controller.path().join("berth-shim-test"));
+            let _ = std::fs::remove_dir(controller.path().join(self.cgroup_parent()));
         }
     }
 }
