@@ -168,7 +168,6 @@ fn excerpt(text: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::os::unix::fs::PermissionsExt;
 
     fn call() -> Call {
         Call {
@@ -179,10 +178,28 @@ mod tests {
         }
     }
 
+    /// Written by a child `sh`, not by this process: a write descriptor open here
+    /// would be inherited by a plugin another test forks meanwhile, and exec of
+    /// the script would then fail with ETXTBSY.
     fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+        use std::io::Write;
         let path = dir.join(name);
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut writer = std::process::Command::new("sh")
+            .args(["-c", "cat > \"$0\" && chmod 755 \"$0\""])
+            .arg(&path)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = writer.stdin.take().unwrap();
+        stdin
+            .write_all(format!("#!/bin/sh\n{body}\n").as_bytes())
+            .unwrap();
+        drop(stdin);
+        assert!(
+            writer.wait().unwrap().success(),
+            "writing {}",
+            path.display()
+        );
         path
     }
 
