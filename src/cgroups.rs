@@ -234,35 +234,37 @@ impl Cgroup {
     /// CPU and memory only: a container's stats need no more, and each file read
     /// counts when hundreds of containers are listed.
     pub fn read_cpu_memory(&self) -> Usage {
-        match self {
-            Cgroup::V1(v1) => Usage {
-                cpu_ns: v1
-                    .cpuacct
+        let (cpu_ns, memory) = match self {
+            Cgroup::V1(v1) => (
+                v1.cpuacct
                     .as_ref()
                     .and_then(|d| read_u64(&d.join("cpuacct.usage"))),
-                memory: v1.memory.as_ref().and_then(|d| {
+                v1.memory.as_ref().and_then(|d| {
                     memory_v1(
                         read_u64(&d.join("memory.usage_in_bytes"))?,
                         &std::fs::read_to_string(d.join("memory.stat")).ok()?,
                         read_u64(&d.join("memory.limit_in_bytes")),
                     )
                 }),
-                pids: None,
-            },
-            Cgroup::V2(d) => Usage {
-                cpu_ns: std::fs::read_to_string(d.join("cpu.stat"))
+            ),
+            Cgroup::V2(d) => (
+                std::fs::read_to_string(d.join("cpu.stat"))
                     .ok()
                     .and_then(|s| stat_value(&s, "usage_usec"))
                     .map(|us| us.saturating_mul(1000)),
-                memory: memory_v2(
+                memory_v2(
                     read_u64(&d.join("memory.current")),
                     &std::fs::read_to_string(d.join("memory.stat")).unwrap_or_default(),
                     std::fs::read_to_string(d.join("memory.max"))
                         .ok()
                         .as_deref(),
                 ),
-                pids: None,
-            },
+            ),
+        };
+        Usage {
+            cpu_ns,
+            memory,
+            pids: None,
         }
     }
 }

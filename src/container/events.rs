@@ -2,8 +2,6 @@
 //! They come from the one place a container's record changes, `save`/`forget`, so
 //! no transition can be missed; a subscriber that falls behind loses the oldest.
 
-use tokio::sync::broadcast;
-
 use crate::store::ContainerPhase;
 
 /// How many events a slow subscriber may fall behind before it loses some.
@@ -40,10 +38,6 @@ pub(super) fn transition(
         ContainerPhase::Exited | ContainerPhase::Unknown => Some(ContainerEventKind::Stopped),
         ContainerPhase::Creating => None,
     }
-}
-
-pub(super) fn channel() -> broadcast::Sender<ContainerEvent> {
-    broadcast::channel(EVENT_BACKLOG).0
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ pub struct ContainerService {
     pub(super) oom_killed: Mutex<HashSet<String>>,
     pub(super) sampler: Arc<super::stats::Sampler>,
     events: broadcast::Sender<ContainerEvent>,
-    /// What each runtime handler's OCI runtime can do.
+    /// What each OCI runtime binary can do, by binary.
     features: BTreeMap<String, HandlerFeatures>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -60,8 +60,12 @@ impl ContainerService {
         host: HostFacts,
         events: &broadcast::Sender<ShimEvent>,
     ) -> Result<Arc<ContainerService>> {
-        let probed = config.clone();
-        let features = tokio::task::spawn_blocking(move || features::probe_all(&probed)).await?;
+        let runtimes = config
+            .runtimes
+            .values()
+            .map(|h| h.runtime.clone())
+            .collect();
+        let features = tokio::task::spawn_blocking(move || features::probe_all(runtimes)).await?;
         let service = Arc::new(ContainerService {
             config,
             store,
@@ -73,7 +77,7 @@ impl ContainerService {
             outputs: Mutex::new(HashMap::new()),
             oom_killed: Mutex::new(HashSet::new()),
             sampler: Arc::new(super::stats::Sampler::new()),
-            events: events::channel(),
+            events: broadcast::channel(events::EVENT_BACKLOG).0,
             features,
             locks: Mutex::new(HashMap::new()),
         });
@@ -105,25 +109,30 @@ impl ContainerService {
 
     /// The features of runtime handler `name` ("" is the default one).
     pub fn handler_features(&self, name: &str) -> HandlerFeatures {
-        let name = if name.is_empty() {
-            self.config.default_runtime.as_str()
-        } else {
-            name
-        };
-        self.features.get(name).copied().unwrap_or_default()
+        self.config
+            .runtime_handler(name)
+            .ok()
+            .and_then(|(_, handler)| self.features.get(&handler.runtime))
+            .copied()
+            .unwrap_or_default()
     }
 
     /// The container with this id or unique id prefix.
     pub fn get(&self, id: &str) -> Result<ContainerRecord> {
+        self.get_shared(id).map(|c| ContainerRecord::clone(&c))
+    }
+
+    /// The same, as the index shares it.
+    pub(super) fn get_shared(&self, id: &str) -> Result<Arc<ContainerRecord>> {
         let containers = self.containers.read().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = containers.get(id) {
-            return Ok(ContainerRecord::clone(c));
+            return Ok(Arc::clone(c));
         }
         let mut matches = containers
             .values()
             .filter(|c| !id.is_empty() && c.id.starts_with(id));
         match (matches.next(), matches.next()) {
-            (Some(c), None) => Ok(ContainerRecord::clone(c)),
+            (Some(c), None) => Ok(Arc::clone(c)),
             (Some(_), Some(_)) => Err(Error::InvalidArgument(format!(
                 "container id prefix {id:?} is ambiguous"
             ))),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::{ContainerFilter, ContainerService};
 use crate::cgroups::{Cgroup, Hierarchies, Memory};
 use crate::error::Result;
-use crate::image::ImageService;
+use crate::image::{ImageService, now_nanos};
 use crate::sandbox::{Sandbox, SandboxFilter};
 use crate::store::{ContainerPhase, ContainerRecord, SandboxRecord};
 
@@ -74,6 +74,8 @@ pub struct PodStats {
 /// object's cgroup (found once from its pid) and its last CPU reading.
 pub(super) struct Sampler {
     hierarchies: Hierarchies,
+    /// Threads a long listing is read on: the host's cores, counted once.
+    readers: usize,
     cgroups: Mutex<HashMap<String, (u32, Cgroup)>>,
     cpu: Mutex<HashMap<String, CpuSample>>,
     layers: Mutex<HashMap<String, LayerSample>>,
@@ -94,6 +96,7 @@ impl Sampler {
     pub(super) fn new() -> Sampler {
         Sampler {
             hierarchies: Hierarchies::of_this_host(),
+            readers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cgroups: Mutex::new(HashMap::new()),
             cpu: Mutex::new(HashMap::new()),
             layers: Mutex::new(HashMap::new()),
@@ -183,13 +186,6 @@ fn rate(before: u64, after: u64, wall_ns: i64) -> u64 {
     u64::try_from(used * 1_000_000_000 / wall).unwrap_or(u64::MAX)
 }
 
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or_default()
-}
-
 /// Reads one container's stats; blocking (cgroup files, a walk of its layer).
 fn read_container(
     sampler: &Sampler,
@@ -230,8 +226,8 @@ fn read_containers(
     images: &ImageService,
     containers: Vec<Arc<ContainerRecord>>,
 ) -> Vec<ContainerStats> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads < 2 || containers.len() < PARALLEL_READ_MIN {
+    let threads = sampler.readers;
+    if containers.len() < PARALLEL_READ_MIN || threads < 2 {
         return containers
             .into_iter()
             .map(|c| read_container(sampler, images, c))
@@ -261,12 +257,12 @@ fn read_containers(
 
 impl ContainerService {
     pub async fn stats(&self, id: &str) -> Result<ContainerStats> {
-        let container = self.get(id)?;
+        let container = self.get_shared(id)?;
         let (sampler, images) = (self.sampler.clone(), self.images.clone());
-        Ok(tokio::task::spawn_blocking(move || {
-            read_container(&sampler, &images, Arc::new(container))
-        })
-        .await?)
+        Ok(
+            tokio::task::spawn_blocking(move || read_container(&sampler, &images, container))
+                .await?,
+        )
     }
 
     pub async fn list_stats(&self, filter: &ContainerFilter) -> Result<Vec<ContainerStats>> {
@@ -431,6 +427,7 @@ mod tests {
     fn first_reading_has_no_rate_and_close_readings_keep_the_last() {
         let s = Sampler {
             hierarchies: Hierarchies::default(),
+            readers: 1,
             cgroups: Mutex::new(HashMap::new()),
             cpu: Mutex::new(HashMap::new()),
             layers: Mutex::new(HashMap::new()),

@@ -2,10 +2,8 @@
 //! `<runtime> features` (runc 1.1+, crun 1.8+). Status advertises it to the kubelet,
 //! and CreateContainer refuses what the handler cannot do before anything is made.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
-
-use crate::config::Config;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HandlerFeatures {
@@ -13,12 +11,15 @@ pub struct HandlerFeatures {
     pub recursive_read_only_mounts: bool,
 }
 
-/// The features of every configured handler, by name.
-pub fn probe_all(config: &Config) -> BTreeMap<String, HandlerFeatures> {
-    config
-        .runtimes
-        .iter()
-        .map(|(name, handler)| (name.clone(), probe(&handler.runtime)))
+/// The features of each OCI runtime binary, asked once however many handlers
+/// share it.
+pub fn probe_all(runtimes: BTreeSet<String>) -> BTreeMap<String, HandlerFeatures> {
+    runtimes
+        .into_iter()
+        .map(|runtime| {
+            let features = probe(&runtime);
+            (runtime, features)
+        })
         .collect()
 }
 

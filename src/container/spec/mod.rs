@@ -114,14 +114,13 @@ impl HostFacts {
     /// an oom_score_adj below its own, so berthd's own score is the floor (as with
     /// containerd's `restrict_oom_score_adj`); with it, anything down to -1000 goes.
     pub fn of_this_host() -> HostFacts {
-        const CAP_SYS_RESOURCE: u32 = 24;
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
         let capabilities = status
             .lines()
             .find_map(|l| l.strip_prefix("CapEff:"))
             .and_then(|caps| u64::from_str_radix(caps.trim(), 16).ok())
             .unwrap_or(0);
-        let may_lower = capabilities & (1 << CAP_SYS_RESOURCE) != 0;
+        let may_lower = process::holds(capabilities, oci_spec::runtime::Capability::SysResource);
         let own = std::fs::read_to_string("/proc/self/oom_score_adj")
             .ok()
             .and_then(|s| s.trim().parse().ok())

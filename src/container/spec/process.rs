@@ -27,53 +27,62 @@ const DEFAULT_CAPABILITIES: [Capability; 14] = [
     Capability::AuditWrite,
 ];
 
-/// Every capability up to CAP_CHECKPOINT_RESTORE (Linux 5.9) with its bit number.
-const ALL_CAPABILITIES: [(Capability, u32); 41] = {
+/// Every capability up to CAP_CHECKPOINT_RESTORE (Linux 5.9), in bit order: the
+/// index of each is its number.
+const ALL_CAPABILITIES: [Capability; 41] = {
     use Capability::*;
     [
-        (AuditControl, 30),
-        (AuditRead, 37),
-        (AuditWrite, 29),
-        (BlockSuspend, 36),
-        (Bpf, 39),
-        (CheckpointRestore, 40),
-        (Chown, 0),
-        (DacOverride, 1),
-        (DacReadSearch, 2),
-        (Fowner, 3),
-        (Fsetid, 4),
-        (IpcLock, 14),
-        (IpcOwner, 15),
-        (Kill, 5),
-        (Lease, 28),
-        (LinuxImmutable, 9),
-        (MacAdmin, 33),
-        (MacOverride, 32),
-        (Mknod, 27),
-        (NetAdmin, 12),
-        (NetBindService, 10),
-        (NetBroadcast, 11),
-        (NetRaw, 13),
-        (Perfmon, 38),
-        (Setgid, 6),
-        (Setfcap, 31),
-        (Setpcap, 8),
-        (Setuid, 7),
-        (SysAdmin, 21),
-        (SysBoot, 22),
-        (SysChroot, 18),
-        (SysModule, 16),
-        (SysNice, 23),
-        (SysPacct, 20),
-        (SysPtrace, 19),
-        (SysRawio, 17),
-        (SysResource, 24),
-        (SysTime, 25),
-        (SysTtyConfig, 26),
-        (Syslog, 34),
-        (WakeAlarm, 35),
+        Chown,
+        DacOverride,
+        DacReadSearch,
+        Fowner,
+        Fsetid,
+        Kill,
+        Setgid,
+        Setuid,
+        Setpcap,
+        LinuxImmutable,
+        NetBindService,
+        NetBroadcast,
+        NetAdmin,
+        NetRaw,
+        IpcLock,
+        IpcOwner,
+        SysModule,
+        SysRawio,
+        SysChroot,
+        SysPtrace,
+        SysPacct,
+        SysAdmin,
+        SysBoot,
+        SysNice,
+        SysResource,
+        SysTime,
+        SysTtyConfig,
+        Mknod,
+        Lease,
+        AuditWrite,
+        AuditControl,
+        Setfcap,
+        MacOverride,
+        MacAdmin,
+        Syslog,
+        WakeAlarm,
+        BlockSuspend,
+        AuditRead,
+        Perfmon,
+        Bpf,
+        CheckpointRestore,
     ]
 };
+
+/// Whether the capability set `held` (a bit per capability number) has `cap`.
+pub(super) fn holds(held: u64, cap: Capability) -> bool {
+    ALL_CAPABILITIES
+        .iter()
+        .position(|c| *c == cap)
+        .is_some_and(|bit| held & (1 << bit) != 0)
+}
 
 /// What "ALL" and privileged mean: every capability berthd itself holds (`held`,
 /// its effective set as a bit mask). runc cannot grant one it lacks, so asking for
@@ -82,8 +91,7 @@ const ALL_CAPABILITIES: [(Capability, u32); 41] = {
 fn all_capabilities(held: u64) -> CapSet {
     ALL_CAPABILITIES
         .into_iter()
-        .filter(|(_, bit)| held & (1 << bit) != 0)
-        .map(|(cap, _)| cap)
+        .filter(|cap| holds(held, *cap))
         .collect()
 }
 

@@ -52,6 +52,9 @@ fn char_device(path: &str, major: i64, minor: i64) -> HostDevice {
     }
 }
 
+/// Every capability through CAP_CHECKPOINT_RESTORE (40) held.
+const ALL_HELD: u64 = (1 << 41) - 1;
+
 struct Fixture {
     _dir: tempfile::TempDir,
     config: ContainerConfig,
@@ -107,8 +110,7 @@ impl Fixture {
             host: HostFacts {
                 min_oom_score_adj: -999,
                 cgroup_v2: true,
-                // Every capability through CAP_CHECKPOINT_RESTORE (40).
-                capabilities: (1 << 41) - 1,
+                capabilities: ALL_HELD,
             },
         }
     }
