@@ -283,7 +283,7 @@ impl ContainerService {
                 .sandboxes
                 .list(&SandboxFilter::default())
                 .into_iter()
-                .map(|p| p.record.id)
+                .map(|p| p.record.id.clone())
                 .collect();
             self.sampler
                 .retain(&|id| live.contains(id) || pods.contains(id));
@@ -293,11 +293,11 @@ impl ContainerService {
 
     pub async fn pod_stats(&self, id: &str) -> Result<PodStats> {
         let pod = self.sandboxes.get(id)?;
-        Ok(self.list_pod_stats(vec![pod]).await?.remove(0))
+        Ok(self.list_pod_stats(vec![Arc::new(pod)]).await?.remove(0))
     }
 
     /// Stats of each pod in `pods`, with its containers'.
-    pub async fn list_pod_stats(&self, pods: Vec<Sandbox>) -> Result<Vec<PodStats>> {
+    pub async fn list_pod_stats(&self, pods: Vec<Arc<Sandbox>>) -> Result<Vec<PodStats>> {
         let with_containers: Vec<(SandboxRecord, Vec<Arc<ContainerRecord>>)> = pods
             .into_iter()
             .map(|p| {
@@ -306,7 +306,7 @@ impl ContainerService {
                     ..Default::default()
                 };
                 let containers = self.list(&filter);
-                (p.record, containers)
+                (p.record.clone(), containers)
             })
             .collect();
         let (sampler, images) = (self.sampler.clone(), self.images.clone());

@@ -322,7 +322,7 @@ impl RuntimeService for CriRuntimeService {
             .sandboxes
             .list(&filter)
             .iter()
-            .map(sandbox::list_item)
+            .map(|pod| sandbox::list_item(pod))
             .collect();
         Ok(Response::new(cri::ListPodSandboxResponse { items }))
     }

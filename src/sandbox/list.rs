@@ -2,6 +2,7 @@
 //! label selector, as containerd filters it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::{Sandbox, SandboxService};
 use crate::store::SandboxPhase;
@@ -31,7 +32,7 @@ impl SandboxFilter {
 
 impl SandboxService {
     /// The pods matching `filter`, oldest first.
-    pub fn list(&self, filter: &SandboxFilter) -> Vec<Sandbox> {
+    pub fn list(&self, filter: &SandboxFilter) -> Vec<Arc<Sandbox>> {
         // An id that resolves to no pod (or to several) matches nothing.
         let id = if filter.id.is_empty() {
             None
@@ -42,7 +43,7 @@ impl SandboxService {
             }
         };
         let pods = self.pods.read().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<Sandbox> = pods
+        let mut out: Vec<Arc<Sandbox>> = pods
             .values()
             .filter(|pod| filter.matches(pod, id.as_deref()))
             .cloned()

@@ -81,7 +81,8 @@ pub struct SandboxService {
     images: Arc<ImageService>,
     host: HostFacts,
     names: Arc<NameIndex>,
-    pods: RwLock<HashMap<String, Sandbox>>,
+    /// Shared, so a List copies pointers rather than every pod's config.
+    pods: RwLock<HashMap<String, Arc<Sandbox>>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Readers of each pod's shim log, dropped with the pod.
     shim_logs: Mutex<HashMap<String, shim_log::ShimLog>>,
@@ -140,13 +141,13 @@ impl SandboxService {
     pub fn get(&self, id: &str) -> Result<Sandbox> {
         let pods = self.pods.read().unwrap_or_else(|p| p.into_inner());
         if let Some(pod) = pods.get(id) {
-            return Ok(pod.clone());
+            return Ok(Sandbox::clone(pod));
         }
         let mut matches = pods
             .values()
             .filter(|p| !id.is_empty() && p.id().starts_with(id));
         match (matches.next(), matches.next()) {
-            (Some(pod), None) => Ok(pod.clone()),
+            (Some(pod), None) => Ok(Sandbox::clone(pod)),
             (Some(_), Some(_)) => Err(Error::InvalidArgument(format!(
                 "pod sandbox id prefix {id:?} is ambiguous"
             ))),
@@ -188,7 +189,7 @@ impl SandboxService {
     fn save(&self, record: SandboxRecord, task: Option<TaskClient>) -> Result<()> {
         self.store.write(|tx| tx.put(&record))?;
         let mut pods = self.pods.write().unwrap_or_else(|p| p.into_inner());
-        pods.insert(record.id.clone(), Sandbox { record, task });
+        pods.insert(record.id.clone(), Arc::new(Sandbox { record, task }));
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 //! undone. Each pod gets its own time limit, so one stuck shim cannot hold up
 //! berthd's start.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{SandboxService, files, infra, names};
@@ -63,7 +64,10 @@ impl SandboxService {
             .reserve(&names::sandbox_name(&record.config), &record.id);
         record.phase = SandboxPhase::NotReady;
         let mut pods = self.pods.write().unwrap_or_else(|p| p.into_inner());
-        pods.insert(record.id.clone(), super::Sandbox { record, task: None });
+        pods.insert(
+            record.id.clone(),
+            Arc::new(super::Sandbox { record, task: None }),
+        );
     }
 
     /// A RunPodSandbox cut short by a crash: whatever of it exists is torn down,
