@@ -265,7 +265,7 @@ impl ContainerService {
     fn pod_config(&self, record: &ContainerRecord) -> super::config::SandboxConfig {
         self.sandboxes
             .get(&record.sandbox_id)
-            .map(|s| s.record.config)
+            .map(|s| s.record.config.clone())
             .unwrap_or_default()
     }
 

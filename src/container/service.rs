@@ -210,7 +210,7 @@ impl ContainerService {
     }
 
     /// The pod of a container, and its shim.
-    pub(super) fn task_of(&self, c: &ContainerRecord) -> Result<(Sandbox, TaskClient)> {
+    pub(super) fn task_of(&self, c: &ContainerRecord) -> Result<(Arc<Sandbox>, TaskClient)> {
         let sandbox = self.sandboxes.get(&c.sandbox_id)?;
         let task = sandbox.task.clone().ok_or_else(|| {
             Error::FailedPrecondition(format!(

@@ -293,7 +293,7 @@ impl ContainerService {
 
     pub async fn pod_stats(&self, id: &str) -> Result<PodStats> {
         let pod = self.sandboxes.get(id)?;
-        Ok(self.list_pod_stats(vec![Arc::new(pod)]).await?.remove(0))
+        Ok(self.list_pod_stats(vec![pod]).await?.remove(0))
     }
 
     /// Stats of each pod in `pods`, with its containers'.

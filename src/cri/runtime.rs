@@ -213,7 +213,7 @@ impl RuntimeService for CriRuntimeService {
                                 sandbox_id: event.sandbox_id.clone(),
                                 ..Default::default()
                             });
-                            let response = container::event(&event, pod.as_ref(), &containers);
+                            let response = container::event(&event, pod.as_deref(), &containers);
                             return Some((Ok(response), (receiver, info)));
                         }
                         Err(broadcast::error::RecvError::Lagged(n)) => {

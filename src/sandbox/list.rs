@@ -38,7 +38,7 @@ impl SandboxService {
             None
         } else {
             match self.get(&filter.id) {
-                Ok(pod) => Some(pod.record.id),
+                Ok(pod) => Some(pod.record.id.clone()),
                 Err(_) => return Vec::new(),
             }
         };

@@ -138,16 +138,16 @@ impl SandboxService {
     }
 
     /// The pod with this id or unique id prefix.
-    pub fn get(&self, id: &str) -> Result<Sandbox> {
+    pub fn get(&self, id: &str) -> Result<Arc<Sandbox>> {
         let pods = self.pods.read().unwrap_or_else(|p| p.into_inner());
         if let Some(pod) = pods.get(id) {
-            return Ok(Sandbox::clone(pod));
+            return Ok(Arc::clone(pod));
         }
         let mut matches = pods
             .values()
             .filter(|p| !id.is_empty() && p.id().starts_with(id));
         match (matches.next(), matches.next()) {
-            (Some(pod), None) => Ok(Sandbox::clone(pod)),
+            (Some(pod), None) => Ok(Arc::clone(pod)),
             (Some(_), Some(_)) => Err(Error::InvalidArgument(format!(
                 "pod sandbox id prefix {id:?} is ambiguous"
             ))),

@@ -19,10 +19,10 @@ impl SandboxService {
             return Ok(());
         };
         let (pod, _guard) = pod;
-        let mut record = pod.record;
+        let mut record = pod.record.clone();
         self.teardown(&mut record, pod.task.as_ref()).await?;
         record.phase = SandboxPhase::NotReady;
-        self.save(record, pod.task)?;
+        self.save(record, pod.task.clone())?;
         tracing::info!(pod_id = %id, "pod sandbox stopped");
         Ok(())
     }
@@ -33,7 +33,7 @@ impl SandboxService {
         let Some((pod, guard)) = self.locked_get(id).await? else {
             return Ok(());
         };
-        let mut record = pod.record;
+        let mut record = pod.record.clone();
         let id = record.id.clone();
         self.teardown(&mut record, pod.task.as_ref()).await?;
         // The pod's containers are removed by the caller before this point: they
@@ -60,9 +60,9 @@ impl SandboxService {
     async fn locked_get(
         &self,
         id: &str,
-    ) -> Result<Option<(Sandbox, tokio::sync::OwnedMutexGuard<()>)>> {
+    ) -> Result<Option<(Arc<Sandbox>, tokio::sync::OwnedMutexGuard<()>)>> {
         let id = match self.get(id) {
-            Ok(pod) => pod.record.id,
+            Ok(pod) => pod.record.id.clone(),
             Err(Error::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
@@ -200,9 +200,9 @@ impl SandboxService {
         if pod.record.phase != SandboxPhase::Ready {
             return;
         }
-        let mut record = pod.record;
+        let mut record = pod.record.clone();
         record.phase = SandboxPhase::NotReady;
-        match self.save(record, pod.task) {
+        match self.save(record, pod.task.clone()) {
             Ok(()) => tracing::info!(pod_id = %id, "infra container exited; pod is NotReady"),
             Err(e) => tracing::warn!(pod_id = %id, error = %e, "recording an infra exit"),
         }
