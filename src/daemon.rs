@@ -3,7 +3,7 @@
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,15 +30,14 @@ use crate::streaming;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Shim events buffered for slow receivers.
 const EVENT_BUFFER: usize = 1024;
+/// The CRI socket: root and the socket's group (as containerd's `grpc.gid`).
+const SOCKET_MODE: u32 = 0o660;
 /// CRI messages can be large (ListContainers on a busy node, image configs).
 const MAX_MESSAGE_BYTES: usize = 32 << 20;
 
 pub async fn run(config: Config) -> Result<()> {
-    for dir in [&config.root, &config.state] {
-        fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
-    }
-    fs::set_permissions(&config.root, fs::Permissions::from_mode(0o711))
-        .context(|| format!("setting the mode of {}", config.root.display()))?;
+    crate::layout::set_daemon_umask();
+    crate::layout::prepare(&config)?;
     let _lock = lock_root(&config.root)?;
 
     let store = Arc::new(Store::open(&config.root.join("meta.redb"))?);
@@ -218,21 +217,31 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
         },
         Err(_) => {}
     }
-    // Bind under a temporary name and rename, so the socket never exists with
-    // looser permissions than 0660.
-    let tmp = path.with_file_name(format!(
-        ".{}.{}",
+    // Bound inside a directory only root can enter, made 0660 there and moved into
+    // place: the socket is never reachable with wider permissions, whatever the umask.
+    let private = path.with_file_name(format!(
+        ".{}.{}.d",
         path.file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("berth.sock"),
         std::process::id()
     ));
-    let _ = fs::remove_file(&tmp);
-    let listener = std::os::unix::net::UnixListener::bind(&tmp)
-        .context(|| format!("binding {}", tmp.display()))?;
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o660))
-        .context(|| format!("setting the mode of {}", tmp.display()))?;
-    fs::rename(&tmp, path).context(|| format!("moving the socket to {}", path.display()))?;
+    let _ = fs::remove_dir_all(&private);
+    fs::DirBuilder::new()
+        .mode(crate::layout::PRIVATE_DIR)
+        .create(&private)
+        .context(|| format!("creating {}", private.display()))?;
+    let tmp = private.join("sock");
+    let bound = std::os::unix::net::UnixListener::bind(&tmp)
+        .context(|| format!("binding {}", tmp.display()))
+        .and_then(|l| {
+            crate::layout::set_mode(&tmp, SOCKET_MODE)?;
+            fs::rename(&tmp, path)
+                .context(|| format!("moving the socket to {}", path.display()))?;
+            Ok(l)
+        });
+    let _ = fs::remove_dir_all(&private);
+    let listener = bound?;
     listener
         .set_nonblocking(true)
         .context(|| "making the socket non-blocking".into())?;

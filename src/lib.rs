@@ -11,6 +11,7 @@ pub mod cri;
 pub mod daemon;
 pub mod error;
 pub mod image;
+pub mod layout;
 pub mod logs;
 pub mod network;
 pub mod sandbox;

@@ -6,6 +6,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -402,4 +403,119 @@ async fn container_events_follow_the_lifecycle() {
     );
     pod::stop(&w.cri, &pod.0).await.unwrap();
     pod::remove(&w.cri, &pod.0).await.unwrap();
+}
+
+/// Runs `args` as uid/gid 65534 with no supplementary groups: a local user.
+fn as_local_user(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(args)
+        .output()
+        .expect("setpriv (util-linux)")
+}
+
+/// A local user (uid 65534) reaches nothing of a running container's: not a file
+/// it wrote, not a setuid-root binary it made, not its env (bundle config.json, the
+/// store), not its log. The container itself, running as that same uid, still
+/// reads its rootfs, hosts and resolv.conf.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_user_reaches_nothing_of_a_container() {
+    use std::ffi::OsStr;
+    use std::os::unix::fs::PermissionsExt;
+
+    let Some(w) = World::start().await else {
+        return;
+    };
+    // The test's directory stands for /var/lib, /run and /var/log: open to all.
+    std::fs::set_permissions(w.env.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let pod = w.run_pod("private").await;
+    let mut config = w.container_config(
+        "app",
+        "echo secret-output-line; echo secret-file-content > /secret.txt; \
+         busybox cp /bin/busybox /suid && busybox chmod 4755 /suid && echo > /ready; \
+         exec sleep 1000",
+    );
+    config.envs.push(cri::KeyValue {
+        key: "API_TOKEN".into(),
+        value: "hunter2-token-value".into(),
+    });
+    let id = w.create(&pod, config).await.expect("CreateContainer");
+    w.start_container(&id).await;
+    w.wait_log("private", "app", "secret-output-line").await;
+    common::wait_for(
+        "the container's setuid copy",
+        Duration::from_secs(10),
+        || async {
+            let out = w.exec(&id, &["cat", "/ready"], 5).await.ok()?;
+            (out.exit_code == 0).then_some(())
+        },
+    )
+    .await;
+
+    let mut everything = common::walk(&w.env.root);
+    everything.extend(common::walk(&w.env.state));
+    let contains = |p: &PathBuf, needle: &[u8]| {
+        std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file())
+            && std::fs::read(p).is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle))
+    };
+    let written: Vec<_> = everything
+        .iter()
+        .filter(|p| contains(p, b"secret-file-content"))
+        .collect();
+    let setuid: Vec<_> = everything
+        .iter()
+        .filter(|p| {
+            std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file() && m.mode() & 0o4000 != 0)
+        })
+        .collect();
+    let env: Vec<_> = everything
+        .iter()
+        .filter(|p| contains(p, b"hunter2-token-value"))
+        .collect();
+    let log = w.logs.join("private/app.log");
+    assert!(!written.is_empty(), "the container's file is somewhere");
+    assert!(!setuid.is_empty(), "the setuid copy is somewhere");
+    assert!(
+        env.iter().any(|p| p.ends_with("config.json"))
+            && env.iter().any(|p| p.ends_with("meta.redb")),
+        "the env is in the bundle and the store: {env:?}"
+    );
+    for path in written.iter().chain(&env).copied().chain([&log]) {
+        let out = as_local_user(&[OsStr::new("cat"), path.as_os_str()]);
+        assert!(
+            !out.status.success(),
+            "uid 65534 read {} ({} bytes)",
+            path.display(),
+            out.stdout.len()
+        );
+    }
+    for path in setuid {
+        let out = as_local_user(&[path.as_os_str(), OsStr::new("true")]);
+        assert!(!out.status.success(), "uid 65534 ran {}", path.display());
+    }
+    let socket = std::fs::metadata(&w.env.socket)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(socket & 0o777, 0o660, "the CRI socket's mode");
+
+    // What berthd made private is still what a non-root container needs.
+    let mut nobody = w.container_config(
+        "nobody",
+        "cat /etc/hosts /etc/resolv.conf /etc/hostname > /dev/null && ls / > /dev/null \
+         && echo ok && exec sleep 1000",
+    );
+    nobody.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            run_as_user: Some(cri::Int64Value { value: 65534 }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = w
+        .create(&pod, nobody)
+        .await
+        .expect("CreateContainer as 65534");
+    w.start_container(&id).await;
+    w.wait_log("private", "nobody", "ok").await;
 }

@@ -111,7 +111,7 @@ impl ContainerService {
             .context(|| format!("creating {}", bundle.display()))?;
         let rootfs = self.images.prepare_rootfs(id, &image).await?;
         create_mount_sources(&record.config)?;
-        let user_files = user_files(&rootfs);
+        let user_files = user_files(&rootfs)?;
         let node_hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_default();
@@ -139,8 +139,7 @@ impl ContainerService {
         });
         let spec_json = serde_json::to_vec(&spec)
             .map_err(|e| Error::Internal(format!("encoding the OCI spec: {e}")))?;
-        std::fs::write(bundle.join("config.json"), spec_json)
-            .context(|| format!("writing {}/config.json", bundle.display()))?;
+        crate::layout::write_private_file(&bundle.join("config.json"), &spec_json)?;
 
         let tty = record.config.tty;
         io::make_fifos(&bundle, tty, record.config.stdin)?;
@@ -252,20 +251,13 @@ pub(crate) fn overlay_mount(rootfs: &ContainerRootfs) -> api::Mount {
     }
 }
 
-/// The image's /etc/passwd and /etc/group, from the topmost layer that has each.
-pub(crate) fn user_files(rootfs: &ContainerRootfs) -> UserFiles {
-    let find = |name: &str| -> PathBuf {
-        rootfs
-            .lowers
-            .iter()
-            .map(|l| l.join(name))
-            .find(|p| p.is_file())
-            .unwrap_or_else(|| rootfs.upper.join(name))
-    };
-    UserFiles {
-        passwd: find("etc/passwd"),
-        group: find("etc/group"),
-    }
+/// The image's /etc/passwd and /etc/group as the container will see them: the
+/// writable layer over the image's, resolved inside them.
+pub(crate) fn user_files(rootfs: &ContainerRootfs) -> Result<UserFiles> {
+    let layers: Vec<PathBuf> = std::iter::once(rootfs.upper.clone())
+        .chain(rootfs.lowers.iter().cloned())
+        .collect();
+    Ok(UserFiles::read(&layers)?)
 }
 
 /// CRI mounts of host directories that do not exist yet are created, 0755, as
@@ -274,7 +266,7 @@ fn create_mount_sources(config: &ContainerConfig) -> Result<()> {
     for mount in &config.mounts {
         let source = Path::new(&mount.host_path);
         if !source.exists() {
-            std::fs::create_dir_all(source)
+            crate::layout::shared_dir_all(source)
                 .context(|| format!("creating the host path {} of a mount", source.display()))?;
         }
     }

@@ -42,7 +42,7 @@ pub struct LogFile {
 impl LogFile {
     pub fn open(path: &Path) -> io::Result<Arc<LogFile>> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            crate::layout::shared_dir_all(dir)?;
         }
         Ok(Arc::new(LogFile {
             path: path.to_path_buf(),
@@ -76,8 +76,18 @@ impl LogFile {
     }
 }
 
+/// Opens the log for appending, 0640 (as containerd): a log holds whatever the
+/// container prints, secrets included; the group is for log agents. The mode is set
+/// on every open, so a file an older berth made wider is repaired when reattached.
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(crate::layout::LOG_FILE)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(crate::layout::LOG_FILE))?;
+    Ok(file)
 }
 
 /// Splits a byte stream into log entries: complete lines, and pieces of lines

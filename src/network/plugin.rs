@@ -55,7 +55,7 @@ pub async fn run(
     let stdin_bytes = serde_json::to_vec(config)
         .map_err(|e| exec_err(format!("cannot serialise config: {e}")))?;
 
-    let mut child = tokio::process::Command::new(binary)
+    let mut child = crate::layout::with_child_umask(&mut tokio::process::Command::new(binary))
         .env("CNI_COMMAND", env.command)
         .env("CNI_CONTAINERID", env.container_id)
         .env("CNI_NETNS", env.netns)

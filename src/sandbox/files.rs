@@ -54,8 +54,9 @@ pub fn write(bundle: &Path, config: &SandboxConfig) -> Result<()> {
     super::shim_log::create_fifo(bundle)
 }
 
+/// The pod's files are bound into every container, whichever user it runs as.
 fn write_file(path: &Path, text: &str) -> Result<()> {
-    fs::write(path, text).context(|| format!("writing {}", path.display()))
+    crate::layout::write_shared_file(path, text.as_bytes())
 }
 
 /// resolv.conf from the pod's DNS config, as containerd writes it.

@@ -50,6 +50,8 @@ pub fn install(root: &Path, binary: &Path) -> Result<PathBuf> {
         let path = rootfs.join(dir);
         fs::create_dir_all(&path).context(|| format!("creating {}", path.display()))?;
     }
+    // The infra container's `/`: its user (the pod's run_as_user) must traverse it.
+    crate::layout::set_mode(&rootfs, crate::layout::SHARED_DIR)?;
     for file in FILES {
         let path = rootfs.join(file);
         if !path.exists() {

@@ -199,7 +199,7 @@ impl SandboxService {
             Some((view, rootfs)) => (
                 view,
                 std::path::Path::new("rootfs"),
-                create::user_files(rootfs),
+                create::user_files(rootfs)?,
                 self.config.sandbox_image.as_str(),
             ),
             None => {
@@ -210,7 +210,7 @@ impl SandboxService {
                 (
                     &pause,
                     rootfs.as_path(),
-                    UserFiles::in_rootfs(rootfs),
+                    UserFiles::read(std::slice::from_ref(rootfs))?,
                     BUILTIN_PAUSE,
                 )
             }
@@ -230,9 +230,7 @@ impl SandboxService {
         let json = serde_json::to_vec_pretty(&spec)
             .map_err(|e| Error::Internal(format!("encoding the infra spec: {e}")))?;
         let path = record.bundle.join("config.json");
-        tokio::fs::write(&path, json)
-            .await
-            .context(|| format!("writing {}", path.display()))
+        tokio::task::spawn_blocking(move || crate::layout::write_private_file(&path, &json)).await?
     }
 
     /// Undoes a failed run, newest step first; failures are logged, not returned,

@@ -43,6 +43,7 @@ impl ShimEnv {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        crate::layout::with_child_umask(&mut cmd);
         cmd
     }
 

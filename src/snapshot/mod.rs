@@ -4,6 +4,7 @@
 //! exist, so recovery deletes any directory without one.
 
 pub mod apply;
+pub mod view;
 
 use std::collections::HashSet;
 use std::fs;
@@ -95,7 +96,12 @@ impl SnapshotStore {
         let root = self
             .dir
             .join(format!("staging-{:016x}", rand::random::<u64>()));
-        fs::create_dir_all(root.join("fs")).context(|| format!("creating {}", root.display()))?;
+        let fs_dir = root.join("fs");
+        fs::create_dir_all(&fs_dir).context(|| format!("creating {}", root.display()))?;
+        // The layer's root becomes the container's `/` (as the upper layer, or the
+        // top lower one): traversable by any user the container runs as, whatever
+        // berthd's umask. A layer's own `./` entry may set it otherwise.
+        crate::layout::set_mode(&fs_dir, crate::layout::SHARED_DIR)?;
         Ok(Staging {
             root,
             committed: false,

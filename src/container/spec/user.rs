@@ -5,28 +5,48 @@
 //! number or a name. A numeric uid missing from /etc/passwd runs with gid 0; a name
 //! missing from it is an error naming the user.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use oci_spec::runtime::{User, UserBuilder};
 
 use super::{ImageConfigView, SpecError};
 use crate::container::config::{SandboxSecurityContext, SecurityContext, SupplementalGroupsPolicy};
+use crate::snapshot::view::{LayeredView, ViewError};
 
-/// The image rootfs's account files. A missing file reads as empty: many images
+/// Account files bigger than this are refused: real ones are a few KiB, and the
+/// image, not berthd, chooses what is there.
+pub const MAX_ACCOUNT_FILE: u64 = 4 << 20;
+
+/// The image rootfs's account files, read through [`LayeredView`] so that a link in
+/// the image never reaches a host file. A missing file reads as empty: many images
 /// (and berth's pause rootfs) have none.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserFiles {
-    pub passwd: PathBuf,
-    pub group: PathBuf,
+    pub passwd: Vec<u8>,
+    pub group: Vec<u8>,
 }
 
 impl UserFiles {
-    /// The files inside a mounted rootfs.
-    pub fn in_rootfs(rootfs: &Path) -> UserFiles {
-        UserFiles {
-            passwd: rootfs.join("etc/passwd"),
-            group: rootfs.join("etc/group"),
-        }
+    /// The files of a root filesystem made of overlay `layers`, top first (a plain
+    /// directory is one layer).
+    pub fn read(layers: &[PathBuf]) -> Result<UserFiles, SpecError> {
+        let view = LayeredView::new(layers);
+        let read = |path: &str| -> Result<Vec<u8>, SpecError> {
+            match view.read(path, MAX_ACCOUNT_FILE) {
+                Ok(bytes) => Ok(bytes.unwrap_or_default()),
+                Err(e @ (ViewError::TooLarge { .. } | ViewError::Loop { .. })) => {
+                    Err(SpecError::InvalidArgument(format!("the image's {e}")))
+                }
+                Err(ViewError::Io { path, source }) => Err(SpecError::Io {
+                    context: format!("reading the image's {path}"),
+                    source,
+                }),
+            }
+        };
+        Ok(UserFiles {
+            passwd: read("/etc/passwd")?,
+            group: read("/etc/group")?,
+        })
     }
 }
 
@@ -89,7 +109,7 @@ fn resolve(
     supplemental: &[i64],
     files: &UserFiles,
 ) -> Result<User, SpecError> {
-    let passwd = read_passwd(&files.passwd)?;
+    let passwd = read_passwd(&files.passwd);
     let (user_part, group_part) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
@@ -118,7 +138,7 @@ fn resolve(
             }
         }
     };
-    let groups = read_group(&files.group)?;
+    let groups = read_group(&files.group);
     let gid = match group_part {
         None => passwd_gid,
         Some(g) => match g.parse::<u32>() {
@@ -160,28 +180,18 @@ fn resolve(
         .build()?)
 }
 
-fn read_lines(path: &Path) -> Result<Vec<Vec<String>>, SpecError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(SpecError::Io {
-                context: format!("reading {}", path.display()),
-                source,
-            });
-        }
-    };
-    Ok(String::from_utf8_lossy(&bytes)
+fn read_lines(bytes: &[u8]) -> Vec<Vec<String>> {
+    String::from_utf8_lossy(bytes)
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|l| l.split(':').map(str::to_string).collect())
-        .collect())
+        .collect()
 }
 
 /// "name:password:uid:gid:gecos:home:shell"; malformed lines are skipped, as libc does.
-fn read_passwd(path: &Path) -> Result<Vec<PasswdEntry>, SpecError> {
-    Ok(read_lines(path)?
+fn read_passwd(bytes: &[u8]) -> Vec<PasswdEntry> {
+    read_lines(bytes)
         .into_iter()
         .filter_map(|f| {
             Some(PasswdEntry {
@@ -190,12 +200,12 @@ fn read_passwd(path: &Path) -> Result<Vec<PasswdEntry>, SpecError> {
                 gid: f.get(3)?.parse().ok()?,
             })
         })
-        .collect())
+        .collect()
 }
 
 /// "name:password:gid:member,member".
-fn read_group(path: &Path) -> Result<Vec<GroupEntry>, SpecError> {
-    Ok(read_lines(path)?
+fn read_group(bytes: &[u8]) -> Vec<GroupEntry> {
+    read_lines(bytes)
         .into_iter()
         .filter_map(|f| {
             Some(GroupEntry {
@@ -212,5 +222,5 @@ fn read_group(path: &Path) -> Result<Vec<GroupEntry>, SpecError> {
                     .unwrap_or_default(),
             })
         })
-        .collect())
+        .collect()
 }

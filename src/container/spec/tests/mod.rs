@@ -70,11 +70,9 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("passwd"), PASSWD).expect("passwd");
-        std::fs::write(dir.path().join("group"), GROUP).expect("group");
         let user_files = UserFiles {
-            passwd: dir.path().join("passwd"),
-            group: dir.path().join("group"),
+            passwd: PASSWD.as_bytes().to_vec(),
+            group: GROUP.as_bytes().to_vec(),
         };
         let pod = Path::new("/run/berth/pods/p1");
         Fixture {
@@ -148,7 +146,7 @@ impl Fixture {
             },
             image_name: "berth-pause",
             rootfs: Path::new("/var/lib/berth/pause/rootfs"),
-            user_files: &UserFiles::in_rootfs(Path::new("/nonexistent")),
+            user_files: &UserFiles::default(),
             netns_path: netns,
             pod_files: &self.pod_files,
             host: self.host,
