@@ -250,6 +250,55 @@ async fn users_and_groups_come_from_the_image() {
     pod::remove(&w.cri, &pod.0).await.unwrap();
 }
 
+/// An image whose /etc/passwd is a symlink: followed inside the image, never to the
+/// host's file (whose `daemon` user the image does not have).
+#[tokio::test(flavor = "multi_thread")]
+async fn account_files_linked_out_of_the_image_are_not_read_from_the_host() {
+    let Some(w) = start(&[]).await else {
+        return;
+    };
+    assert!(
+        std::fs::read_to_string("/etc/passwd").is_ok_and(|p| p.contains("\ndaemon:")),
+        "the host has a daemon user"
+    );
+    let linked = |target: &str| {
+        let applets: Vec<&str> = world::APPLETS.iter().chain(MORE_APPLETS).copied().collect();
+        Image::oci()
+            .layer(
+                world::busybox_layer(&applets, PASSWD, GROUP)
+                    .file("usr/lib/passwd", "daemon:x:4242:4242::/:/bin/sh\n")
+                    .gzip(),
+            )
+            .layer(common::image::Layer::new().symlink("etc/passwd", target).gzip())
+            .env("PATH=/bin")
+            .build()
+    };
+    let pod = w.run_pod("linked").await;
+    let as_daemon = |name: &str, image: String| {
+        let mut config = w.container_config(name, "id -u");
+        config.image.as_mut().unwrap().image = image;
+        config.linux = linux_with(cri::LinuxContainerSecurityContext {
+            run_as_username: "daemon".into(),
+            ..Default::default()
+        });
+        config
+    };
+    for (name, target) in [
+        ("absolute", "/etc/passwd"),
+        ("climbing", "../../../../../../../../../../etc/passwd"),
+    ] {
+        let image = w.add_image(&linked(target), name).await;
+        let err = w.create(&pod, as_daemon(name, image)).await.unwrap_err();
+        common::assert_error(&err, tonic::Code::InvalidArgument, &["/etc/passwd"]);
+    }
+    // A link that stays in the image is followed there.
+    let image = w.add_image(&linked("/usr/lib/passwd"), "inside").await;
+    let id = w.create(&pod, as_daemon("inside", image)).await.expect("create");
+    w.start_container(&id).await;
+    w.wait_exited(&id).await;
+    w.wait_log("linked", "inside", "4242").await;
+}
+
 /// `dir` bind-mounted on itself and made rshared, so that mounts below it
 /// propagate; unmounted (with whatever is below) on drop.
 struct SharedMount(PathBuf);
