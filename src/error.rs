@@ -114,3 +114,53 @@ impl From<tokio::task::JoinError> for Error {
         Error::Internal(format!("background task failed: {e}"))
     }
 }
+
+/// The most of one input value an error message quotes: enough to recognise it,
+/// never enough to make a reply larger than a client accepts.
+pub const MAX_QUOTED: usize = 200;
+
+/// `value` quoted for an error message, cut to [`MAX_QUOTED`] bytes (on a character
+/// boundary) with its full length said when cut.
+pub fn quote(value: &str) -> String {
+    if value.len() <= MAX_QUOTED {
+        return format!("{value:?}");
+    }
+    let mut end = MAX_QUOTED;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}... ({} bytes)", &value[..end], value.len())
+}
+
+/// Cuts an error message to `max` bytes (on a character boundary): the last guard,
+/// for messages that quote what they should not in full.
+pub fn bounded_message(message: String, max: usize) -> String {
+    if message.len() <= max {
+        return message;
+    }
+    let mut end = max;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}... (message cut at {max} of {} bytes)",
+        &message[..end],
+        message.len()
+    )
+}
+
+#[cfg(test)]
+mod quote_tests {
+    use super::*;
+
+    #[test]
+    fn long_values_are_cut_on_a_char_boundary() {
+        assert_eq!(quote("abc"), "\"abc\"");
+        let long = "é".repeat(1000);
+        let q = quote(&long);
+        assert!(q.len() < MAX_QUOTED + 40, "{q}");
+        assert!(q.ends_with("... (2000 bytes)"), "{q}");
+        let m = bounded_message("x".repeat(10_000), 100);
+        assert!(m.starts_with(&"x".repeat(100)) && m.len() < 160, "{m}");
+    }
+}

@@ -519,3 +519,148 @@ async fn a_local_user_reaches_nothing_of_a_container() {
     w.start_container(&id).await;
     w.wait_log("private", "nobody", "ok").await;
 }
+
+/// Processes in the PID namespace of `pid` (the container's), from the host.
+fn processes_beside(pid: u32) -> usize {
+    let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).expect("the container's pid ns");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .filter(|e| std::fs::read_link(e.path().join("ns/pid")).is_ok_and(|n| n == ns))
+        .count()
+}
+
+fn exec_dirs(bundle: &std::path::Path) -> Vec<String> {
+    common::dir_entries(bundle)
+        .into_iter()
+        .filter(|n| n.starts_with("exec-"))
+        .collect()
+}
+
+/// ExecSync's deadline covers the whole call: a command that exits at once but
+/// leaves a writer on its output ends by the deadline, and the writer is killed;
+/// a call its client cancels kills its process too; in each case the exec's
+/// directory goes. Output past the cap is dropped so the reply fits in the 16 MiB
+/// a kubelet accepts.
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_sync_keeps_its_deadline_cleans_up_and_fits_a_reply() {
+    let Some(w) = World::start().await else {
+        return;
+    };
+    let pod = w.run_pod("execs").await;
+    let id = w.run(&pod, "app", "exec sleep 1000").await;
+    let status = w.status(&id).await;
+    let pid: u32 = serde_json::from_str::<serde_json::Value>(&status_info(&w, &id).await)
+        .ok()
+        .and_then(|v| v["pid"].as_u64())
+        .expect("pid in the verbose status") as u32;
+    assert_eq!(status.state, RUNNING);
+    let bundle = w.env.state.join("containers").join(&id);
+    let alone = processes_beside(pid);
+
+    // (a) A background writer does not hold the call past its deadline.
+    let started = Instant::now();
+    let err = w
+        .exec(
+            &id,
+            &["sh", "-c", "(while :; do echo x; sleep .5; done) & exit 0"],
+            2,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    common::wait_until(
+        "the background writer killed",
+        Duration::from_secs(10),
+        || processes_beside(pid) == alone,
+    )
+    .await;
+    common::wait_until(
+        "the exec directory removed",
+        Duration::from_secs(10),
+        || exec_dirs(&bundle).is_empty(),
+    )
+    .await;
+
+    // (b) A call its client gives up on (grpc-timeout) kills what it started.
+    let mut request = tonic::Request::new(cri::ExecSyncRequest {
+        container_id: id.clone(),
+        cmd: vec!["sleep".into(), "300".into()],
+        timeout: 0,
+    });
+    request.set_timeout(Duration::from_secs(1));
+    let err = w.cri.runtime_client().exec_sync(request).await.unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+        ),
+        "{err:?}"
+    );
+    common::wait_until("the cancelled exec killed", Duration::from_secs(10), || {
+        processes_beside(pid) == alone
+    })
+    .await;
+    common::wait_until(
+        "the cancelled exec's directory removed",
+        Duration::from_secs(10),
+        || exec_dirs(&bundle).is_empty(),
+    )
+    .await;
+
+    // (c) 20 MB on each stream: capped, and the reply fits a kubelet's limit.
+    let kubelet_limit = 16 << 20;
+    let reply = w
+        .cri
+        .runtime_client()
+        .max_decoding_message_size(kubelet_limit)
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "busybox yes | busybox head -c 20000000 & \
+                 busybox yes | busybox head -c 20000000 >&2; wait"
+                    .into(),
+            ],
+            timeout: 60,
+        })
+        .await
+        .expect("ExecSync with 40 MB of output")
+        .into_inner();
+    assert_eq!(reply.exit_code, 0);
+    assert!(reply.stdout.len() >= 4 << 20 && reply.stderr.len() >= 4 << 20);
+    assert!(
+        reply.stdout.len() + reply.stderr.len() < kubelet_limit - 1024,
+        "{} + {}",
+        reply.stdout.len(),
+        reply.stderr.len()
+    );
+    assert!(reply.stdout.starts_with(b"y\ny\n"));
+}
+
+async fn status_info(w: &World, id: &str) -> String {
+    w.cri
+        .runtime_client()
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.to_string(),
+            verbose: true,
+        })
+        .await
+        .expect("ContainerStatus")
+        .into_inner()
+        .info
+        .get("info")
+        .cloned()
+        .unwrap_or_default()
+}

@@ -269,7 +269,11 @@ async fn account_files_linked_out_of_the_image_are_not_read_from_the_host() {
                     .file("usr/lib/passwd", "daemon:x:4242:4242::/:/bin/sh\n")
                     .gzip(),
             )
-            .layer(common::image::Layer::new().symlink("etc/passwd", target).gzip())
+            .layer(
+                common::image::Layer::new()
+                    .symlink("etc/passwd", target)
+                    .gzip(),
+            )
             .env("PATH=/bin")
             .build()
     };
@@ -293,7 +297,10 @@ async fn account_files_linked_out_of_the_image_are_not_read_from_the_host() {
     }
     // A link that stays in the image is followed there.
     let image = w.add_image(&linked("/usr/lib/passwd"), "inside").await;
-    let id = w.create(&pod, as_daemon("inside", image)).await.expect("create");
+    let id = w
+        .create(&pod, as_daemon("inside", image))
+        .await
+        .expect("create");
     w.start_container(&id).await;
     w.wait_exited(&id).await;
     w.wait_log("linked", "inside", "4242").await;

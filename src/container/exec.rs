@@ -1,8 +1,15 @@
 //! Exec: run a command in a running container, with its stdio on the streams of
 //! an exec session (input, a terminal and its resizes when asked for), or, for
 //! ExecSync, with its output collected in memory and a deadline that kills it.
+//!
+//! ExecSync's deadline covers the whole call, not only the wait for the exit: a
+//! command that leaves a background writer holding its output open ends the call by
+//! the deadline too (DeadlineExceeded, as containerd). Whatever way an exec ends (done,
+//! past its deadline, or its caller gone), an [`ExecCleanup`] kills what is left of
+//! it in the container, deletes it from the shim and removes its directory.
 
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,8 +25,13 @@ use crate::error::{Error, IoContext, Result};
 use crate::shim::TaskClient;
 use crate::store::{ContainerPhase, ContainerRecord};
 
-/// Output kept per stream; the rest is read and dropped so the process never blocks.
-pub const MAX_EXEC_OUTPUT: usize = 16 << 20;
+/// ExecSync output kept per stream; the rest is read and dropped so the process
+/// never blocks. Both streams together stay under the 16 MiB a kubelet (and most
+/// gRPC clients) accept in one reply, with room for the message's framing.
+pub const MAX_EXEC_OUTPUT: usize = (16 << 20) / 2 - (64 << 10);
+/// ExecSync without a deadline: how long output is drained after the process
+/// exited before whatever still holds it open (a background writer) is killed.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(5);
 const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 const KILL_WAIT: Duration = Duration::from_secs(10);
 /// Output chunks in flight between a fifo and its reader.
@@ -49,8 +61,21 @@ impl ContainerService {
             stderr: Some(err_tx),
             ..Default::default()
         };
-        let deadline = (!timeout.is_zero()).then_some(timeout);
-        let exit_code = self.exec_with(id, cmd, streams, deadline).await?;
+        let exit_code = if timeout.is_zero() {
+            self.exec_with(id, cmd, streams, Some(DRAIN_AFTER_EXIT))
+                .await?
+        } else {
+            // Dropping the call at the deadline runs the exec's cleanup.
+            tokio::time::timeout(timeout, self.exec_with(id, cmd, streams, None))
+                .await
+                .map_err(|_| {
+                    Error::DeadlineExceeded(format!(
+                        "command {} in container {id} did not finish within {timeout:?}; \
+                         it was killed",
+                        crate::error::quote(&format!("{cmd:?}"))
+                    ))
+                })??
+        };
         Ok(ExecOutput {
             stdout: stdout.await?,
             stderr: stderr.await?,
@@ -64,12 +89,14 @@ impl ContainerService {
         self.exec_with(id, cmd, streams, None).await
     }
 
+    /// With `drain`, output still open that long after the exit is cut off by
+    /// killing what holds it.
     async fn exec_with(
         &self,
         id: &str,
         cmd: &[String],
         streams: ProcessStreams,
-        deadline: Option<Duration>,
+        drain: Option<Duration>,
     ) -> Result<i32> {
         if cmd.is_empty() {
             return Err(Error::InvalidArgument("cmd is empty".into()));
@@ -89,9 +116,51 @@ impl ContainerService {
         };
         let dir = record.bundle.join(&process.exec_id);
         std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
-        let result = process.run(&record, &dir, cmd, streams, deadline).await;
-        let _ = std::fs::remove_dir_all(&dir);
+        let mut cleanup = ExecCleanup {
+            process: process.clone(),
+            dir: dir.clone(),
+            container_pid: record.pid,
+            finished: false,
+        };
+        let result = process.run(&record, &dir, cmd, streams, drain).await;
+        cleanup.finished = true;
         result
+    }
+}
+
+/// Runs when an exec's call ends, however it ends. A call dropped half-way (its
+/// deadline, or its client gone) leaves a process that may still run: it is
+/// killed, with anything else in the container holding its output, and deleted,
+/// on a task of its own since drop cannot wait.
+struct ExecCleanup {
+    process: ExecProcess,
+    dir: PathBuf,
+    container_pid: u32,
+    finished: bool,
+}
+
+impl Drop for ExecCleanup {
+    fn drop(&mut self) {
+        let dir = std::mem::take(&mut self.dir);
+        if self.finished {
+            let _ = std::fs::remove_dir_all(&dir);
+            return;
+        }
+        let process = self.process.clone();
+        let container_pid = self.container_pid;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            let _ = std::fs::remove_dir_all(&dir);
+            return;
+        };
+        runtime.spawn(async move {
+            process.kill().await;
+            process.kill_output_holders(&dir, container_pid).await;
+            let _ =
+                tokio::time::timeout(KILL_WAIT, process.task.wait(&process.id, &process.exec_id))
+                    .await;
+            process.delete().await;
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+        });
     }
 }
 
@@ -110,7 +179,7 @@ impl ExecProcess {
         dir: &Path,
         cmd: &[String],
         streams: ProcessStreams,
-        deadline: Option<Duration>,
+        drain: Option<Duration>,
     ) -> Result<i32> {
         let ProcessStreams {
             stdin,
@@ -168,16 +237,22 @@ impl ExecProcess {
             ))
         });
 
-        let exit = self.wait(cmd, deadline).await;
+        let exit = self.task.wait(&self.id, &self.exec_id).await;
         let _ = exited.send(true);
-        for pump in pumps {
-            let _ = pump.await;
+        let mut output = futures::future::join_all(pumps);
+        if let Some(limit) = drain
+            && tokio::time::timeout(limit, &mut output).await.is_err()
+        {
+            self.kill_output_holders(dir, record.pid).await;
+            let _ = tokio::time::timeout(KILL_WAIT, output).await;
+        } else {
+            output.await;
         }
         for task in input.into_iter().chain(resizer) {
             task.abort();
         }
         self.delete().await;
-        exit
+        exit.map(|(status, _)| status as i32)
     }
 
     /// Copies the client's input; at its end, closes the process's stdin (ours and
@@ -191,33 +266,33 @@ impl ExecProcess {
         }
     }
 
-    /// The exit status; past the deadline the process is killed and the call fails.
-    async fn wait(&self, cmd: &[String], deadline: Option<Duration>) -> Result<i32> {
-        let waited = match deadline {
-            None => self.task.wait(&self.id, &self.exec_id).await.map(Some),
-            Some(limit) => {
-                match tokio::time::timeout(limit, self.task.wait(&self.id, &self.exec_id)).await {
-                    Ok(r) => r.map(Some),
-                    Err(_) => Ok(None),
-                }
-            }
-        };
-        match waited {
-            Ok(Some((status, _))) => Ok(status as i32),
-            Ok(None) => {
-                let _ = self
-                    .task
-                    .kill(&self.id, &self.exec_id, libc::SIGKILL as u32, false)
-                    .await;
-                let _ =
-                    tokio::time::timeout(KILL_WAIT, self.task.wait(&self.id, &self.exec_id)).await;
-                Err(Error::DeadlineExceeded(format!(
-                    "command {cmd:?} in container {} timed out after {:?} and was killed",
-                    self.id,
-                    deadline.unwrap_or_default()
-                )))
-            }
-            Err(e) => Err(e),
+    async fn kill(&self) {
+        let _ = self
+            .task
+            .kill(&self.id, &self.exec_id, libc::SIGKILL as u32, false)
+            .await;
+    }
+
+    /// Kills the processes of the container that hold this exec's output fifos
+    /// open: what the command left running in the background. Only processes in
+    /// the container's PID namespace are considered, never the shim.
+    async fn kill_output_holders(&self, dir: &Path, container_pid: u32) {
+        let fifos: Vec<(u64, u64)> = ["stdout", "stderr"]
+            .iter()
+            .filter_map(|n| std::fs::metadata(dir.join(n)).ok())
+            .map(|m| (m.dev(), m.ino()))
+            .collect();
+        if fifos.is_empty() || container_pid == 0 {
+            return;
+        }
+        let exec_id = self.exec_id.clone();
+        let killed = tokio::task::spawn_blocking(move || {
+            crate::container::holders::kill_holders(container_pid, &fifos)
+        })
+        .await
+        .unwrap_or_default();
+        if killed > 0 {
+            tracing::info!(container_id = %self.id, %exec_id, killed, "killed processes an exec left holding its output");
         }
     }
 

@@ -6,6 +6,7 @@ pub mod config;
 pub(crate) mod create;
 mod events;
 mod exec;
+mod holders;
 pub(crate) mod image_config;
 mod io;
 mod lifecycle;

@@ -46,8 +46,16 @@ pub fn status(err: Error) -> Status {
         Code::NotFound => tracing::debug!(error = %err, "not found"),
         _ => tracing::warn!(code = ?code, error = %err, "call failed"),
     }
-    Status::new(code, err.to_string())
+    Status::new(
+        code,
+        crate::error::bounded_message(err.to_string(), MAX_STATUS_MESSAGE),
+    )
 }
+
+/// The longest error message a reply carries. gRPC sends it percent-encoded in a
+/// trailer, and common clients refuse header blocks over 16 KiB: a message that
+/// quoted a huge input would reach them as RESOURCE_EXHAUSTED instead of the error.
+const MAX_STATUS_MESSAGE: usize = 2048;
 
 /// CRI timestamps are nanoseconds since the epoch.
 pub(crate) fn now_nanos() -> i64 {
