@@ -222,6 +222,8 @@ if [ "$runtime" = berth ]; then
 		echo "socket = \"$sock\""
 		echo "log_level = \"${BERTH_LOG_LEVEL:-info}\""
 		[ -z "$pause_binary" ] || echo "pause_binary = \"$pause_binary\""
+		# critest writes its Localhost seccomp profiles into a temporary directory.
+		echo "seccomp_profile_roots = [\"${TMPDIR:-/tmp}\"]"
 		echo
 		echo "[registry]"
 		echo "config_path = \"$hosts\""

@@ -33,6 +33,9 @@ pub struct Config {
     pub pause_binary: PathBuf,
     /// The runtime handler used when RunPodSandbox names none.
     pub default_runtime: String,
+    /// Directories Localhost seccomp profiles are read from (where the kubelet puts
+    /// them); a profile anywhere else is refused.
+    pub seccomp_profile_roots: Vec<PathBuf>,
     /// Runtime handlers by name, as RunPodSandbox's `runtime_handler` names them.
     pub runtimes: BTreeMap<String, RuntimeHandler>,
     pub registry: RegistryConfig,
@@ -110,6 +113,7 @@ impl Default for Config {
             sandbox_image: String::new(),
             pause_binary: PathBuf::new(),
             default_runtime: "berth".to_string(),
+            seccomp_profile_roots: vec![PathBuf::from("/var/lib/kubelet/seccomp")],
             runtimes: BTreeMap::from([("berth".to_string(), RuntimeHandler::default())]),
             registry: RegistryConfig::default(),
             cni: CniConfig::default(),

@@ -664,3 +664,178 @@ async fn status_info(w: &World, id: &str) -> String {
         .cloned()
         .unwrap_or_default()
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn localhost_profile(path: &str) -> Option<cri::SecurityProfile> {
+    Some(cri::SecurityProfile {
+        profile_type: cri::security_profile::ProfileType::Localhost as i32,
+        localhost_ref: path.to_string(),
+    })
+}
+
+/// Files and fields a request names are confined and bounded: a Localhost seccomp
+/// profile is read only from the configured roots, only as a regular file of a
+/// bounded size (`/dev/zero` used to take berthd to gigabytes); a log path cannot be
+/// absolute or climb out of the pod's log directory; host paths, log directories
+/// and cgroup parents cannot be relative; a 60,000-character cpuset is refused
+/// before the runtime sees it; and no error reply quotes a huge value in full.
+#[tokio::test(flavor = "multi_thread")]
+async fn files_and_fields_a_request_names_are_confined_and_bounded() {
+    let Some(mut w) = World::start().await else {
+        return;
+    };
+    let profiles = w.env.path().join("kubelet-seccomp");
+    std::fs::create_dir_all(&profiles).unwrap();
+    let allow = profiles.join("allow.json");
+    std::fs::write(&allow, r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#).unwrap();
+    let fifo = profiles.join("fifo.json");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let big = profiles.join("big.json");
+    std::fs::write(&big, vec![b' '; 2 << 20]).unwrap();
+    reconfigure(
+        &mut w,
+        &format!(
+            "seccomp_profile_roots = [{:?}]",
+            profiles.display().to_string()
+        ),
+        "",
+    )
+    .await;
+    let rss_before = rss_kib(w.berthd.pid());
+
+    // Pods: a device as a profile, a file outside the roots, a relative log dir
+    // and cgroup parent.
+    let with_pod_profile = |w: &World, path: &str| {
+        let mut config = w.pod_config("seccomp-pod");
+        let linux = config.linux.get_or_insert_with(Default::default);
+        linux
+            .security_context
+            .get_or_insert_with(Default::default)
+            .seccomp = localhost_profile(path);
+        config
+    };
+    for (path, needle) in [
+        ("/dev/zero", "seccomp profile roots"),
+        ("/etc/passwd", "seccomp profile roots"),
+        (fifo.to_str().unwrap(), "regular file"),
+        (big.to_str().unwrap(), "larger than"),
+    ] {
+        let err = pod::run_pod(&w.cri, with_pod_profile(&w, path))
+            .await
+            .unwrap_err();
+        common::assert_error(&err, tonic::Code::InvalidArgument, &["seccomp", needle]);
+    }
+    assert!(
+        rss_kib(w.berthd.pid()) < rss_before + 64 * 1024,
+        "berthd grew from {rss_before} KiB to {} KiB",
+        rss_kib(w.berthd.pid())
+    );
+    let mut relative_logs = w.pod_config("relative-logs");
+    relative_logs.log_directory = "pod-logs/relative".into();
+    let err = pod::run_pod(&w.cri, relative_logs).await.unwrap_err();
+    common::assert_error(&err, tonic::Code::InvalidArgument, &["log_directory"]);
+    for parent in ["kubepods/pod1", "/kubepods/../../escape"] {
+        let mut config = w.pod_config("cgroup-parent");
+        config
+            .linux
+            .get_or_insert_with(Default::default)
+            .cgroup_parent = parent.into();
+        let err = pod::run_pod(&w.cri, config).await.unwrap_err();
+        common::assert_error(&err, tonic::Code::InvalidArgument, &["cgroup_parent"]);
+    }
+
+    // Containers.
+    let pod = w.run_pod("fields").await;
+    let outside = w.env.outside.join("escaped.log");
+    for log_path in [
+        outside.display().to_string(),
+        "../../../outside/escaped.log".into(),
+    ] {
+        let mut config = w.container_config("logs", "echo hi");
+        config.log_path = log_path;
+        let err = w.create(&pod, config).await.unwrap_err();
+        common::assert_error(&err, tonic::Code::InvalidArgument, &["log_path"]);
+    }
+    assert!(!outside.exists());
+    let mut config = w.container_config("relative-mount", "echo hi");
+    config.mounts.push(cri::Mount {
+        container_path: "/data".into(),
+        host_path: "relative/dir".into(),
+        ..Default::default()
+    });
+    let err = w.create(&pod, config).await.unwrap_err();
+    common::assert_error(&err, tonic::Code::InvalidArgument, &["mounts[0].host_path"]);
+    let mut config = w.container_config("fifo", "echo hi");
+    config.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            seccomp: localhost_profile(fifo.to_str().unwrap()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let err = w.create(&pod, config).await.unwrap_err();
+    common::assert_error(&err, tonic::Code::InvalidArgument, &["seccomp"]);
+
+    // A profile under the roots works.
+    let mut config = w.container_config("allowed", "echo allowed");
+    config.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            seccomp: localhost_profile(&allow.display().to_string()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = w
+        .create(&pod, config)
+        .await
+        .expect("a profile under the roots");
+    w.start_container(&id).await;
+    w.wait_log("fields", "allowed", "allowed").await;
+
+    // A 60,000-character cpuset: refused at once, quoted briefly.
+    let id = w.run(&pod, "update", "exec sleep 1000").await;
+    let started = Instant::now();
+    let err = w
+        .cri
+        .runtime_client()
+        .update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(cri::LinuxContainerResources {
+                cpuset_cpus: "0,".repeat(30_000),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    common::assert_error(&err, tonic::Code::InvalidArgument, &["cpuset_cpus"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(err.message().len() < 1024, "{} bytes", err.message().len());
+    let mut config = w.container_config("huge-path", "echo hi");
+    config.mounts.push(cri::Mount {
+        container_path: format!("relative/{}", "x".repeat(100_000)),
+        host_path: "/tmp".into(),
+        ..Default::default()
+    });
+    let err = w.create(&pod, config).await.unwrap_err();
+    common::assert_error(&err, tonic::Code::InvalidArgument, &["container_path"]);
+    assert!(err.message().len() < 1024, "{} bytes", err.message().len());
+}

@@ -46,6 +46,11 @@ impl ContainerService {
                 sandbox.id()
             ))
         })?;
+        spec::check_profile_location(
+            &config.linux.security_context.seccomp,
+            &self.config.seccomp_profile_roots,
+            "linux.security_context.seccomp",
+        )?;
         let handler = &sandbox.record.runtime_handler;
         if let Some(m) = config.mounts.iter().find(|m| m.recursive_read_only)
             && !self.handler_features(handler).recursive_read_only_mounts

@@ -12,7 +12,9 @@ use crate::container::config::{
     Protocol, Resources, SandboxConfig, SandboxSecurityContext, SeccompProfile, SecurityContext,
     SupplementalGroupsPolicy,
 };
-use crate::error::Error;
+use crate::error::{Error, quote};
+
+mod fields;
 
 fn invalid(field: &str, problem: impl std::fmt::Display) -> Error {
     Error::InvalidArgument(format!("{field}: {problem}"))
@@ -30,6 +32,7 @@ impl TryFrom<&cri::ContainerConfig> for ContainerConfig {
             return Err(invalid("metadata.name", "empty"));
         }
         let linux = c.linux.clone().unwrap_or_default();
+        fields::log_path("log_path", &c.log_path)?;
         Ok(ContainerConfig {
             name: metadata.name.clone(),
             attempt: metadata.attempt,
@@ -91,6 +94,11 @@ impl TryFrom<&cri::PodSandboxConfig> for SandboxConfig {
         }
         let dns = c.dns_config.clone().unwrap_or_default();
         let linux = c.linux.clone().unwrap_or_default();
+        fields::log_directory("log_directory", &c.log_directory)?;
+        fields::cgroup_parent("linux.cgroup_parent", &linux.cgroup_parent)?;
+        for (key, value) in &linux.sysctls {
+            fields::kernel_key("linux.sysctls", key, value)?;
+        }
         let sc = linux.security_context.unwrap_or_default();
         let field = "linux.security_context";
         Ok(SandboxConfig {
@@ -139,13 +147,12 @@ fn mount(i: usize, m: &cri::Mount) -> Result<Mount, Error> {
     if !m.container_path.starts_with('/') {
         return Err(invalid(
             &field("container_path"),
-            format!("{:?} is not absolute", m.container_path),
+            format!("{} is not absolute", quote(&m.container_path)),
         ));
     }
-    if m.host_path.is_empty() {
-        // Image-volume mounts (`image` set, no host path) are not supported.
-        return Err(invalid(&field("host_path"), "empty"));
-    }
+    fields::host_path(&field("container_path"), &m.container_path)?;
+    // Empty for image-volume mounts (`image` set), which are not supported.
+    fields::host_path(&field("host_path"), &m.host_path)?;
     if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
         return Err(invalid(
             &field("uidMappings"),
@@ -181,13 +188,14 @@ fn mount(i: usize, m: &cri::Mount) -> Result<Mount, Error> {
 
 fn device(i: usize, d: &cri::Device) -> Result<Device, Error> {
     let field = |f: &str| format!("devices[{i}].{f}");
-    if d.host_path.is_empty() {
-        return Err(invalid(&field("host_path"), "empty"));
+    fields::host_path(&field("host_path"), &d.host_path)?;
+    if !d.container_path.is_empty() {
+        fields::host_path(&field("container_path"), &d.container_path)?;
     }
     if !d.permissions.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
         return Err(invalid(
             &field("permissions"),
-            format!("{:?} is not a subset of \"rwm\"", d.permissions),
+            format!("{} is not a subset of \"rwm\"", quote(&d.permissions)),
         ));
     }
     Ok(Device {
@@ -233,18 +241,21 @@ pub(super) fn resources(r: &cri::LinuxContainerResources) -> Result<Resources, E
             format!("{} is outside [-1000, 1000]", r.oom_score_adj),
         ));
     }
+    fields::cpuset(&field("cpuset_cpus"), &r.cpuset_cpus)?;
+    fields::cpuset(&field("cpuset_mems"), &r.cpuset_mems)?;
+    for (key, value) in &r.unified {
+        fields::kernel_key(&field("unified"), key, value)?;
+    }
     let hugepage_limits = r
         .hugepage_limits
         .iter()
         .enumerate()
         .map(|(i, h)| {
-            if h.page_size.is_empty() {
-                return Err(invalid(
-                    &field(&format!("hugepage_limits[{i}].page_size")),
-                    "empty",
-                ));
-            }
-            Ok(HugepageLimit {
+            fields::page_size(
+                &field(&format!("hugepage_limits[{i}].page_size")),
+                &h.page_size,
+            )?;
+            Ok::<_, Error>(HugepageLimit {
                 page_size: h.page_size.clone(),
                 limit: h.limit,
             })
@@ -361,10 +372,13 @@ fn seccomp(
             "" | "unconfined" => Ok(SeccompProfile::Unconfined),
             "runtime/default" | "docker/default" => Ok(SeccompProfile::RuntimeDefault),
             path => match path.strip_prefix("localhost/") {
-                Some(p) if p.starts_with('/') => Ok(SeccompProfile::Localhost(PathBuf::from(p))),
+                Some(p) => {
+                    fields::host_path(&format!("{parent}.seccomp_profile_path"), p)?;
+                    Ok(SeccompProfile::Localhost(PathBuf::from(p)))
+                }
                 _ => Err(invalid(
                     &format!("{parent}.seccomp_profile_path"),
-                    format!("{path:?} is not a known profile"),
+                    format!("{} is not a known profile", quote(path)),
                 )),
             },
         };
@@ -373,13 +387,12 @@ fn seccomp(
     match ProfileType::try_from(profile.profile_type) {
         Ok(ProfileType::RuntimeDefault) => Ok(SeccompProfile::RuntimeDefault),
         Ok(ProfileType::Unconfined) => Ok(SeccompProfile::Unconfined),
-        Ok(ProfileType::Localhost) if profile.localhost_ref.starts_with('/') => Ok(
-            SeccompProfile::Localhost(PathBuf::from(&profile.localhost_ref)),
-        ),
-        Ok(ProfileType::Localhost) => Err(invalid(
-            &format!("{field}.localhost_ref"),
-            format!("{:?} is not an absolute path", profile.localhost_ref),
-        )),
+        Ok(ProfileType::Localhost) => {
+            fields::host_path(&format!("{field}.localhost_ref"), &profile.localhost_ref)?;
+            Ok(SeccompProfile::Localhost(PathBuf::from(
+                &profile.localhost_ref,
+            )))
+        }
         Err(_) => Err(invalid(
             &format!("{field}.profile_type"),
             profile.profile_type,

@@ -51,6 +51,11 @@ impl SandboxService {
             return Err(Error::FailedPrecondition(format!("no pause rootfs: {why}")));
         }
         net::bandwidth(&config.annotations)?;
+        crate::container::spec::check_profile_location(
+            &config.linux.security_context.seccomp,
+            &self.config.seccomp_profile_roots,
+            "linux.security_context.seccomp",
+        )?;
         let (handler_name, handler) = self.config.runtime_handler(handler)?;
         let runtime = Runtime {
             shim: infra::resolve_shim(handler)?,

@@ -168,7 +168,7 @@ fn lookup(dir: &MergedDir, name: &OsStr) -> io::Result<Found> {
             // A non-directory below a directory ends the merge.
             break;
         }
-        let owned = || -> io::Result<OwnedFd> { Ok(parent.try_clone()?) };
+        let owned = || -> io::Result<OwnedFd> { parent.try_clone() };
         return Ok(match kind {
             _ if is_whiteout(&stat, kind) => Found::Missing,
             SFlag::S_IFLNK => Found::Link(owned()?, name.to_os_string()),

@@ -214,7 +214,7 @@ pub(super) fn seccomp(
     let invalid = |e: &dyn std::fmt::Display| {
         SpecError::InvalidArgument(format!("seccomp profile {}: {e}", path.display()))
     };
-    let bytes = std::fs::read(path).map_err(|e| invalid(&e))?;
+    let bytes = read_profile(path).map_err(|e| invalid(&e))?;
     // A Docker-style profile parses too; its archMap, includes and excludes are ignored.
     let filter: LinuxSeccomp = serde_json::from_slice(&bytes).map_err(|e| invalid(&e))?;
     Ok(Some(filter))
@@ -236,4 +236,70 @@ fn paths(given: &[String], defaults: &[&str], privileged: bool) -> Vec<String> {
     } else {
         given.to_vec()
     }
+}
+
+/// The most of a Localhost seccomp profile read: real ones are tens of KiB.
+pub const MAX_SECCOMP_PROFILE: u64 = 1 << 20;
+
+/// A profile file's bytes: a regular file (never a device or fifo, which could
+/// feed berthd without end or block it) of at most [`MAX_SECCOMP_PROFILE`].
+fn read_profile(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let too_big = || {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("larger than {MAX_SECCOMP_PROFILE} bytes"),
+        )
+    };
+    if meta.len() > MAX_SECCOMP_PROFILE {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SECCOMP_PROFILE + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_SECCOMP_PROFILE {
+        return Err(too_big());
+    }
+    Ok(bytes)
+}
+
+/// Refuses a Localhost profile outside `roots` (links followed first), so a request
+/// cannot make berthd read an arbitrary host file as a profile.
+pub fn check_profile_location(
+    profile: &SeccompProfile,
+    roots: &[PathBuf],
+    field: &str,
+) -> Result<(), SpecError> {
+    let SeccompProfile::Localhost(path) = profile else {
+        return Ok(());
+    };
+    let refuse = |why: String| {
+        SpecError::InvalidArgument(format!(
+            "{field}: seccomp profile {}: {why}",
+            crate::error::quote(&path.display().to_string())
+        ))
+    };
+    let real = std::fs::canonicalize(path).map_err(|e| refuse(e.to_string()))?;
+    let inside = roots.iter().any(|root| {
+        std::fs::canonicalize(root).is_ok_and(|root| real.starts_with(&root) && real != root)
+    });
+    if !inside {
+        return Err(refuse(format!(
+            "not under the seccomp profile roots ({})",
+            roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Ok(())
 }
