@@ -828,3 +828,195 @@ fn close_io_ends_input_on_a_terminal() {
     delete(&client, "ttycat", "").unwrap();
     client.shutdown(ctx(), &ShutdownRequest::default()).ok();
 }
+
+/// The unprivileged user playing the attacker.
+const NOBODY: libc::uid_t = 65534;
+
+/// What a local user did to catch an exec's console socket: pre-created the
+/// paths an exec's console directory used to get (`/tmp/berth-pty-<shim
+/// pid>-<n>`: a 0777 directory and a symlink to one), and watched them to
+/// swap the shim's socket for its own, as a real attacker would.
+struct ConsoleTrap {
+    planted: Vec<std::path::PathBuf>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(usize, usize)>>,
+}
+
+impl ConsoleTrap {
+    fn set(shim_pid: u32) -> ConsoleTrap {
+        let tmp = std::path::Path::new("/tmp");
+        let lair = tmp.join(format!("berth-test-lair-{shim_pid}"));
+        let dir = tmp.join(format!("berth-pty-{shim_pid}-0"));
+        let link = tmp.join(format!("berth-pty-{shim_pid}-1"));
+        let planted = vec![dir.clone(), link.clone(), lair.clone()];
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let halt = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            become_nobody();
+            let watched = [lair.clone(), dir.clone()];
+            for d in &watched {
+                std::fs::create_dir(d).unwrap();
+                std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+                    .unwrap();
+            }
+            std::os::unix::fs::symlink(&lair, &link).unwrap();
+            use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+            let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).unwrap();
+            let wds: Vec<_> = watched
+                .iter()
+                .map(|d| inotify.add_watch(d, AddWatchFlags::IN_CREATE).unwrap())
+                .collect();
+            ready_tx.send(()).unwrap();
+            let mut stolen = Vec::new();
+            while !halt.load(std::sync::atomic::Ordering::Relaxed) {
+                use std::os::fd::AsFd;
+                let mut fds = [nix::poll::PollFd::new(
+                    inotify.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(20u16));
+                for event in inotify.read_events().unwrap_or_default() {
+                    let Some(i) = wds.iter().position(|w| *w == event.wd) else {
+                        continue;
+                    };
+                    let Some(name) = event.name else { continue };
+                    // Replace the shim's socket with ours before the runtime
+                    // connects (once: our own bind reports a creation too).
+                    let path = watched[i].join(name);
+                    if stolen.iter().any(|(p, _)| *p == path) {
+                        continue;
+                    }
+                    let _ = std::fs::remove_file(&path);
+                    if let Ok(l) = std::os::unix::net::UnixListener::bind(&path) {
+                        l.set_nonblocking(true).unwrap();
+                        stolen.push((path, l));
+                    }
+                }
+            }
+            // Each connection is a runtime handing us a pty master.
+            let received = stolen.iter().filter(|(_, l)| l.accept().is_ok()).count();
+            (stolen.len(), received)
+        });
+        ready.recv().expect("trap set");
+        ConsoleTrap {
+            planted,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops watching: (sockets the user could swap, pty masters it got).
+    fn spring(&mut self) -> (usize, usize) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().map_or((0, 0), |t| t.join().unwrap())
+    }
+}
+
+impl Drop for ConsoleTrap {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for p in &self.planted {
+            let _ = std::fs::remove_file(p);
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
+/// Drops this thread (only) to nobody: the raw syscalls, unlike glibc's
+/// wrappers, leave the other threads' credentials alone.
+fn become_nobody() {
+    // SAFETY: credential syscalls with plain integer arguments.
+    unsafe {
+        assert_eq!(
+            libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()),
+            0
+        );
+        assert_eq!(
+            libc::syscall(libc::SYS_setresgid, NOBODY, NOBODY, NOBODY),
+            0
+        );
+        assert_eq!(
+            libc::syscall(libc::SYS_setresuid, NOBODY, NOBODY, NOBODY),
+            0
+        );
+    }
+}
+
+/// `kubectl exec -it` cannot be hijacked: a local user who prepares the
+/// console socket's directory (its own 0777 directory, or a symlink to one)
+/// receives no pty master, finds its paths untouched, and the exec works.
+#[test]
+fn exec_terminal_cannot_be_hijacked_by_a_local_user() {
+    use std::os::unix::fs::MetadataExt;
+
+    let Some(env) = Env::new() else { return };
+    let b = env.bundle("hijack", &["sleep", "1000"], |_| {});
+    let client = connect(&env.start_shim(&b));
+    client
+        .create(ctx(), &env.create_request(&b, &Stdio3::default()))
+        .expect("create");
+    start(&client, "hijack", "");
+    let shim_pid: u32 = std::fs::read_to_string(b.path.join("shim.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut trap = ConsoleTrap::set(shim_pid);
+
+    let mut outputs = Vec::new();
+    for exec_id in ["t0", "t1"] {
+        let mut io = Stdio3::fifos(&env.path().join("io"), exec_id, true);
+        io.stderr = String::new();
+        io.terminal = true;
+        let out = read_fifo(&io.stdout, Duration::ZERO);
+        let input = write_fifo(&io.stdin, b"typed\n");
+        let req = exec_request(
+            "hijack",
+            exec_id,
+            &["sh", "-c", "read l; echo [$l]; tty"],
+            &io,
+        );
+        client.exec(ctx(), &req).expect("exec");
+        let started = client.start(
+            ctx(),
+            &containerd_shim_protos::api::StartRequest {
+                id: "hijack".into(),
+                exec_id: exec_id.into(),
+                ..Default::default()
+            },
+        );
+        outputs.push(match started {
+            Ok(_) => {
+                input.join().unwrap();
+                wait(&client, "hijack", exec_id);
+                out.join().unwrap()
+            }
+            Err(e) => format!("exec start failed: {e:?}"),
+        });
+    }
+
+    let (swapped, masters) = trap.spring();
+    assert_eq!(masters, 0, "the local user received a pty master");
+    assert_eq!(
+        swapped, 0,
+        "the shim put its console socket where the user could swap it"
+    );
+    for text in &outputs {
+        assert!(
+            text.contains("[typed]") && text.contains("/dev/pts/"),
+            "exec -it works: {outputs:?}"
+        );
+    }
+    let dir =
+        std::fs::symlink_metadata(&trap.planted[0]).expect("the user's directory is left alone");
+    assert!(dir.is_dir() && dir.uid() == NOBODY);
+    let link =
+        std::fs::symlink_metadata(&trap.planted[1]).expect("the user's symlink is left alone");
+    assert!(link.file_type().is_symlink());
+
+    kill(&client, "hijack", "", 9).unwrap();
+    wait(&client, "hijack", "");
+    delete(&client, "hijack", "").unwrap();
+    client.shutdown(ctx(), &ShutdownRequest::default()).ok();
+}
