@@ -829,6 +829,77 @@ fn close_io_ends_input_on_a_terminal() {
     client.shutdown(ctx(), &ShutdownRequest::default()).ok();
 }
 
+/// An executable shell script that records `ls -l` of its own descriptors
+/// into `record` (then drains stdin, as a publish binary must).
+fn fd_recorder(path: &std::path::Path, record: &std::path::Path) {
+    std::fs::write(
+        path,
+        format!(
+            "#!/bin/sh\nls -l /proc/$$/fd >> {0}\necho END-OF-LISTING >> {0}\ncat > /dev/null\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+/// The shim's sockets (its ttrpc listener above all, handed over as fd 3)
+/// reach none of the processes it runs: the runtime's hooks, the publish
+/// binary, the container.
+#[test]
+fn shim_descriptors_reach_no_hook_publisher_or_container() {
+    let Some(env) = Env::new() else { return };
+    let publisher = env.path().join("publish.sh");
+    let published = env.path().join("publisher-fds");
+    fd_recorder(&publisher, &published);
+    let hook = env.path().join("hook.sh");
+    let hooked = env.path().join("hook-fds");
+    fd_recorder(&hook, &hooked);
+    let b = env.bundle("fds", &["sh", "-c", "ls -l /proc/$$/fd"], |s| {
+        s["hooks"] = json!({
+            "createRuntime": [{"path": hook.display().to_string()}],
+            "poststart": [{"path": hook.display().to_string()}],
+        });
+    });
+    let client = connect(&env.start_shim_publishing_through(&b, &publisher));
+    let io = Stdio3::fifos(&env.path().join("io"), "fds", false);
+    let out = read_fifo(&io.stdout, Duration::ZERO);
+    let err = read_fifo(&io.stderr, Duration::ZERO);
+    client
+        .create(ctx(), &env.create_request(&b, &io))
+        .expect("create");
+    start(&client, "fds", "");
+    assert_eq!(wait(&client, "fds", ""), 0, "{}", err.join().unwrap());
+    let container = out.join().unwrap();
+    delete(&client, "fds", "").expect("delete");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    // Four events: create, start, exit, delete.
+    while read(&published).matches("END-OF-LISTING").count() < 4
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (published, hooked) = (read(&published), read(&hooked));
+    assert_eq!(
+        hooked.matches("END-OF-LISTING").count(),
+        2,
+        "both hooks ran: {hooked}"
+    );
+    assert!(container.contains("/dev/null"), "listing: {container:?}");
+    for (who, listing) in [
+        ("publish binary", &published),
+        ("hook", &hooked),
+        ("container", &container),
+    ] {
+        assert!(
+            !listing.contains("socket:"),
+            "a shim socket leaked into the {who}:\n{listing}"
+        );
+    }
+    client.shutdown(ctx(), &ShutdownRequest::default()).ok();
+}
+
 /// The unprivileged user playing the attacker.
 const NOBODY: libc::uid_t = 65534;
 
