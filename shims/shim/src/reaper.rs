@@ -2,10 +2,18 @@
 //!
 //! Two kinds of children exist. Commands the shim runs itself (the OCI runtime,
 //! logging binaries) are spawned through [`Reaper::spawn`], which registers the
-//! pid under the same lock the reaping loop takes before dispatching, so an exit
-//! can never be reaped before its waiter exists. Everything else (container and
+//! pid under the lock the reaping loop holds, so an exit can never be reaped
+//! before its waiter exists. Everything else (container and
 //! exec processes, reparented to the shim when the runtime exits) goes to the
 //! channel handed to [`Reaper::new`], where the task table matches it by pid.
+//!
+//! Every child's status has exactly one owner. `waitpid(-1)` runs under the
+//! same lock as `Command::spawn`, so it can never collect a child that
+//! `spawn` is still busy with: when the exec fails, std (fork path) or glibc
+//! (posix_spawn path) waits for that child itself, and a status stolen first
+//! would make std panic ("wait() should either return Ok") and send a
+//! stranger's exit to the task table. The same lock makes [`Reaper::kill`]
+//! safe: a pid still registered is alive or an unreaped zombie, never reused.
 
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command};
@@ -14,6 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
@@ -68,8 +77,20 @@ impl Reaper {
         Ok(child)
     }
 
-    /// Collects every exited child; called on each SIGCHLD.
+    /// SIGKILLs a command this reaper spawned, unless it was already reaped
+    /// (then its pid may belong to someone else by now).
+    pub fn kill(&self, pid: u32) {
+        let waiters = self.lock();
+        let pid = pid as i32;
+        if waiters.commands.contains_key(&pid) || waiters.ignored.contains(&pid) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+
+    /// Collects every exited child; called on each SIGCHLD. Holds the lock
+    /// throughout, so no `spawn` is in progress meanwhile (module doc).
     pub fn reap(&self) {
+        let mut waiters = self.lock();
         loop {
             let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
@@ -90,17 +111,96 @@ impl Reaper {
                 status: code,
                 at: SystemTime::now(),
             };
-            self.dispatch(exit);
+            self.dispatch(&mut waiters, exit);
         }
     }
 
-    fn dispatch(&self, exit: Exit) {
-        let mut waiters = self.lock();
+    fn dispatch(&self, waiters: &mut Waiters, exit: Exit) {
         if let Some(tx) = waiters.commands.remove(&exit.pid) {
             let _ = tx.send(exit);
         } else if !waiters.ignored.remove(&exit.pid) {
-            drop(waiters);
             let _ = self.others.send(exit);
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Reaping in unit tests: `waitpid(-1)` is process-wide, so tests that
+    //! reap take turns, and a thread stands in for the SIGCHLD loop.
+
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex, MutexGuard};
+    use std::thread::{self, JoinHandle};
+
+    use super::Reaper;
+
+    static EXCLUSIVE: Mutex<()> = Mutex::new(());
+
+    /// A reaper collecting continuously until dropped.
+    pub struct Driven {
+        pub reaper: Arc<Reaper>,
+        pub others: std::sync::mpsc::Receiver<super::Exit>,
+        stop: Arc<AtomicBool>,
+        thread: Option<JoinHandle<()>>,
+        _turn: MutexGuard<'static, ()>,
+    }
+
+    pub fn driven() -> Driven {
+        let turn = EXCLUSIVE.lock().unwrap_or_else(|p| p.into_inner());
+        let (tx, others) = std::sync::mpsc::channel();
+        let reaper = Reaper::new(tx);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, s) = (Arc::clone(&reaper), Arc::clone(&stop));
+        // As eager as a SIGCHLD storm: reap again the moment the last pass ends.
+        let thread = thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                r.reap();
+                thread::yield_now();
+            }
+        });
+        Driven {
+            reaper,
+            others,
+            stop,
+            thread: Some(thread),
+            _turn: turn,
+        }
+    }
+
+    impl Drop for Driven {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+
+    /// Spawns that fail to exec, many times, while the reaper reaps as fast
+    /// as it can: each failed child must be waited by the spawn that made it
+    /// (a stolen one panics inside std or lands in `others`).
+    #[test]
+    fn failed_execs_are_never_reaped_by_the_reaper() {
+        let d = testing::driven();
+        for i in 0..300 {
+            let mut cmd = Command::new("/nonexistent/berth-test-binary");
+            if i % 2 == 0 {
+                // pre_exec forces std's fork path and its CLOEXEC error pipe;
+                // without it std uses posix_spawn, where glibc waits instead.
+                // SAFETY: the closure does nothing.
+                unsafe { cmd.pre_exec(|| Ok(())) };
+            }
+            let err = d.reaper.spawn(&mut cmd).expect_err("exec must fail");
+            assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+        }
+        let stolen: Vec<Exit> = d.others.try_iter().collect();
+        assert!(stolen.is_empty(), "exits stolen by the reaper: {stolen:?}");
     }
 }
