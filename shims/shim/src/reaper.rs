@@ -17,14 +17,19 @@
 
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
+
+/// How long a command killed for overrunning its deadline may take to die
+/// before its caller stops waiting: a process stuck in the kernel (a hung
+/// mount) acts on SIGKILL only when the call returns.
+const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// A reaped child: its pid, shell-style exit status (128+signal when killed)
 /// and when it was reaped.
@@ -75,6 +80,23 @@ impl Reaper {
         let child = cmd.spawn()?;
         waiters.ignored.insert(child.id() as i32);
         Ok(child)
+    }
+
+    /// Waits up to `limit` for the exit of `pid`, a command from
+    /// [`Reaper::spawn`]. Past the deadline the command is killed and `None`
+    /// returned once it is collected (or after [`KILL_GRACE`]).
+    pub fn wait_for(&self, pid: u32, exit: &Receiver<Exit>, limit: Duration) -> Option<u32> {
+        match exit.recv_timeout(limit) {
+            Ok(e) => Some(e.status),
+            // The reaper never drops a waiter unanswered; keep the old
+            // "failed" meaning should it ever happen.
+            Err(RecvTimeoutError::Disconnected) => Some(255),
+            Err(RecvTimeoutError::Timeout) => {
+                self.kill(pid);
+                let _ = exit.recv_timeout(KILL_GRACE);
+                None
+            }
+        }
     }
 
     /// SIGKILLs a command this reaper spawned, unless it was already reaped
@@ -180,8 +202,10 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use std::os::unix::process::CommandExt;
+    use std::time::Instant;
+
+    use super::*;
 
     /// Spawns that fail to exec, many times, while the reaper reaps as fast
     /// as it can: each failed child must be waited by the spawn that made it
@@ -202,5 +226,32 @@ mod tests {
         }
         let stolen: Vec<Exit> = d.others.try_iter().collect();
         assert!(stolen.is_empty(), "exits stolen by the reaper: {stolen:?}");
+    }
+
+    #[test]
+    fn commands_get_their_own_status() {
+        let d = testing::driven();
+        let (child, exit) = d
+            .reaper
+            .spawn(Command::new("/bin/sh").args(["-c", "exit 7"]))
+            .unwrap();
+        let status = d
+            .reaper
+            .wait_for(child.id(), &exit, Duration::from_secs(10));
+        assert_eq!(status, Some(7));
+    }
+
+    #[test]
+    fn overrunning_command_is_killed_and_collected() {
+        let d = testing::driven();
+        let (child, exit) = d.reaper.spawn(Command::new("sleep").arg("100")).unwrap();
+        let started = Instant::now();
+        let status = d
+            .reaper
+            .wait_for(child.id(), &exit, Duration::from_millis(200));
+        assert_eq!(status, None, "timed out");
+        assert!(started.elapsed() < KILL_GRACE, "not left to run");
+        // Dead and collected by the reaper (its waiter is gone), not a zombie.
+        assert!(!d.reaper.lock().commands.contains_key(&(child.id() as i32)));
     }
 }
