@@ -109,6 +109,17 @@ impl Reaper {
         }
     }
 
+    /// SIGKILLs `pid` if it is a child of this process: a container process
+    /// a killed runtime left to the subreaper. While the lock is held no
+    /// child is reaped, so a pid found to be our child stays ours (alive or
+    /// a zombie, never reused) until the signal is sent.
+    pub fn kill_child(&self, pid: u32) {
+        let _waiters = self.lock();
+        if parent_of(pid) == Some(std::process::id()) {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+
     /// Collects every exited child; called on each SIGCHLD. Holds the lock
     /// throughout, so no `spawn` is in progress meanwhile (module doc).
     pub fn reap(&self) {
@@ -144,6 +155,14 @@ impl Reaper {
             let _ = self.others.send(exit);
         }
     }
+}
+
+/// The parent pid of `pid`, from /proc/<pid>/stat (after the command name,
+/// which may itself hold spaces and parentheses: fields follow the last ')').
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, fields) = stat.rsplit_once(')')?;
+    fields.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -188,6 +207,31 @@ pub(crate) mod testing {
             thread: Some(thread),
             _turn: turn,
         }
+    }
+
+    /// This test process as a subreaper, like the shim, until dropped (so
+    /// orphans of other tests keep going to init). Take it with a `Driven`.
+    pub struct Subreaper;
+
+    impl Subreaper {
+        pub fn become_one() -> Subreaper {
+            set_subreaper(1);
+            Subreaper
+        }
+    }
+
+    impl Drop for Subreaper {
+        fn drop(&mut self) {
+            set_subreaper(0);
+        }
+    }
+
+    fn set_subreaper(on: libc::c_ulong) {
+        // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes plain integers.
+        assert_eq!(
+            unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, on, 0, 0, 0) },
+            0
+        );
     }
 
     impl Drop for Driven {
@@ -239,6 +283,23 @@ mod tests {
             .reaper
             .wait_for(child.id(), &exit, Duration::from_secs(10));
         assert_eq!(status, Some(7));
+    }
+
+    #[test]
+    fn kill_child_kills_only_children() {
+        let d = testing::driven();
+        assert_eq!(
+            parent_of(std::process::id()),
+            Some(std::os::unix::process::parent_id())
+        );
+        let (child, exit) = d.reaper.spawn(Command::new("sleep").arg("100")).unwrap();
+        // Not a child of the sleep: left alone (the test process survives).
+        d.reaper.kill_child(std::process::id());
+        d.reaper.kill_child(child.id());
+        let status = d
+            .reaper
+            .wait_for(child.id(), &exit, Duration::from_secs(10));
+        assert_eq!(status, Some(128 + libc::SIGKILL as u32));
     }
 
     #[test]

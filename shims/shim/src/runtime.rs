@@ -151,7 +151,19 @@ impl Runtime {
             .arg("--detach")
             .arg("--process")
             .arg(process_json);
-        self.spawn_process(cmd, "exec", id, opts, self.timeouts.exec)
+        let pid_file = opts.pid_file;
+        let result = self.spawn_process(cmd, "exec", id, opts, self.timeouts.exec);
+        if let Err(Error::Timeout { .. }) = &result
+            && let Some(pid) = std::fs::read_to_string(pid_file)
+                .ok()
+                .and_then(|p| p.trim().parse().ok())
+        {
+            // The runtime may have started the process before it was killed;
+            // the exec is reported failed, so nobody would wait for or signal
+            // it: it must not keep running in the container.
+            self.reaper.kill_child(pid);
+        }
+        result
     }
 
     fn spawn_process(
@@ -351,12 +363,13 @@ mod tests {
     use crate::reaper::testing;
 
     /// A stand-in runtime: logs its arguments to `calls`, hangs on create
-    /// and kill, prints pids for ps while a "hook" keeps stdout open, and
+    /// and kill, hangs on exec after starting "the process", prints pids for ps while a "hook" keeps stdout open, and
     /// fails pause with a long stderr.
     const FAKE_RUNTIME: &str = r#"#!/bin/sh
 echo "$*" >> "$(dirname "$0")/calls"
 case " $* " in
   *" create "*|*" kill "*) exec sleep 100 ;;
+  *" exec "*) sleep 100 & echo $! > "$(dirname "$0")/exec.pid" ; exec sleep 100 ;;
   *" ps "*) (sleep 3 &) ; echo '[11,12]' ;;
   *" pause "*) seq 1 5000 >&2 ; echo 'the reason' >&2 ; exit 1 ;;
 esac
@@ -431,6 +444,45 @@ esac
             calls.lines().any(|l| l.ends_with("delete --force c1")),
             "cleanup after the timeout: {calls}"
         );
+    }
+
+    #[test]
+    fn hung_exec_is_killed_with_the_process_it_started() {
+        let d = testing::driven();
+        let _subreaper = testing::Subreaper::become_one();
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = fake_runtime(dir.path(), Arc::clone(&d.reaper));
+        let pid_file = dir.path().join("exec.pid");
+        let opts = SpawnOpts {
+            pid_file: &pid_file,
+            log_file: &dir.path().join("log.json"),
+            console_socket: None,
+            stdio: null_stdio(),
+        };
+        let err = runtime
+            .exec("c1", &dir.path().join("process.json"), opts)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Timeout {
+                    command: "exec",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let exit = d
+            .others
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the started process is killed and reaped");
+        assert_eq!((exit.pid, exit.status), (pid, 128 + libc::SIGKILL as u32));
+        assert!(d.others.try_recv().is_err(), "nothing else was reaped");
     }
 
     #[test]
