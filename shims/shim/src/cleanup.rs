@@ -19,7 +19,7 @@ use crate::events::timestamp;
 use crate::reaper::Reaper;
 use crate::runtime::Runtime;
 use crate::start::bundle_dir;
-use crate::{mount, options, signals};
+use crate::{fds, mount, options, signals};
 
 const KILLED: u32 = 128 + libc::SIGKILL as u32;
 
@@ -28,6 +28,7 @@ pub fn delete(args: &Args) -> Result<Vec<u8>> {
         return Err(Error::InvalidArgument("delete needs -id".to_string()));
     }
     let bundle = bundle_dir(args)?;
+    fds::close_inherited_on_exec()?;
     signals::block()?;
     let (tx, _rx) = mpsc::channel();
     let reaper = Reaper::new(tx);

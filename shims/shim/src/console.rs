@@ -12,7 +12,6 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -21,31 +20,49 @@ use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use crate::error::{Context, Error, Result};
 use crate::stdio::{open_fifo_writer, open_stdin};
 
-/// A listening console socket in a private temporary directory (bundle paths
-/// are often too long for a unix socket address).
+/// A listening console socket in a directory of its own.
+///
+/// Whoever can bind the socket's path receives the pty master, that is the
+/// keyboard and screen of `kubectl exec -it` into a root shell. So the
+/// directory is made by `mkdtemp(3)`: a random name, created exclusively
+/// (an existing path, a symlink included, is never accepted) with mode 0700,
+/// so no other user can plant, replace or even reach the socket. It lives in
+/// the temporary directory, as containerd's does, because bundle paths are
+/// often too long for a unix socket address.
 pub struct ConsoleSocket {
     listener: UnixListener,
     dir: PathBuf,
     path: PathBuf,
 }
 
+/// `mkdtemp` replaces the trailing X's with random characters.
+const DIR_TEMPLATE: &str = "berth-pty-XXXXXX";
+const SOCKET_NAME: &str = "pty.sock";
+
 impl ConsoleSocket {
     pub fn new() -> Result<Self> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "berth-pty-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).context(|| format!("create {}", dir.display()))?;
-        let path = dir.join("pty.sock");
-        let listener = UnixListener::bind(&path)
-            .context(|| format!("bind console socket {}", path.display()))?;
-        Ok(ConsoleSocket {
-            listener,
-            dir,
-            path,
-        })
+        Self::new_in(&std::env::temp_dir())
+    }
+
+    fn new_in(parent: &Path) -> Result<Self> {
+        let template = parent.join(DIR_TEMPLATE);
+        let dir = mkdtemp(&template)
+            .context(|| format!("create console directory in {}", parent.display()))?;
+        let path = dir.join(SOCKET_NAME);
+        match UnixListener::bind(&path) {
+            Ok(listener) => Ok(ConsoleSocket {
+                listener,
+                dir,
+                path,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                Err(Error::io(
+                    format!("bind console socket {}", path.display()),
+                    e,
+                ))
+            }
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -89,9 +106,25 @@ impl ConsoleSocket {
     }
 }
 
+/// mkdtemp(3): a new directory, mode 0700, named from `template` with its
+/// X's randomised; glibc retries other names on EEXIST and never opens an
+/// existing path.
+fn mkdtemp(template: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let mut bytes = std::ffi::CString::new(template.as_os_str().as_bytes())?.into_bytes_with_nul();
+    // SAFETY: `bytes` is a writable NUL-terminated buffer that outlives the call.
+    if unsafe { libc::mkdtemp(bytes.as_mut_ptr().cast()) }.is_null() {
+        return Err(std::io::Error::last_os_error());
+    }
+    bytes.pop();
+    Ok(PathBuf::from(std::ffi::OsString::from_vec(bytes)))
+}
+
 impl Drop for ConsoleSocket {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // Only what `new` made: the directory holds nothing else.
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_dir(&self.dir);
     }
 }
 
@@ -211,5 +244,29 @@ fn copy_in(mut stdin: File, master: &File, stop: OwnedFd) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    use super::*;
+
+    #[test]
+    fn console_directory_is_fresh_private_and_removed() {
+        let parent = tempfile::tempdir().unwrap();
+        let a = ConsoleSocket::new_in(parent.path()).unwrap();
+        let b = ConsoleSocket::new_in(parent.path()).unwrap();
+        assert_ne!(a.dir, b.dir, "each console gets its own directory");
+        let meta = std::fs::symlink_metadata(&a.dir).unwrap();
+        assert!(meta.is_dir());
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o700);
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(meta.uid(), unsafe { libc::geteuid() });
+        assert!(a.path().starts_with(&a.dir));
+        let dir = a.dir.clone();
+        drop(a);
+        assert!(!dir.exists(), "removed with the socket");
     }
 }

@@ -31,6 +31,13 @@ pub enum Error {
         id: String,
         message: String,
     },
+    #[error("{binary} {command} {id}: did not finish in {after:?}, killed")]
+    Timeout {
+        binary: String,
+        command: &'static str,
+        id: String,
+        after: std::time::Duration,
+    },
 }
 
 impl Error {
@@ -48,6 +55,7 @@ impl Error {
             Error::InvalidArgument(_) => Code::INVALID_ARGUMENT,
             Error::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
             Error::Unimplemented(_) => Code::UNIMPLEMENTED,
+            Error::Timeout { .. } => Code::DEADLINE_EXCEEDED,
             Error::Io { .. } | Error::Runtime { .. } => Code::UNKNOWN,
         }
     }

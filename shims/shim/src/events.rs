@@ -29,7 +29,9 @@ use crate::reaper::Reaper;
 
 const ATTEMPTS: u32 = 8;
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const SEND_TIMEOUT_NS: i64 = 5_000_000_000;
+/// One send, by either transport: containerd answers a Forward at once, so a
+/// send that takes longer is retried (and a hung publish binary killed).
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How events reach containerd.
 #[derive(Debug, Clone, PartialEq)]
@@ -240,7 +242,10 @@ impl Courier {
                 };
                 let client = self.client.as_ref().ok_or("no client")?;
                 client
-                    .forward(ttrpc::context::with_timeout(SEND_TIMEOUT_NS), &req)
+                    .forward(
+                        ttrpc::context::with_timeout(SEND_TIMEOUT.as_nanos() as i64),
+                        &req,
+                    )
                     .map(drop)
                     .map_err(|e| e.to_string())
             }
@@ -263,13 +268,17 @@ impl Courier {
                     .reaper
                     .spawn(&mut cmd)
                     .map_err(|e| format!("run {binary}: {e}"))?;
+                let pid = child.id();
                 if let Some(mut stdin) = child.stdin.take() {
+                    // An event is a few hundred bytes: far below a pipe's
+                    // buffer, so this never waits for the reader.
                     stdin.write_all(&payload).map_err(|e| e.to_string())?;
                 }
-                match exit.recv() {
-                    Ok(e) if e.status == 0 => Ok(()),
-                    Ok(e) => Err(format!("{binary} publish exited with {}", e.status)),
-                    Err(_) => Err("publish binary lost".to_string()),
+                drop(child);
+                match self.reaper.wait_for(pid, &exit, SEND_TIMEOUT) {
+                    Some(0) => Ok(()),
+                    Some(status) => Err(format!("{binary} publish exited with {status}")),
+                    None => Err(format!("{binary} publish timed out after {SEND_TIMEOUT:?}")),
                 }
             }
         }

@@ -8,6 +8,7 @@ mod cleanup;
 mod console;
 mod error;
 mod events;
+mod fds;
 mod logger;
 mod mount;
 mod oom;

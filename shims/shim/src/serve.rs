@@ -19,12 +19,16 @@ use crate::oom::OomWatcher;
 use crate::reaper::Reaper;
 use crate::service;
 use crate::tasks::Tasks;
-use crate::{logger, signals};
+use crate::{fds, logger, signals};
 
-/// The listening socket `start` hands over.
+/// The listening socket `start` hands over (close-on-exec cleared, so it
+/// survives the exec; [`fds::close_inherited_on_exec`] sets it again).
 const LISTENER_FD: RawFd = 3;
 
 pub fn serve(args: Args) -> Result<()> {
+    // First, while no thread exists: the listener on fd 3 and anything else
+    // inherited must not reach the runtime, hooks or containers.
+    fds::close_inherited_on_exec()?;
     // One malloc arena for all threads: the shim is never contended, and
     // glibc's default of an arena per thread costs tens of KiB each.
     // SAFETY: mallopt before any thread exists.

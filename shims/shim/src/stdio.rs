@@ -230,7 +230,7 @@ fn start_logger(
             Ok(())
         });
     }
-    let mut logger = reaper
+    let logger = reaper
         .spawn_unwatched(&mut cmd)
         .context(|| format!("start logging binary {path}"))?;
     drop(cmd);
@@ -240,7 +240,9 @@ fn start_logger(
     let mut fds = [PollFd::new(ready_r.as_fd(), PollFlags::POLLIN)];
     let ready = poll(&mut fds, PollTimeout::from(LOGGER_READY_TIMEOUT_MS)).unwrap_or(0);
     if ready == 0 {
-        let _ = logger.kill();
+        // Through the reaper: `Child::kill` does not know the pid may have
+        // been reaped (and reused) already.
+        reaper.kill(logger.id());
         return Err(Error::FailedPrecondition(format!(
             "logging binary {path} did not signal readiness on fd 5"
         )));

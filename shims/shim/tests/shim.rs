@@ -828,3 +828,266 @@ fn close_io_ends_input_on_a_terminal() {
     delete(&client, "ttycat", "").unwrap();
     client.shutdown(ctx(), &ShutdownRequest::default()).ok();
 }
+
+/// An executable shell script that records `ls -l` of its own descriptors
+/// into `record` (then drains stdin, as a publish binary must).
+fn fd_recorder(path: &std::path::Path, record: &std::path::Path) {
+    std::fs::write(
+        path,
+        format!(
+            "#!/bin/sh\nls -l /proc/$$/fd >> {0}\necho END-OF-LISTING >> {0}\ncat > /dev/null\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+/// The shim's sockets (its ttrpc listener above all, handed over as fd 3)
+/// reach none of the processes it runs: the runtime's hooks, the publish
+/// binary, the container.
+#[test]
+fn shim_descriptors_reach_no_hook_publisher_or_container() {
+    let Some(env) = Env::new() else { return };
+    let publisher = env.path().join("publish.sh");
+    let published = env.path().join("publisher-fds");
+    fd_recorder(&publisher, &published);
+    let hook = env.path().join("hook.sh");
+    let hooked = env.path().join("hook-fds");
+    fd_recorder(&hook, &hooked);
+    let b = env.bundle("fds", &["sh", "-c", "ls -l /proc/$$/fd"], |s| {
+        s["hooks"] = json!({
+            "createRuntime": [{"path": hook.display().to_string()}],
+            "poststart": [{"path": hook.display().to_string()}],
+        });
+    });
+    let client = connect(&env.start_shim_publishing_through(&b, &publisher));
+    let io = Stdio3::fifos(&env.path().join("io"), "fds", false);
+    let out = read_fifo(&io.stdout, Duration::ZERO);
+    let err = read_fifo(&io.stderr, Duration::ZERO);
+    client
+        .create(ctx(), &env.create_request(&b, &io))
+        .expect("create");
+    start(&client, "fds", "");
+    assert_eq!(wait(&client, "fds", ""), 0, "{}", err.join().unwrap());
+    let container = out.join().unwrap();
+    delete(&client, "fds", "").expect("delete");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    // Four events: create, start, exit, delete.
+    while read(&published).matches("END-OF-LISTING").count() < 4
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (published, hooked) = (read(&published), read(&hooked));
+    assert_eq!(
+        hooked.matches("END-OF-LISTING").count(),
+        2,
+        "both hooks ran: {hooked}"
+    );
+    assert!(container.contains("/dev/null"), "listing: {container:?}");
+    for (who, listing) in [
+        ("publish binary", &published),
+        ("hook", &hooked),
+        ("container", &container),
+    ] {
+        assert!(
+            !listing.contains("socket:"),
+            "a shim socket leaked into the {who}:\n{listing}"
+        );
+    }
+    client.shutdown(ctx(), &ShutdownRequest::default()).ok();
+}
+
+/// The unprivileged user playing the attacker.
+const NOBODY: libc::uid_t = 65534;
+
+/// What a local user did to catch an exec's console socket: pre-created the
+/// paths an exec's console directory used to get (`/tmp/berth-pty-<shim
+/// pid>-<n>`: a 0777 directory and a symlink to one), and watched them to
+/// swap the shim's socket for its own, as a real attacker would.
+struct ConsoleTrap {
+    planted: Vec<std::path::PathBuf>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(usize, usize)>>,
+}
+
+impl ConsoleTrap {
+    fn set(shim_pid: u32) -> ConsoleTrap {
+        let tmp = std::path::Path::new("/tmp");
+        let lair = tmp.join(format!("berth-test-lair-{shim_pid}"));
+        let dir = tmp.join(format!("berth-pty-{shim_pid}-0"));
+        let link = tmp.join(format!("berth-pty-{shim_pid}-1"));
+        let planted = vec![dir.clone(), link.clone(), lair.clone()];
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let halt = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            become_nobody();
+            let watched = [lair.clone(), dir.clone()];
+            for d in &watched {
+                std::fs::create_dir(d).unwrap();
+                std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+                    .unwrap();
+            }
+            std::os::unix::fs::symlink(&lair, &link).unwrap();
+            use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+            let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).unwrap();
+            let wds: Vec<_> = watched
+                .iter()
+                .map(|d| inotify.add_watch(d, AddWatchFlags::IN_CREATE).unwrap())
+                .collect();
+            ready_tx.send(()).unwrap();
+            let mut stolen = Vec::new();
+            while !halt.load(std::sync::atomic::Ordering::Relaxed) {
+                use std::os::fd::AsFd;
+                let mut fds = [nix::poll::PollFd::new(
+                    inotify.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(20u16));
+                for event in inotify.read_events().unwrap_or_default() {
+                    let Some(i) = wds.iter().position(|w| *w == event.wd) else {
+                        continue;
+                    };
+                    let Some(name) = event.name else { continue };
+                    // Replace the shim's socket with ours before the runtime
+                    // connects (once: our own bind reports a creation too).
+                    let path = watched[i].join(name);
+                    if stolen.iter().any(|(p, _)| *p == path) {
+                        continue;
+                    }
+                    let _ = std::fs::remove_file(&path);
+                    if let Ok(l) = std::os::unix::net::UnixListener::bind(&path) {
+                        l.set_nonblocking(true).unwrap();
+                        stolen.push((path, l));
+                    }
+                }
+            }
+            // Each connection is a runtime handing us a pty master.
+            let received = stolen.iter().filter(|(_, l)| l.accept().is_ok()).count();
+            (stolen.len(), received)
+        });
+        ready.recv().expect("trap set");
+        ConsoleTrap {
+            planted,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops watching: (sockets the user could swap, pty masters it got).
+    fn spring(&mut self) -> (usize, usize) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().map_or((0, 0), |t| t.join().unwrap())
+    }
+}
+
+impl Drop for ConsoleTrap {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for p in &self.planted {
+            let _ = std::fs::remove_file(p);
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
+/// Drops this thread (only) to nobody: the raw syscalls, unlike glibc's
+/// wrappers, leave the other threads' credentials alone.
+fn become_nobody() {
+    // SAFETY: credential syscalls with plain integer arguments.
+    unsafe {
+        assert_eq!(
+            libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()),
+            0
+        );
+        assert_eq!(
+            libc::syscall(libc::SYS_setresgid, NOBODY, NOBODY, NOBODY),
+            0
+        );
+        assert_eq!(
+            libc::syscall(libc::SYS_setresuid, NOBODY, NOBODY, NOBODY),
+            0
+        );
+    }
+}
+
+/// `kubectl exec -it` cannot be hijacked: a local user who prepares the
+/// console socket's directory (its own 0777 directory, or a symlink to one)
+/// receives no pty master, finds its paths untouched, and the exec works.
+#[test]
+fn exec_terminal_cannot_be_hijacked_by_a_local_user() {
+    use std::os::unix::fs::MetadataExt;
+
+    let Some(env) = Env::new() else { return };
+    let b = env.bundle("hijack", &["sleep", "1000"], |_| {});
+    let client = connect(&env.start_shim(&b));
+    client
+        .create(ctx(), &env.create_request(&b, &Stdio3::default()))
+        .expect("create");
+    start(&client, "hijack", "");
+    let shim_pid: u32 = std::fs::read_to_string(b.path.join("shim.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut trap = ConsoleTrap::set(shim_pid);
+
+    let mut outputs = Vec::new();
+    for exec_id in ["t0", "t1"] {
+        let mut io = Stdio3::fifos(&env.path().join("io"), exec_id, true);
+        io.stderr = String::new();
+        io.terminal = true;
+        let out = read_fifo(&io.stdout, Duration::ZERO);
+        let input = write_fifo(&io.stdin, b"typed\n");
+        let req = exec_request(
+            "hijack",
+            exec_id,
+            &["sh", "-c", "read l; echo [$l]; tty"],
+            &io,
+        );
+        client.exec(ctx(), &req).expect("exec");
+        let started = client.start(
+            ctx(),
+            &containerd_shim_protos::api::StartRequest {
+                id: "hijack".into(),
+                exec_id: exec_id.into(),
+                ..Default::default()
+            },
+        );
+        outputs.push(match started {
+            Ok(_) => {
+                input.join().unwrap();
+                wait(&client, "hijack", exec_id);
+                out.join().unwrap()
+            }
+            Err(e) => format!("exec start failed: {e:?}"),
+        });
+    }
+
+    let (swapped, masters) = trap.spring();
+    assert_eq!(masters, 0, "the local user received a pty master");
+    assert_eq!(
+        swapped, 0,
+        "the shim put its console socket where the user could swap it"
+    );
+    for text in &outputs {
+        assert!(
+            text.contains("[typed]") && text.contains("/dev/pts/"),
+            "exec -it works: {outputs:?}"
+        );
+    }
+    let dir =
+        std::fs::symlink_metadata(&trap.planted[0]).expect("the user's directory is left alone");
+    assert!(dir.is_dir() && dir.uid() == NOBODY);
+    let link =
+        std::fs::symlink_metadata(&trap.planted[1]).expect("the user's symlink is left alone");
+    assert!(link.file_type().is_symlink());
+
+    kill(&client, "hijack", "", 9).unwrap();
+    wait(&client, "hijack", "");
+    delete(&client, "hijack", "").unwrap();
+    client.shutdown(ctx(), &ShutdownRequest::default()).ok();
+}
