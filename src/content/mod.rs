@@ -371,7 +371,10 @@ mod tests {
             .unwrap()
             .set_modified(two_days_ago)
             .unwrap();
-        assert_eq!(store.stale_ingests(day).unwrap(), [old_name.clone()]);
+        assert_eq!(
+            store.stale_ingests(day).unwrap(),
+            std::slice::from_ref(&old_name)
+        );
         assert!(store.remove_stale_ingest(&old_name, day).unwrap());
         assert!(!store.remove_stale_ingest(&old_name, day).unwrap());
         let fresh_name = digest_hex(&fresh).unwrap();
