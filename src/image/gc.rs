@@ -128,6 +128,11 @@ impl ImageService {
         let mut removed = 0;
         for name in names {
             let digest = format!("sha256:{name}");
+            // A pull pins before it locks: a pinned one is skipped without waiting
+            // behind a download for the lock.
+            if self.pins.is_pinned(&digest) {
+                continue;
+            }
             let _guard = self.locks.lock(&digest).await;
             if !self.pins.is_pinned(&digest)
                 && self.content.remove_stale_ingest(&name, STALE_INGEST_AGE)?

@@ -1256,4 +1256,28 @@ async fn a_stalled_registry_fails_naming_the_url() {
         other => panic!("{other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(5));
+
+    // A blob whose body stops halfway: the stream fails the same way.
+    let (listener, addr) = bind().await;
+    let _holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let head = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n01234";
+            let _ = stream.write_all(head.as_bytes()).await;
+            held.push(stream);
+        }
+    });
+    let hosts = vec![http_host(&addr.to_string(), &ALL)];
+    let client = RegistryClient::new("r.example", hosts, "r", None, stall).expect("client");
+    let blob = client
+        .fetch_blob(&sha256_digest(b"0123456789"), 0)
+        .await
+        .expect("headers arrive");
+    let read: Result<Vec<Bytes>, _> = blob.stream.try_collect().await;
+    match read {
+        Err(RegistryError::Stalled { url, .. }) => assert!(url.contains("/v2/r/blobs/"), "{url}"),
+        other => panic!("{other:?}"),
+    }
 }
