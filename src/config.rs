@@ -80,7 +80,13 @@ pub struct RegistryConfig {
     pub max_manifest_bytes: u64,
     /// Largest image config accepted, in bytes.
     pub max_config_bytes: u64,
+    /// A registry request that receives nothing for this long fails.
+    pub stall_timeout_seconds: u64,
 }
+
+/// A registry silent for a minute is stuck, not slow (slow links still
+/// trickle bytes); containerd's image_pull_progress_timeout is of this order.
+const DEFAULT_STALL_TIMEOUT_SECONDS: u64 = 60;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -138,6 +144,7 @@ impl Default for RegistryConfig {
             max_concurrent_downloads: 3,
             max_manifest_bytes: 4 << 20,
             max_config_bytes: 8 << 20,
+            stall_timeout_seconds: DEFAULT_STALL_TIMEOUT_SECONDS,
         }
     }
 }
@@ -212,6 +219,9 @@ impl Config {
         }
         if self.registry.max_config_bytes < 4096 {
             return bad("registry.max_config_bytes", "must be at least 4096");
+        }
+        if self.registry.stall_timeout_seconds == 0 {
+            return bad("registry.stall_timeout_seconds", "must be at least 1");
         }
         if !self.root.is_absolute() {
             return bad("root", "must be an absolute path");

@@ -1,11 +1,13 @@
 //! The content store: blobs addressed by digest. A blob is written to `ingest/` first,
 //! verified against its digest and size, and only then renamed into `blobs/sha256/`, so
 //! a partial or corrupt blob is never visible. Partial downloads stay in `ingest/` and
-//! resume where they stopped.
+//! resume where they stopped, until they are old enough to count as abandoned (see
+//! [`ContentStore::stale_ingests`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest as _, Sha256};
 
@@ -124,6 +126,51 @@ impl ContentStore {
     pub fn ingest_usage(&self) -> (u64, u64) {
         dir_usage(&self.ingest)
     }
+
+    /// Names of the files in `ingest/` last written more than `max_age` ago:
+    /// partial downloads nobody resumed. A download in progress writes all the
+    /// time, so it is never among them.
+    pub fn stale_ingests(&self, max_age: Duration) -> Result<Vec<String>> {
+        let listing = || format!("listing {}", self.ingest.display());
+        let mut stale = Vec::new();
+        for entry in fs::read_dir(&self.ingest).context(listing)? {
+            let entry = entry.context(listing)?;
+            let Ok(meta) = entry.metadata() else {
+                continue; // gone meanwhile
+            };
+            if !meta.is_dir()
+                && is_older_than(&meta, max_age)
+                && let Some(name) = entry.file_name().to_str()
+            {
+                stale.push(name.to_string());
+            }
+        }
+        Ok(stale)
+    }
+
+    /// Removes the partial download `name` (from [`ContentStore::stale_ingests`]) if it
+    /// is still older than `max_age`; returns whether it did.
+    pub fn remove_stale_ingest(&self, name: &str, max_age: Duration) -> Result<bool> {
+        let path = self.ingest.join(name);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if !meta.is_dir() && is_older_than(&meta, max_age) => {}
+            _ => return Ok(false),
+        }
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).context(|| format!("removing {}", path.display()))
+            }
+            _ => Ok(true),
+        }
+    }
+}
+
+/// Whether a file was last modified more than `age` ago (a time in the future is not).
+fn is_older_than(meta: &fs::Metadata, age: Duration) -> bool {
+    meta.modified()
+        .ok()
+        .and_then(|modified| SystemTime::now().duration_since(modified).ok())
+        .is_some_and(|elapsed| elapsed > age)
 }
 
 fn dir_usage(dir: &Path) -> (u64, u64) {
@@ -305,6 +352,34 @@ mod tests {
 
         let mut ingest = store.ingest(&digest, 5).unwrap();
         assert!(ingest.write(b"toolong").is_err());
+    }
+
+    #[test]
+    fn only_old_partial_downloads_are_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let day = Duration::from_secs(24 * 3600);
+        let old = sha256_digest(b"old");
+        store.ingest(&old, 10).unwrap().write(b"ol").unwrap();
+        let fresh = sha256_digest(b"fresh");
+        store.ingest(&fresh, 10).unwrap().write(b"fr").unwrap();
+        let old_name = digest_hex(&old).unwrap().to_string();
+        let two_days_ago = SystemTime::now() - 2 * day;
+        File::options()
+            .write(true)
+            .open(dir.path().join("ingest").join(&old_name))
+            .unwrap()
+            .set_modified(two_days_ago)
+            .unwrap();
+        assert_eq!(
+            store.stale_ingests(day).unwrap(),
+            std::slice::from_ref(&old_name)
+        );
+        assert!(store.remove_stale_ingest(&old_name, day).unwrap());
+        assert!(!store.remove_stale_ingest(&old_name, day).unwrap());
+        let fresh_name = digest_hex(&fresh).unwrap();
+        assert!(!store.remove_stale_ingest(fresh_name, day).unwrap());
+        assert_eq!(store.ingest(&fresh, 10).unwrap().offset(), 2);
     }
 
     #[test]

@@ -54,6 +54,7 @@ fn credentials(auth: Option<&cri::AuthConfig>) -> Result<Option<Credentials>, St
         &a.auth,
         &a.identity_token,
         &a.registry_token,
+        &a.server_address,
     )
     .map_err(|e| status(e.into()))
 }

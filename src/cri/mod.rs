@@ -37,7 +37,9 @@ pub fn status(err: Error) -> Status {
             RegistryError::Unauthorized { .. } => Code::Unauthenticated,
             RegistryError::TooLarge { .. } | RegistryError::Invalid { .. } => Code::InvalidArgument,
             RegistryError::DigestMismatch { .. } => Code::DataLoss,
-            RegistryError::Http { .. } | RegistryError::Transport { .. } => Code::Unavailable,
+            RegistryError::Http { .. }
+            | RegistryError::Transport { .. }
+            | RegistryError::Stalled { .. } => Code::Unavailable,
         },
     };
     // The one place a failed call is logged, inside the call's span.

@@ -3,7 +3,9 @@
 //! Each candidate is re-checked under its key lock, the same lock a pull holds while it
 //! fetches or unpacks that key, so a pull that starts to rely on a blob while the
 //! collector runs either pins it first (and it stays) or finds it gone (and fetches
-//! it again); it never finds a blob that is then deleted under it.
+//! it again); it never finds a blob that is then deleted under it. Partial downloads
+//! in `content/ingest/` left for longer than [`STALE_INGEST_AGE`] go too, under the
+//! same lock and only when no pull pins their digest.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -16,8 +18,17 @@ use crate::store::{ContentRecord, LeaseRecord, SnapshotRecord};
 /// (containerd keeps a pull's lease for 24 hours too).
 const PULL_LEASE_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// A partial download not resumed for as long as a pull's lease lives is
+/// abandoned (containerd's GC removes an ingest with its expired lease too).
+const STALE_INGEST_AGE: Duration = PULL_LEASE_TTL;
+
 impl ImageService {
     pub async fn collect_garbage(&self) -> Result<()> {
+        // Partial downloads are only disk space: failing to sweep them must not
+        // fail the collection (or the RemoveImage that ran it).
+        if let Err(e) = self.collect_stale_ingests().await {
+            tracing::warn!(error = %e, "removing stale partial downloads failed");
+        }
         let blobs: Vec<String> = self
             .store
             .all::<ContentRecord>()?
@@ -104,6 +115,37 @@ impl ImageService {
             snapshots = snap_count,
             "garbage collected"
         );
+        Ok(())
+    }
+
+    /// Removes partial downloads older than [`STALE_INGEST_AGE`]. A pull resuming
+    /// one pins its digest and holds its lock while writing, so under the lock an
+    /// unpinned one that is still old is nobody's.
+    async fn collect_stale_ingests(&self) -> Result<()> {
+        let content = self.content.clone();
+        let names =
+            tokio::task::spawn_blocking(move || content.stale_ingests(STALE_INGEST_AGE)).await??;
+        let mut removed = 0;
+        for name in names {
+            let digest = format!("sha256:{name}");
+            // A pull pins before it locks: a pinned one is skipped without waiting
+            // behind a download for the lock.
+            if self.pins.is_pinned(&digest) {
+                continue;
+            }
+            let _guard = self.locks.lock(&digest).await;
+            if !self.pins.is_pinned(&digest)
+                && self.content.remove_stale_ingest(&name, STALE_INGEST_AGE)?
+            {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed stale partial downloads from content/ingest"
+            );
+        }
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -49,7 +50,13 @@ impl ImageService {
     ) -> Result<ImageRecord> {
         let reference = Reference::parse(reference)?;
         let hosts = hosts::hosts_for(&self.config.config_path, &reference.registry)?;
-        let client = RegistryClient::new(hosts, &reference.repository, credentials)?;
+        let client = RegistryClient::new(
+            &reference.registry,
+            hosts,
+            &reference.repository,
+            credentials,
+            Duration::from_secs(self.config.stall_timeout_seconds),
+        )?;
         let manifest = client
             .fetch_manifest(reference.object(), self.config.max_manifest_bytes)
             .await?;
@@ -307,8 +314,7 @@ impl ImageService {
                     if attempt < DOWNLOAD_ATTEMPTS =>
                 {
                     tracing::warn!(digest = %desc.digest, %url, %message, attempt, "download broke off; resuming");
-                    tokio::time::sleep(std::time::Duration::from_millis(200 * attempt as u64))
-                        .await;
+                    tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await;
                     attempt += 1;
                 }
                 other => return other,

@@ -6,6 +6,8 @@
 //!   distribution API.
 //! - [`daemon`]: a `berthd` on a temporary root, and CRI clients for it.
 //! - [`proxy`]: a throttling TCP proxy, to slow a pull down enough to kill it.
+//! - [`recorder`]: an HTTP server that records request headers, replying or
+//!   forwarding to a registry, to see where credentials go.
 //! - [`static_registry`]: serves fixed manifests, for ones docker-registry refuses.
 //! - [`spdy`]: a SPDY/3.1 client on berth's frame codec, for the streaming tests.
 //! - [`world`]: a berthd with a pod network and a busybox image, for container tests.
@@ -22,6 +24,7 @@ pub mod daemon;
 pub mod image;
 pub mod pod;
 pub mod proxy;
+pub mod recorder;
 pub mod registry;
 pub mod spdy;
 pub mod static_registry;

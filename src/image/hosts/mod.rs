@@ -17,7 +17,12 @@
 //!   client = [["client.pem", "client.key"]]
 //!   [host."https://mirror.example:5000".header]
 //!     x-custom = "1"
+//!   send_credentials = true                  # berth: this mirror may get the pull's credentials
+//!   token_realms = ["https://auth.example"]  # berth: token servers that may get them too
 //! ```
+//!
+//! The last two keys are berth's own (containerd sends a pull's credentials to
+//! every host): see [`crate::image::registry`] for where credentials go.
 
 mod parse;
 #[cfg(test)]
@@ -52,6 +57,12 @@ pub struct RegistryHost {
     pub client: Vec<(PathBuf, Option<PathBuf>)>,
     /// Extra headers sent with every request to this host.
     pub header: Vec<(String, String)>,
+    /// A mirror that may receive the pull's credentials (`send_credentials`);
+    /// always false for the upstream, which gets them by being the registry.
+    pub send_credentials: bool,
+    /// Origins (`https://auth.example:443`) of token servers on other hosts
+    /// that may receive this host's credentials (`token_realms`).
+    pub token_realms: Vec<String>,
 }
 
 impl RegistryHost {
@@ -168,7 +179,7 @@ fn default_upstream(registry: &str, settings: Settings) -> RegistryHost {
 }
 
 /// `localhost`, 127.0.0.0/8 or ::1, with or without a port.
-fn is_loopback(host_port: &str) -> bool {
+pub(crate) fn is_loopback(host_port: &str) -> bool {
     let host = if host_port.parse::<IpAddr>().is_ok() {
         host_port // a bare IPv6 address: its colons are not a port separator
     } else if let Some(bracketed) = host_port.strip_prefix('[') {
@@ -222,6 +233,8 @@ struct Settings {
     client: Vec<(PathBuf, Option<PathBuf>)>,
     header: Vec<(String, String)>,
     override_path: bool,
+    send_credentials: bool,
+    token_realms: Vec<String>,
 }
 
 impl Settings {
@@ -240,6 +253,16 @@ impl Settings {
             ca: self.ca,
             client: self.client,
             header: self.header,
+            send_credentials: self.send_credentials,
+            token_realms: self.token_realms,
         }
     }
+}
+
+/// `scheme://host:port` of a URL, the port spelled out even when it is the
+/// scheme's default, so that origins compare as strings.
+pub(crate) fn origin_of(url: &reqwest::Url) -> Option<String> {
+    let host = url.host_str()?;
+    let port = url.port_or_known_default()?;
+    Some(format!("{}://{host}:{port}", url.scheme()).to_ascii_lowercase())
 }

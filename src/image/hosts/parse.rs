@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use reqwest::header::{HeaderName, HeaderValue};
 use toml::de::{DeTable, DeValue};
 
-use super::{API_ROOT, Capability, HostsError, RegistryHost, Settings, default_upstream};
+use super::{
+    API_ROOT, Capability, HostsError, RegistryHost, Settings, default_upstream, is_loopback,
+    origin_of,
+};
 
 pub(super) fn parse_hosts_file(
     file: &Path,
@@ -31,6 +34,13 @@ pub(super) fn parse_hosts_file(
             "host" => hosts = ctx.mirrors(value.get_ref())?,
             _ => server_settings.apply(&ctx, key, key, value.get_ref())?,
         }
+    }
+    if server_settings.send_credentials {
+        return Err(ctx.invalid(
+            "send_credentials",
+            "only a [host.\"<url>\"] mirror takes it: the server always gets the \
+             credentials meant for its registry",
+        ));
     }
     let upstream = match server {
         Some(url) => ctx.host_from_url("server", &url, server_settings)?,
@@ -57,6 +67,8 @@ impl Settings {
             "ca" => self.ca = ctx.paths(key_path, value)?,
             "client" => self.client = ctx.client_pairs(key_path, value)?,
             "header" => self.header = ctx.headers(key_path, value)?,
+            "send_credentials" => self.send_credentials = ctx.bool(key_path, value)?,
+            "token_realms" => self.token_realms = ctx.token_realms(key_path, value)?,
             "dial_timeout" => {
                 // A containerd key we accept so shared files keep working;
                 // connections use the client's fixed connect timeout.
@@ -121,7 +133,14 @@ impl Ctx<'_> {
             let key: &str = key.get_ref();
             settings.apply(self, &format!("{prefix}.{key}"), key, value.get_ref())?;
         }
-        self.host_from_url(&prefix, url, settings)
+        let host = self.host_from_url(&prefix, url, settings)?;
+        if host.send_credentials && host.scheme == "http" && !is_loopback(&host.host) {
+            return Err(self.invalid(
+                &format!("{prefix}.send_credentials"),
+                "credentials are never sent over plain http to another host; use https",
+            ));
+        }
+        Ok(host)
     }
 
     /// "https://mirror:5000/some/path" → scheme, host and API root. Without
@@ -270,6 +289,41 @@ impl Ctx<'_> {
             }
         }
         Ok(headers)
+    }
+
+    /// Token servers as origins: "https://auth.example" (https when no scheme
+    /// is given), no path. Plain http only on loopback: the credentials would
+    /// cross the network in the clear.
+    fn token_realms(&self, key: &str, value: &DeValue) -> Result<Vec<String>, HostsError> {
+        let mut origins = Vec::new();
+        for realm in self.one_or_many(key, value)? {
+            let with_scheme = if realm.contains("://") {
+                realm.clone()
+            } else {
+                format!("https://{realm}")
+            };
+            let invalid = |why: &str| self.invalid(key, format!("{realm:?}: {why}"));
+            let url = reqwest::Url::parse(&with_scheme).map_err(|e| invalid(&e.to_string()))?;
+            if !matches!(url.scheme(), "https" | "http") {
+                return Err(invalid("scheme must be https or http"));
+            }
+            if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+                return Err(invalid(
+                    "give the token server's origin only, without a path",
+                ));
+            }
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(invalid("must not carry credentials"));
+            }
+            let origin = origin_of(&url).ok_or_else(|| invalid("has no host"))?;
+            if url.scheme() == "http" && !is_loopback(origin.trim_start_matches("http://")) {
+                return Err(invalid(
+                    "credentials are never sent over plain http to another host; use https",
+                ));
+            }
+            origins.push(origin);
+        }
+        Ok(origins)
     }
 
     /// Relative file names are relative to the directory of hosts.toml.

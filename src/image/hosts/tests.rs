@@ -305,6 +305,22 @@ fn invalid_values_are_errors_naming_file_and_key() {
             "[host.\"https://m\"]\noverride_path = 1",
             "host.\"https://m\".override_path",
         ),
+        ("send_credentials = true", "send_credentials"),
+        (
+            "[host.\"http://10.0.0.9:5000\"]\nsend_credentials = true",
+            "host.\"http://10.0.0.9:5000\".send_credentials",
+        ),
+        ("token_realms = [\"http://auth.example\"]", "token_realms"),
+        (
+            "token_realms = [\"https://auth.example/token\"]",
+            "token_realms",
+        ),
+        ("token_realms = [\"ftp://auth.example\"]", "token_realms"),
+        (
+            "token_realms = [\"https://u:p@auth.example\"]",
+            "token_realms",
+        ),
+        ("token_realms = 1", "token_realms"),
     ];
     for (text, want_key) in cases {
         write_hosts(tmp.path(), "b.example", text);
@@ -316,6 +332,47 @@ fn invalid_values_are_errors_naming_file_and_key() {
             e => panic!("{text}: wrong error {e}"),
         }
     }
+}
+
+#[test]
+fn credential_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_hosts(
+        tmp.path(),
+        "e.example",
+        r#"
+token_realms = ["auth.example", "http://127.0.0.1:8080/"]
+
+[host."https://trusted"]
+  send_credentials = true
+  token_realms = "https://Auth.Example:8443"
+
+[host."http://localhost:5001"]
+  send_credentials = true
+
+[host."http://10.0.0.9:5000"]
+"#,
+    );
+    let got = hosts(tmp.path(), "e.example");
+    let keys: Vec<_> = got
+        .iter()
+        .map(|h| (h.send_credentials, h.token_realms.clone()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (true, vec!["https://auth.example:8443".to_string()]),
+            (true, vec![]),
+            (false, vec![]),
+            (
+                false,
+                vec![
+                    "https://auth.example:443".to_string(),
+                    "http://127.0.0.1:8080".to_string()
+                ]
+            ),
+        ]
+    );
 }
 
 #[test]

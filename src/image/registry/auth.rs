@@ -9,6 +9,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STAN
 use reqwest::header::HeaderValue;
 use reqwest::{Response, StatusCode};
 
+use super::binding::{normalise_server_address, realm_admits};
 use super::challenge::Challenge;
 use super::endpoint::Endpoint;
 use super::http::{TOKEN_BODY_LIMIT, error_message, read_body, transport_error};
@@ -25,6 +26,8 @@ pub struct Credentials {
     pub identity_token: String,
     /// A bearer token sent to the registry as it is.
     pub registry_token: String,
+    /// The registry these are for (normalised; empty: the image's registry).
+    pub server_address: String,
 }
 
 /// Secrets stay out of logs: only whether each field is set.
@@ -36,25 +39,32 @@ impl fmt::Debug for Credentials {
             .field("password", &redacted(&self.password))
             .field("identity_token", &redacted(&self.identity_token))
             .field("registry_token", &redacted(&self.registry_token))
+            .field("server_address", &self.server_address)
             .finish()
     }
 }
 
 impl Credentials {
     /// From the CRI `AuthConfig` fields. `auth` is base64("user:pass") and is
-    /// used when `username` is empty. `None` when nothing is set.
+    /// used when `username` is empty. `None` when no secret is set.
     pub fn from_cri(
         username: &str,
         password: &str,
         auth: &str,
         identity_token: &str,
         registry_token: &str,
+        server_address: &str,
     ) -> Result<Option<Credentials>, RegistryError> {
+        let server_address = match server_address.trim() {
+            "" => String::new(),
+            address => normalise_server_address(address)?,
+        };
         let mut credentials = Credentials {
             username: username.to_string(),
             password: password.to_string(),
             identity_token: identity_token.to_string(),
             registry_token: registry_token.to_string(),
+            server_address,
         };
         if username.is_empty() && !auth.is_empty() {
             (credentials.username, credentials.password) = decode_auth(auth)?;
@@ -123,14 +133,15 @@ impl RegistryClient {
         endpoint: &Endpoint,
         what: &str,
     ) -> Result<HeaderValue, RegistryError> {
-        let Some((username, password)) =
-            self.inner.credentials.as_ref().and_then(Credentials::basic)
+        let Some((username, password)) = endpoint.credentials.as_ref().and_then(Credentials::basic)
         else {
+            let why = match self.inner.binding {
+                None => "no credentials were given".to_string(),
+                Some(_) => self.hint(endpoint),
+            };
             return Err(RegistryError::Unauthorized {
                 registry: endpoint.host.host.clone(),
-                message: format!(
-                    "{what}: the registry requires authentication and no credentials were given"
-                ),
+                message: format!("{what}: the registry requires authentication and {why}"),
             });
         };
         let encoded = STANDARD.encode(format!("{username}:{password}"));
@@ -144,7 +155,7 @@ impl RegistryClient {
         challenge: &Challenge,
     ) -> Result<HeaderValue, RegistryError> {
         let registry = &endpoint.host.host;
-        let credentials = self.inner.credentials.as_ref();
+        let credentials = endpoint.credentials.as_ref();
         if let Some(token) = credentials
             .map(|c| &c.registry_token)
             .filter(|t| !t.is_empty())
@@ -159,13 +170,14 @@ impl RegistryClient {
             .token_request(endpoint, &realm, scope, service)
             .send()
             .await
-            .map_err(|e| transport_error(realm.as_str(), e))?;
+            .map_err(|e| transport_error(realm.as_str(), e, endpoint.stall_timeout))?;
         let token = self.read_token(endpoint, response, &realm).await?;
         sensitive_header(&format!("Bearer {token}"), registry)
     }
 
     /// With an identity token, an OAuth2 refresh-token POST; otherwise a
-    /// Docker token GET, with Basic credentials when we have them.
+    /// Docker token GET, with Basic credentials when we have them and the
+    /// token server may have them.
     fn token_request(
         &self,
         endpoint: &Endpoint,
@@ -173,7 +185,10 @@ impl RegistryClient {
         scope: &str,
         service: Option<&str>,
     ) -> reqwest::RequestBuilder {
-        let credentials = self.inner.credentials.as_ref();
+        let credentials = endpoint
+            .credentials
+            .as_ref()
+            .filter(|_| self.realm_may_have_credentials(endpoint, realm));
         let mut params = vec![("scope", scope)];
         params.extend(service.map(|service| ("service", service)));
         let request = match credentials.filter(|c| !c.identity_token.is_empty()) {
@@ -196,6 +211,23 @@ impl RegistryClient {
         request.headers(endpoint.headers.clone())
     }
 
+    /// Whether the token server may receive `endpoint`'s credentials; says
+    /// why not when it withholds them, since the pull may then fail.
+    fn realm_may_have_credentials(&self, endpoint: &Endpoint, realm: &reqwest::Url) -> bool {
+        if realm_admits(&endpoint.host, &endpoint.origin, realm) {
+            return true;
+        }
+        if endpoint.credentials.is_some() {
+            tracing::warn!(
+                registry = %endpoint.host.host,
+                %realm,
+                "the token server is on another host: asking it for an anonymous token \
+                 (list it in token_realms of the registry's hosts.toml to send it the credentials)"
+            );
+        }
+        false
+    }
+
     async fn read_token(
         &self,
         endpoint: &Endpoint,
@@ -208,7 +240,10 @@ impl RegistryClient {
             let message = error_message(response).await;
             return Err(RegistryError::Unauthorized {
                 registry: endpoint.host.host.clone(),
-                message: format!("token server {realm} refused: {message}; {}", self.hint()),
+                message: format!(
+                    "token server {realm} refused: {message}; {}",
+                    self.hint(endpoint)
+                ),
             });
         }
         if !status.is_success() {
@@ -218,7 +253,14 @@ impl RegistryClient {
                 message: error_message(response).await,
             });
         }
-        let body = read_body(response, realm.as_str(), &what, TOKEN_BODY_LIMIT).await?;
+        let body = read_body(
+            response,
+            realm.as_str(),
+            &what,
+            TOKEN_BODY_LIMIT,
+            endpoint.stall_timeout,
+        )
+        .await?;
         parse_token(&body).ok_or_else(|| RegistryError::Invalid {
             what,
             message: "response has no token".into(),

@@ -30,8 +30,8 @@ impl fmt::Debug for BlobResponse {
 impl RegistryClient {
     /// GET /v2/<repo>/blobs/<digest>, from `offset` on when it is not 0
     /// (`Range: bytes=<offset>-`). Redirects (to blob storage) are followed;
-    /// the Authorization header is not sent to another host (reqwest drops
-    /// it on cross-host redirects). The caller verifies the digest.
+    /// the Authorization header is not sent to another host (see
+    /// [`super::binding`]). The caller verifies the digest.
     pub async fn fetch_blob(
         &self,
         digest: &str,
@@ -73,9 +73,10 @@ impl RegistryClient {
         let url = endpoint.url("blobs", digest);
         let response = self.send(endpoint, &url, what, headers).await?;
         let start = stream_start(&response, offset, what)?;
+        let stall_timeout = endpoint.stall_timeout;
         let stream = response
             .bytes_stream()
-            .map_err(move |e| transport_error(&url, e))
+            .map_err(move |e| transport_error(&url, e, stall_timeout))
             .boxed();
         Ok(BlobResponse {
             offset: start,

@@ -2,10 +2,12 @@
 //! report when all of them fail.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use reqwest::Response;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 
+use super::auth::Credentials;
 use super::http::transport_error;
 use super::{RegistryClient, RegistryError};
 use crate::image::hosts::{Capability, RegistryHost};
@@ -15,11 +17,18 @@ pub(super) struct Endpoint {
     pub(super) host: RegistryHost,
     /// "https://host/v2/<repository>"
     pub(super) base: String,
+    /// "https://host:443", to tell token servers on other hosts.
+    pub(super) origin: String,
     pub(super) http: reqwest::Client,
     /// The host's configured extra headers.
     pub(super) headers: HeaderMap,
     /// The Authorization header that last worked here (a token or Basic).
     pub(super) authorization: Mutex<Option<HeaderValue>>,
+    /// The pull's credentials if this host may have them
+    /// ([`super::binding`]), else `None`: it is asked anonymously.
+    pub(super) credentials: Option<Credentials>,
+    /// How long a request here may receive nothing (the clients' read timeout).
+    pub(super) stall_timeout: Duration,
 }
 
 impl Endpoint {
@@ -53,7 +62,10 @@ impl Endpoint {
         if let Some(value) = authorization {
             request = request.header(header::AUTHORIZATION, value.clone());
         }
-        request.send().await.map_err(|e| transport_error(url, e))
+        request
+            .send()
+            .await
+            .map_err(|e| transport_error(url, e, self.stall_timeout))
     }
 }
 

@@ -10,7 +10,12 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use super::RegistryError;
 use crate::image::hosts::RegistryHost;
 
+/// containerd's default `dial_timeout`: long enough for a slow TLS handshake
+/// across the world, short enough that a dead host fails the pull promptly.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Redirects followed per request: reqwest's and Go's default; a registry
+/// needs one or two (to blob storage).
+const MAX_REDIRECTS: usize = 10;
 const USER_AGENT: &str = concat!("berth/", env!("CARGO_PKG_VERSION"));
 
 /// Bounds for bodies read only to get a token or an error message.
@@ -24,6 +29,7 @@ pub(super) async fn read_body(
     url: &str,
     what: &str,
     limit: u64,
+    stall_timeout: Duration,
 ) -> Result<Bytes, RegistryError> {
     let too_large = || RegistryError::TooLarge {
         what: what.to_string(),
@@ -39,7 +45,7 @@ pub(super) async fn read_body(
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| transport_error(url, e))?
+        .map_err(|e| transport_error(url, e, stall_timeout))?
     {
         if (body.len() + chunk.len()) as u64 > limit {
             return Err(too_large());
@@ -64,7 +70,16 @@ pub(super) async fn error_message(response: Response) -> String {
     let status = response.status();
     let reason = status.canonical_reason().unwrap_or("error").to_string();
     let url = response.url().to_string();
-    let Ok(body) = read_body(response, &url, "error body", ERROR_BODY_LIMIT).await else {
+    // A read error only costs the message; the stall timeout is the client's.
+    let Ok(body) = read_body(
+        response,
+        &url,
+        "error body",
+        ERROR_BODY_LIMIT,
+        Duration::ZERO,
+    )
+    .await
+    else {
         return reason;
     };
     let registry_message = serde_json::from_slice::<ErrorBody>(&body)
@@ -101,8 +116,8 @@ pub(super) fn configured_headers(host: &RegistryHost) -> Result<HeaderMap, Strin
 }
 
 /// One reqwest client per distinct TLS setting among the hosts.
-#[derive(Default)]
 pub(super) struct HttpClients {
+    stall_timeout: Duration,
     built: Vec<(TlsSettings, reqwest::Client)>,
 }
 
@@ -114,6 +129,13 @@ struct TlsSettings {
 }
 
 impl HttpClients {
+    pub(super) fn new(stall_timeout: Duration) -> HttpClients {
+        HttpClients {
+            stall_timeout,
+            built: Vec::new(),
+        }
+    }
+
     pub(super) fn for_host(
         &mut self,
         host: &RegistryHost,
@@ -126,21 +148,30 @@ impl HttpClients {
         if let Some((_, client)) = self.built.iter().find(|(s, _)| *s == settings) {
             return Ok(client.clone());
         }
-        let client = build_client(&settings, &host.host)?;
+        let client = build_client(&settings, &host.host, self.stall_timeout)?;
         self.built.push((settings, client.clone()));
         Ok(client)
     }
 }
 
-/// No overall timeout: a big blob may take long; a dead connection is
-/// caught connecting or by the caller.
-fn build_client(settings: &TlsSettings, host: &str) -> Result<reqwest::Client, RegistryError> {
+/// No overall timeout: a big blob may take long. A dead host is caught
+/// connecting, a stalled one by the read timeout: it restarts with every
+/// chunk received, and covers waiting for the response headers too.
+/// Redirects drop `Authorization` when the host or port changes (reqwest's
+/// policy, as Go's net/http): blob storage never sees the credentials.
+fn build_client(
+    settings: &TlsSettings,
+    host: &str,
+    stall_timeout: Duration,
+) -> Result<reqwest::Client, RegistryError> {
     let invalid = |message: String| RegistryError::Invalid {
         what: format!("TLS configuration for {host}"),
         message,
     };
     let mut builder = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(stall_timeout)
+        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
         .user_agent(USER_AGENT);
     if settings.skip_verify {
         builder = builder.danger_accept_invalid_certs(true);
@@ -180,7 +211,19 @@ fn read_identity(
         .map_err(|e| format!("client certificate {}: {}", cert.display(), error_chain(&e)))
 }
 
-pub(super) fn transport_error(url: &str, error: reqwest::Error) -> RegistryError {
+/// A failed request: stalled (the read timeout fired), or any other
+/// transport failure with its causes.
+pub(super) fn transport_error(
+    url: &str,
+    error: reqwest::Error,
+    stall_timeout: Duration,
+) -> RegistryError {
+    if error.is_timeout() && !error.is_connect() {
+        return RegistryError::Stalled {
+            url: url.to_string(),
+            idle: stall_timeout,
+        };
+    }
     RegistryError::Transport {
         url: url.to_string(),
         message: error_chain(&error.without_url()),

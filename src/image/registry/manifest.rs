@@ -71,7 +71,7 @@ impl RegistryClient {
             HeaderMap::from_iter([(header::ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT))]);
         let response = self.send(endpoint, &url, what, &accept).await?;
         let content_type = content_type(&response);
-        let bytes = read_body(response, &url, what, max_bytes).await?;
+        let bytes = read_body(response, &url, what, max_bytes, endpoint.stall_timeout).await?;
         let digest = sha256_digest(&bytes);
         if by_digest && digest != object {
             return Err(RegistryError::DigestMismatch {

@@ -1,8 +1,14 @@
 //! A pull-only client for the OCI distribution API (registry v2): manifests
 //! and blobs from one repository, over the hosts `hosts.toml` configures
 //! (mirrors first, then the upstream), with Basic and Bearer token auth.
+//!
+//! Credentials go only where they belong: [`binding`] states the rules.
+//! Every request has a connect timeout and a stall timeout (no bytes for
+//! that long fails the request, naming the URL), so a dead registry gives an
+//! error, not a hung pull.
 
 mod auth;
+mod binding;
 mod blob;
 mod challenge;
 mod endpoint;
@@ -13,11 +19,13 @@ mod tests;
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 use reqwest::{Response, StatusCode};
 
-use super::hosts::RegistryHost;
+use super::hosts::{RegistryHost, origin_of};
+use binding::Binding;
 use challenge::challenges_of;
 use endpoint::Endpoint;
 use http::{HttpClients, configured_headers, error_message};
@@ -25,8 +33,6 @@ use http::{HttpClients, configured_headers, error_message};
 pub use auth::Credentials;
 pub use blob::BlobResponse;
 pub use manifest::Manifest;
-
-use super::hosts::DOCKER_HUB_HOST;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -50,6 +56,11 @@ pub enum RegistryError {
     },
     #[error("{url}: {message}")]
     Transport { url: String, message: String },
+    #[error(
+        "{url}: the registry sent nothing for {} s; gave up (registry.stall_timeout_seconds)",
+        idle.as_secs()
+    )]
+    Stalled { url: String, idle: Duration },
     #[error("{what}: {message}")]
     Invalid { what: String, message: String },
 }
@@ -65,7 +76,8 @@ struct Inner {
     registry: String,
     repository: String,
     endpoints: Vec<Endpoint>,
-    credentials: Option<Credentials>,
+    /// The registry the pull's credentials are for, when there are any.
+    binding: Option<Binding>,
 }
 
 impl fmt::Debug for RegistryClient {
@@ -80,47 +92,55 @@ impl fmt::Debug for RegistryClient {
 }
 
 impl RegistryClient {
-    /// `hosts` in the order to try them, the upstream last (as
-    /// [`super::hosts::hosts_for`] returns them); `repository` as in the
-    /// reference ("library/busybox").
+    /// A client for `repository` ("library/busybox") of `registry` ("docker.io",
+    /// as in the reference). `hosts` in the order to try them, the upstream
+    /// last (as [`super::hosts::hosts_for`] returns them). A request that
+    /// receives nothing for `stall_timeout` fails.
     pub fn new(
+        registry: &str,
         hosts: Vec<RegistryHost>,
         repository: &str,
         credentials: Option<Credentials>,
+        stall_timeout: Duration,
     ) -> Result<Self, RegistryError> {
         let invalid = |message: String| RegistryError::Invalid {
             what: format!("registry client for {repository}"),
             message,
         };
-        let Some(upstream) = hosts.last() else {
+        if hosts.is_empty() {
             return Err(invalid("no registry hosts configured".into()));
-        };
+        }
         if !is_repository_name(repository) {
             return Err(invalid("invalid repository name".into()));
         }
-        let registry = match upstream.host.as_str() {
-            DOCKER_HUB_HOST => "docker.io".to_string(),
-            host => host.to_string(),
+        let binding = match &credentials {
+            Some(credentials) => Some(Binding::new(registry, credentials)?),
+            None => None,
         };
-        let mut clients = HttpClients::default();
+        let mut clients = HttpClients::new(stall_timeout);
+        let upstream = hosts.len() - 1;
         let mut endpoints = Vec::with_capacity(hosts.len());
-        for host in hosts {
-            let http = clients.for_host(&host)?;
-            let headers = configured_headers(&host).map_err(invalid)?;
+        for (index, host) in hosts.into_iter().enumerate() {
+            let admitted = binding
+                .as_ref()
+                .is_some_and(|b| b.admits(&host, index == upstream));
             endpoints.push(Endpoint {
+                http: clients.for_host(&host)?,
+                headers: configured_headers(&host).map_err(invalid)?,
+                origin: host_origin(&host).map_err(invalid)?,
                 base: format!("{}://{}{}/{repository}", host.scheme, host.host, host.path),
+                credentials: credentials.clone().filter(|_| admitted),
                 host,
-                http,
-                headers,
                 authorization: Mutex::new(None),
+                stall_timeout,
             });
         }
         Ok(RegistryClient {
             inner: Arc::new(Inner {
-                registry,
+                registry: registry.to_string(),
                 repository: repository.to_string(),
                 endpoints,
-                credentials,
+                binding,
             }),
         })
     }
@@ -187,18 +207,32 @@ impl RegistryClient {
     fn refused(&self, endpoint: &Endpoint, what: &str, message: &str) -> RegistryError {
         RegistryError::Unauthorized {
             registry: endpoint.host.host.clone(),
-            message: format!("{what}: {message}; {}", self.hint()),
+            message: format!("{what}: {message}; {}", self.hint(endpoint)),
         }
     }
 
-    /// What to do about a refusal.
-    fn hint(&self) -> &'static str {
-        if self.inner.credentials.is_some() {
-            "check the credentials"
-        } else {
-            "the repository may not exist or may need credentials"
+    /// What to do about a refusal by `endpoint`.
+    fn hint(&self, endpoint: &Endpoint) -> String {
+        match &self.inner.binding {
+            _ if endpoint.credentials.is_some() => "check the credentials".into(),
+            Some(binding) => format!(
+                "the credentials given are for {} and are not sent to {} (a mirror gets them \
+                 only with send_credentials = true in hosts.toml)",
+                binding.bound(),
+                endpoint.host.host
+            ),
+            None => "the repository may not exist or may need credentials".into(),
         }
     }
+}
+
+/// "https://registry.example:443", to compare token realms with.
+fn host_origin(host: &RegistryHost) -> Result<String, String> {
+    reqwest::Url::parse(&format!("{}://{}", host.scheme, host.host))
+        .ok()
+        .as_ref()
+        .and_then(origin_of)
+        .ok_or_else(|| format!("{}://{} is not a valid URL", host.scheme, host.host))
 }
 
 /// Objects go into URL paths: only tags and sha256 digests are let through.

@@ -30,7 +30,22 @@ fn http_host(addr: &str, capabilities: &[Capability]) -> RegistryHost {
         ca: Vec::new(),
         client: Vec::new(),
         header: Vec::new(),
+        send_credentials: false,
+        token_realms: Vec::new(),
     }
+}
+
+/// The stall timeout of tests that are not about it.
+const STALL: Duration = Duration::from_secs(30);
+
+/// A client for the registry that the last of `hosts` is.
+fn new_client(
+    hosts: Vec<RegistryHost>,
+    repository: &str,
+    credentials: Option<Credentials>,
+) -> Result<RegistryClient, RegistryError> {
+    let registry = hosts.last().map(|h| h.host.clone()).unwrap_or_default();
+    RegistryClient::new(&registry, hosts, repository, credentials, STALL)
 }
 
 const ALL: [Capability; 3] = [Capability::Pull, Capability::Resolve, Capability::Push];
@@ -136,7 +151,7 @@ fn from_cri(
     identity: &str,
     token: &str,
 ) -> Option<Credentials> {
-    Credentials::from_cri(username, password, auth, identity, token).expect("valid credentials")
+    Credentials::from_cri(username, password, auth, identity, token, "").expect("valid credentials")
 }
 
 #[test]
@@ -170,7 +185,7 @@ fn credentials_from_cri() {
 #[test]
 fn bad_auth_is_an_error_that_does_not_leak_it() {
     for auth in ["not base64!!", &STANDARD.encode("no-colon-secret")] {
-        match Credentials::from_cri("", "", auth, "", "") {
+        match Credentials::from_cri("", "", auth, "", "", "") {
             Err(e @ RegistryError::Invalid { .. }) => {
                 let message = e.to_string();
                 assert!(
@@ -190,6 +205,7 @@ fn credentials_debug_is_redacted() {
         password: "hunter2".into(),
         identity_token: "id-secret".into(),
         registry_token: String::new(),
+        server_address: String::new(),
     };
     let debug = format!("{c:?}");
     assert!(
@@ -267,8 +283,8 @@ fn objects_and_repositories_are_checked() {
         assert!(!is_repository_name(bad), "{bad}");
     }
     let host = http_host("127.0.0.1:1", &ALL);
-    assert!(RegistryClient::new(vec![host], "../etc", None).is_err());
-    assert!(RegistryClient::new(Vec::new(), "a", None).is_err());
+    assert!(new_client(vec![host], "../etc", None).is_err());
+    assert!(new_client(Vec::new(), "a", None).is_err());
 }
 
 #[test]
@@ -289,8 +305,7 @@ fn content_ranges_and_error_ranking() {
 #[test]
 fn futures_are_send() {
     fn assert_send<T: Send>(_: &T) {}
-    let client =
-        RegistryClient::new(vec![http_host("127.0.0.1:1", &ALL)], "a", None).expect("client");
+    let client = new_client(vec![http_host("127.0.0.1:1", &ALL)], "a", None).expect("client");
     assert_send(&client.fetch_manifest("latest", 1));
     assert_send(&client.fetch_blob("sha256:00", 0));
 }
@@ -298,7 +313,7 @@ fn futures_are_send() {
 #[tokio::test]
 async fn hosts_without_the_capability_are_not_asked() {
     let pull_only = http_host(&closed_port(), &[Capability::Pull]);
-    let client = RegistryClient::new(vec![pull_only], "a", None).expect("client");
+    let client = new_client(vec![pull_only], "a", None).expect("client");
     match client.fetch_manifest("latest", LIMIT).await {
         Err(RegistryError::Invalid { what, message }) => {
             assert!(what.contains("a:latest"), "{what}");
@@ -492,7 +507,7 @@ impl TestRegistry {
 async fn pulls_manifests_and_blobs_from_a_registry() {
     let registry = TestRegistry::start().await;
     let image = registry.push_image("test/image", "v1", 0).await;
-    let client = RegistryClient::new(vec![registry.host()], "test/image", None).expect("client");
+    let client = new_client(vec![registry.host()], "test/image", None).expect("client");
 
     let by_tag = client
         .fetch_manifest("v1", LIMIT)
@@ -539,7 +554,7 @@ async fn pulls_manifests_and_blobs_from_a_registry() {
 async fn missing_content_is_not_found() {
     let registry = TestRegistry::start().await;
     let image = registry.push_image("test/image", "v1", 0).await;
-    let client = RegistryClient::new(vec![registry.host()], "test/image", None).expect("client");
+    let client = new_client(vec![registry.host()], "test/image", None).expect("client");
     let absent_digest = sha256_digest(b"absent");
     let expect_not_found = |result: Result<_, RegistryError>, want: &str| match result {
         Err(RegistryError::NotFound { what }) => assert_eq!(what, want),
@@ -560,7 +575,7 @@ async fn missing_content_is_not_found() {
         &format!("blob {name}@{absent_digest}"),
     );
 
-    let other = RegistryClient::new(vec![registry.host()], "test/other", None).expect("client");
+    let other = new_client(vec![registry.host()], "test/other", None).expect("client");
     assert!(matches!(
         other.fetch_manifest("v1", LIMIT).await,
         Err(RegistryError::NotFound { .. })
@@ -575,7 +590,7 @@ async fn missing_content_is_not_found() {
 async fn manifests_over_the_limit_are_refused() {
     let registry = TestRegistry::start().await;
     let image = registry.push_image("test/image", "v1", 0).await;
-    let client = RegistryClient::new(vec![registry.host()], "test/image", None).expect("client");
+    let client = new_client(vec![registry.host()], "test/image", None).expect("client");
     let size = image.manifest.len() as u64;
     match client.fetch_manifest("v1", size - 1).await {
         Err(RegistryError::TooLarge { what, limit }) => {
@@ -592,7 +607,7 @@ async fn htpasswd_basic_auth() {
     let registry = TestRegistry::start_with_htpasswd("user", "pass").await;
     let image = registry.push_image("test/image", "v1", 0).await;
 
-    let client = RegistryClient::new(
+    let client = new_client(
         vec![registry.host()],
         "test/image",
         user_pass("user", "pass"),
@@ -610,7 +625,7 @@ async fn htpasswd_basic_auth() {
         .expect("blob");
     assert_eq!(collect(blob).await, image.layer);
 
-    let wrong = RegistryClient::new(
+    let wrong = new_client(
         vec![registry.host()],
         "test/image",
         user_pass("user", "nope"),
@@ -629,7 +644,7 @@ async fn htpasswd_basic_auth() {
         other => panic!("{other:?}"),
     }
 
-    let anonymous = RegistryClient::new(vec![registry.host()], "test/image", None).expect("client");
+    let anonymous = new_client(vec![registry.host()], "test/image", None).expect("client");
     match anonymous.fetch_manifest("v1", LIMIT).await {
         Err(RegistryError::Unauthorized { message, .. }) => {
             assert!(
@@ -646,8 +661,8 @@ async fn a_down_mirror_is_skipped() {
     let registry = TestRegistry::start().await;
     let image = registry.push_image("test/image", "v1", 0).await;
     let down = http_host(&closed_port(), &ALL);
-    let client = RegistryClient::new(vec![down.clone(), registry.host()], "test/image", None)
-        .expect("client");
+    let client =
+        new_client(vec![down.clone(), registry.host()], "test/image", None).expect("client");
     assert_eq!(
         client
             .fetch_manifest("v1", LIMIT)
@@ -663,7 +678,7 @@ async fn a_down_mirror_is_skipped() {
     assert_eq!(collect(blob).await, image.layer);
 
     // Nothing up at all: the transport error says where it tried.
-    let client = RegistryClient::new(vec![down.clone()], "test/image", None).expect("client");
+    let client = new_client(vec![down.clone()], "test/image", None).expect("client");
     match client.fetch_manifest("v1", LIMIT).await {
         Err(RegistryError::Transport { url, message }) => {
             assert_eq!(
@@ -681,8 +696,8 @@ async fn mirrors_fall_back_to_the_upstream() {
     let upstream = TestRegistry::start().await;
     let mirror = TestRegistry::start().await;
     let image = upstream.push_image("test/image", "v1", 0).await;
-    let client = RegistryClient::new(vec![mirror.host(), upstream.host()], "test/image", None)
-        .expect("client");
+    let client =
+        new_client(vec![mirror.host(), upstream.host()], "test/image", None).expect("client");
     // 404 from the mirror: the upstream has it.
     assert_eq!(
         client
@@ -702,8 +717,7 @@ async fn mirrors_fall_back_to_the_upstream() {
     // A mirror without "resolve" is not asked for tags, only by digest.
     let mirror_image = mirror.push_image("test/image", "v1", 7).await;
     let pull_only = http_host(&mirror.addr, &[Capability::Pull]);
-    let client =
-        RegistryClient::new(vec![pull_only, upstream.host()], "test/image", None).expect("client");
+    let client = new_client(vec![pull_only, upstream.host()], "test/image", None).expect("client");
     assert_eq!(
         client
             .fetch_manifest("v1", LIMIT)
@@ -891,8 +905,8 @@ async fn bearer_token_with_basic_credentials() {
         }
     })
     .await;
-    let client = RegistryClient::new(vec![http_host(&addr, &ALL)], "r", user_pass("user", "pass"))
-        .expect("client");
+    let client =
+        new_client(vec![http_host(&addr, &ALL)], "r", user_pass("user", "pass")).expect("client");
     let manifest = client.fetch_manifest("t", LIMIT).await.expect("manifest");
     assert_eq!(manifest.bytes, MANIFEST_BODY);
     // The token is cached: the second fetch goes straight through.
@@ -923,8 +937,8 @@ async fn bearer_token_with_basic_credentials() {
     );
 
     // Wrong password: the token server refuses.
-    let client = RegistryClient::new(vec![http_host(&addr, &ALL)], "r", user_pass("user", "nope"))
-        .expect("client");
+    let client =
+        new_client(vec![http_host(&addr, &ALL)], "r", user_pass("user", "nope")).expect("client");
     match client.fetch_manifest("t", LIMIT).await {
         Err(RegistryError::Unauthorized { message, .. }) => {
             assert!(
@@ -943,7 +957,7 @@ async fn anonymous_bearer_token() {
         token_json("token")
     })
     .await;
-    let client = RegistryClient::new(vec![http_host(&addr, &ALL)], "r", None).expect("client");
+    let client = new_client(vec![http_host(&addr, &ALL)], "r", None).expect("client");
     client.fetch_manifest("t", LIMIT).await.expect("manifest");
     assert_eq!(server.requests().len(), 3);
 }
@@ -958,9 +972,8 @@ async fn identity_token_is_exchanged_with_a_post() {
         }
     })
     .await;
-    let credentials = Credentials::from_cri("", "", "", "refresh-me", "").expect("credentials");
-    let client =
-        RegistryClient::new(vec![http_host(&addr, &ALL)], "r", credentials).expect("client");
+    let credentials = Credentials::from_cri("", "", "", "refresh-me", "", "").expect("credentials");
+    let client = new_client(vec![http_host(&addr, &ALL)], "r", credentials).expect("client");
     client.fetch_manifest("t", LIMIT).await.expect("manifest");
     let token_request = server
         .requests()
@@ -985,9 +998,8 @@ async fn identity_token_is_exchanged_with_a_post() {
 #[tokio::test]
 async fn registry_token_is_used_as_is() {
     let (server, addr) = token_registry(|_| panic!("the token endpoint must not be asked")).await;
-    let credentials = Credentials::from_cri("", "", "", "", "good-token").expect("credentials");
-    let client =
-        RegistryClient::new(vec![http_host(&addr, &ALL)], "r", credentials).expect("client");
+    let credentials = Credentials::from_cri("", "", "", "", "good-token", "").expect("credentials");
+    let client = new_client(vec![http_host(&addr, &ALL)], "r", credentials).expect("client");
     client.fetch_manifest("t", LIMIT).await.expect("manifest");
     assert!(
         server
@@ -1003,8 +1015,7 @@ async fn digest_mismatch_is_detected() {
     let _server = serve(listener, |_| {
         reply(200, &[("Content-Type", OCI_MANIFEST)], MANIFEST_BODY)
     });
-    let client =
-        RegistryClient::new(vec![http_host(&addr.to_string(), &ALL)], "r", None).expect("client");
+    let client = new_client(vec![http_host(&addr.to_string(), &ALL)], "r", None).expect("client");
     let wanted = sha256_digest(b"something else");
     match client.fetch_manifest(&wanted, LIMIT).await {
         Err(RegistryError::DigestMismatch {
@@ -1027,8 +1038,7 @@ async fn server_errors_carry_the_registry_message() {
             br#"{"errors":[{"code":"UNKNOWN","message":"disk on fire"}]}"#,
         )
     });
-    let client =
-        RegistryClient::new(vec![http_host(&addr.to_string(), &ALL)], "r", None).expect("client");
+    let client = new_client(vec![http_host(&addr.to_string(), &ALL)], "r", None).expect("client");
     match client.fetch_manifest("t", LIMIT).await {
         Err(RegistryError::Http {
             url,
@@ -1062,7 +1072,7 @@ async fn blob_redirects_do_not_carry_credentials() {
             reply(401, &[("WWW-Authenticate", r#"Basic realm="fake""#)], b"")
         }
     });
-    let client = RegistryClient::new(
+    let client = new_client(
         vec![http_host(&addr.to_string(), &ALL)],
         "r",
         user_pass("user", "pass"),
@@ -1100,11 +1110,174 @@ async fn a_range_from_the_wrong_offset_is_refused() {
     let _server = serve(listener, |_| {
         reply(206, &[("Content-Range", "bytes 0-9/10")], b"0123456789")
     });
-    let client =
-        RegistryClient::new(vec![http_host(&addr.to_string(), &ALL)], "r", None).expect("client");
+    let client = new_client(vec![http_host(&addr.to_string(), &ALL)], "r", None).expect("client");
     let digest = sha256_digest(b"x");
     assert!(matches!(
         client.fetch_blob(&digest, 5).await,
         Err(RegistryError::Invalid { .. })
     ));
+}
+
+// ---- where credentials go (binding.rs) ----
+
+/// A registry that wants `Basic user:pass` for its manifest.
+fn basic_registry(listener: TcpListener) -> FakeServer {
+    let expected = format!("Basic {}", STANDARD.encode("user:pass"));
+    serve(listener, move |request| {
+        if request.header("authorization") == Some(expected.as_str()) {
+            reply(200, &[("Content-Type", OCI_MANIFEST)], MANIFEST_BODY)
+        } else {
+            reply(401, &[("WWW-Authenticate", r#"Basic realm="fake""#)], b"")
+        }
+    })
+}
+
+fn authorizations(server: &FakeServer) -> Vec<Option<String>> {
+    server
+        .requests()
+        .iter()
+        .map(|r| r.header("authorization").map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn mirrors_get_credentials_only_when_configured_to() {
+    let (mirror_listener, mirror_addr) = bind().await;
+    let mirror = basic_registry(mirror_listener);
+    let (upstream_listener, upstream_addr) = bind().await;
+    let upstream = basic_registry(upstream_listener);
+    let hosts = |send_credentials: bool| {
+        let mut mirror = http_host(&mirror_addr.to_string(), &ALL);
+        mirror.send_credentials = send_credentials;
+        vec![mirror, http_host(&upstream_addr.to_string(), &ALL)]
+    };
+
+    let client = new_client(hosts(false), "r", user_pass("user", "pass")).expect("client");
+    client
+        .fetch_manifest("t", LIMIT)
+        .await
+        .expect("from the upstream");
+    assert_eq!(authorizations(&mirror), [None]);
+    assert_eq!(authorizations(&upstream).len(), 2);
+
+    let client = new_client(hosts(true), "r", user_pass("user", "pass")).expect("client");
+    client
+        .fetch_manifest("t", LIMIT)
+        .await
+        .expect("from the mirror");
+    assert!(
+        authorizations(&mirror)[2].is_some(),
+        "{:?}",
+        mirror.requests()
+    );
+    assert_eq!(authorizations(&upstream).len(), 2, "the mirror served it");
+
+    // Bound to another registry by server_address: nobody gets them, and the
+    // refusal says why.
+    let elsewhere = Credentials {
+        server_address: "quay.io".into(),
+        ..user_pass("user", "pass").expect("some")
+    };
+    let client = new_client(hosts(true), "r", Some(elsewhere)).expect("client");
+    match client.fetch_manifest("t", LIMIT).await {
+        Err(RegistryError::Unauthorized { message, .. }) => {
+            assert!(message.contains("are for quay.io"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        authorizations(&upstream)
+            .iter()
+            .skip(2)
+            .all(Option::is_none)
+    );
+}
+
+#[tokio::test]
+async fn token_realms_on_other_hosts_get_no_basic_unless_listed() {
+    let (token_listener, token_addr) = bind().await;
+    let token_server = serve(token_listener, |_| token_json("token"));
+    let (listener, addr) = bind().await;
+    let challenge = format!(r#"Bearer realm="http://{token_addr}/token",service="s""#);
+    let _registry = serve(listener, move |request| {
+        if request.header("authorization") == Some("Bearer good-token") {
+            reply(200, &[("Content-Type", OCI_MANIFEST)], MANIFEST_BODY)
+        } else {
+            reply(401, &[("WWW-Authenticate", &challenge)], b"")
+        }
+    });
+    let host = |token_realms: Vec<String>| {
+        let mut host = http_host(&addr.to_string(), &ALL);
+        host.token_realms = token_realms;
+        vec![host]
+    };
+    let client = new_client(host(Vec::new()), "r", user_pass("user", "pass")).expect("client");
+    client
+        .fetch_manifest("t", LIMIT)
+        .await
+        .expect("anonymous token");
+    assert_eq!(authorizations(&token_server), [None]);
+
+    let listed = vec![format!("http://{token_addr}")];
+    let client = new_client(host(listed), "r", user_pass("user", "pass")).expect("client");
+    client.fetch_manifest("t", LIMIT).await.expect("token");
+    assert!(
+        authorizations(&token_server)[1]
+            .as_deref()
+            .is_some_and(|a| a.starts_with("Basic ")),
+        "{:?}",
+        token_server.requests()
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_registry_fails_naming_the_url() {
+    let (listener, addr) = bind().await;
+    // Accepts, reads the request, never answers.
+    let _holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let stall = Duration::from_millis(500);
+    let hosts = vec![http_host(&addr.to_string(), &ALL)];
+    let client = RegistryClient::new("r.example", hosts, "r", None, stall).expect("client");
+    let started = std::time::Instant::now();
+    match client.fetch_manifest("t", LIMIT).await {
+        Err(error @ RegistryError::Stalled { .. }) => {
+            let message = error.to_string();
+            assert!(
+                message.contains(&format!("http://{addr}/v2/r/manifests/t")),
+                "{message}"
+            );
+            assert!(message.contains("stall_timeout_seconds"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // A blob whose body stops halfway: the stream fails the same way.
+    let (listener, addr) = bind().await;
+    let _holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let head = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n01234";
+            let _ = stream.write_all(head.as_bytes()).await;
+            held.push(stream);
+        }
+    });
+    let hosts = vec![http_host(&addr.to_string(), &ALL)];
+    let client = RegistryClient::new("r.example", hosts, "r", None, stall).expect("client");
+    let blob = client
+        .fetch_blob(&sha256_digest(b"0123456789"), 0)
+        .await
+        .expect("headers arrive");
+    let read: Result<Vec<Bytes>, _> = blob.stream.try_collect().await;
+    match read {
+        Err(RegistryError::Stalled { url, .. }) => assert!(url.contains("/v2/r/blobs/"), "{url}"),
+        other => panic!("{other:?}"),
+    }
 }
