@@ -26,6 +26,10 @@ pub enum Error {
     Cancelled(String),
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// The OCI runtime refused what it was asked (its own message): gRPC Unknown,
+    /// as containerd answers a failed runc call.
+    #[error("{0}")]
+    Runtime(String),
     /// A bug: something berth itself got wrong.
     #[error("{0}")]
     Internal(String),
@@ -77,6 +81,7 @@ impl Error {
             Error::DataLoss(m) => Error::DataLoss(format!("{what}: {m}")),
             Error::Internal(m) => Error::Internal(format!("{what}: {m}")),
             Error::DeadlineExceeded(m) => Error::DeadlineExceeded(format!("{what}: {m}")),
+            Error::Runtime(m) => Error::Runtime(format!("{what}: {m}")),
             Error::Io { context, source } => Error::Io {
                 context: format!("{what}: {context}"),
                 source,

@@ -51,6 +51,7 @@ impl ContainerService {
             &self.config.seccomp_profile_roots,
             "linux.security_context.seccomp",
         )?;
+        spec::check_supported(&config.linux.resources, &self.host)?;
         let handler = &sandbox.record.runtime_handler;
         if let Some(m) = config.mounts.iter().find(|m| m.recursive_read_only)
             && !self.handler_features(handler).recursive_read_only_mounts

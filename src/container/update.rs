@@ -18,6 +18,7 @@ impl ContainerService {
     /// record changed, as containerd does; the OOM score cannot change after start.
     pub async fn update_resources(&self, id: &str, resources: Resources) -> Result<()> {
         let id = self.get(id)?.id;
+        spec::check_supported(&resources, &self.host)?;
         let _guard = self.lock(&id).await;
         let mut record = self.get(&id)?;
         let resources = Resources {

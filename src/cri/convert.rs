@@ -28,11 +28,21 @@ impl TryFrom<&cri::ContainerConfig> for ContainerConfig {
             .metadata
             .as_ref()
             .ok_or_else(|| invalid("metadata", "missing"))?;
-        if metadata.name.is_empty() {
-            return Err(invalid("metadata.name", "empty"));
-        }
+        fields::name("metadata.name", &metadata.name)?;
         let linux = c.linux.clone().unwrap_or_default();
         fields::log_path("log_path", &c.log_path)?;
+        for (i, arg) in c.command.iter().enumerate() {
+            fields::text(&format!("command[{i}]"), arg)?;
+        }
+        for (i, arg) in c.args.iter().enumerate() {
+            fields::text(&format!("args[{i}]"), arg)?;
+        }
+        for (i, kv) in c.envs.iter().enumerate() {
+            fields::env(&format!("envs[{i}]"), &kv.key, &kv.value)?;
+        }
+        if !c.working_dir.is_empty() {
+            fields::container_path("working_dir", &c.working_dir)?;
+        }
         Ok(ContainerConfig {
             name: metadata.name.clone(),
             attempt: metadata.attempt,
@@ -88,16 +98,43 @@ impl TryFrom<&cri::PodSandboxConfig> for SandboxConfig {
             ("metadata.namespace", &metadata.namespace),
             ("metadata.uid", &metadata.uid),
         ] {
-            if value.is_empty() {
-                return Err(invalid(field, "empty"));
+            fields::name(field, value)?;
+        }
+        fields::hostname("hostname", &c.hostname)?;
+        let dns = c.dns_config.clone().unwrap_or_default();
+        for (list, entries) in [
+            ("dns_config.servers", &dns.servers),
+            ("dns_config.searches", &dns.searches),
+            ("dns_config.options", &dns.options),
+        ] {
+            for (i, entry) in entries.iter().enumerate() {
+                fields::dns_word(&format!("{list}[{i}]"), entry)?;
             }
         }
-        let dns = c.dns_config.clone().unwrap_or_default();
         let linux = c.linux.clone().unwrap_or_default();
         fields::log_directory("log_directory", &c.log_directory)?;
         fields::cgroup_parent("linux.cgroup_parent", &linux.cgroup_parent)?;
+        let pod_namespaces = namespace_options(
+            "linux.security_context",
+            linux
+                .security_context
+                .as_ref()
+                .and_then(|sc| sc.namespace_options.as_ref()),
+        )?;
         for (key, value) in &linux.sysctls {
             fields::kernel_key("linux.sysctls", key, value)?;
+            let field = format!("linux.sysctls[{}]", quote(key));
+            let host = match fields::sysctl_namespace(&field, key)? {
+                fields::SysctlNamespace::Ipc => pod_namespaces.ipc == NamespaceMode::Node,
+                fields::SysctlNamespace::Network => pod_namespaces.network == NamespaceMode::Node,
+                fields::SysctlNamespace::Uts => pod_namespaces.network == NamespaceMode::Node,
+            };
+            if host {
+                return Err(invalid(
+                    &field,
+                    "the pod shares that namespace with the node; setting it would change the node",
+                ));
+            }
         }
         let sc = linux.security_context.unwrap_or_default();
         let field = "linux.security_context";
@@ -151,6 +188,12 @@ fn mount(i: usize, m: &cri::Mount) -> Result<Mount, Error> {
         ));
     }
     fields::host_path(&field("container_path"), &m.container_path)?;
+    if std::path::Path::new(&m.container_path).components().count() == 1 {
+        return Err(invalid(
+            &field("container_path"),
+            "a mount over the container's root filesystem",
+        ));
+    }
     // Empty for image-volume mounts (`image` set), which are not supported.
     fields::host_path(&field("host_path"), &m.host_path)?;
     if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
@@ -229,6 +272,7 @@ pub(super) fn resources(r: &cri::LinuxContainerResources) -> Result<Resources, E
     if r.cpu_quota < -1 {
         return Err(invalid(&field("cpu_quota"), r.cpu_quota));
     }
+    fields::cpu_and_memory(&field, r)?;
     if r.memory_swap_limit_in_bytes < -1 {
         return Err(invalid(
             &field("memory_swap_limit_in_bytes"),
@@ -289,6 +333,17 @@ fn security_context(s: &cri::LinuxContainerSecurityContext) -> Result<SecurityCo
                 ));
             }
         };
+    if !s.run_as_username.is_empty() {
+        fields::name(&format!("{field}.run_as_username"), &s.run_as_username)?;
+    }
+    for (list, paths) in [
+        ("masked_paths", &s.masked_paths),
+        ("readonly_paths", &s.readonly_paths),
+    ] {
+        for (i, path) in paths.iter().enumerate() {
+            fields::container_path(&format!("{field}.{list}[{i}]"), path)?;
+        }
+    }
     if s.run_as_group.is_some() && s.run_as_user.is_none() && s.run_as_username.is_empty() {
         return Err(invalid(
             &format!("{field}.run_as_group"),
@@ -415,6 +470,12 @@ fn port_mapping(i: usize, p: &cri::PortMapping) -> Result<PortMapping, Error> {
         if !(0..=65535).contains(&port) {
             return Err(invalid(&field(name), format!("{port} is not a port")));
         }
+    }
+    if !p.host_ip.is_empty() && p.host_ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(invalid(
+            &field("host_ip"),
+            format!("{} is not an IP address", quote(&p.host_ip)),
+        ));
     }
     Ok(PortMapping {
         protocol,

@@ -31,6 +31,7 @@ pub fn status(err: Error) -> Status {
         Error::DataLoss(_) => Code::DataLoss,
         Error::Cancelled(_) => Code::Cancelled,
         Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
+        Error::Runtime(_) => Code::Unknown,
         Error::Internal(_) | Error::Store(_) | Error::Io { .. } => Code::Internal,
         Error::Registry(r) => match r {
             RegistryError::NotFound { .. } => Code::NotFound,

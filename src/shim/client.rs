@@ -218,6 +218,8 @@ fn shim_error(address: &str, method: &str, err: ttrpc::Error) -> Error {
                 c if c == ttrpc::Code::DEADLINE_EXCEEDED as i32 => {
                     Error::Unavailable(format!("{message} (timed out)"))
                 }
+                // What berth's shim (and containerd's) answers when runc failed.
+                c if c == ttrpc::Code::UNKNOWN as i32 => Error::Runtime(message),
                 _ => Error::Unavailable(message),
             }
         }

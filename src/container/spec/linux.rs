@@ -303,3 +303,51 @@ pub fn check_profile_location(
     }
     Ok(())
 }
+
+/// Refuses limits this node's kernel cannot apply, before the runtime tries:
+/// `unified` keys on a cgroup v1 node, hugepage sizes the node does not have.
+pub fn check_supported(r: &Resources, host: &super::HostFacts) -> Result<(), SpecError> {
+    if !r.unified.is_empty() && !host.cgroup_v2 {
+        return Err(SpecError::InvalidArgument(
+            "linux.resources.unified: cgroup v2 settings, and this node runs cgroup v1".into(),
+        ));
+    }
+    if !r.hugepage_limits.is_empty() && !hugetlb_controller(host.cgroup_v2) {
+        return Err(SpecError::InvalidArgument(
+            "linux.resources.hugepage_limits: this node's cgroups have no hugetlb controller"
+                .into(),
+        ));
+    }
+    for (i, h) in r.hugepage_limits.iter().enumerate() {
+        if !hugepage_size_exists(&h.page_size) {
+            return Err(SpecError::InvalidArgument(format!(
+                "linux.resources.hugepage_limits[{i}].page_size: this node has no {} hugepages",
+                crate::error::quote(&h.page_size)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether the hierarchy the runtime uses has the hugetlb controller (a hybrid
+/// node may have it only on its v2 hierarchy, which runc does not use there).
+fn hugetlb_controller(cgroup_v2: bool) -> bool {
+    if cgroup_v2 {
+        std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+            .is_ok_and(|c| c.split_whitespace().any(|c| c == "hugetlb"))
+    } else {
+        Path::new("/sys/fs/cgroup/hugetlb").is_dir()
+    }
+}
+
+/// Whether `/sys/kernel/mm/hugepages` lists pages of `size` ("2MB", "1GB").
+fn hugepage_size_exists(size: &str) -> bool {
+    let kib = |digits: &str, unit: u64| digits.parse::<u64>().ok().map(|n| n * unit);
+    let in_kib = match size.len().checked_sub(2).map(|n| size.split_at(n)) {
+        Some((n, "KB")) => kib(n, 1),
+        Some((n, "MB")) => kib(n, 1 << 10),
+        Some((n, "GB")) => kib(n, 1 << 20),
+        _ => None,
+    };
+    in_kib.is_some_and(|k| Path::new(&format!("/sys/kernel/mm/hugepages/hugepages-{k}kB")).is_dir())
+}

@@ -38,7 +38,7 @@ use crate::container::config::{ContainerConfig, NamespaceMode, Resources, Sandbo
 use crate::error::Error;
 
 pub use devices::{DeviceKind, DeviceLookup, HostDevice, HostDevices};
-pub use linux::check_profile_location;
+pub use linux::{check_profile_location, check_supported};
 pub use user::UserFiles;
 
 /// containerd's score for infra containers: the last thing the OOM killer takes.

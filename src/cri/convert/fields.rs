@@ -48,6 +48,78 @@ fn has_parent_component(value: &str) -> bool {
         .any(|c| c == Component::ParentDir)
 }
 
+/// Longest object name taken (a Kubernetes DNS subdomain).
+pub const MAX_NAME: usize = 253;
+/// Longest hostname the kernel's UTS namespace takes.
+pub const MAX_HOSTNAME: usize = 64;
+/// Longest single argument, env entry or DNS entry taken.
+pub const MAX_TEXT: usize = 128 << 10;
+
+/// A name that ends up in paths, CNI arguments and log lines: no control
+/// characters, no `/`, bounded.
+pub fn name(field: &str, value: &str) -> Result<(), Error> {
+    if value.is_empty() {
+        return Err(invalid(field, "empty"));
+    }
+    plain(field, value, MAX_NAME)?;
+    if value.chars().any(|c| c.is_control() || c == '/') {
+        return Err(invalid(
+            field,
+            format!("{} contains '/' or a control character", quote(value)),
+        ));
+    }
+    Ok(())
+}
+
+/// The pod's hostname: empty (the node's) or what sethostname(2) takes.
+pub fn hostname(field: &str, value: &str) -> Result<(), Error> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    plain(field, value, MAX_HOSTNAME)?;
+    if value
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == '/')
+    {
+        return Err(invalid(
+            field,
+            format!("{} is not a hostname", quote(value)),
+        ));
+    }
+    Ok(())
+}
+
+/// Text passed to the kernel as a C string (arguments, env): no NUL, bounded.
+pub fn text(field: &str, value: &str) -> Result<(), Error> {
+    plain(field, value, MAX_TEXT)
+}
+
+/// One entry of resolv.conf: a single word, so no request adds lines of its own.
+pub fn dns_word(field: &str, value: &str) -> Result<(), Error> {
+    plain(field, value, MAX_NAME)?;
+    if value.is_empty() || value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(invalid(field, format!("{} is not one word", quote(value))));
+    }
+    Ok(())
+}
+
+/// An environment variable: a name without `=`, and values without NUL.
+pub fn env(field: &str, key: &str, value: &str) -> Result<(), Error> {
+    if key.is_empty() || key.contains('=') {
+        return Err(invalid(
+            field,
+            format!("{} is not a variable name", quote(key)),
+        ));
+    }
+    plain(field, key, MAX_TEXT)?;
+    plain(&format!("{field}[{}]", quote(key)), value, MAX_TEXT)
+}
+
+/// A path inside the container: absolute.
+pub fn container_path(field: &str, value: &str) -> Result<(), Error> {
+    host_path(field, value)
+}
+
 /// A host path: absolute, so it never resolves against berthd's working directory.
 pub fn host_path(field: &str, value: &str) -> Result<(), Error> {
     if value.is_empty() {
@@ -171,6 +243,42 @@ pub fn page_size(field: &str, value: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Which namespace a sysctl belongs to, as runc decides whether a container may set
+/// it: only namespaced ones, and only when the pod has that namespace of its own.
+pub enum SysctlNamespace {
+    Ipc,
+    Network,
+    Uts,
+}
+
+/// The namespace of `key` (dots or slashes), or an error naming the field when
+/// the sysctl is not namespaced and would change the whole node.
+pub fn sysctl_namespace(field: &str, key: &str) -> Result<SysctlNamespace, Error> {
+    const IPC: [&str; 8] = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    let key = key.replace('/', ".");
+    if IPC.contains(&key.as_str()) || key.starts_with("fs.mqueue.") {
+        Ok(SysctlNamespace::Ipc)
+    } else if key.starts_with("net.") {
+        Ok(SysctlNamespace::Network)
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        Ok(SysctlNamespace::Uts)
+    } else {
+        Err(invalid(
+            field,
+            format!("{} is not a namespaced sysctl a pod may set", quote(&key)),
+        ))
+    }
+}
+
 /// A sysctl or cgroup file name: a kernel name, never a path out of its directory.
 pub fn kernel_key(field: &str, key: &str, value: &str) -> Result<(), Error> {
     let ok = !key.is_empty()
@@ -188,6 +296,72 @@ pub fn kernel_key(field: &str, key: &str, value: &str) -> Result<(), Error> {
         ));
     }
     plain(&format!("{field}[{}]", quote(key)), value, MAX_VALUE)
+}
+
+/// CFS periods and quotas the kernel takes, in microseconds (1 ms to 1 s periods,
+/// quotas of at least 1 ms).
+pub const CPU_PERIOD_US: std::ops::RangeInclusive<i64> = 1_000..=1_000_000;
+pub const MIN_CPU_QUOTA_US: i64 = 1_000;
+/// The kernel's largest CFS runtime (2^44 - 1, in its bandwidth units).
+pub const MAX_CPU_QUOTA_US: i64 = (1 << 44) - 1;
+/// cgroup v1 cpu.shares bounds (the kernel clamps silently; a kubelet sends 2 and up).
+pub const CPU_SHARES: std::ops::RangeInclusive<i64> = 2..=262_144;
+/// The smallest memory limit taken, as CRI-O's: below it the container's own
+/// runtime setup does not fit, and runc fails with a cgroup error instead.
+pub const MIN_MEMORY_LIMIT: i64 = 12 << 20;
+
+/// CPU and memory quantities the kernel takes, checked before the runtime sees
+/// them; zero means "not set" for each (and -1 "no limit" for quota and swap).
+pub fn cpu_and_memory(
+    field: &dyn Fn(&str) -> String,
+    r: &k8s_cri::v1::LinuxContainerResources,
+) -> Result<(), Error> {
+    if r.cpu_period != 0 && !CPU_PERIOD_US.contains(&r.cpu_period) {
+        return Err(invalid(
+            &field("cpu_period"),
+            format!("{} is outside [1000, 1000000] microseconds", r.cpu_period),
+        ));
+    }
+    if r.cpu_quota > 0 && !(MIN_CPU_QUOTA_US..=MAX_CPU_QUOTA_US).contains(&r.cpu_quota) {
+        return Err(invalid(
+            &field("cpu_quota"),
+            format!(
+                "{} is outside [{MIN_CPU_QUOTA_US}, {MAX_CPU_QUOTA_US}] microseconds",
+                r.cpu_quota
+            ),
+        ));
+    }
+    if r.cpu_shares != 0 && !CPU_SHARES.contains(&r.cpu_shares) {
+        return Err(invalid(
+            &field("cpu_shares"),
+            format!("{} is outside [2, 262144]", r.cpu_shares),
+        ));
+    }
+    if r.memory_limit_in_bytes != 0 && r.memory_limit_in_bytes < MIN_MEMORY_LIMIT {
+        return Err(invalid(
+            &field("memory_limit_in_bytes"),
+            format!(
+                "{} is below the minimum of {MIN_MEMORY_LIMIT} bytes",
+                r.memory_limit_in_bytes
+            ),
+        ));
+    }
+    if r.memory_swap_limit_in_bytes > 0 && r.memory_limit_in_bytes == 0 {
+        return Err(invalid(
+            &field("memory_swap_limit_in_bytes"),
+            "set without memory_limit_in_bytes: it counts memory and swap together",
+        ));
+    }
+    if r.memory_swap_limit_in_bytes > 0 && r.memory_swap_limit_in_bytes < r.memory_limit_in_bytes {
+        return Err(invalid(
+            &field("memory_swap_limit_in_bytes"),
+            format!(
+                "{} is below memory_limit_in_bytes ({}): it counts memory and swap together",
+                r.memory_swap_limit_in_bytes, r.memory_limit_in_bytes
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -58,7 +58,7 @@ fn a_container_config_converts() {
     let linux = c.linux.get_or_insert_default();
     linux.resources = Some(cri::LinuxContainerResources {
         cpu_quota: -1,
-        memory_limit_in_bytes: 1 << 20,
+        memory_limit_in_bytes: 64 << 20,
         oom_score_adj: 1000,
         hugepage_limits: vec![cri::HugepageLimit {
             page_size: "2MB".into(),
@@ -106,7 +106,7 @@ fn a_container_config_converts() {
     let r = &d.linux.resources;
     assert_eq!(
         (r.cpu_quota, r.memory_limit_in_bytes, r.oom_score_adj),
-        (-1, 1 << 20, 1000)
+        (-1, 64 << 20, 1000)
     );
     assert_eq!(r.hugepage_limits[0].page_size, "2MB");
     let sc = &d.linux.security_context;
@@ -323,7 +323,7 @@ fn a_sandbox_config_converts() {
     }];
     s.linux = Some(cri::LinuxPodSandboxConfig {
         cgroup_parent: "/kubepods/pod1".into(),
-        sysctls: HashMap::from([("net.core.somaxconn".to_string(), "1024".to_string())]),
+        sysctls: HashMap::from([("kernel.shmmax".to_string(), "1024".to_string())]),
         security_context: Some(cri::LinuxSandboxSecurityContext {
             namespace_options: Some(cri::NamespaceOption {
                 network: cri::NamespaceMode::Node as i32,
@@ -346,10 +346,7 @@ fn a_sandbox_config_converts() {
     assert_eq!(d.port_mappings[0].host_port, 5353);
     assert_eq!(d.linux.cgroup_parent, "/kubepods/pod1");
     assert_eq!(
-        d.linux
-            .sysctls
-            .get("net.core.somaxconn")
-            .map(String::as_str),
+        d.linux.sysctls.get("kernel.shmmax").map(String::as_str),
         Some("1024")
     );
     assert!(d.host_network());
