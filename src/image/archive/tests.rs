@@ -788,3 +788,32 @@ fn check_layers_match_config(archive: &Archive, target: &Descriptor) {
         );
     }
 }
+
+#[test]
+fn oversized_extension_headers_are_refused_without_reading_them() {
+    // A GNU long name declaring 64 MiB, all of it there (zeros in a sparse file): the tar
+    // crate's iterator read such a body whole into memory.
+    const DECLARED: u64 = 64 << 20;
+    let mut bytes = TarMaker::new().file("oci-layout", b"{}").bytes();
+    bytes.truncate(1024);
+    let mut header = tar::Header::new_gnu();
+    header.as_gnu_mut().expect("gnu").name[..13].copy_from_slice(b"././@LongLink");
+    header.set_entry_type(tar::EntryType::GNULongName);
+    header.set_size(DECLARED);
+    header.set_mode(0o644);
+    header.set_cksum();
+    bytes.extend_from_slice(header.as_bytes());
+    let file = write_file(&bytes);
+    file.as_file()
+        .set_len(bytes.len() as u64 + DECLARED + 1024)
+        .expect("extend");
+
+    let (result, peak) = crate::snapshot::apply::fuzz::peak_heap(|| Archive::open(file.path()));
+    let error = result.expect_err("a 64 MiB long name");
+    assert!(
+        matches!(&error, ArchiveError::Invalid { message, .. }
+            if message.contains("GNU long name of 67108864 bytes is over the limit")),
+        "{error}"
+    );
+    assert!(peak < 1 << 20, "{peak} bytes of heap");
+}
