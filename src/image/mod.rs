@@ -42,6 +42,8 @@ pub struct ImageService {
     locks: KeyedLocks,
     /// What pulls under way rely on; garbage collection leaves it alone.
     pins: Pins,
+    /// Layer unpacks running at once, across all pulls and imports.
+    unpacks: tokio::sync::Semaphore,
 }
 
 /// Disk usage of the image stores.
@@ -92,6 +94,7 @@ impl ImageService {
             snapshot_index: Mutex::new(snapshot_index),
             locks: KeyedLocks::default(),
             pins: Pins::default(),
+            unpacks: tokio::sync::Semaphore::new(pull::MAX_CONCURRENT_UNPACKS),
         })
     }
 

@@ -39,6 +39,15 @@ pub(super) struct Fetched {
 /// How many times a download broken by the network is resumed before giving up.
 const DOWNLOAD_ATTEMPTS: usize = 3;
 
+/// Layer unpacks running at once, across all pulls. Each is decompression, hashing and
+/// file creation on a blocking thread holding up to ~130 MiB (the zstd window, buffers,
+/// extension headers): a few at once keep the disk busy; more only add memory and threads.
+pub(super) const MAX_CONCURRENT_UNPACKS: usize = 4;
+
+/// Layers an image may have. overlayfs stacks at most 500 lower layers (`OVL_MAX_STACK`), so
+/// no image with more could run; refusing it up front spares unpacking it.
+const MAX_IMAGE_LAYERS: usize = 500;
+
 impl ImageService {
     /// Pulls `reference` and returns the recorded image.
     pub async fn pull(
@@ -110,6 +119,14 @@ impl ImageService {
             )));
         };
 
+        if layers.len() > MAX_IMAGE_LAYERS {
+            return Err(Error::InvalidArgument(format!(
+                "manifest {} lists {} layers, over the limit of {MAX_IMAGE_LAYERS} \
+                 (what overlayfs can stack)",
+                manifest.digest,
+                layers.len()
+            )));
+        }
         if config.size > self.config.max_config_bytes {
             return Err(Error::InvalidArgument(format!(
                 "image config {} is {} bytes, over the limit of {} (registry.max_config_bytes)",
@@ -330,6 +347,14 @@ impl ImageService {
             tracker.set_phase(LayerPhase::Done);
             return Ok(());
         }
+        // A manifest may list one blob many times, each a layer of its own: those unpack
+        // one after the other, not all at once on the blocking pool.
+        let _same_layer = self.locks.lock(&format!("unpack {diff_id}")).await;
+        let _permit = self
+            .unpacks
+            .acquire()
+            .await
+            .map_err(|_| Error::Internal("unpack limiter closed".into()))?;
         tracker.set_phase(LayerPhase::Unpacking);
         let (content, snapshots) = (self.content.clone(), self.snapshots.clone());
         let (layer_owned, diff_owned) = (layer.clone(), diff_id.to_string());
@@ -567,6 +592,13 @@ fn unpack(
     let staging = snapshots.stage()?;
     let applied = apply_layer(reader, compression, &staging.fs())
         .map_err(|e| Error::InvalidArgument(format!("layer {}: {e}", layer.digest)))?;
+    if applied.dropped_xattrs > 0 {
+        tracing::info!(
+            layer = %layer.digest,
+            dropped = applied.dropped_xattrs,
+            "dropped extended attributes an image may not set (trusted.*, security.* labels)"
+        );
+    }
     if applied.diff_id != diff_id {
         return Err(Error::DataLoss(format!(
             "layer {} unpacks to diff ID {} but the image config says {diff_id}",
