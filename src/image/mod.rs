@@ -2,6 +2,8 @@
 //! keeps the image records, answers list/status, removes images and collects garbage.
 
 pub mod archive;
+#[cfg(test)]
+mod fuzz_tests;
 mod gc;
 pub mod hosts;
 mod import;

@@ -44,6 +44,10 @@ const DOWNLOAD_ATTEMPTS: usize = 3;
 /// extension headers): a few at once keep the disk busy; more only add memory and threads.
 pub(super) const MAX_CONCURRENT_UNPACKS: usize = 4;
 
+/// Longest layer error passed on, in characters: entry names come from the layer (a PAX path
+/// may be 1 MiB) and the message travels back to the kubelet in a gRPC header.
+const MAX_LAYER_ERROR_CHARS: usize = 1024;
+
 /// Layers an image may have. overlayfs stacks at most 500 lower layers (`OVL_MAX_STACK`), so
 /// no image with more could run; refusing it up front spares unpacking it.
 const MAX_IMAGE_LAYERS: usize = 500;
@@ -591,7 +595,7 @@ fn unpack(
     };
     let staging = snapshots.stage()?;
     let applied = apply_layer(reader, compression, &staging.fs())
-        .map_err(|e| Error::InvalidArgument(format!("layer {}: {e}", layer.digest)))?;
+        .map_err(|e| Error::InvalidArgument(bounded(format!("layer {}: {e}", layer.digest))))?;
     if applied.dropped_xattrs > 0 {
         tracing::info!(
             layer = %layer.digest,
@@ -607,4 +611,40 @@ fn unpack(
     }
     let id = snapshots.commit(staging)?;
     Ok((id, applied.unpacked_bytes))
+}
+
+/// `message`, or its start and end if it is over [`MAX_LAYER_ERROR_CHARS`]: the start names
+/// the layer, the end the file and the reason.
+fn bounded(message: String) -> String {
+    let chars = message.chars().count();
+    if chars <= MAX_LAYER_ERROR_CHARS {
+        return message;
+    }
+    let half = MAX_LAYER_ERROR_CHARS / 2;
+    let head: String = message.chars().take(half).collect();
+    let tail: String = message.chars().skip(chars - half).collect();
+    format!("{head}[... {} characters ...]{tail}", chars - 2 * half)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_errors_are_bounded_but_keep_both_ends() {
+        let short = "layer sha256:1: entry \"a\" refused".to_string();
+        assert_eq!(bounded(short.clone()), short);
+        let long = format!(
+            "layer sha256:1: entry \"{}é/file\" refused: why",
+            "d/".repeat(500_000)
+        );
+        let cut = bounded(long);
+        assert!(
+            cut.chars().count() < MAX_LAYER_ERROR_CHARS + 40,
+            "{}",
+            cut.len()
+        );
+        assert!(cut.starts_with("layer sha256:1: entry"), "{cut}");
+        assert!(cut.ends_with("é/file\" refused: why"), "{cut}");
+    }
 }
