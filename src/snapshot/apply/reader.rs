@@ -43,8 +43,6 @@ pub trait TarSource: Read + Sized {
     }
 }
 
-impl TarSource for &[u8] {}
-
 /// A tar file read in place: data is seeked over, not read.
 pub struct SeekingFile {
     file: std::fs::File,
@@ -100,7 +98,6 @@ pub struct TarEntry {
     /// PAX `uid` and `gid`, which override the header's.
     pax_uid: Option<u64>,
     pax_gid: Option<u64>,
-    header_offset: u64,
     data_offset: u64,
 }
 
@@ -134,11 +131,6 @@ impl TarEntry {
 
     pub fn gid(&self) -> io::Result<u64> {
         self.pax_gid.map_or_else(|| self.header.gid(), Ok)
-    }
-
-    /// Where the entry's first header (an extension header, if it has any) starts.
-    pub fn header_offset(&self) -> u64 {
-        self.header_offset
     }
 
     /// Where the entry's data starts in the archive.
@@ -207,7 +199,6 @@ impl<R: TarSource> TarReader<R> {
         }
         self.skip(self.unread + self.padding)?;
         (self.unread, self.padding) = (0, 0);
-        let first_offset = self.pos;
         let mut ext = Extensions::default();
         loop {
             let offset = self.pos;
@@ -253,7 +244,7 @@ impl<R: TarSource> TarReader<R> {
             if kind.is_gnu_sparse() {
                 self.skip_sparse_extensions(&header, offset)?;
             }
-            let entry = self.entry(header, ext, declared, first_offset, offset)?;
+            let entry = self.entry(header, ext, declared, offset)?;
             self.unread = entry.size;
             self.padding = padding(entry.size).ok_or_else(|| invalid(offset, "size overflow"))?;
             return Ok(Some(entry));
@@ -270,7 +261,6 @@ impl<R: TarSource> TarReader<R> {
         header: Header,
         ext: Extensions,
         declared: u64,
-        first_offset: u64,
         offset: u64,
     ) -> io::Result<TarEntry> {
         let number = |key: &str| -> io::Result<Option<u64>> {
@@ -303,7 +293,6 @@ impl<R: TarSource> TarReader<R> {
             size,
             pax_uid,
             pax_gid,
-            header_offset: first_offset,
             data_offset: self.pos,
         })
     }
