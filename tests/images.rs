@@ -1145,6 +1145,12 @@ async fn long_name_bomb_is_refused_without_growing_berthd() {
     let peak_before = proc_status(pid, "VmHWM");
 
     let error = bed.cri.pull(&reference).await.expect_err("the bomb");
+    // Before the fix: refused too, after reading the 4 GiB name into memory.
+    let grown_kib = proc_status(pid, "VmHWM").saturating_sub(peak_before);
+    assert!(
+        grown_kib < 64 << 10,
+        "berthd's peak RSS grew by {grown_kib} KiB"
+    );
     assert_error(
         &error,
         Code::InvalidArgument,
@@ -1154,11 +1160,6 @@ async fn long_name_bomb_is_refused_without_growing_berthd() {
             "4294967296",
             "over the limit of 1048576",
         ],
-    );
-    let grown_kib = proc_status(pid, "VmHWM").saturating_sub(peak_before);
-    assert!(
-        grown_kib < 64 << 10,
-        "berthd's peak RSS grew by {grown_kib} KiB"
     );
     assert!(bed.cri.list_images().await.is_empty());
     assert!(common::dir_entries(&bed.env.snapshots_dir()).is_empty());
