@@ -1079,3 +1079,201 @@ async fn cli_imports_lists_removes_and_reports_usage() {
         "removed image still listed"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Hostile layers that aim at berthd's memory, threads and overlay metadata
+// ---------------------------------------------------------------------------
+
+/// A kilobyte-number of a zstd frame expanding to a tar whose first entry is a GNU long
+/// name declaring (and really holding) 4 GiB: 32768 run-length blocks of 128 KiB each.
+fn long_name_bomb() -> common::image::LayerBlob {
+    const DECLARED: u64 = 4 << 30;
+    const RLE_BLOCK: u64 = 128 << 10;
+    let mut header = tar::Header::new_gnu();
+    header.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+    header.set_entry_type(tar::EntryType::GNULongName);
+    header.set_size(DECLARED);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_cksum();
+
+    // Frame header: no content size, no checksum, a 128 KiB window (exponent 7).
+    let mut zstd = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 7 << 3];
+    let block = |zstd: &mut Vec<u8>, size: u64, kind: u64, last: bool| {
+        let word = (size << 3) | (kind << 1) | u64::from(last);
+        zstd.extend_from_slice(&word.to_le_bytes()[..3]);
+    };
+    block(&mut zstd, 512, 0, false); // raw: the tar header
+    zstd.extend_from_slice(header.as_bytes());
+    for _ in 0..DECLARED / RLE_BLOCK {
+        block(&mut zstd, RLE_BLOCK, 1, false); // RLE: 128 KiB of 'a'
+        zstd.push(b'a');
+    }
+    block(&mut zstd, 1024, 0, true); // raw: the end-of-archive blocks
+    zstd.extend_from_slice(&[0; 1024]);
+    common::image::LayerBlob {
+        compression: common::image::Compression::Zstd,
+        digest: sha256_digest(&zstd),
+        data: zstd,
+        // Never reached: the layer is refused before its diff ID is known.
+        diff_id: format!("sha256:{}", "0".repeat(64)),
+    }
+}
+
+/// A field of /proc/<pid>/status, in its unit (kB for memory, a count for threads).
+fn proc_status(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn long_name_bomb_is_refused_without_growing_berthd() {
+    let Some(bed) = TestBed::start().await else {
+        return;
+    };
+    let bomb = long_name_bomb();
+    assert!(bomb.size() < 256 << 10, "the bomb is {} bytes", bomb.size());
+    let image = Image::oci().layer(bomb).build();
+    let reference = bed.push(&image, "test/long-name-bomb", "v1").await;
+    let pid = bed.berthd.pid();
+    let peak_before = proc_status(pid, "VmHWM");
+
+    let error = bed.cri.pull(&reference).await.expect_err("the bomb");
+    // Before the fix: refused too, after reading the 4 GiB name into memory.
+    let grown_kib = proc_status(pid, "VmHWM").saturating_sub(peak_before);
+    assert!(
+        grown_kib < 64 << 10,
+        "berthd's peak RSS grew by {grown_kib} KiB"
+    );
+    assert_error(
+        &error,
+        Code::InvalidArgument,
+        &[
+            hex_of(&image.layers[0].digest),
+            "gnu long name",
+            "4294967296",
+            "over the limit of 1048576",
+        ],
+    );
+    assert!(bed.cri.list_images().await.is_empty());
+    assert!(common::dir_entries(&bed.env.snapshots_dir()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn xattrs_an_image_may_not_set_are_not_written() {
+    let Some(bed) = TestBed::start().await else {
+        return;
+    };
+    let layer = Layer::new()
+        .file("xattrs.marker", "x")
+        .dir("d")
+        .file_with_xattrs(
+            "d/f",
+            "f",
+            &[
+                ("trusted.overlay.opaque", b"y"),
+                ("trusted.overlay.redirect", b"/etc"),
+                ("security.selinux", b"system_u:object_r:shadow_t:s0"),
+                ("user.kept", b"1"),
+            ],
+        );
+    let image = Image::oci().layer(layer.zstd()).build();
+    let reference = bed.push(&image, "test/xattrs", "v1").await;
+    bed.cri.pull(&reference).await.expect("pull");
+
+    let f = bed.env.snapshot_with("xattrs.marker").join("d/f");
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "f");
+    assert_eq!(
+        xattr::get(&f, "user.kept").unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+    let names: Vec<String> = xattr::list(&f)
+        .unwrap()
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.starts_with("trusted.") && n != "security.selinux"),
+        "the layer set {names:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_blob_listed_many_times_unpacks_one_at_a_time() {
+    let Some(bed) = TestBed::start().await else {
+        return;
+    };
+    let blob = Layer::new()
+        .file("repeated.marker", "r")
+        .file("payload", noise(512 << 10, 41))
+        .gzip();
+
+    // Past what overlayfs can stack: refused before anything is fetched.
+    let too_deep = repeated_layer_image(&blob, 501);
+    let reference = push_once_each(&bed, &too_deep, "test/too-deep").await;
+    let error = bed.cri.pull(&reference).await.expect_err("501 layers");
+    assert_error(
+        &error,
+        Code::InvalidArgument,
+        &["501 layers", "limit of 500"],
+    );
+    assert!(!bed.env.blob_path(&blob.digest).exists());
+
+    let image = repeated_layer_image(&blob, 50);
+    let reference = push_once_each(&bed, &image, "test/repeated").await;
+    let pid = bed.berthd.pid();
+    let threads_before = proc_status(pid, "Threads");
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut most = 0;
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                most = most.max(proc_status(pid, "Threads"));
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            most
+        })
+    };
+    let pulled = bed.cri.pull(&reference).await;
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    // Idle blocking threads linger for seconds, so the count after the pull is a peak too.
+    let most_threads = sampler.await.unwrap().max(proc_status(pid, "Threads"));
+    assert_eq!(pulled.expect("pull"), image.id());
+
+    assert_eq!(
+        bed.env.snapshot_fs_dirs().len(),
+        50,
+        "one snapshot per listed layer"
+    );
+    let added = most_threads.saturating_sub(threads_before);
+    assert!(
+        added < 16,
+        "berthd went from {threads_before} to {most_threads} threads unpacking one blob 50 times"
+    );
+}
+
+fn repeated_layer_image(blob: &common::image::LayerBlob, times: usize) -> Image {
+    let mut image = Image::oci();
+    for _ in 0..times {
+        image = image.layer(blob.clone());
+    }
+    image.build()
+}
+
+/// Pushes an image whose layers are all one blob: that blob once, not once per layer.
+async fn push_once_each(bed: &TestBed, image: &Image, repo: &str) -> String {
+    use common::image::{push_blob, push_manifest};
+    let layer = &image.layers[0];
+    push_blob(&bed.registry, repo, &layer.digest, &layer.data).await;
+    push_blob(&bed.registry, repo, image.id(), &image.config.data).await;
+    push_manifest(&bed.registry, repo, "v1", &image.manifest).await;
+    bed.registry.reference(repo, "v1")
+}

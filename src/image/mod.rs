@@ -2,6 +2,8 @@
 //! keeps the image records, answers list/status, removes images and collects garbage.
 
 pub mod archive;
+#[cfg(test)]
+mod fuzz_tests;
 mod gc;
 pub mod hosts;
 mod import;
@@ -42,6 +44,8 @@ pub struct ImageService {
     locks: KeyedLocks,
     /// What pulls under way rely on; garbage collection leaves it alone.
     pins: Pins,
+    /// Layer unpacks running at once, across all pulls and imports.
+    unpacks: tokio::sync::Semaphore,
 }
 
 /// Disk usage of the image stores.
@@ -92,6 +96,7 @@ impl ImageService {
             snapshot_index: Mutex::new(snapshot_index),
             locks: KeyedLocks::default(),
             pins: Pins::default(),
+            unpacks: tokio::sync::Semaphore::new(pull::MAX_CONCURRENT_UNPACKS),
         })
     }
 

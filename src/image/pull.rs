@@ -40,6 +40,19 @@ pub(super) struct Fetched {
 /// How many times a download broken by the network is resumed before giving up.
 const DOWNLOAD_ATTEMPTS: usize = 3;
 
+/// Layer unpacks running at once, across all pulls. Each is decompression, hashing and
+/// file creation on a blocking thread holding up to ~130 MiB (the zstd window, buffers,
+/// extension headers): a few at once keep the disk busy; more only add memory and threads.
+pub(super) const MAX_CONCURRENT_UNPACKS: usize = 4;
+
+/// Longest layer error passed on, in characters: entry names come from the layer (a PAX path
+/// may be 1 MiB) and the message travels back to the kubelet in a gRPC header.
+const MAX_LAYER_ERROR_CHARS: usize = 1024;
+
+/// Layers an image may have. overlayfs stacks at most 500 lower layers (`OVL_MAX_STACK`), so
+/// no image with more could run; refusing it up front spares unpacking it.
+const MAX_IMAGE_LAYERS: usize = 500;
+
 impl ImageService {
     /// Pulls `reference` and returns the recorded image.
     pub async fn pull(
@@ -117,6 +130,14 @@ impl ImageService {
             )));
         };
 
+        if layers.len() > MAX_IMAGE_LAYERS {
+            return Err(Error::InvalidArgument(format!(
+                "manifest {} lists {} layers, over the limit of {MAX_IMAGE_LAYERS} \
+                 (what overlayfs can stack)",
+                manifest.digest,
+                layers.len()
+            )));
+        }
         if config.size > self.config.max_config_bytes {
             return Err(Error::InvalidArgument(format!(
                 "image config {} is {} bytes, over the limit of {} (registry.max_config_bytes)",
@@ -336,6 +357,14 @@ impl ImageService {
             tracker.set_phase(LayerPhase::Done);
             return Ok(());
         }
+        // A manifest may list one blob many times, each a layer of its own: those unpack
+        // one after the other, not all at once on the blocking pool.
+        let _same_layer = self.locks.lock(&format!("unpack {diff_id}")).await;
+        let _permit = self
+            .unpacks
+            .acquire()
+            .await
+            .map_err(|_| Error::Internal("unpack limiter closed".into()))?;
         tracker.set_phase(LayerPhase::Unpacking);
         let (content, snapshots) = (self.content.clone(), self.snapshots.clone());
         let (layer_owned, diff_owned) = (layer.clone(), diff_id.to_string());
@@ -572,7 +601,14 @@ fn unpack(
     };
     let staging = snapshots.stage()?;
     let applied = apply_layer(reader, compression, &staging.fs())
-        .map_err(|e| Error::InvalidArgument(format!("layer {}: {e}", layer.digest)))?;
+        .map_err(|e| Error::InvalidArgument(bounded(format!("layer {}: {e}", layer.digest))))?;
+    if applied.dropped_xattrs > 0 {
+        tracing::info!(
+            layer = %layer.digest,
+            dropped = applied.dropped_xattrs,
+            "dropped extended attributes an image may not set (trusted.*, security.* labels)"
+        );
+    }
     if applied.diff_id != diff_id {
         return Err(Error::DataLoss(format!(
             "layer {} unpacks to diff ID {} but the image config says {diff_id}",
@@ -581,4 +617,40 @@ fn unpack(
     }
     let id = snapshots.commit(staging)?;
     Ok((id, applied.unpacked_bytes))
+}
+
+/// `message`, or its start and end if it is over [`MAX_LAYER_ERROR_CHARS`]: the start names
+/// the layer, the end the file and the reason.
+fn bounded(message: String) -> String {
+    let chars = message.chars().count();
+    if chars <= MAX_LAYER_ERROR_CHARS {
+        return message;
+    }
+    let half = MAX_LAYER_ERROR_CHARS / 2;
+    let head: String = message.chars().take(half).collect();
+    let tail: String = message.chars().skip(chars - half).collect();
+    format!("{head}[... {} characters ...]{tail}", chars - 2 * half)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_errors_are_bounded_but_keep_both_ends() {
+        let short = "layer sha256:1: entry \"a\" refused".to_string();
+        assert_eq!(bounded(short.clone()), short);
+        let long = format!(
+            "layer sha256:1: entry \"{}é/file\" refused: why",
+            "d/".repeat(500_000)
+        );
+        let cut = bounded(long);
+        assert!(
+            cut.chars().count() < MAX_LAYER_ERROR_CHARS + 40,
+            "{}",
+            cut.len()
+        );
+        assert!(cut.starts_with("layer sha256:1: entry"), "{cut}");
+        assert!(cut.ends_with("é/file\" refused: why"), "{cut}");
+    }
 }

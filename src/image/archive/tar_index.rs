@@ -8,6 +8,7 @@ use std::path::Path;
 
 use super::member::io_error;
 use super::{ArchiveError, GZIP_MAGIC, MAX_LINK_HOPS, ZSTD_MAGIC};
+use crate::snapshot::apply::{SeekingFile, TarEntry, TarReader};
 
 /// Where a regular member's bytes lie in the tar file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,13 +42,13 @@ impl TarIndex {
             .metadata()
             .map_err(|e| io_error(path, "cannot stat", e))?
             .len();
-        let mut tar = tar::Archive::new(file);
-        let entries = tar
-            .entries_with_seek()
-            .map_err(|e| io_error(path, "reading the tar", e))?;
+        // Extension headers (long names, PAX) are bounded there; data is seeked over.
+        let file = SeekingFile::new(file).map_err(|e| io_error(path, "cannot stat", e))?;
+        let mut tar = TarReader::new(file);
         let mut index = TarIndex::default();
-        for (count, entry) in entries.enumerate() {
-            let entry = entry.map_err(|e| tar_error(path, count, e))?;
+        let mut count = 0;
+        while let Some(entry) = tar.next_entry().map_err(|e| tar_error(path, count, e))? {
+            count += 1;
             index
                 .add(&entry, length)
                 .map_err(|message| ArchiveError::Invalid {
@@ -61,13 +62,9 @@ impl TarIndex {
 
     /// Records one entry. Names that are not UTF-8 or climb out of the archive are skipped:
     /// no name we look up can match them.
-    fn add<R: Read>(
-        &mut self,
-        entry: &tar::Entry<'_, R>,
-        archive_length: u64,
-    ) -> Result<(), String> {
+    fn add(&mut self, entry: &TarEntry, archive_length: u64) -> Result<(), String> {
         let raw_name = entry.path_bytes();
-        let Some(name) = std::str::from_utf8(&raw_name).ok().and_then(normalize) else {
+        let Some(name) = std::str::from_utf8(raw_name).ok().and_then(normalize) else {
             return Ok(());
         };
         if name.is_empty() {
@@ -76,7 +73,7 @@ impl TarIndex {
         let kind = entry.header().entry_type();
         let node = if kind.is_file() || kind.is_contiguous() {
             let span = Span {
-                offset: entry.raw_file_position(),
+                offset: entry.data_offset(),
                 size: entry.size(),
             };
             // Seeking past the end is not an error, so a truncated archive would otherwise
@@ -184,9 +181,9 @@ fn compression_of(path: &Path) -> Option<&'static str> {
 /// Where a link entry points, as a member name. Hard link targets are member names already;
 /// symlink targets are relative to the link's directory. An absolute symlink points into the
 /// host's filesystem, never into the archive.
-fn link_target<R: Read>(name: &str, entry: &tar::Entry<'_, R>, symbolic: bool) -> Option<String> {
+fn link_target(name: &str, entry: &TarEntry, symbolic: bool) -> Option<String> {
     let raw = entry.link_name_bytes()?;
-    let target = std::str::from_utf8(&raw).ok()?;
+    let target = std::str::from_utf8(raw).ok()?;
     if !symbolic {
         return normalize(target);
     }

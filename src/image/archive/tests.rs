@@ -788,3 +788,93 @@ fn check_layers_match_config(archive: &Archive, target: &Descriptor) {
         );
     }
 }
+
+#[test]
+fn oversized_extension_headers_are_refused_without_reading_them() {
+    // A GNU long name declaring 64 MiB, all of it there (zeros in a sparse file): the tar
+    // crate's iterator read such a body whole into memory.
+    const DECLARED: u64 = 64 << 20;
+    let mut bytes = TarMaker::new().file("oci-layout", b"{}").bytes();
+    bytes.truncate(1024);
+    let mut header = tar::Header::new_gnu();
+    header.as_gnu_mut().expect("gnu").name[..13].copy_from_slice(b"././@LongLink");
+    header.set_entry_type(tar::EntryType::GNULongName);
+    header.set_size(DECLARED);
+    header.set_mode(0o644);
+    header.set_cksum();
+    bytes.extend_from_slice(header.as_bytes());
+    let file = write_file(&bytes);
+    file.as_file()
+        .set_len(bytes.len() as u64 + DECLARED + 1024)
+        .expect("extend");
+
+    let (result, peak) = crate::snapshot::apply::fuzz::peak_heap(|| Archive::open(file.path()));
+    let error = result.expect_err("a 64 MiB long name");
+    assert!(
+        matches!(&error, ArchiveError::Invalid { message, .. }
+            if message.contains("GNU long name of 67108864 bytes is over the limit")),
+        "{error}"
+    );
+    assert!(peak < 1 << 20, "{peak} bytes of heap");
+}
+
+#[test]
+fn mutated_archives_are_answered_not_panicked_on() {
+    use crate::snapshot::apply::fuzz::{Rng, header_offsets, mutate_tar, no_panic, peak_heap};
+    /// Mutated archives per seed.
+    const CASES_PER_SEED: usize = 400;
+    /// What reading an archive may hold at once: its largest JSON document and buffers.
+    const HEAP_BOUND: usize = 2 * JSON_LIMIT as usize + (1 << 20);
+
+    let image = OciImage::new("1");
+    let index = json!({"schemaVersion": 2, "manifests": [json_of(&image.descriptor())]});
+    let plain = layer("bin/sh", b"shell");
+    let compressed = gzip(&layer("etc/motd", b"hi"));
+    let config = config_for(&[&plain, &layer("etc/motd", b"hi")]);
+    let seeds = [
+        image.add_to(TarMaker::new()).oci_layout(&index).bytes(),
+        docker_save(&plain, &compressed, &config).bytes(),
+    ];
+    let mut rng = Rng::new(0x0061_7263_6869_7665);
+    let (mut opened, mut refused) = (0, 0);
+    for seed in &seeds {
+        open(&write_file(seed));
+        let headers = header_offsets(seed);
+        for case in 0..CASES_PER_SEED {
+            let input = mutate_tar(&mut rng, seed, &headers);
+            let file = write_file(&input);
+            let (outcome, peak) = no_panic("archive", case, &input, || {
+                peak_heap(|| Archive::open(file.path()).map(|archive| read_all_blobs(&archive)))
+            });
+            assert!(peak <= HEAP_BOUND, "case {case}: {peak} bytes of heap");
+            match outcome {
+                Ok(()) => opened += 1,
+                Err(e) => {
+                    assert!(
+                        e.to_string().contains(&*file.path().to_string_lossy()),
+                        "case {case}: {e} does not name the archive"
+                    );
+                    refused += 1;
+                }
+            }
+        }
+    }
+    let total = opened + refused;
+    assert!(
+        opened > total / 20 && refused > total / 20,
+        "{opened} opened, {refused} refused"
+    );
+}
+
+/// Reads every image's blobs as an import would; errors are fine, panics are not.
+fn read_all_blobs(archive: &Archive) {
+    let images = archive.images().expect("images");
+    let mut digests: Vec<&String> = archive.blobs.keys().collect();
+    digests.sort();
+    for digest in digests.into_iter().take(16) {
+        if let Ok((_, reader)) = archive.blob(digest) {
+            let _ = reader.take(JSON_LIMIT).read_to_end(&mut Vec::new());
+        }
+    }
+    drop(images);
+}

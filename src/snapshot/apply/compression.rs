@@ -47,6 +47,11 @@ impl Compression {
     }
 }
 
+/// Largest zstd window accepted, as a power of two (128 MiB): the window is memory the
+/// decoder allocates as the frame asks. 27 is zstd's own default limit and what `zstd --long`
+/// writes; layers compressed by container tools use 8 MiB or less.
+const ZSTD_MAX_WINDOW_LOG: u32 = 27;
+
 /// Wraps `reader` in the decoder for `compression`.
 pub(super) fn decompress<'r, R: Read + 'r>(
     reader: R,
@@ -56,6 +61,10 @@ pub(super) fn decompress<'r, R: Read + 'r>(
         Compression::None => Box::new(reader),
         // Multi-member: pigz and friends write concatenated gzip members.
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(reader)?),
+        Compression::Zstd => {
+            let mut decoder = zstd::stream::read::Decoder::new(reader)?;
+            decoder.window_log_max(ZSTD_MAX_WINDOW_LOG)?;
+            Box::new(decoder)
+        }
     })
 }

@@ -13,10 +13,13 @@ use tar::EntryType;
 
 use super::meta::Meta;
 use super::path::clean_path;
+use super::reader::TarEntry;
 use super::{Applier, Failure, context, refuse};
 
 /// Size of the copy buffer for file contents.
 const COPY_BUFFER: usize = 64 * 1024;
+/// PAX record prefix of GNU's sparse formats, which store a file map, not the file.
+const PAX_SPARSE_PREFIX: &[u8] = b"GNU.sparse.";
 
 /// How a tar entry is materialised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +33,18 @@ pub(super) enum Kind {
 }
 
 impl Kind {
-    fn of(header: &tar::Header, raw_path: &[u8]) -> Result<Kind, Failure> {
+    fn of(entry: &TarEntry) -> Result<Kind, Failure> {
+        let (header, raw_path) = (entry.header(), entry.path_bytes());
+        if entry
+            .pax_records()
+            .any(|(key, _)| key.starts_with(PAX_SPARSE_PREFIX))
+        {
+            // Unpacked as a regular file it would hold the map: other tools see another file.
+            return Err(Failure::Io(io::Error::new(
+                ErrorKind::Unsupported,
+                "GNU sparse files are not supported",
+            )));
+        }
         Ok(match header.entry_type() {
             // Pre-POSIX archives mark a directory by a trailing slash on a '\0' entry.
             EntryType::Regular if header.as_old().linkflag[0] == 0 && raw_path.ends_with(b"/") => {
@@ -57,14 +71,14 @@ impl Kind {
 }
 
 impl Applier<'_> {
-    pub(super) fn create<R: Read>(
+    pub(super) fn create(
         &mut self,
-        entry: &mut tar::Entry<'_, R>,
-        raw_path: &[u8],
+        entry: &TarEntry,
+        data: &mut impl Read,
         rel: &Path,
         meta: &Meta,
     ) -> Result<(), Failure> {
-        let kind = Kind::of(entry.header(), raw_path)?;
+        let kind = Kind::of(entry)?;
         if rel.as_os_str().is_empty() {
             // The layer root itself (`./`): only its metadata applies.
             if kind != Kind::Dir {
@@ -76,7 +90,7 @@ impl Applier<'_> {
             // A hard link shares its target's inode, whose entry set the metadata.
             Kind::HardLink => self.hard_link(entry, rel),
             Kind::Dir => self.make_dir(rel, meta),
-            Kind::File => self.make_file(entry, rel, meta),
+            Kind::File => self.make_file(entry.size(), data, rel, meta),
             Kind::Symlink => self.make_symlink(entry, rel, meta),
             Kind::Node(node) => self.make_node(entry.header(), rel, node, meta),
         }
@@ -90,9 +104,10 @@ impl Applier<'_> {
         self.set_metadata(rel, Kind::Dir, meta)
     }
 
-    fn make_file<R: Read>(
+    fn make_file(
         &mut self,
-        entry: &mut tar::Entry<'_, R>,
+        expected: u64,
+        data: &mut impl Read,
         rel: &Path,
         meta: &Meta,
     ) -> Result<(), Failure> {
@@ -103,8 +118,7 @@ impl Applier<'_> {
             .create_new(true)
             .mode(0o600)
             .open(&path)?;
-        let expected = entry.size();
-        let written = copy_content(entry, &mut file)?;
+        let written = copy_content(data, &mut file)?;
         if written != expected {
             return Err(Failure::Read(io::Error::new(
                 ErrorKind::UnexpectedEof,
@@ -116,18 +130,13 @@ impl Applier<'_> {
         self.set_metadata(rel, Kind::File, meta)
     }
 
-    fn make_symlink<R: Read>(
-        &mut self,
-        entry: &tar::Entry<'_, R>,
-        rel: &Path,
-        meta: &Meta,
-    ) -> Result<(), Failure> {
+    fn make_symlink(&mut self, entry: &TarEntry, rel: &Path, meta: &Meta) -> Result<(), Failure> {
         // Stored verbatim: a symlink may point anywhere, it is just never followed here.
         let target = entry
             .link_name_bytes()
             .ok_or_else(|| io::Error::new(ErrorKind::InvalidData, "symlink has no target"))?;
         let (path, _) = self.prepare(rel, false)?;
-        symlink(OsStr::from_bytes(&target), &path)?;
+        symlink(OsStr::from_bytes(target), &path)?;
         self.set_metadata(rel, Kind::Symlink, meta)
     }
 
@@ -156,11 +165,11 @@ impl Applier<'_> {
 
     /// Links `rel` to the entry's target, which must already be in the layer,
     /// reached without symlinks, and not be a directory.
-    fn hard_link<R: Read>(&mut self, entry: &tar::Entry<'_, R>, rel: &Path) -> Result<(), Failure> {
+    fn hard_link(&mut self, entry: &TarEntry, rel: &Path) -> Result<(), Failure> {
         let raw_target = entry
             .link_name_bytes()
             .ok_or_else(|| io::Error::new(ErrorKind::InvalidData, "hard link has no target"))?;
-        let target_rel = clean_path(&raw_target, "hard link target")?;
+        let target_rel = clean_path(raw_target, "hard link target")?;
         if target_rel.as_os_str().is_empty() {
             return Err(refuse("hard link target is the layer root"));
         }

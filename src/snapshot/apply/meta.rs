@@ -3,7 +3,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, Permissions};
-use std::io::{self, ErrorKind, Read};
+use std::io::{self, ErrorKind};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{PermissionsExt, lchown};
 use std::path::Path;
@@ -13,6 +13,7 @@ use nix::sys::stat::{UtimensatFlags, utimensat};
 use nix::sys::time::TimeSpec;
 
 use super::entry::Kind;
+use super::reader::TarEntry;
 use super::{Applier, Failure, context};
 
 /// PAX record prefix carrying an extended attribute (as written by GNU tar and Go).
@@ -33,27 +34,29 @@ pub(super) struct Meta {
     pub(super) gid: u32,
     times: Times,
     xattrs: Vec<(OsString, Vec<u8>)>,
+    /// Extended attributes the entry carried that an image may not set.
+    pub(super) dropped_xattrs: u64,
 }
 
 impl Meta {
-    pub(super) fn read<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
+    pub(super) fn read(entry: &TarEntry) -> io::Result<Meta> {
         let header = entry.header();
         let mode = header.mode()? & 0o7777;
-        let uid = id_of(header.uid()?, "uid")?;
-        let gid = id_of(header.gid()?, "gid")?;
+        let uid = id_of(entry.uid()?, "uid")?;
+        let gid = id_of(entry.gid()?, "gid")?;
         let header_mtime = TimeSpec::new(i64::try_from(header.mtime()?).unwrap_or(i64::MAX), 0);
 
-        let (mut atime, mut mtime, mut xattrs) = (None, None, Vec::new());
-        if let Some(records) = entry.pax_extensions()? {
-            for record in records {
-                let record = record?;
-                let (key, value) = (record.key_bytes(), record.value_bytes());
-                if key == b"mtime" {
-                    mtime = Some(parse_pax_time(value)?);
-                } else if key == b"atime" {
-                    atime = Some(parse_pax_time(value)?);
-                } else if let Some(name) = key.strip_prefix(PAX_XATTR_PREFIX) {
+        let (mut atime, mut mtime, mut xattrs, mut dropped_xattrs) = (None, None, Vec::new(), 0);
+        for (key, value) in entry.pax_records() {
+            if key == b"mtime" {
+                mtime = Some(parse_pax_time(value)?);
+            } else if key == b"atime" {
+                atime = Some(parse_pax_time(value)?);
+            } else if let Some(name) = key.strip_prefix(PAX_XATTR_PREFIX) {
+                if image_may_set(name) {
                     xattrs.push((OsStr::from_bytes(name).to_owned(), value.to_vec()));
+                } else {
+                    dropped_xattrs += 1;
                 }
             }
         }
@@ -67,8 +70,32 @@ impl Meta {
                 mtime,
             },
             xattrs,
+            dropped_xattrs,
         })
     }
+}
+
+/// Whether an image may set the extended attribute `name` on its files. berthd runs as
+/// root, so the kernel would write anything it is asked to; what an image asks for is
+/// limited to what describes the file inside the container:
+///
+/// * `user.*`, except `user.overlay.*`, which overlayfs reads as its own metadata when
+///   mounted with `userxattr`;
+/// * `security.capability` (file capabilities: `ping`, `arping`...);
+/// * `system.posix_acl_access` and `system.posix_acl_default` (ACLs).
+///
+/// Everything else is dropped: `trusted.*` is where overlayfs keeps whiteouts, opaque
+/// directories, redirects and metacopy origins, so a layer setting it could reach into
+/// other layers of the stack; other `security.*` names are LSM labels (SELinux, Smack,
+/// IMA/EVM) that the host assigns, not the image; other `system.*` names are
+/// filesystem-specific. The opaque marker berth itself sets for `.wh..wh..opq` is not an
+/// xattr the layer carries, so it is unaffected.
+pub(super) fn image_may_set(name: &[u8]) -> bool {
+    (name.starts_with(b"user.") && !name.starts_with(b"user.overlay."))
+        || matches!(
+            name,
+            b"security.capability" | b"system.posix_acl_access" | b"system.posix_acl_default"
+        )
 }
 
 fn id_of(id: u64, what: &str) -> io::Result<u32> {

@@ -12,20 +12,44 @@
 //! * OCI whiteouts become their overlayfs form: `.wh.<name>` a 0/0 character
 //!   device, `.wh..wh..opq` the `trusted.overlay.opaque=y` xattr on its directory.
 //!
+//! * only extended attributes that describe a file inside the container are set
+//!   (`user.*`, file capabilities, ACLs): `trusted.*` (overlayfs's own metadata) and LSM
+//!   labels are dropped, counted in [`Applied::dropped_xattrs`] (see `meta.rs`).
+//!
 //! The layer's diff ID (sha256 of the whole uncompressed stream) is computed on
 //! the way through, so the caller can check it against the image config.
+//!
+//! # What a layer can cost berthd
+//!
+//! The tar stream is read by `reader.rs`, which bounds every extension header (GNU long
+//! names and links, PAX records) at [`MAX_EXTENSION_BYTES`] and refuses a bigger one before
+//! reading it, as Go's archive/tar does for containerd. Beyond those, an unpack holds a
+//! 64 KiB copy buffer, the decoder's window (32 KiB for gzip, at most 128 MiB for zstd) and
+//! the caller's read buffer; `image::pull` bounds how many unpacks run at once.
+//!
+//! A layer's unpacked size is **not** capped, as containerd and CRI-O do not cap it: disk
+//! belongs to the filesystem holding berth's root and to the kubelet, which watches that
+//! image filesystem and collects images (then evicts pods) when it fills. Any fixed cap
+//! would be too small for real images (tens of GB for ML runtimes) or too large to protect
+//! anything; a zip bomb costs the node disk at disk speed, like a big honest image. The one
+//! thing in memory that grows with the layer is the table of directory times restored at
+//! the end: a path and two times per directory the layer creates (containerd's applier
+//! keeps the same), and those directories cost inodes on disk first.
 
 mod compression;
 mod entry;
+#[cfg(test)]
+pub(crate) mod fuzz;
 mod meta;
 mod path;
+mod reader;
 #[cfg(test)]
 mod tests;
 mod whiteout;
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
-use std::io::{self, ErrorKind, Read};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -37,6 +61,7 @@ use path::clean_path;
 use whiteout::Whiteout;
 
 pub use compression::Compression;
+pub use reader::{MAX_EXTENSION_BYTES, SeekingFile, TarEntry, TarReader, TarSource};
 
 /// What applying a layer produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +73,8 @@ pub struct Applied {
     pub unpacked_bytes: u64,
     /// Number of tar entries processed.
     pub entries: u64,
+    /// Extended attributes the layer carried but an image may not set (see `meta.rs`).
+    pub dropped_xattrs: u64,
 }
 
 /// Why a layer could not be applied.
@@ -74,16 +101,13 @@ pub fn apply_layer(
     compression: Compression,
     dest: &std::path::Path,
 ) -> Result<Applied, ApplyError> {
-    let mut stream = HashingReader::new(decompress(reader, compression).map_err(ApplyError::Read)?);
+    let stream = HashingReader::new(decompress(reader, compression).map_err(ApplyError::Read)?);
+    let mut tar = TarReader::new(stream);
     let mut applier = Applier::new(dest);
-    {
-        let mut archive = tar::Archive::new(&mut stream);
-        for entry in archive.entries().map_err(ApplyError::Read)? {
-            let mut entry = entry.map_err(ApplyError::Read)?;
-            applier.apply_entry(&mut entry)?;
-        }
+    while let Some(entry) = tar.next_entry().map_err(ApplyError::Read)? {
+        applier.apply_entry(&entry, &mut tar.data())?;
     }
-    check_end_of_archive(&mut stream).map_err(ApplyError::Read)?;
+    let mut stream = tar.into_inner();
     // The diff ID covers the whole stream, padding after the end marker included.
     io::copy(&mut stream, &mut io::sink()).map_err(ApplyError::Read)?;
     applier.restore_dir_times()?;
@@ -91,22 +115,8 @@ pub fn apply_layer(
         diff_id: stream.diff_id(),
         unpacked_bytes: applier.unpacked_bytes,
         entries: applier.entries,
+        dropped_xattrs: applier.dropped_xattrs,
     })
-}
-
-/// The tar crate stops at the first all-zero block. Go's archive/tar (and so
-/// containerd) insists the next block is zero too or absent; otherwise entries
-/// could hide after the end marker, invisible here but not to other tools.
-fn check_end_of_archive(stream: &mut impl Read) -> io::Result<()> {
-    let mut block = Vec::with_capacity(512);
-    stream.take(512).read_to_end(&mut block)?;
-    if block.iter().any(|&b| b != 0) {
-        return Err(io::Error::new(
-            ErrorKind::InvalidData,
-            "data after the tar end-of-archive block",
-        ));
-    }
-    Ok(())
 }
 
 /// A `Read` that hashes everything read through it.
@@ -135,6 +145,9 @@ impl<R: Read> Read for HashingReader<R> {
         Ok(n)
     }
 }
+
+/// Skipped data is read all the same: the diff ID covers it.
+impl<R: Read> TarSource for HashingReader<R> {}
 
 /// What went wrong with one entry, before the entry's name is attached.
 #[derive(Debug)]
@@ -185,6 +198,7 @@ struct Applier<'d> {
     dir_times: BTreeMap<PathBuf, Times>,
     unpacked_bytes: u64,
     entries: u64,
+    dropped_xattrs: u64,
 }
 
 impl<'d> Applier<'d> {
@@ -194,32 +208,29 @@ impl<'d> Applier<'d> {
             dir_times: BTreeMap::new(),
             unpacked_bytes: 0,
             entries: 0,
+            dropped_xattrs: 0,
         }
     }
 
-    fn apply_entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), ApplyError> {
+    fn apply_entry(&mut self, entry: &TarEntry, data: &mut impl Read) -> Result<(), ApplyError> {
         self.entries += 1;
-        let raw_path = entry.path_bytes().into_owned();
-        self.apply(entry, &raw_path)
-            .map_err(|failure| failure.named(&String::from_utf8_lossy(&raw_path)))
+        self.apply(entry, data)
+            .map_err(|failure| failure.named(&String::from_utf8_lossy(entry.path_bytes())))
     }
 
-    fn apply<R: Read>(
-        &mut self,
-        entry: &mut tar::Entry<'_, R>,
-        raw_path: &[u8],
-    ) -> Result<(), Failure> {
+    fn apply(&mut self, entry: &TarEntry, data: &mut impl Read) -> Result<(), Failure> {
         // A global PAX header describes the archive, not a file.
         if entry.header().entry_type() == EntryType::XGlobalHeader {
             return Ok(());
         }
-        let rel = clean_path(raw_path, "path")?;
+        let rel = clean_path(entry.path_bytes(), "path")?;
         let meta = Meta::read(entry)?;
+        self.dropped_xattrs += meta.dropped_xattrs;
         match Whiteout::of(&rel)? {
             Some(Whiteout::Opaque) => self.mark_opaque(&rel),
             Some(Whiteout::Remove(name)) => self.whiteout(&rel.with_file_name(name), &meta),
             Some(Whiteout::Ignored) => Ok(()),
-            None => self.create(entry, raw_path, &rel, &meta),
+            None => self.create(entry, data, &rel, &meta),
         }
     }
 

@@ -5,6 +5,7 @@
 use std::ffi::OsStr;
 use std::fs::{self, Permissions};
 use std::io::{self, ErrorKind};
+use std::ops::Bound;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt, lchown};
 use std::path::{Path, PathBuf};
@@ -91,8 +92,24 @@ impl Applier<'_> {
         } else {
             fs::remove_file(path)?;
         }
-        self.dir_times.retain(|dir, _| !dir.starts_with(rel));
+        self.forget_dir_times_under(rel);
         Ok(())
+    }
+
+    /// Paths order component by component, so `rel` and everything below it are one
+    /// range of the map: forgetting them costs what recording them did, not a scan of
+    /// every directory the layer has (quadratic for a layer that replaces many).
+    fn forget_dir_times_under(&mut self, rel: &Path) {
+        let below: Vec<PathBuf> = self
+            .dir_times
+            .range::<Path, _>((Bound::Included(rel), Bound::Unbounded))
+            .map(|(dir, _)| dir)
+            .take_while(|dir| dir.starts_with(rel))
+            .cloned()
+            .collect();
+        for dir in below {
+            self.dir_times.remove(&dir);
+        }
     }
 }
 

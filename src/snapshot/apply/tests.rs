@@ -1,8 +1,9 @@
-use super::meta::parse_pax_time;
+use super::fuzz::peak_heap;
+use super::meta::{image_may_set, parse_pax_time};
 use super::whiteout::OPAQUE_XATTR;
 use super::*;
 use std::fs;
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use nix::sys::stat::makedev;
@@ -720,5 +721,341 @@ fn pax_times() {
     assert_eq!(t("-3").expect("negative int"), (-3, 0));
     for bad in ["", ".5", "1.2.3", "x", "1e9", "-", "99999999999999999999"] {
         assert!(t(bad).is_err(), "{bad:?}");
+    }
+}
+
+/// `prefix`, then `len` bytes of `fill` made up as they are read: a stream as long as a
+/// hostile layer's, with nothing behind it in memory.
+struct Generated {
+    prefix: io::Cursor<Vec<u8>>,
+    left: u64,
+    fill: u8,
+}
+
+impl Generated {
+    fn new(prefix: Vec<u8>, len: u64, fill: u8) -> Self {
+        Generated {
+            prefix: io::Cursor::new(prefix),
+            left: len,
+            fill,
+        }
+    }
+}
+
+impl Read for Generated {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.prefix.read(buf)?;
+        if n > 0 {
+            return Ok(n);
+        }
+        let n = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        buf[..n].fill(self.fill);
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// A PAX record, `"<len> <key>=<value>\n"`, its length counting itself.
+fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let body = 1 + key.len() + 1 + value.len() + 1;
+    let mut len = body + 1;
+    while len != body + len.to_string().len() {
+        len = body + len.to_string().len();
+    }
+    let mut record = format!("{len} {key}=").into_bytes();
+    record.extend_from_slice(value);
+    record.push(b'\n');
+    record
+}
+
+/// An extension header of `kind` with `body`, as writers name them.
+fn extension(b: &mut Builder<Vec<u8>>, kind: EntryType, body: &[u8]) {
+    let mut h = header(kind, 0o644, body.len() as u64);
+    h.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+    h.set_cksum();
+    b.append(&h, body).expect("extension");
+}
+
+fn expect_read_error(result: Result<Applied, ApplyError>, wanted: &[&str]) {
+    match result {
+        Err(ApplyError::Read(e)) => {
+            let message = e.to_string();
+            for w in wanted {
+                assert!(message.contains(w), "{message:?} does not mention {w:?}");
+            }
+        }
+        other => panic!("expected a read error mentioning {wanted:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn oversized_extension_headers_are_refused_before_reading() {
+    // Declared and really there: the tar crate would read all of it into one buffer.
+    const DECLARED: u64 = 64 << 20;
+    for (kind, what) in [
+        (EntryType::GNULongName, "GNU long name"),
+        (EntryType::GNULongLink, "GNU long link name"),
+        (EntryType::XHeader, "PAX header"),
+        (EntryType::XGlobalHeader, "PAX global header"),
+    ] {
+        let mut h = header(kind, 0o644, DECLARED);
+        h.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+        h.set_cksum();
+        let layer = Generated::new(h.as_bytes().to_vec(), DECLARED, b'a');
+        let s = Scratch::new();
+        let (result, peak) = peak_heap(|| apply_layer(layer, Compression::None, &s.dest()));
+        expect_read_error(result, &[what, "67108864", "over the limit of 1048576"]);
+        assert!(peak < 1 << 20, "{what}: {peak} bytes of heap");
+    }
+}
+
+#[test]
+fn extension_headers_up_to_the_limit_are_read() {
+    let limit = MAX_EXTENSION_BYTES as usize;
+    // A PAX header of exactly the limit: a comment pads the records that matter.
+    let mut records = pax_record("SCHILY.xattr.user.big", b"1");
+    records.extend(pax_record("path", b"padded"));
+    let rest = limit - records.len();
+    let digits = rest.to_string().len();
+    records.extend(pax_record(
+        "comment",
+        &vec![b'c'; rest - digits - "  comment=\n".len() + 1],
+    ));
+    assert_eq!(records.len(), limit);
+
+    let s = Scratch::new();
+    let layer = tar(|b| {
+        extension(b, EntryType::XHeader, &records);
+        file(b, "ignored", 0o644, b"p");
+    });
+    let (result, peak) = peak_heap(|| s.apply(&layer));
+    result.expect("a PAX header of exactly the limit");
+    assert!(peak < 2 * limit + (1 << 20), "{peak} bytes of heap");
+    assert_eq!(fs::read(s.dest().join("padded")).expect("padded"), b"p");
+    assert_eq!(
+        xattr::get(s.dest().join("padded"), "user.big").expect("getxattr"),
+        Some(b"1".to_vec())
+    );
+
+    // One byte more is refused, for long names too.
+    records.push(b'\n');
+    for kind in [EntryType::XHeader, EntryType::GNULongName] {
+        let layer = tar(|b| {
+            extension(b, kind, &records);
+            file(b, "f", 0o644, b"p");
+        });
+        expect_read_error(Scratch::new().apply(&layer), &["1048577", "over the limit"]);
+    }
+}
+
+#[test]
+fn ambiguous_extension_headers_are_refused() {
+    let name = |n: &str| format!("{n}\0").into_bytes();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "a second GNU long name",
+            tar(|b| {
+                extension(b, EntryType::GNULongName, &name("one"));
+                extension(b, EntryType::GNULongName, &name("two"));
+                file(b, "f", 0o644, b"x");
+            }),
+        ),
+        (
+            "a second PAX header",
+            tar(|b| {
+                extension(b, EntryType::XHeader, &pax_record("path", b"one"));
+                extension(b, EntryType::XHeader, &pax_record("path", b"two"));
+                file(b, "f", 0o644, b"x");
+            }),
+        ),
+        (
+            "extension headers before a global header",
+            tar(|b| {
+                extension(b, EntryType::GNULongName, &name("one"));
+                extension(b, EntryType::XGlobalHeader, &pax_record("comment", b"x"));
+            }),
+        ),
+        (
+            "with no entry after them",
+            tar(|b| extension(b, EntryType::XHeader, &pax_record("path", b"one"))),
+        ),
+        (
+            "malformed PAX record",
+            tar(|b| {
+                extension(b, EntryType::XHeader, b"99 path=short\n");
+                file(b, "f", 0o644, b"x");
+            }),
+        ),
+        (
+            "malformed PAX record",
+            tar(|b| {
+                extension(b, EntryType::XHeader, &pax_record("path", b"a\0b"));
+                file(b, "f", 0o644, b"x");
+            }),
+        ),
+    ];
+    for (wanted, layer) in cases {
+        let s = Scratch::new();
+        expect_read_error(s.apply(&layer), &[wanted]);
+        assert!(!s.dest().join("f").exists(), "{wanted}: entry applied");
+    }
+}
+
+#[test]
+fn pax_and_gnu_extensions_override_the_header_as_in_go() {
+    let s = Scratch::new();
+    let (uid, gid) = owner();
+    let layer = tar(|b| {
+        // PAX path, linkpath, uid, gid and size win over the header...
+        let mut records = pax_record("path", b"pax/file");
+        records.extend(pax_record("size", b"5"));
+        records.extend(pax_record("uid", uid.to_string().as_bytes()));
+        records.extend(pax_record("gid", gid.to_string().as_bytes()));
+        extension(b, EntryType::XHeader, &records);
+        let mut h = header(EntryType::Regular, 0o644, 0);
+        h.set_uid(1);
+        h.set_gid(1);
+        b.append_data(&mut h, "header-name", &b"12345"[..])
+            .expect("file");
+        // ...(the header said 0 bytes; the data follows as PAX sizes it)...
+        extension(b, EntryType::XHeader, &pax_record("linkpath", b"pax/file"));
+        link(b, EntryType::Symlink, "pax/link", "header-target");
+        // ...and a GNU long name wins over a PAX path, ending at its first NUL.
+        extension(b, EntryType::GNULongName, b"gnu/name\0ignored");
+        extension(b, EntryType::XHeader, &pax_record("path", b"pax/loser"));
+        file(b, "header-name-2", 0o644, b"g");
+    });
+    s.apply(&layer).expect("apply");
+    let dest = s.dest();
+    assert_eq!(fs::read(dest.join("pax/file")).expect("pax/file"), b"12345");
+    let m = fs::symlink_metadata(dest.join("pax/file")).expect("stat");
+    assert_eq!((m.uid(), m.gid()), (uid, gid));
+    assert_eq!(
+        fs::read_link(dest.join("pax/link")).expect("readlink"),
+        Path::new("pax/file")
+    );
+    assert_eq!(fs::read(dest.join("gnu/name")).expect("gnu/name"), b"g");
+    for absent in ["header-name", "header-target", "pax/loser", "header-name-2"] {
+        assert!(!dest.join(absent).exists(), "{absent} exists");
+    }
+}
+
+#[test]
+fn entries_without_data_have_none_whatever_their_size_says() {
+    // Go's archive/tar reads no data for links, devices, directories and fifos: a size
+    // field on them must not hide the next header from berth while containerd sees it.
+    let hidden = tar(|b| file(b, "seen-by-go", 0o644, b""));
+    let s = Scratch::new();
+    let layer = tar(|b| {
+        let mut h = header(EntryType::Symlink, 0o777, 512);
+        h.set_link_name("target").expect("link name");
+        h.set_path("link").expect("path");
+        h.set_cksum();
+        // The file's header stands where a reader trusting the size sees data.
+        b.append(&h, &hidden[..512]).expect("symlink");
+    });
+    s.apply(&layer).expect("apply");
+    assert!(fs::symlink_metadata(s.dest().join("link")).is_ok());
+    assert!(
+        s.dest().join("seen-by-go").is_file(),
+        "the entry Go sees is missing"
+    );
+}
+
+#[test]
+fn pax_sparse_files_are_refused() {
+    let layer = tar(|b| {
+        let mut records = pax_record("GNU.sparse.major", b"1");
+        records.extend(pax_record("GNU.sparse.minor", b"0"));
+        records.extend(pax_record("GNU.sparse.name", b"real"));
+        extension(b, EntryType::XHeader, &records);
+        file(b, "GNUSparseFile.0/real", 0o644, b"1\n0\n0\n");
+    });
+    let s = Scratch::new();
+    match s.apply(&layer) {
+        Err(ApplyError::Entry { source, .. }) => {
+            assert_eq!(source.kind(), ErrorKind::Unsupported);
+            assert!(source.to_string().contains("sparse"), "{source}");
+        }
+        other => panic!("expected a sparse file to be refused, got {other:?}"),
+    }
+}
+
+#[test]
+fn xattrs_an_image_may_not_set_are_dropped() {
+    // file capabilities v2: CAP_NET_RAW permitted and effective.
+    let mut capability = 0x0200_0001u32.to_le_bytes().to_vec();
+    capability.extend((1u32 << 13).to_le_bytes());
+    capability.extend([0; 12]);
+    let mut wanted: Vec<(&str, &[u8])> = vec![("user.kept", b"1")];
+    if is_root() {
+        wanted.push(("security.capability", &capability));
+    }
+    let unwanted: [(&str, &[u8]); 5] = [
+        ("trusted.overlay.opaque", b"y"),
+        ("trusted.overlay.redirect", b"/elsewhere"),
+        ("trusted.overlay.metacopy", b""),
+        ("security.selinux", b"system_u:object_r:shadow_t:s0"),
+        ("user.overlay.opaque", b"y"),
+    ];
+    let records: Vec<u8> = wanted
+        .iter()
+        .chain(&unwanted)
+        .flat_map(|(name, value)| pax_record(&format!("SCHILY.xattr.{name}"), value))
+        .collect();
+    let layer = tar(|b| {
+        extension(b, EntryType::XHeader, &records);
+        dir(b, "d", 0o755, MTIME);
+        extension(b, EntryType::XHeader, &records);
+        file(b, "d/f", 0o755, b"#!/bin/sh\n");
+    });
+    let s = Scratch::new();
+    let applied = s.apply(&layer).expect("apply");
+    assert_eq!(applied.dropped_xattrs, 2 * unwanted.len() as u64);
+    for path in ["d", "d/f"] {
+        let path = s.dest().join(path);
+        for (name, value) in &wanted {
+            assert_eq!(
+                xattr::get(&path, name).expect("getxattr").as_deref(),
+                Some(*value),
+                "{name} lost on {path:?}"
+            );
+        }
+        for (name, _) in &unwanted {
+            assert_eq!(
+                xattr::get(&path, name).expect("getxattr"),
+                None,
+                "{name} set on {path:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn xattr_names_an_image_may_set() {
+    for name in [
+        "user.mime_type",
+        "security.capability",
+        "system.posix_acl_access",
+        "system.posix_acl_default",
+    ] {
+        assert!(image_may_set(name.as_bytes()), "{name}");
+    }
+    for name in [
+        "trusted.overlay.opaque",
+        "trusted.anything",
+        "security.selinux",
+        "security.SMACK64EXEC",
+        "security.ima",
+        "security.evm",
+        "security.capability2",
+        "user.overlay.redirect",
+        "system.nfs4_acl",
+        "other.namespace",
+        "",
+    ] {
+        assert!(!image_may_set(name.as_bytes()), "{name}");
     }
 }
