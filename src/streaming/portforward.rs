@@ -20,13 +20,18 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::spdy::{Connection, RST_CANCEL, Stream, StreamWriter};
+use super::spdy::{Connection, MAX_STREAMS, RST_CANCEL, Stream, StreamWriter};
 use crate::error::Result;
 
 pub const PROTOCOL: &str = "portforward.k8s.io";
 
 /// How long the second stream of a pair may keep the first waiting.
 const PAIR_TIMEOUT: Duration = Duration::from_secs(30);
+/// First streams waiting for their second on one session. client-go opens a
+/// pair back to back, so a connection has a few at a time even when many local
+/// connections start at once; half the connection's stream cap, so pairs can
+/// always complete. Past it a new first stream is reset.
+const MAX_UNPAIRED: usize = MAX_STREAMS / 2;
 /// After one direction ends, how long the other gets (containerd's choice).
 const HALF_CLOSE_GRACE: Duration = Duration::from_secs(1);
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -65,6 +70,11 @@ where
             let _ = stream.writer.reset(RST_CANCEL).await;
             continue;
         };
+        if !pending.contains_key(&id) && pending.len() >= MAX_UNPAIRED {
+            tracing::debug!(requestid = %id, "refused a stream: too many unpaired streams");
+            let _ = stream.writer.reset(RST_CANCEL).await;
+            continue;
+        }
         if stream.writer.reply().await.is_err() {
             break;
         }
@@ -137,6 +147,8 @@ async fn forward(
         data: from_client,
         writer: to_client,
     } = data;
+    // The client sends nothing on the error stream: what it might is not kept.
+    let Stream { writer: error, .. } = error;
     let fin_sent = AtomicBool::new(false);
     let outcome = match (port, connecting) {
         (Some(port), Some(connecting)) => match connecting.await {
@@ -155,9 +167,9 @@ async fn forward(
     }
     if let Err(message) = outcome {
         tracing::info!("{message}");
-        let _ = error.writer.write(Bytes::from(message)).await;
+        let _ = error.write(Bytes::from(message)).await;
     }
-    let _ = error.writer.close().await;
+    let _ = error.close().await;
 }
 
 /// Copies between the client's data stream and the pod's port until both
