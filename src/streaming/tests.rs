@@ -332,7 +332,7 @@ async fn port_forward_pairs_streams_and_reports_failures() {
 #[tokio::test]
 async fn websocket_channels_carry_a_session() {
     use super::channels;
-    use super::websocket::{self, OP_BINARY, OP_CLOSE, WebSocket, client_frame};
+    use super::websocket::{self, OP_BINARY, OP_CLOSE, OP_CONTINUATION, WebSocket, client_frame};
 
     let (client, server) = tokio::io::duplex(1 << 16);
     let (messages, ws) = WebSocket::new(server);
@@ -345,9 +345,12 @@ async fn websocket_channels_carry_a_session() {
     ));
     let (mut rd, mut wr) = tokio::io::split(client);
     let mut wire = client_frame(true, OP_BINARY, b"\x00abc");
-    wire.extend(client_frame(true, OP_BINARY, b"\x00def"));
+    // Fragments split anywhere, even between a channel and its data.
+    wire.extend(client_frame(false, OP_BINARY, b"\x00"));
+    wire.extend(client_frame(true, OP_CONTINUATION, b"def"));
     // v5: the end of stdin.
-    wire.extend(client_frame(true, OP_BINARY, &[255, 0]));
+    wire.extend(client_frame(false, OP_BINARY, &[255]));
+    wire.extend(client_frame(true, OP_CONTINUATION, &[0]));
     wr.write_all(&wire).await.unwrap();
     let mut by_channel: HashMap<u8, Vec<u8>> = HashMap::new();
     let mut first = None;
