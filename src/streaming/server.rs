@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use super::sessions::{Sessions, Slot};
 use super::spdy::Connection;
 use super::tokens::{Session, Tokens};
 use super::websocket::{self, WebSocket};
@@ -36,10 +37,14 @@ const WS_VERSION: &str = "sec-websocket-version";
 const WS_PROTOCOL: &str = "sec-websocket-protocol";
 /// A client that connects must send its request head within this.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes of a request head read: a path with a token and a dozen headers take
+/// under a kilobyte (hyper's default is 400 KiB per connection).
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
 
 pub struct Server {
     listener: TcpListener,
     tokens: Arc<Tokens>,
+    sessions: Arc<Sessions>,
     backend: Arc<dyn Backend>,
 }
 
@@ -47,11 +52,13 @@ impl Server {
     pub(super) fn new(
         listener: TcpListener,
         tokens: Arc<Tokens>,
+        sessions: Arc<Sessions>,
         backend: Arc<dyn Backend>,
     ) -> Server {
         Server {
             listener,
             tokens,
+            sessions,
             backend,
         }
     }
@@ -73,14 +80,16 @@ impl Server {
                 }
             };
             let (tokens, backend) = (self.tokens.clone(), self.backend.clone());
+            let sessions = self.sessions.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
-                    let response = respond(req, &tokens, &backend);
+                    let response = respond(req, &tokens, &sessions, &backend);
                     async move { Ok::<_, Infallible>(response) }
                 });
                 let served = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEADER_TIMEOUT)
+                    .max_buf_size(MAX_REQUEST_HEAD)
                     .serve_connection(TokioIo::new(tcp), service)
                     .with_upgrades()
                     .await;
@@ -103,6 +112,7 @@ enum Transport {
 fn respond(
     mut req: Request<Incoming>,
     tokens: &Tokens,
+    sessions: &Arc<Sessions>,
     backend: &Arc<dyn Backend>,
 ) -> Response<String> {
     let path = req.uri().path().trim_matches('/');
@@ -177,6 +187,11 @@ fn respond(
         return response;
     };
 
+    let slot = match sessions.start(session.target()) {
+        Ok(slot) => slot,
+        Err(e) => return plain(StatusCode::TOO_MANY_REQUESTS, &e.to_string()),
+    };
+
     let mut response = Response::new(String::new());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
@@ -197,6 +212,8 @@ fn respond(
     let upgrade = hyper::upgrade::on(&mut req);
     let backend = backend.clone();
     tokio::spawn(async move {
+        // The session's place is held until it ends.
+        let _slot: Slot = slot;
         match upgrade.await {
             Ok(upgraded) => {
                 run(
