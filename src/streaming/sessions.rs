@@ -1,10 +1,12 @@
-//! The sessions running at once, by target: each holds a connection, its
+//! What runs at once, by target: sessions, each holding a connection, its
 //! buffers (about a megabyte at most, see the transports' budgets) and, for an
-//! exec, a process in the container, so one caller with exec rights cannot open
-//! them without end. A target (a container, or a pod for port forwarding) runs
-//! at most [`MAX_SESSIONS_PER_TARGET`], the node [`MAX_SESSIONS`]; past either a
-//! call is refused with ResourceExhausted, and a client redeeming a token gets
-//! `429 Too Many Requests`.
+//! exec, a process and its fifos; and forwarded connections, each holding a
+//! descriptor. One caller with exec or port-forward rights cannot open them
+//! without end: a target (a container, or a pod for port forwarding) runs at
+//! most [`MAX_SESSIONS_PER_TARGET`] sessions and [`MAX_FORWARDS_PER_POD`]
+//! forwards, the node [`MAX_SESSIONS`] and [`MAX_FORWARDS`]; past a bound a call
+//! is refused with ResourceExhausted, a client redeeming a token gets
+//! `429 Too Many Requests`, a forward gets the error on its error stream.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,14 +16,29 @@ use crate::error::{Error, Result};
 /// Sessions on one target at once: far more than people typing `kubectl exec`
 /// into one container, and room for CI agents running parallel steps in one pod.
 pub const MAX_SESSIONS_PER_TARGET: usize = 32;
-/// Sessions on the node at once: with about a megabyte of buffers each at
-/// worst, a quarter of a gigabyte; eight flooded targets to fill it.
-pub const MAX_SESSIONS: usize = 256;
+/// Sessions on the node at once: with about a megabyte of buffers and four
+/// descriptors each at worst, 128 MiB and half of a default 1024-descriptor
+/// limit; four flooded targets to fill it.
+pub const MAX_SESSIONS: usize = 128;
+/// Connections forwarded into one pod at once, all its sessions together: a
+/// browser opens six per host.
+pub const MAX_FORWARDS_PER_POD: usize = 64;
+/// Connections forwarded at once on the node: a descriptor each.
+pub const MAX_FORWARDS: usize = 256;
 
-/// The running sessions' count per target.
-#[derive(Default)]
+/// A count per target, bounded per target and in all.
 pub struct Sessions {
+    what: &'static str,
+    per_target: usize,
+    total: usize,
     running: Mutex<HashMap<String, usize>>,
+}
+
+impl Default for Sessions {
+    /// Streaming sessions.
+    fn default() -> Self {
+        Sessions::new("streaming sessions", MAX_SESSIONS_PER_TARGET, MAX_SESSIONS)
+    }
 }
 
 /// A running session's place; it is given back when dropped.
@@ -31,37 +48,53 @@ pub struct Slot {
 }
 
 impl Sessions {
+    fn new(what: &'static str, per_target: usize, total: usize) -> Sessions {
+        Sessions {
+            what,
+            per_target,
+            total,
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Forwarded connections.
+    pub fn forwards() -> Sessions {
+        Sessions::new("forwarded connections", MAX_FORWARDS_PER_POD, MAX_FORWARDS)
+    }
+
     /// Whether `target` could start a session now.
     pub fn check(&self, target: &str) -> Result<()> {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        room(&running, target)
+        self.room(&running, target)
     }
 
     /// Takes a place for a session on `target`.
     pub fn start(self: &Arc<Self>, target: &str) -> Result<Slot> {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        room(&running, target)?;
+        self.room(&running, target)?;
         *running.entry(target.to_string()).or_default() += 1;
         Ok(Slot {
             sessions: self.clone(),
             target: target.to_string(),
         })
     }
-}
 
-fn room(running: &HashMap<String, usize>, target: &str) -> Result<()> {
-    if running.get(target).copied().unwrap_or(0) >= MAX_SESSIONS_PER_TARGET {
-        return Err(Error::ResourceExhausted(format!(
-            "{target}: {MAX_SESSIONS_PER_TARGET} streaming sessions are already running \
-             (the limit per target)"
-        )));
+    fn room(&self, running: &HashMap<String, usize>, target: &str) -> Result<()> {
+        let what = self.what;
+        if running.get(target).copied().unwrap_or(0) >= self.per_target {
+            return Err(Error::ResourceExhausted(format!(
+                "{target}: {} {what} are already running (the limit per target)",
+                self.per_target
+            )));
+        }
+        if running.values().sum::<usize>() >= self.total {
+            return Err(Error::ResourceExhausted(format!(
+                "{} {what} are already running on the node (the limit)",
+                self.total
+            )));
+        }
+        Ok(())
     }
-    if running.values().sum::<usize>() >= MAX_SESSIONS {
-        return Err(Error::ResourceExhausted(format!(
-            "{MAX_SESSIONS} streaming sessions are already running on the node (the limit)"
-        )));
-    }
-    Ok(())
 }
 
 impl Drop for Slot {
