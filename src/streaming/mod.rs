@@ -9,6 +9,18 @@
 //! the channel protocol and port forwarding tunnels SPDY ([`channels`]).
 //! This module only speaks protocols: running processes, attaching to containers
 //! and connecting into pods are the [`Backend`]'s domain calls.
+//!
+//! One caller with exec or port-forward rights cannot starve the node: every
+//! count and buffer has a bound, stated where it is kept. Waiting tokens are
+//! bounded per target and shed fairly ([`tokens`]); running sessions and
+//! forwarded connections per target and on the node ([`sessions`]); connections
+//! before their upgrade and their request heads ([`server`]); SPDY control
+//! frames, header blocks, open streams and unread data per connection
+//! ([`spdy`]); WebSocket control frames, with messages passed on in pieces
+//! ([`websocket`]); unpaired port-forward streams ([`portforward`]); a pending
+//! terminal size ([`remotecommand`]). Past a bound a call gets
+//! ResourceExhausted, a stream or connection is refused or closed, and a
+//! reader waits: memory never grows with what a client sends.
 
 mod backend;
 mod channels;

@@ -79,7 +79,9 @@ impl Drop for Tasks {
 /// A stream the client opened: its headers, the data it sends, and a way to answer.
 pub struct Stream {
     pub headers: Headers,
-    /// The client's data; ends at its FIN, at a reset, or when the connection goes.
+    /// The client's data, in pieces of at most [`DATA_PIECE`] that hold their
+    /// share of the connection's [`INBOUND_BUDGET`] until dropped; ends at its
+    /// FIN, at a reset, or when the connection goes.
     pub data: mpsc::Receiver<Bytes>,
     pub writer: StreamWriter,
 }
