@@ -19,6 +19,9 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A bound on what one caller may hold at once (pending streaming sessions...).
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// Content that does not match its digest, or a store that lost data.
     #[error("{0}")]
     DataLoss(String),
@@ -78,6 +81,7 @@ impl Error {
             Error::InvalidArgument(m) => Error::InvalidArgument(format!("{what}: {m}")),
             Error::FailedPrecondition(m) => Error::FailedPrecondition(format!("{what}: {m}")),
             Error::Unavailable(m) => Error::Unavailable(format!("{what}: {m}")),
+            Error::ResourceExhausted(m) => Error::ResourceExhausted(format!("{what}: {m}")),
             Error::DataLoss(m) => Error::DataLoss(format!("{what}: {m}")),
             Error::Internal(m) => Error::Internal(format!("{what}: {m}")),
             Error::DeadlineExceeded(m) => Error::DeadlineExceeded(format!("{what}: {m}")),

@@ -11,6 +11,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
+use berth::streaming::spdy::{Frame, Headers};
 use common::image::Image;
 use common::spdy::{self, Client};
 use common::world::{APPLETS, GROUP, PASSWD, World, busybox_layer};
@@ -487,6 +488,249 @@ async fn port_forward_reaches_the_pod_loopback() {
     let url = bed.port_forward(&host_pod.0).await.unwrap();
     let mut c = Client::connect(&url, spdy::PORTFORWARD).await.unwrap();
     assert_eq!(forward_echo(&mut c, "0", port, b"host\n").await, "");
+}
+
+/// berthd's resident memory, in MiB.
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status");
+    kib / 1024
+}
+
+/// Runs `echo ok` in container `id` over SPDY and checks its output and status:
+/// the proof that exec still works for everyone else.
+async fn exec_works(bed: &Bed, id: &str) {
+    let url = bed
+        .exec(exec_request(id, &["echo", "ok"], false, false))
+        .await
+        .expect("Exec for another pod");
+    let mut c = Client::connect(&url, spdy::REMOTECOMMAND).await.unwrap();
+    let error = c.open(&[("streamType", "error")]).await;
+    let stdout = c.open(&[("streamType", "stdout")]).await;
+    c.open(&[("streamType", "stderr")]).await;
+    assert_eq!(c.read_to_end(stdout).await, b"ok\n");
+    let status = spdy::status(&c.read_to_end(error).await);
+    assert_eq!(status["status"], "Success", "{status}");
+}
+
+/// Upgrades `url` with `headers` and hands back the raw socket, for a client
+/// that misbehaves.
+async fn upgraded(url: &str, headers: &[(&str, &str)]) -> tokio::net::TcpStream {
+    let (head, tcp) = spdy::request(url, headers).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tcp
+}
+
+async fn raw_spdy(url: &str, protocol: &str) -> tokio::net::TcpStream {
+    let headers = [
+        ("Connection", "Upgrade"),
+        ("Upgrade", "SPDY/3.1"),
+        ("X-Stream-Protocol-Version", protocol),
+    ];
+    upgraded(url, &headers).await
+}
+
+/// Whether the server closes `tcp` within a few seconds, reading (and
+/// dropping) what it sends meanwhile.
+async fn closed_soon(tcp: &mut tokio::net::TcpStream) -> bool {
+    let mut buf = vec![0u8; 64 * 1024];
+    let read_all = async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read_all)
+        .await
+        .is_ok()
+}
+
+fn encode(encoder: &mut berth::streaming::spdy::Encoder, frame: &Frame) -> Vec<u8> {
+    let mut wire = Vec::new();
+    encoder.encode(frame, &mut wire).unwrap();
+    wire
+}
+
+fn syn_stream(stream_id: u32, headers: &[(&str, &str)]) -> Frame {
+    Frame::SynStream {
+        stream_id,
+        associated_to: 0,
+        priority: 0,
+        fin: false,
+        unidirectional: false,
+        headers: Headers::new(headers),
+    }
+}
+
+/// A masked client WebSocket frame header announcing `len` bytes (mask zero,
+/// so the payload goes as is).
+fn ws_head(opcode: u8, len: u64) -> Vec<u8> {
+    let mut head = vec![0x80 | opcode, 0x80 | 127];
+    head.extend_from_slice(&len.to_be_bytes());
+    head.extend_from_slice(&[0; 4]);
+    head
+}
+
+/// The opcodes of the server's WebSocket frames until it closes the socket.
+async fn ws_opcodes(tcp: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut opcodes = Vec::new();
+    let read = async {
+        loop {
+            let mut head = [0u8; 2];
+            if tcp.read_exact(&mut head).await.is_err() {
+                return;
+            }
+            let len = match head[1] & 0x7f {
+                126 => u64::from(tcp.read_u16().await.unwrap()),
+                127 => tcp.read_u64().await.unwrap(),
+                n => u64::from(n),
+            };
+            opcodes.push(head[0] & 0x0f);
+            let mut payload = (&mut *tcp).take(len);
+            if tokio::io::copy(&mut payload, &mut tokio::io::sink())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("the server closes the WebSocket");
+    opcodes
+}
+
+/// Floods of hostile frames, streams and calls from one pod's streaming
+/// sessions: each is cut off at its bound, berthd's memory stays put, and exec
+/// into another pod works throughout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_streaming_client_gains_nothing() {
+    let Some(bed) = Bed::start().await else {
+        return;
+    };
+    let victim_pod = bed.w.run_pod("victim").await;
+    let victim = bed
+        .run(&victim_pod, bed.config("app", &["sleep", "1000"]))
+        .await;
+    let hostile_pod = bed.w.run_pod("hostile").await;
+    let hostile = bed
+        .run(&hostile_pod, bed.config("app", &["sleep", "1000"]))
+        .await;
+    exec_works(&bed, &victim).await;
+    let pid = bed.w.berthd.pid();
+    let rss_before = rss_mib(pid);
+
+    // A control frame announcing 16 MiB: refused from its header, not read.
+    let url = bed.port_forward(&hostile_pod.0).await.unwrap();
+    let mut tcp = raw_spdy(&url, "portforward.k8s.io").await;
+    let mut huge = vec![0x80, 0x03, 0x00, 0x01, 0x00, 0xff, 0xff, 0xff];
+    huge.extend(vec![0u8; 64 * 1024]);
+    let _ = tcp.write_all(&huge).await;
+    assert!(closed_soon(&mut tcp).await, "a 16 MiB control frame");
+
+    // A header block of a few hundred bytes that inflates to 512 KiB.
+    let url = bed.port_forward(&hostile_pod.0).await.unwrap();
+    let mut tcp = raw_spdy(&url, "portforward.k8s.io").await;
+    let mut encoder = berth::streaming::spdy::Encoder::default();
+    let bomb = "b".repeat(512 * 1024);
+    let wire = encode(&mut encoder, &syn_stream(1, &[("streamtype", &bomb)]));
+    assert!(wire.len() < 4096, "{}", wire.len());
+    let _ = tcp.write_all(&wire).await;
+    assert!(closed_soon(&mut tcp).await, "a zlib bomb");
+
+    // Thousands of port-forward streams never paired, each carrying 32 KiB:
+    // past the bounds they are refused and their data dropped; what is kept
+    // waits within the connection's budget, and the connection stalls.
+    let url = bed.port_forward(&hostile_pod.0).await.unwrap();
+    let tcp = raw_spdy(&url, "portforward.k8s.io").await;
+    let (mut rd, mut wr) = tcp.into_split();
+    let drain = tokio::spawn(async move { tokio::io::copy(&mut rd, &mut tokio::io::sink()).await });
+    let flood = tokio::spawn(async move {
+        let mut encoder = berth::streaming::spdy::Encoder::default();
+        let data = bytes::Bytes::from(vec![b'x'; 32 * 1024]);
+        for i in 0..4000u32 {
+            let id = 2 * i + 1;
+            let request = i.to_string();
+            let headers = [
+                ("streamtype", "error"),
+                ("port", "8080"),
+                ("requestid", request.as_str()),
+            ];
+            let mut wire = encode(&mut encoder, &syn_stream(id, &headers));
+            let frame = Frame::Data {
+                stream_id: id,
+                fin: false,
+                data: data.clone(),
+            };
+            wire.extend(encode(&mut encoder, &frame));
+            if wr.write_all(&wire).await.is_err() {
+                break;
+            }
+        }
+        wr
+    });
+    // The flood goes on while another pod's exec works.
+    let flooding = tokio::time::timeout(Duration::from_secs(3), flood);
+    exec_works(&bed, &victim).await;
+    let flooded = flooding.await;
+
+    // A WebSocket ping of a megabyte is not echoed: it ends the connection.
+    let url = bed
+        .exec(exec_request(&hostile, &["sleep", "2"], false, false))
+        .await
+        .unwrap();
+    let ws_headers = [
+        ("Connection", "Upgrade"),
+        ("Upgrade", "websocket"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Protocol", "v5.channel.k8s.io"),
+    ];
+    let mut tcp = upgraded(&url, &ws_headers).await;
+    let mut ping = ws_head(0x9, 1 << 20);
+    ping.extend(vec![b'p'; 1 << 20]);
+    let _ = tcp.write_all(&ping).await;
+    let opcodes = ws_opcodes(&mut tcp).await;
+    assert!(!opcodes.contains(&0xa), "a pong: {opcodes:?}");
+
+    let rss_after = rss_mib(pid);
+    assert!(
+        rss_after < rss_before + 48,
+        "berthd grew from {rss_before} MiB to {rss_after} MiB"
+    );
+    drop((flooded, drain));
+    exec_works(&bed, &victim).await;
+
+    // A flood of Exec calls on one container is refused at that container's
+    // own bound, naming it, and everyone else's exec goes on.
+    let mut issued = 0;
+    let refused = loop {
+        match bed
+            .exec(exec_request(&hostile, &["true"], false, false))
+            .await
+        {
+            Ok(_) => issued += 1,
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains(&hostile) && refused.message().contains("limit"),
+        "{refused:?}"
+    );
+    assert!(issued < 100, "{issued} tokens for one container");
+    exec_works(&bed, &victim).await;
 }
 
 /// crictl from PATH, or why the test is skipped (crictl is not a Debian package,

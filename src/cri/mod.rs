@@ -28,6 +28,7 @@ pub fn status(err: Error) -> Status {
         Error::Hosts(_) => Code::FailedPrecondition,
         Error::FailedPrecondition(_) => Code::FailedPrecondition,
         Error::Unavailable(_) => Code::Unavailable,
+        Error::ResourceExhausted(_) => Code::ResourceExhausted,
         Error::DataLoss(_) => Code::DataLoss,
         Error::Cancelled(_) => Code::Cancelled,
         Error::DeadlineExceeded(_) => Code::DeadlineExceeded,

@@ -2,15 +2,13 @@
 //! way `ip netns add` makes them: the namespace lives as long as the mount, with no
 //! process holding it, so the infra container and CNI plugins can join it by path.
 //!
-//! Every function here blocks (a thread join, mount syscalls, a connect): call
-//! them from `spawn_blocking`, never on an async worker.
+//! Every function here but [`tcp_sockets_in`] blocks (a thread join, mount
+//! syscalls): call them from `spawn_blocking`, never on an async worker.
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
@@ -127,40 +125,45 @@ fn make_shared_mount_point(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Connects to `port` on the loopback of the namespace pinned at `netns` (berthd's
-/// own with `None`), over IPv4 and then IPv6, as containerd's port forwarding
-/// does. The socket is made on a throwaway thread that joins the namespace and
-/// stays in that namespace after the thread is gone. Blocks.
-pub fn connect_loopback(
-    netns: Option<&Path>,
-    port: u16,
-    timeout: Duration,
-) -> io::Result<TcpStream> {
+/// Makes an unconnected, non-blocking TCP socket for IPv4, and one for IPv6 if
+/// the namespace has it, in the namespace pinned at `netns` (berthd's own with `None`), for the
+/// caller to connect asynchronously: a socket stays in the namespace it was made
+/// in. Only `socket(2)` runs in the namespace, on a throwaway thread that joins
+/// it, and never waits on the network: a dial neither holds a thread while it
+/// connects nor takes one from the blocking pool that unpacking, stats and CNI
+/// share. Does not block the caller.
+pub async fn tcp_sockets_in(netns: Option<&Path>) -> io::Result<(OwnedFd, io::Result<OwnedFd>)> {
     let Some(path) = netns else {
-        return connect_local(port, timeout);
+        return Ok((tcp_socket(libc::AF_INET)?, tcp_socket(libc::AF_INET6)));
     };
-    let ns = std::fs::File::open(path)?;
+    let path = path.to_path_buf();
+    let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("berth-netns".into())
         .spawn(move || {
-            // SAFETY: setns takes a descriptor we own and no pointers; it moves only
-            // this thread, which is discarded when the closure returns.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            connect_local(port, timeout)
-        })?
-        .join()
+            let made = std::fs::File::open(&path).and_then(|ns| {
+                // SAFETY: setns takes a descriptor we own and no pointers; it moves
+                // only this thread, which ends when the closure returns.
+                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok((tcp_socket(libc::AF_INET)?, tcp_socket(libc::AF_INET6)))
+            });
+            let _ = tx.send(made);
+        })?;
+    rx.await
         .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
 }
 
-fn connect_local(port: u16, timeout: Duration) -> io::Result<TcpStream> {
-    let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    TcpStream::connect_timeout(&v4, timeout).or_else(|e4| {
-        let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
-        TcpStream::connect_timeout(&v6, timeout)
-            .map_err(|e6| io::Error::new(e4.kind(), format!("IPv4: {e4}; IPv6: {e6}")))
-    })
+fn tcp_socket(family: libc::c_int) -> io::Result<OwnedFd> {
+    let flags = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: socket(2) takes no pointers; a descriptor it returns is ours alone.
+    let fd = unsafe { libc::socket(family, flags, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Unmounts (lazily, in case a plugin still holds it) and deletes a namespace file.

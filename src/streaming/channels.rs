@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
 
 use super::remotecommand::{self, Options};
-use super::websocket::{Sender, WebSocket};
+use super::websocket::{Piece, Sender, WebSocket};
 use crate::container::ProcessStreams;
 use crate::error::Result;
 
@@ -43,7 +43,7 @@ const READ_BUFFER: usize = 32 * 1024;
 
 /// Runs one exec or attach session over `ws`, like [`remotecommand::serve`].
 pub async fn serve<F, Fut>(
-    mut messages: mpsc::Receiver<Bytes>,
+    mut messages: mpsc::Receiver<Piece>,
     ws: WebSocket,
     protocol: &str,
     opts: Options,
@@ -92,24 +92,14 @@ pub async fn serve<F, Fut>(
         tty: opts.tty,
     };
     let demux = tokio::spawn(async move {
-        let (mut stdin, resize) = (stdin_tx, resize_tx);
-        while let Some(message) = messages.recv().await {
-            match (message.first(), message.get(1)) {
-                (Some(&STDIN), _) => {
-                    if let Some(tx) = &stdin
-                        && tx.send(message.slice(1..)).await.is_err()
-                    {
-                        stdin = None;
-                    }
-                }
-                (Some(&RESIZE), _) => {
-                    if let Some(tx) = &resize {
-                        let _ = tx.send(message.slice(1..)).await;
-                    }
-                }
-                (Some(&CLOSE), Some(&STDIN)) if version >= 5 => stdin = None,
-                _ => {}
-            }
+        let mut demux = Demux {
+            version,
+            stdin: stdin_tx,
+            resize: resize_tx,
+            channel: Channel::Unread,
+        };
+        while let Some(piece) = messages.recv().await {
+            demux.piece(piece).await;
         }
     });
     let outcome = run(process).await;
@@ -128,6 +118,69 @@ pub async fn serve<F, Fut>(
     drop(sender);
     ws.close(CLOSE_GRACE).await;
     demux.abort();
+}
+
+/// Where the message being read goes, once its first byte has said.
+#[derive(Clone, Copy)]
+enum Channel {
+    /// The message's first byte, its channel, is still to come.
+    Unread,
+    Stdin,
+    Resize,
+    /// v5's close: the channel it closes is still to come.
+    Close,
+    Ignored,
+}
+
+/// Routes the client's messages, piece by piece, to the session's input.
+struct Demux {
+    version: u8,
+    stdin: Option<mpsc::Sender<Bytes>>,
+    resize: Option<mpsc::Sender<Bytes>>,
+    channel: Channel,
+}
+
+impl Demux {
+    async fn piece(&mut self, piece: Piece) {
+        let mut data = piece.data;
+        if piece.start {
+            self.channel = Channel::Unread;
+        }
+        if let Channel::Unread = self.channel {
+            let Some(&first) = data.first() else { return };
+            self.channel = match first {
+                STDIN => Channel::Stdin,
+                RESIZE => Channel::Resize,
+                CLOSE if self.version >= 5 => Channel::Close,
+                _ => Channel::Ignored,
+            };
+            data = data.slice(1..);
+        }
+        if data.is_empty() {
+            return;
+        }
+        match self.channel {
+            Channel::Stdin => {
+                if let Some(tx) = &self.stdin
+                    && tx.send(data).await.is_err()
+                {
+                    self.stdin = None;
+                }
+            }
+            Channel::Resize => {
+                if let Some(tx) = &self.resize {
+                    let _ = tx.send(data).await;
+                }
+            }
+            Channel::Close => {
+                if data[0] == STDIN {
+                    self.stdin = None;
+                }
+                self.channel = Channel::Ignored;
+            }
+            Channel::Unread | Channel::Ignored => {}
+        }
+    }
 }
 
 fn channel(wanted: bool) -> (Option<mpsc::Sender<Bytes>>, Option<mpsc::Receiver<Bytes>>) {
@@ -159,12 +212,12 @@ async fn copy_out(mut from: mpsc::Receiver<Bytes>, to: Sender, id: u8) {
 
 /// The byte stream a tunneled SPDY connection runs on: what the client's
 /// messages carry comes out of it, what is written to it goes out as messages.
-pub fn tunnel(mut messages: mpsc::Receiver<Bytes>, ws: WebSocket) -> DuplexStream {
+pub fn tunnel(mut messages: mpsc::Receiver<Piece>, ws: WebSocket) -> DuplexStream {
     let (ours, theirs) = tokio::io::duplex(READ_BUFFER);
     let (mut rd, mut wr) = tokio::io::split(theirs);
     let inbound = tokio::spawn(async move {
-        while let Some(message) = messages.recv().await {
-            if wr.write_all(&message).await.is_err() {
+        while let Some(piece) = messages.recv().await {
+            if wr.write_all(&piece.data).await.is_err() {
                 break;
             }
         }

@@ -9,12 +9,25 @@
 //! the channel protocol and port forwarding tunnels SPDY ([`channels`]).
 //! This module only speaks protocols: running processes, attaching to containers
 //! and connecting into pods are the [`Backend`]'s domain calls.
+//!
+//! One caller with exec or port-forward rights cannot starve the node: every
+//! count and buffer has a bound, stated where it is kept. Waiting tokens are
+//! bounded per target and shed fairly ([`tokens`]); running sessions and
+//! forwarded connections per target and on the node ([`sessions`]); connections
+//! before their upgrade and their request heads ([`server`]); SPDY control
+//! frames, header blocks, open streams and unread data per connection
+//! ([`spdy`]); WebSocket control frames, with messages passed on in pieces
+//! ([`websocket`]); unpaired port-forward streams ([`portforward`]); a pending
+//! terminal size ([`remotecommand`]). Past a bound a call gets
+//! ResourceExhausted, a stream or connection is refused or closed, and a
+//! reader waits: memory never grows with what a client sends.
 
 mod backend;
 mod channels;
 mod portforward;
 mod remotecommand;
 mod server;
+mod sessions;
 pub mod spdy;
 #[cfg(test)]
 mod tests;
@@ -28,10 +41,15 @@ use tokio::net::TcpListener;
 
 pub use backend::{Backend, Node};
 pub use server::Server;
+use sessions::Sessions;
 use tokens::{Session, Tokens};
 
 use crate::config::StreamingConfig;
 use crate::error::{Error, IoContext, Result};
+
+/// Bytes of an exec's command line, all arguments together: Linux's own bound
+/// on one argument (`MAX_ARG_STRLEN`); a pending exec keeps its command.
+pub const MAX_EXEC_CMD_BYTES: usize = 128 * 1024;
 
 /// CRI `ExecRequest`, as berth keeps it until the client comes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +81,7 @@ pub struct PortForwardRequest {
 /// What the CRI calls use: checks a request and returns the URL of its session.
 pub struct Streaming {
     tokens: Arc<Tokens>,
+    sessions: Arc<Sessions>,
     backend: Arc<dyn Backend>,
     base_url: String,
 }
@@ -80,8 +99,10 @@ pub async fn bind(
         .local_addr()
         .context(|| "reading the streaming server's address".into())?;
     let tokens = Arc::new(Tokens::default());
+    let sessions = Arc::new(Sessions::default());
     let streaming = Arc::new(Streaming {
         tokens: tokens.clone(),
+        sessions: sessions.clone(),
         backend: backend.clone(),
         base_url: format!(
             "http://{}",
@@ -89,7 +110,7 @@ pub async fn bind(
         ),
     });
     tracing::info!(url = %streaming.base_url, "streaming server listening");
-    Ok((streaming, Server::new(listener, tokens, backend)))
+    Ok((streaming, Server::new(listener, tokens, sessions, backend)))
 }
 
 /// A wildcard address cannot go in a URL: the kubelet, on this node, uses loopback.
@@ -112,6 +133,12 @@ impl Streaming {
         )?;
         if request.cmd.is_empty() {
             return Err(Error::InvalidArgument("cmd: empty".into()));
+        }
+        let cmd_bytes: usize = request.cmd.iter().map(|a| a.len() + 1).sum();
+        if cmd_bytes > MAX_EXEC_CMD_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "cmd: {cmd_bytes} bytes, over the limit of {MAX_EXEC_CMD_BYTES}"
+            )));
         }
         request.container_id = self.backend.running_container(&request.container_id)?;
         self.url(Session::Exec(request))
@@ -138,6 +165,8 @@ impl Streaming {
     }
 
     fn url(&self, session: Session) -> Result<String> {
+        // Refused now rather than when the client comes.
+        self.sessions.check(session.target())?;
         let kind = session.kind();
         let token = self.tokens.issue(session)?;
         Ok(format!("{}/{kind}/{token}", self.base_url))

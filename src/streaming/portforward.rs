@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -20,13 +21,19 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::spdy::{Connection, RST_CANCEL, Stream, StreamWriter};
+use super::sessions::{Sessions, Slot};
+use super::spdy::{Connection, MAX_STREAMS, RST_CANCEL, Stream, StreamWriter};
 use crate::error::Result;
 
 pub const PROTOCOL: &str = "portforward.k8s.io";
 
 /// How long the second stream of a pair may keep the first waiting.
 const PAIR_TIMEOUT: Duration = Duration::from_secs(30);
+/// First streams waiting for their second on one session. client-go opens a
+/// pair back to back, so a connection has a few at a time even when many local
+/// connections start at once; half the connection's stream cap, so pairs can
+/// always complete. Past it a new first stream is reset.
+const MAX_UNPAIRED: usize = MAX_STREAMS / 2;
 /// After one direction ends, how long the other gets (containerd's choice).
 const HALF_CLOSE_GRACE: Duration = Duration::from_secs(1);
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -39,15 +46,16 @@ struct Pending {
     since: Instant,
 }
 
-/// Runs one port-forward session until the client closes it; `connect` opens a
-/// connection to a port of the pod.
-pub async fn serve<F, Fut>(mut conn: Connection, connect: F)
+/// Runs one port-forward session into `pod` until the client closes it;
+/// `connect` opens a connection to a port of the pod, within the bounds of
+/// `forwards`.
+pub async fn serve<F, Fut>(mut conn: Connection, connect: F, forwards: Arc<Sessions>, pod: &str)
 where
     F: Fn(u16) -> Fut,
     Fut: Future<Output = Result<TcpStream>> + Send + 'static,
 {
     let mut pending: HashMap<String, Pending> = HashMap::new();
-    let mut forwards = JoinSet::new();
+    let mut running = JoinSet::new();
     loop {
         let stream = match tokio::time::timeout(PAIR_TIMEOUT, conn.accept()).await {
             Ok(Some(stream)) => stream,
@@ -65,6 +73,11 @@ where
             let _ = stream.writer.reset(RST_CANCEL).await;
             continue;
         };
+        if !pending.contains_key(&id) && pending.len() >= MAX_UNPAIRED {
+            tracing::debug!(requestid = %id, "refused a stream: too many unpaired streams");
+            let _ = stream.writer.reset(RST_CANCEL).await;
+            continue;
+        }
         if stream.writer.reply().await.is_err() {
             break;
         }
@@ -95,16 +108,17 @@ where
             }) = pending.remove(&id)
         {
             let port = data.headers.get("port").and_then(|p| p.parse::<u16>().ok());
-            let connecting = port.filter(|p| *p > 0).map(&connect);
-            forwards.spawn(forward(data, error, port, connecting).in_current_span());
+            let admitted = forwards.start(pod);
+            let connecting = port.filter(|p| *p > 0 && admitted.is_ok()).map(&connect);
+            running.spawn(forward(data, error, port, admitted, connecting).in_current_span());
         }
     }
     // The client is done; what still runs ends with its streams.
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
-        while forwards.join_next().await.is_some() {}
+        while running.join_next().await.is_some() {}
     })
     .await;
-    forwards.abort_all();
+    running.abort_all();
     conn.close(CLOSE_GRACE).await;
 }
 
@@ -124,12 +138,14 @@ async fn expire(pending: &mut HashMap<String, Pending>) {
     }
 }
 
-/// Forwards one connection, then closes both streams: the client waits for the
-/// end of the data stream, then of the error stream.
+/// Forwards one connection, holding its place among the pod's and node's
+/// forwards, then closes both streams: the client waits for the end of the data
+/// stream, then of the error stream.
 async fn forward(
     data: Stream,
     error: Stream,
     port: Option<u16>,
+    admitted: Result<Slot>,
     connecting: Option<impl Future<Output = Result<TcpStream>>>,
 ) {
     let Stream {
@@ -137,9 +153,12 @@ async fn forward(
         data: from_client,
         writer: to_client,
     } = data;
+    // The client sends nothing on the error stream: what it might is not kept.
+    let Stream { writer: error, .. } = error;
     let fin_sent = AtomicBool::new(false);
-    let outcome = match (port, connecting) {
-        (Some(port), Some(connecting)) => match connecting.await {
+    let outcome = match (port, admitted, connecting) {
+        (Some(port), Err(e), _) => Err(format!("error forwarding port {port}: {e}")),
+        (Some(port), Ok(_slot), Some(connecting)) => match connecting.await {
             Ok(tcp) => copy_both(tcp, from_client, &to_client, &fin_sent)
                 .await
                 .map_err(|e| format!("error forwarding port {port}: {e}")),
@@ -155,9 +174,9 @@ async fn forward(
     }
     if let Err(message) = outcome {
         tracing::info!("{message}");
-        let _ = error.writer.write(Bytes::from(message)).await;
+        let _ = error.write(Bytes::from(message)).await;
     }
-    let _ = error.writer.close().await;
+    let _ = error.close().await;
 }
 
 /// Copies between the client's data stream and the pod's port until both

@@ -36,6 +36,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Output chunks in flight to one stream.
 const OUTPUT_QUEUE: usize = 16;
 const RESIZE_QUEUE: usize = 4;
+/// Bytes of a terminal size kept while its end has not come: client-go's are
+/// about 30 bytes; a client that sends more without ending one loses its resizes.
+const MAX_RESIZE_PENDING: usize = 1024;
 
 /// The stdio a session carries, from the Exec or Attach request.
 #[derive(Debug, Clone, Copy)]
@@ -227,6 +230,10 @@ pub(super) async fn read_resizes(
 ) {
     let mut pending = Vec::new();
     while let Some(chunk) = data.recv().await {
+        if pending.len() + chunk.len() > MAX_RESIZE_PENDING {
+            tracing::debug!("terminal size from the client too long: resizes stopped");
+            return;
+        }
         pending.extend_from_slice(&chunk);
         let mut parsed = serde_json::Deserializer::from_slice(&pending).into_iter::<Size>();
         let mut used = 0;
@@ -326,6 +333,41 @@ mod tests {
                 .unwrap()
                 .contains("container c is not running")
         );
+    }
+
+    #[tokio::test]
+    async fn an_endless_resize_is_cut_off() {
+        let (data_tx, data) = mpsc::channel(8);
+        let (tx, mut sizes) = mpsc::channel(8);
+        let reader = tokio::spawn(read_resizes(data, tx));
+        data_tx
+            .send(Bytes::from_static(b"{\"Width\":80,\"Height\":24}\n"))
+            .await
+            .unwrap();
+        // A string that never ends: without a bound, kept whole.
+        data_tx
+            .send(Bytes::from_static(b"{\"Width\":80,\"x\":\""))
+            .await
+            .unwrap();
+        let filler = Bytes::from(vec![b'a'; 512]);
+        for _ in 0..4 {
+            if data_tx.send(filler.clone()).await.is_err() {
+                break;
+            }
+        }
+        tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .expect("the reader stops at the bound")
+            .unwrap();
+        assert!(data_tx.is_closed());
+        assert_eq!(
+            sizes.recv().await,
+            Some(TerminalSize {
+                width: 80,
+                height: 24
+            })
+        );
+        assert_eq!(sizes.recv().await, None);
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,10 +18,11 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::Instrument;
 
+use super::sessions::{Sessions, Slot};
 use super::spdy::Connection;
 use super::tokens::{Session, Tokens};
 use super::websocket::{self, WebSocket};
@@ -36,10 +38,21 @@ const WS_VERSION: &str = "sec-websocket-version";
 const WS_PROTOCOL: &str = "sec-websocket-protocol";
 /// A client that connects must send its request head within this.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes of a request head read: a path with a token and the headers the
+/// kubelet's proxy passes on (a bearer token of a few KiB) fit many times over;
+/// hyper's default is 400 KiB per connection.
+const MAX_REQUEST_HEAD: usize = 64 * 1024;
+/// Connections waiting for their request head or its answer at once: each takes
+/// a descriptor and up to [`MAX_REQUEST_HEAD`]; the kubelet asks once per
+/// session and upgrades at once. Past it, new connections wait in the listen
+/// backlog.
+const MAX_HANDSHAKES: usize = 64;
 
 pub struct Server {
     listener: TcpListener,
     tokens: Arc<Tokens>,
+    sessions: Arc<Sessions>,
+    forwards: Arc<Sessions>,
     backend: Arc<dyn Backend>,
 }
 
@@ -47,23 +60,27 @@ impl Server {
     pub(super) fn new(
         listener: TcpListener,
         tokens: Arc<Tokens>,
+        sessions: Arc<Sessions>,
         backend: Arc<dyn Backend>,
     ) -> Server {
         Server {
             listener,
             tokens,
+            sessions,
+            forwards: Arc::new(Sessions::forwards()),
             backend,
         }
     }
 
     /// Accepts connections until `stop` turns true. Sessions already running go on.
     pub async fn serve(self, mut stop: watch::Receiver<bool>) {
+        let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
         loop {
             let accepted = tokio::select! {
-                accepted = self.listener.accept() => accepted,
+                accepted = accept(&self.listener, &handshakes) => accepted,
                 _ = stop.wait_for(|stop| *stop) => return,
             };
-            let (tcp, peer) = match accepted {
+            let ((tcp, peer), handshake) = match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of descriptors, most likely: give it a moment.
@@ -73,23 +90,42 @@ impl Server {
                 }
             };
             let (tokens, backend) = (self.tokens.clone(), self.backend.clone());
+            let (sessions, forwards) = (self.sessions.clone(), self.forwards.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
-                    let response = respond(req, &tokens, &backend);
+                    let limits = (&sessions, &forwards);
+                    let response = respond(req, &tokens, limits, &backend);
                     async move { Ok::<_, Infallible>(response) }
                 });
+                // The place is given back once the connection is upgraded or
+                // ends; an idle one ends at the header timeout.
                 let served = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEADER_TIMEOUT)
+                    .max_buf_size(MAX_REQUEST_HEAD)
                     .serve_connection(TokioIo::new(tcp), service)
                     .with_upgrades()
                     .await;
+                drop(handshake);
                 if let Err(e) = served {
                     tracing::debug!(%peer, error = %e, "streaming connection");
                 }
             });
         }
     }
+}
+
+/// The next connection, once there is room for its handshake.
+async fn accept(
+    listener: &TcpListener,
+    handshakes: &Arc<Semaphore>,
+) -> std::io::Result<((TcpStream, SocketAddr), OwnedSemaphorePermit)> {
+    let permit = handshakes
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| std::io::Error::other("the handshake semaphore is closed"))?;
+    Ok((listener.accept().await?, permit))
 }
 
 /// How a session's bytes travel once the connection is upgraded.
@@ -103,6 +139,7 @@ enum Transport {
 fn respond(
     mut req: Request<Incoming>,
     tokens: &Tokens,
+    (sessions, forwards): (&Arc<Sessions>, &Arc<Sessions>),
     backend: &Arc<dyn Backend>,
 ) -> Response<String> {
     let path = req.uri().path().trim_matches('/');
@@ -177,6 +214,11 @@ fn respond(
         return response;
     };
 
+    let slot = match sessions.start(session.target()) {
+        Ok(slot) => slot,
+        Err(e) => return plain(StatusCode::TOO_MANY_REQUESTS, &e.to_string()),
+    };
+
     let mut response = Response::new(String::new());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
@@ -195,18 +237,14 @@ fn respond(
         }
     }
     let upgrade = hyper::upgrade::on(&mut req);
-    let backend = backend.clone();
+    let (backend, forwards) = (backend.clone(), forwards.clone());
     tokio::spawn(async move {
+        // The session's place is held until it ends.
+        let _slot: Slot = slot;
         match upgrade.await {
             Ok(upgraded) => {
-                run(
-                    session,
-                    protocol,
-                    transport,
-                    TokioIo::new(upgraded),
-                    backend,
-                )
-                .await
+                let io = TokioIo::new(upgraded);
+                run(session, protocol, transport, io, backend, forwards).await
             }
             Err(e) => tracing::debug!(error = %e, "streaming upgrade failed"),
         }
@@ -221,6 +259,7 @@ async fn run<IO>(
     transport: Transport,
     io: IO,
     backend: Arc<dyn Backend>,
+    forwards: Arc<Sessions>,
 ) where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -254,7 +293,9 @@ async fn run<IO>(
                     Connection::new(channels::tunnel(messages, ws))
                 }
             };
-            portforward::serve(conn, connect).instrument(span).await
+            portforward::serve(conn, connect, forwards, &req.sandbox_id)
+                .instrument(span)
+                .await
         }
     }
 }

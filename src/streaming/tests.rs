@@ -9,7 +9,11 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::spdy::{Connection, Decoder, Encoder, Frame, HEADER_LEN, Headers, body_len};
+use super::sessions::MAX_FORWARDS_PER_POD;
+use super::spdy::{
+    Connection, DATA_PIECE, Decoder, Encoder, Frame, HEADER_LEN, Headers, INBOUND_BUDGET,
+    MAX_STREAMS, Stream, body_len,
+};
 use super::{portforward, remotecommand};
 use crate::container::{ProcessStreams, TerminalSize};
 use crate::error::Error;
@@ -280,7 +284,8 @@ async fn port_forward_pairs_streams_and_reports_failures() {
             Err(Error::Unavailable(format!("port {p} refused")))
         }
     };
-    let server = tokio::spawn(portforward::serve(conn, connect));
+    let forwards = std::sync::Arc::new(super::sessions::Sessions::forwards());
+    let server = tokio::spawn(portforward::serve(conn, connect, forwards, "pod"));
     let port_text = port.to_string();
     let pair = |kind, port, id| [("streamtype", kind), ("port", port), ("requestid", id)];
     // Streams of two requests, interleaved.
@@ -332,7 +337,7 @@ async fn port_forward_pairs_streams_and_reports_failures() {
 #[tokio::test]
 async fn websocket_channels_carry_a_session() {
     use super::channels;
-    use super::websocket::{self, OP_BINARY, OP_CLOSE, WebSocket, client_frame};
+    use super::websocket::{self, OP_BINARY, OP_CLOSE, OP_CONTINUATION, WebSocket, client_frame};
 
     let (client, server) = tokio::io::duplex(1 << 16);
     let (messages, ws) = WebSocket::new(server);
@@ -345,9 +350,12 @@ async fn websocket_channels_carry_a_session() {
     ));
     let (mut rd, mut wr) = tokio::io::split(client);
     let mut wire = client_frame(true, OP_BINARY, b"\x00abc");
-    wire.extend(client_frame(true, OP_BINARY, b"\x00def"));
+    // Fragments split anywhere, even between a channel and its data.
+    wire.extend(client_frame(false, OP_BINARY, b"\x00"));
+    wire.extend(client_frame(true, OP_CONTINUATION, b"def"));
     // v5: the end of stdin.
-    wire.extend(client_frame(true, OP_BINARY, &[255, 0]));
+    wire.extend(client_frame(false, OP_BINARY, &[255]));
+    wire.extend(client_frame(true, OP_CONTINUATION, &[0]));
     wr.write_all(&wire).await.unwrap();
     let mut by_channel: HashMap<u8, Vec<u8>> = HashMap::new();
     let mut first = None;
@@ -379,4 +387,205 @@ async fn websocket_channels_carry_a_session() {
         .await
         .expect("the session ends")
         .unwrap();
+}
+
+/// Hands out every stream a connection accepts, for a test to hold unread.
+fn hoard(mut conn: Connection) -> tokio::sync::mpsc::UnboundedReceiver<Stream> {
+    let (tx, streams) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(stream) = conn.accept().await {
+            if tx.send(stream).is_err() {
+                break;
+            }
+        }
+    });
+    streams
+}
+
+fn syn(stream_id: u32) -> Frame {
+    Frame::SynStream {
+        stream_id,
+        associated_to: 0,
+        priority: 0,
+        fin: false,
+        unidirectional: false,
+        headers: Headers::new(&[("streamtype", "data")]),
+    }
+}
+
+#[tokio::test]
+async fn a_connection_bounds_its_streams_and_unread_data() {
+    let (c, conn) = pipe();
+    let mut accepted = hoard(conn);
+    let Client {
+        mut rd,
+        mut wr,
+        mut encoder,
+        mut decoder,
+        ..
+    } = c;
+    // More streams than a connection may hold open, and 32 KiB on each of the
+    // first 40: more than the budget for data nobody has read.
+    let (extra, loaded) = (10u32, 40u32);
+    let mut wire = Vec::new();
+    for i in 0..MAX_STREAMS as u32 + extra {
+        encoder.encode(&syn(2 * i + 1), &mut wire).unwrap();
+    }
+    let piece = Bytes::from(vec![1u8; DATA_PIECE]);
+    for i in 0..loaded {
+        let frame = Frame::Data {
+            stream_id: 2 * i + 1,
+            fin: false,
+            data: piece.clone(),
+        };
+        encoder.encode(&frame, &mut wire).unwrap();
+    }
+    let writer = tokio::spawn(async move { wr.write_all(&wire).await.map(|()| wr) });
+
+    // The streams past the bound are refused.
+    let mut refused = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while refused.len() < extra as usize {
+        let mut head = [0u8; HEADER_LEN];
+        tokio::time::timeout_at(deadline, rd.read_exact(&mut head))
+            .await
+            .expect("the refusals")
+            .unwrap();
+        let mut body = vec![0u8; body_len(&head)];
+        rd.read_exact(&mut body).await.unwrap();
+        if let Frame::RstStream { stream_id, status } =
+            decoder.decode(&head, Bytes::from(body)).unwrap()
+        {
+            assert_eq!(status, 3, "REFUSED_STREAM");
+            refused.push(stream_id);
+        }
+    }
+    let first_refused = 2 * MAX_STREAMS as u32 + 1;
+    assert_eq!(
+        refused,
+        (0..extra)
+            .map(|i| first_refused + 2 * i)
+            .collect::<Vec<_>>()
+    );
+
+    // The reader stops at the budget: the client cannot send the rest.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut held = Vec::new();
+    while let Ok(stream) = accepted.try_recv() {
+        held.push(stream);
+    }
+    assert_eq!(held.len(), MAX_STREAMS);
+    let queued: usize = held.iter().map(|s| s.data.len() * DATA_PIECE).sum();
+    assert!(
+        (INBOUND_BUDGET / 2..=INBOUND_BUDGET).contains(&queued),
+        "{queued} bytes queued"
+    );
+    assert!(
+        !writer.is_finished(),
+        "the connection is not read past its budget"
+    );
+
+    // Data taken gives its room back: everything arrives, nothing is lost.
+    let mut received = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while received < loaded as usize * DATA_PIECE {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{received} received"
+        );
+        for stream in &mut held {
+            while let Ok(piece) = stream.data.try_recv() {
+                received += piece.len();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    writer.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_long_data_frame_arrives_in_pieces() {
+    let (mut c, conn) = pipe();
+    let mut accepted = hoard(conn);
+    let id = c.open(&[("streamtype", "stdin")]).await;
+    let long = vec![9u8; 3 * DATA_PIECE + 100];
+    c.send(Frame::Data {
+        stream_id: id,
+        fin: true,
+        data: Bytes::from(long.clone()),
+    })
+    .await;
+    let mut stream = accepted.recv().await.unwrap();
+    let mut got = Vec::new();
+    while let Some(piece) = stream.data.recv().await {
+        assert!(piece.len() <= DATA_PIECE, "{}", piece.len());
+        got.extend_from_slice(&piece);
+    }
+    assert_eq!(got, long);
+}
+
+#[tokio::test]
+async fn forwards_into_a_pod_are_bounded() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts and holds every connection.
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+        }
+    });
+    let (mut c, conn) = pipe();
+    let connect =
+        move |_| async move { Ok(TcpStream::connect(("127.0.0.1", port)).await.unwrap()) };
+    let forwards = std::sync::Arc::new(super::sessions::Sessions::forwards());
+    tokio::spawn(portforward::serve(conn, connect, forwards, "pod"));
+    let port = port.to_string();
+    let mut errors = Vec::new();
+    for i in 0..=MAX_FORWARDS_PER_POD {
+        let id = i.to_string();
+        let pair = |kind| {
+            [
+                ("streamtype", kind),
+                ("port", port.as_str()),
+                ("requestid", id.as_str()),
+            ]
+        };
+        errors.push(c.open(&pair("error")).await);
+        c.open(&pair("data")).await;
+    }
+    // The one past the bound is told why on its error stream, and ends.
+    let last = *errors.last().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !c.fin.get(&last).copied().unwrap_or(false) {
+        let mut head = [0u8; HEADER_LEN];
+        tokio::time::timeout_at(deadline, c.rd.read_exact(&mut head))
+            .await
+            .expect("the refusal of the forward past the bound")
+            .unwrap();
+        let mut body = vec![0u8; body_len(&head)];
+        c.rd.read_exact(&mut body).await.unwrap();
+        if let Frame::Data {
+            stream_id,
+            fin,
+            data,
+        } = c.decoder.decode(&head, Bytes::from(body)).unwrap()
+        {
+            c.data
+                .entry(stream_id)
+                .or_default()
+                .extend_from_slice(&data);
+            if fin {
+                c.fin.insert(stream_id, true);
+            }
+        }
+    }
+    let message = c.text(last);
+    assert!(message.contains("limit per target"), "{message}");
+    // The others are still open.
+    assert!(
+        errors[..MAX_FORWARDS_PER_POD]
+            .iter()
+            .all(|e| !c.fin.contains_key(e))
+    );
 }

@@ -3,9 +3,15 @@
 //! (`crictl exec/attach --transport websocket`) carries the channel protocol in
 //! it, and its port-forward dialer tunnels SPDY through it.
 //!
-//! A reader task reassembles the client's (masked, maybe fragmented) messages
+//! A reader task passes on the client's (masked, maybe fragmented) messages
 //! and answers pings; a writer task owns the socket's write half. No extension
 //! is negotiated, so frames carry no compression.
+//!
+//! A message may announce any length (up to 2^63): it is passed on in
+//! [`Piece`]s of at most [`DATA_PIECE`] bytes as it is read, never reassembled,
+//! so what a client can make the reader hold is one piece and the queue behind
+//! it, however large its frames. Control frames keep RFC 6455's bound of 125
+//! bytes; one over it ends the connection.
 
 use std::io;
 use std::time::Duration;
@@ -19,12 +25,18 @@ use tokio::task::JoinHandle;
 
 /// RFC 6455 section 1.3.
 const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-/// Largest message accepted; stdin chunks and resizes are small.
-const MAX_MESSAGE: usize = 16 << 20;
+/// Messages are passed on in pieces of at most this: what client-go writes at
+/// once.
+pub const DATA_PIECE: usize = 32 * 1024;
+/// RFC 6455 5.5: a control frame's payload is at most 125 bytes.
+const MAX_CONTROL_PAYLOAD: u64 = 125;
+/// Pieces queued for the session: with [`DATA_PIECE`], 512 KiB.
 const MESSAGE_BUFFER: usize = 16;
-const OUT_BUFFER: usize = 64;
+/// Messages queued for the writer; the session's are at most a piece (plus a
+/// channel byte) long, so 512 KiB a client that does not read can leave.
+const OUT_BUFFER: usize = 16;
 
-const OP_CONTINUATION: u8 = 0x0;
+pub(super) const OP_CONTINUATION: u8 = 0x0;
 const OP_TEXT: u8 = 0x1;
 pub(super) const OP_BINARY: u8 = 0x2;
 pub(super) const OP_CLOSE: u8 = 0x8;
@@ -41,45 +53,85 @@ pub fn accept_key(key: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha.finalize())
 }
 
-/// One frame as read, unmasked.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) struct Frame {
-    fin: bool,
-    pub(super) opcode: u8,
-    pub(super) payload: Vec<u8>,
+/// A piece of a client's message, in order; `start` marks a message's first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    pub start: bool,
+    pub data: Bytes,
 }
 
-pub(super) async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R) -> io::Result<Option<Frame>> {
+/// A frame's header, as read.
+struct Head {
+    fin: bool,
+    opcode: u8,
+    len: u64,
+    mask: [u8; 4],
+}
+
+fn invalid(why: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("WebSocket: {why}"))
+}
+
+/// Reads a frame's header; `None` at the end of the connection.
+async fn read_head<R: AsyncRead + Unpin>(rd: &mut R) -> io::Result<Option<Head>> {
     let mut head = [0u8; 2];
     match rd.read_exact(&mut head).await {
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
-    let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("WebSocket: {why}"));
     if head[0] & 0x70 != 0 {
-        return Err(bad("reserved bits set without an extension"));
+        return Err(invalid("reserved bits set without an extension"));
     }
     let len = match head[1] & 0x7f {
         126 => u64::from(rd.read_u16().await?),
         127 => rd.read_u64().await?,
         n => u64::from(n),
     };
-    if len > MAX_MESSAGE as u64 {
-        return Err(bad("frame too large"));
-    }
     let mut mask = [0u8; 4];
     if head[1] & 0x80 != 0 {
         rd.read_exact(&mut mask).await?;
     }
-    let mut payload = vec![0u8; len as usize];
-    rd.read_exact(&mut payload).await?;
-    for (i, byte) in payload.iter_mut().enumerate() {
-        *byte ^= mask[i % 4];
-    }
-    Ok(Some(Frame {
+    Ok(Some(Head {
         fin: head[0] & 0x80 != 0,
         opcode: head[0] & 0x0f,
+        len,
+        mask,
+    }))
+}
+
+/// Reads `len` bytes of payload and unmasks them; `at` is their offset in the
+/// frame's payload, where the mask's cycle stands.
+async fn read_payload<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    len: usize,
+    mask: [u8; 4],
+    at: u64,
+) -> io::Result<Vec<u8>> {
+    let mut payload = vec![0u8; len];
+    rd.read_exact(&mut payload).await?;
+    for (i, byte) in payload.iter_mut().enumerate() {
+        *byte ^= mask[((at + i as u64) % 4) as usize];
+    }
+    Ok(payload)
+}
+
+/// One whole frame as read, unmasked: the client's view of the server's frames.
+#[cfg(test)]
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Frame {
+    pub(super) opcode: u8,
+    pub(super) payload: Vec<u8>,
+}
+
+#[cfg(test)]
+pub(super) async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R) -> io::Result<Option<Frame>> {
+    let Some(head) = read_head(rd).await? else {
+        return Ok(None);
+    };
+    let payload = read_payload(rd, head.len as usize, head.mask, 0).await?;
+    Ok(Some(Frame {
+        opcode: head.opcode,
         payload,
     }))
 }
@@ -124,8 +176,8 @@ pub struct Sender {
 
 impl WebSocket {
     /// Starts the connection's tasks; the receiver yields the client's messages
-    /// (binary or text payloads) and ends when it closes.
-    pub fn new<IO>(io: IO) -> (mpsc::Receiver<Bytes>, WebSocket)
+    /// (binary or text payloads), in pieces, and ends when it closes.
+    pub fn new<IO>(io: IO) -> (mpsc::Receiver<Piece>, WebSocket)
     where
         IO: AsyncRead + AsyncWrite + Send + 'static,
     {
@@ -188,65 +240,86 @@ impl Sender {
 async fn read_loop<R: AsyncRead + Unpin>(
     mut rd: R,
     out: mpsc::WeakSender<Outgoing>,
-    messages: mpsc::Sender<Bytes>,
+    messages: mpsc::Sender<Piece>,
     gone: watch::Sender<bool>,
 ) {
+    if let Err(e) = read_messages(&mut rd, &out, &messages).await {
+        tracing::debug!(error = %e, "WebSocket: reading failed");
+    }
+    let _ = gone.send(true);
+}
+
+/// Reads frames until the client closes, passing on messages and answering
+/// control frames.
+async fn read_messages<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    out: &mpsc::WeakSender<Outgoing>,
+    messages: &mpsc::Sender<Piece>,
+) -> io::Result<()> {
     let send = async |message: Outgoing| {
         if let Some(out) = out.upgrade() {
             let _ = out.send(message).await;
         }
     };
-    let mut partial: Option<Vec<u8>> = None;
-    loop {
-        let frame = match read_frame(&mut rd).await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break,
-            Err(e) => {
-                tracing::debug!(error = %e, "WebSocket: reading failed");
-                break;
+    // Inside a fragmented message: its next frame is a continuation.
+    let mut fragmented = false;
+    while let Some(head) = read_head(rd).await? {
+        if head.opcode & 0x08 != 0 {
+            if !head.fin || head.len > MAX_CONTROL_PAYLOAD {
+                return Err(invalid("control frame fragmented or over 125 bytes"));
             }
-        };
-        match frame.opcode {
-            OP_PING => send(Outgoing::Pong(frame.payload)).await,
-            OP_PONG => {}
-            OP_CLOSE => {
-                let code = frame
-                    .payload
-                    .get(..2)
-                    .map_or(NORMAL_CLOSURE, |c| u16::from_be_bytes([c[0], c[1]]));
-                send(Outgoing::Close(code)).await;
-                break;
-            }
-            OP_TEXT | OP_BINARY | OP_CONTINUATION => {
-                let mut message = match (partial.take(), frame.opcode) {
-                    (None, OP_CONTINUATION) | (Some(_), OP_TEXT | OP_BINARY) => {
-                        tracing::debug!("WebSocket: fragments out of order");
-                        break;
-                    }
-                    (Some(mut started), _) => {
-                        started.extend_from_slice(&frame.payload);
-                        started
-                    }
-                    (None, _) => frame.payload,
-                };
-                if message.len() > MAX_MESSAGE {
-                    tracing::debug!("WebSocket: message too large");
-                    break;
+            let payload = read_payload(rd, head.len as usize, head.mask, 0).await?;
+            match head.opcode {
+                OP_PING => send(Outgoing::Pong(payload)).await,
+                OP_PONG => {}
+                OP_CLOSE => {
+                    let code = payload
+                        .get(..2)
+                        .map_or(NORMAL_CLOSURE, |c| u16::from_be_bytes([c[0], c[1]]));
+                    send(Outgoing::Close(code)).await;
+                    return Ok(());
                 }
-                if !frame.fin {
-                    partial = Some(std::mem::take(&mut message));
-                    continue;
-                }
-                // A departed consumer: the rest is read and dropped.
-                let _ = messages.send(Bytes::from(message)).await;
+                other => return Err(invalid(&format!("unknown opcode {other}"))),
             }
-            _ => {
-                tracing::debug!(opcode = frame.opcode, "WebSocket: unknown opcode");
-                break;
-            }
+            continue;
         }
+        let start = match (fragmented, head.opcode) {
+            (false, OP_TEXT | OP_BINARY) => true,
+            (true, OP_CONTINUATION) => false,
+            (_, OP_TEXT | OP_BINARY | OP_CONTINUATION) => {
+                return Err(invalid("fragments out of order"));
+            }
+            (_, other) => return Err(invalid(&format!("unknown opcode {other}"))),
+        };
+        pass_on(rd, &head, start, messages).await?;
+        fragmented = !head.fin;
     }
-    let _ = gone.send(true);
+    Ok(())
+}
+
+/// Passes a data frame's payload on in pieces as it is read; a message's first
+/// piece goes even when empty, so the session sees every message begin.
+async fn pass_on<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    head: &Head,
+    mut start: bool,
+    messages: &mpsc::Sender<Piece>,
+) -> io::Result<()> {
+    let mut at = 0u64;
+    while at < head.len || start {
+        let n = (head.len - at).min(DATA_PIECE as u64) as usize;
+        let data = read_payload(rd, n, head.mask, at).await?;
+        at += n as u64;
+        // A departed consumer: the rest is read and dropped.
+        let _ = messages
+            .send(Piece {
+                start,
+                data: Bytes::from(data),
+            })
+            .await;
+        start = false;
+    }
+    Ok(())
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(
@@ -280,9 +353,13 @@ pub(super) fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
     match payload.len() {
         n if n < 126 => out.push(0x80 | n as u8),
-        n => {
+        n if n <= usize::from(u16::MAX) => {
             out.push(0x80 | 126);
             out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
         }
     }
     out.extend_from_slice(&mask);
@@ -312,25 +389,46 @@ mod tests {
         }
     }
 
+    /// Reassembles pieces into messages, as a test's client would want them.
+    async fn messages_of(pieces: &mut mpsc::Receiver<Piece>) -> Vec<Vec<u8>> {
+        let mut messages: Vec<Vec<u8>> = Vec::new();
+        while let Some(piece) = pieces.recv().await {
+            assert!(piece.data.len() <= DATA_PIECE);
+            if piece.start {
+                messages.push(Vec::new());
+            }
+            messages
+                .last_mut()
+                .expect("a message starts with its first piece")
+                .extend_from_slice(&piece.data);
+        }
+        messages
+    }
+
     #[tokio::test]
     async fn messages_pings_fragments_and_close() {
         let (client, server) = tokio::io::duplex(1 << 16);
         let (mut messages, ws) = WebSocket::new(server);
         let (mut crd, mut cwr) = tokio::io::split(client);
+        let big = vec![b'z'; 3 * DATA_PIECE + 5];
         let mut wire = client_frame(true, OP_BINARY, b"\x00hello");
         wire.extend(client_frame(true, OP_PING, b"are you there"));
         wire.extend(client_frame(false, OP_BINARY, b"\x00frag"));
         wire.extend(client_frame(true, OP_CONTINUATION, &[b'x'; 200]));
+        wire.extend(client_frame(true, OP_BINARY, b""));
+        wire.extend(client_frame(true, OP_BINARY, &big));
         wire.extend(client_frame(true, OP_CLOSE, &1000u16.to_be_bytes()));
-        cwr.write_all(&wire).await.unwrap();
-        assert_eq!(
-            messages.recv().await.unwrap(),
-            Bytes::from_static(b"\x00hello")
-        );
+        let writer = tokio::spawn(async move {
+            cwr.write_all(&wire).await.unwrap();
+            cwr
+        });
         let mut fragmented = b"\x00frag".to_vec();
         fragmented.extend([b'x'; 200]);
-        assert_eq!(messages.recv().await.unwrap(), fragmented);
-        assert_eq!(messages.recv().await, None);
+        assert_eq!(
+            messages_of(&mut messages).await,
+            vec![b"\x00hello".to_vec(), fragmented, vec![], big]
+        );
+        let _cwr = writer.await.unwrap();
         let sender = ws.sender();
         sender.gone().await;
         drop(sender);
@@ -344,5 +442,59 @@ mod tests {
         let close = read_frame(&mut crd).await.unwrap().unwrap();
         assert_eq!((close.opcode, close.payload), (OP_CLOSE, vec![0x03, 0xe8]));
         assert_eq!(read_frame(&mut crd).await.unwrap(), None);
+    }
+
+    /// A frame header announcing `len` bytes, masked with zeros.
+    fn announce(opcode: u8, len: u64) -> Vec<u8> {
+        let mut out = vec![0x80 | opcode, 0x80 | 127];
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out
+    }
+
+    #[tokio::test]
+    async fn a_huge_message_is_passed_on_in_pieces() {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let (mut messages, _ws) = WebSocket::new(server);
+        let (_crd, mut cwr) = tokio::io::split(client);
+        // The largest length a frame can announce, and the first megabyte of it.
+        let mut wire = announce(OP_BINARY, u64::MAX >> 1);
+        wire.extend(vec![7u8; 1 << 20]);
+        tokio::spawn(async move { cwr.write_all(&wire).await });
+        let mut got = 0;
+        while got < 1 << 20 {
+            let piece = messages.recv().await.unwrap();
+            assert_eq!(piece.start, got == 0);
+            assert!(!piece.data.is_empty() && piece.data.len() <= DATA_PIECE);
+            assert!(piece.data.iter().all(|b| *b == 7));
+            got += piece.data.len();
+        }
+    }
+
+    #[tokio::test]
+    async fn an_oversized_control_frame_ends_the_connection() {
+        for wire in [
+            // A ping of a megabyte, which would be echoed whole.
+            client_frame(true, OP_PING, &vec![1u8; 1 << 20]),
+            // A ping announcing 2^40 bytes.
+            announce(OP_PING, 1 << 40),
+            // A fragmented close.
+            client_frame(false, OP_CLOSE, &[3, 232]),
+        ] {
+            let (client, server) = tokio::io::duplex(1 << 16);
+            let (mut messages, ws) = WebSocket::new(server);
+            let (mut crd, mut cwr) = tokio::io::split(client);
+            tokio::spawn(async move { cwr.write_all(&wire).await });
+            let sender = ws.sender();
+            tokio::time::timeout(Duration::from_secs(5), sender.gone())
+                .await
+                .expect("the reader gives up");
+            assert_eq!(messages.recv().await, None);
+            drop(sender);
+            ws.close(Duration::from_secs(1)).await;
+            // No pong: only the server's close.
+            let close = read_frame(&mut crd).await.unwrap().unwrap();
+            assert_eq!(close.opcode, OP_CLOSE);
+        }
     }
 }

@@ -8,28 +8,52 @@
 //! WINDOW_UPDATE. Back-pressure comes from bounded channels instead: a stream
 //! whose consumer is slow stops the reader, and so the client's socket, as
 //! spdystream's own frame workers do.
+//!
+//! What a client can make the reader hold is bounded whatever it sends: control
+//! frames by [`MAX_CONTROL_FRAME`](super::MAX_CONTROL_FRAME) and their header
+//! blocks by [`MAX_HEADER_BLOCK`](super::MAX_HEADER_BLOCK); data frames of any
+//! length are read in pieces of [`DATA_PIECE`], and what sits queued on all of a
+//! connection's streams together by [`INBOUND_BUDGET`]; open streams by
+//! [`MAX_STREAMS`]. Past a budget the reader waits; a frame over a bound ends
+//! the connection.
 
 use std::collections::HashMap;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::frame::{
     Decoder, Encoder, Frame, HEADER_LEN, Headers, RST_PROTOCOL_ERROR, RST_REFUSED_STREAM, body_len,
+    check_control_len, is_data,
 };
 
-/// Data frames buffered per stream before the reader waits for its consumer.
+/// Data pieces buffered per stream before the reader waits for its consumer.
 const STREAM_BUFFER: usize = 16;
-/// Frames queued for the writer.
-const OUT_BUFFER: usize = 64;
+/// Frames queued for the writer: with data frames of [`MAX_DATA_FRAME`], 512 KiB
+/// a client that does not read can leave in berthd per connection.
+const OUT_BUFFER: usize = 16;
+/// Data frames are read and queued in pieces of at most this, whatever length
+/// they announce (up to 16 MiB): what client-go writes at once.
+pub const DATA_PIECE: usize = 32 * 1024;
+/// Client data read but not yet taken by the streams' consumers, all of a
+/// connection's streams together. Bounds what streams nobody reads (unpaired
+/// port-forward streams, a stdin the process ignores) hold; one stream's full
+/// buffer, so a consumer that keeps up never comes near it.
+pub const INBOUND_BUDGET: usize = STREAM_BUFFER * DATA_PIECE;
+/// Streams open at once on one connection: an exec takes five, a port forward
+/// two per forwarded connection, so 128 connections forwarded at once; past
+/// it a new stream is refused (RST_STREAM), as HTTP/2 does past its
+/// SETTINGS_MAX_CONCURRENT_STREAMS.
+pub const MAX_STREAMS: usize = 256;
 /// Streams announced but not yet accepted.
 const ACCEPT_BUFFER: usize = 16;
 /// spdystream reads 32 KiB at a time; larger data frames gain nothing.
-const MAX_DATA_FRAME: usize = 32 * 1024;
+const MAX_DATA_FRAME: usize = DATA_PIECE;
 /// The writer coalesces queued frames up to this many bytes per write.
 const WRITE_BATCH: usize = 64 * 1024;
 
@@ -55,7 +79,9 @@ impl Drop for Tasks {
 /// A stream the client opened: its headers, the data it sends, and a way to answer.
 pub struct Stream {
     pub headers: Headers,
-    /// The client's data; ends at its FIN, at a reset, or when the connection goes.
+    /// The client's data, in pieces of at most [`DATA_PIECE`] that hold their
+    /// share of the connection's [`INBOUND_BUDGET`] until dropped; ends at its
+    /// FIN, at a reset, or when the connection goes.
     pub data: mpsc::Receiver<Bytes>,
     pub writer: StreamWriter,
 }
@@ -203,6 +229,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let mut streams: HashMap<u32, Entry> = HashMap::new();
     let mut incoming = Some(incoming);
     let mut last_id = 0u32;
+    let budget = Arc::new(Semaphore::new(INBOUND_BUDGET));
     let send = |frame: Frame| {
         let out = out.clone();
         async move {
@@ -212,8 +239,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
         }
     };
     loop {
-        let frame = match read_frame(&mut rd, &mut decoder).await {
-            Ok(Some(frame)) => frame,
+        let frame = match read_frame(&mut rd, &mut decoder, &mut streams, &budget).await {
+            Ok(Some(Some(frame))) => frame,
+            // A data frame, delivered as it was read.
+            Ok(Some(None)) => continue,
             Ok(None) => break,
             Err(e) => {
                 tracing::debug!(error = %e, "SPDY connection: reading failed");
@@ -237,7 +266,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     continue;
                 }
                 last_id = stream_id;
-                let (Some(accept), Some(strong)) = (&incoming, out.upgrade()) else {
+                streams.retain(|_, e| !e.finished());
+                let (Some(accept), Some(strong), true) =
+                    (&incoming, out.upgrade(), streams.len() < MAX_STREAMS)
+                else {
                     send(Frame::RstStream {
                         stream_id,
                         status: RST_REFUSED_STREAM,
@@ -245,7 +277,6 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     .await;
                     continue;
                 };
-                streams.retain(|_, e| !e.finished());
                 let (data_tx, data) = mpsc::channel(STREAM_BUFFER);
                 let (reset_tx, reset) = watch::channel(false);
                 streams.insert(
@@ -274,25 +305,6 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     .await;
                 }
             }
-            Frame::Data {
-                stream_id,
-                fin,
-                data,
-            } => {
-                let Some(entry) = streams.get_mut(&stream_id) else {
-                    continue;
-                };
-                if let Some(tx) = &entry.data
-                    && !data.is_empty()
-                    && tx.send(data).await.is_err()
-                {
-                    // Nobody reads this stream: drop what else comes.
-                    entry.data = None;
-                }
-                if fin {
-                    entry.data = None;
-                }
-            }
             Frame::RstStream { stream_id, .. } => {
                 if let Some(entry) = streams.remove(&stream_id) {
                     let _ = entry.reset.send(true);
@@ -302,7 +314,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Frame::Ping { id } if id % 2 == 1 => send(Frame::Ping { id }).await,
             // The client opens no more streams; those open go on until it closes.
             Frame::GoAway { .. } => incoming = None,
-            Frame::Ping { .. }
+            Frame::Data { .. }
+            | Frame::Ping { .. }
             | Frame::SynReply { .. }
             | Frame::Headers { .. }
             | Frame::Settings { .. }
@@ -313,22 +326,89 @@ async fn read_loop<R: AsyncRead + Unpin>(
     // Dropping the entries ends every stream's data and signals its reset.
 }
 
+/// Reads one frame: a control frame is returned, a data frame is delivered to
+/// its stream as it is read (`Some(None)`); `None` at the end of the connection.
 async fn read_frame<R: AsyncRead + Unpin>(
     rd: &mut R,
     decoder: &mut Decoder,
-) -> io::Result<Option<Frame>> {
+    streams: &mut HashMap<u32, Entry>,
+    budget: &Arc<Semaphore>,
+) -> io::Result<Option<Option<Frame>>> {
     let mut head = [0u8; HEADER_LEN];
     match rd.read_exact(&mut head).await {
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
+    let invalid = |e| io::Error::new(io::ErrorKind::InvalidData, e);
+    if is_data(&head) {
+        let stream_id = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+        let fin = head[4] & 0x01 != 0;
+        let entry = streams.get_mut(&stream_id);
+        receive_data(rd, entry, body_len(&head), fin, budget).await?;
+        return Ok(Some(None));
+    }
+    check_control_len(&head).map_err(invalid)?;
     let mut body = vec![0u8; body_len(&head)];
     rd.read_exact(&mut body).await?;
     decoder
         .decode(&head, Bytes::from(body))
-        .map(Some)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        .map(|frame| Some(Some(frame)))
+        .map_err(invalid)
+}
+
+/// A piece of client data holding its share of the connection's
+/// [`INBOUND_BUDGET`] until its consumer drops it.
+struct Budgeted {
+    data: Vec<u8>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Budgeted {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+/// Reads `len` bytes of a data frame and queues them on the stream in pieces of
+/// at most [`DATA_PIECE`], each taken from `budget` before it is read; data for
+/// a stream that is gone, finished or unread is read and dropped.
+async fn receive_data<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    mut entry: Option<&mut Entry>,
+    mut len: usize,
+    fin: bool,
+    budget: &Arc<Semaphore>,
+) -> io::Result<()> {
+    while len > 0 {
+        let n = len.min(DATA_PIECE);
+        len -= n;
+        let Some(tx) = entry.as_ref().and_then(|e| e.data.as_ref()) else {
+            tokio::io::copy(&mut (&mut *rd).take(n as u64), &mut tokio::io::sink()).await?;
+            continue;
+        };
+        let permit = budget
+            .clone()
+            .acquire_many_owned(n as u32)
+            .await
+            .map_err(|_| io::Error::other("SPDY connection: inbound budget closed"))?;
+        let mut data = vec![0u8; n];
+        rd.read_exact(&mut data).await?;
+        let piece = Bytes::from_owner(Budgeted {
+            data,
+            _permit: permit,
+        });
+        if tx.send(piece).await.is_err() {
+            // Nobody reads this stream: drop what else comes.
+            if let Some(entry) = entry.as_mut() {
+                entry.data = None;
+            }
+        }
+    }
+    if fin && let Some(entry) = entry {
+        entry.data = None;
+    }
+    Ok(())
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(

@@ -17,8 +17,15 @@ pub const VERSION: u16 = 3;
 pub const HEADER_LEN: usize = 8;
 /// Lengths are 24 bits.
 pub const MAX_BODY: usize = (1 << 24) - 1;
-/// Header blocks inflate to at most this; real ones are a few hundred bytes.
-const MAX_HEADER_BLOCK: usize = 1 << 20;
+/// Largest control frame body read: the Kubernetes clients' SYN_STREAMs carry a
+/// compressed header block of a few dozen bytes; a control frame is read whole
+/// before it is decoded, so this bounds that buffer. (Data frames are read in
+/// pieces, whatever their length.)
+pub const MAX_CONTROL_FRAME: usize = 16 * 1024;
+/// A header block inflates to at most this: `streamtype`, `port` and `requestid`
+/// take under a hundred bytes, and zlib's 1:1032 ratio would otherwise turn one
+/// control frame into 16 MiB.
+pub const MAX_HEADER_BLOCK: usize = 16 * 1024;
 
 const FLAG_FIN: u8 = 0x01;
 const FLAG_UNIDIRECTIONAL: u8 = 0x02;
@@ -45,6 +52,10 @@ pub enum FrameError {
     Version(u16),
     #[error("SPDY header block: {0}")]
     Compression(String),
+    #[error(
+        "SPDY control frame of type {kind} is {len} bytes long, over the limit of {MAX_CONTROL_FRAME}"
+    )]
+    TooLarge { kind: u16, len: usize },
 }
 
 /// A header block: lower-case names, values as sent (several values of one name
@@ -126,6 +137,21 @@ pub fn body_len(head: &[u8; HEADER_LEN]) -> usize {
     u32::from_be_bytes([0, head[5], head[6], head[7]]) as usize
 }
 
+/// Whether a frame header starts a data frame (control bit clear).
+pub fn is_data(head: &[u8; HEADER_LEN]) -> bool {
+    head[0] & 0x80 == 0
+}
+
+/// Refuses a control frame whose body would be too large to read whole.
+pub fn check_control_len(head: &[u8; HEADER_LEN]) -> Result<(), FrameError> {
+    let len = body_len(head);
+    if !is_data(head) && len > MAX_CONTROL_FRAME {
+        let kind = u16::from_be_bytes([head[2], head[3]]);
+        return Err(FrameError::TooLarge { kind, len });
+    }
+    Ok(())
+}
+
 /// Reads frames of one direction; owns that direction's inflate context.
 pub struct Decoder {
     inflate: Decompress,
@@ -162,6 +188,12 @@ impl Decoder {
                 .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
                 .ok_or(bad("too short"))
         };
+        if body.len() > MAX_CONTROL_FRAME {
+            return Err(FrameError::TooLarge {
+                kind,
+                len: body.len(),
+            });
+        }
         let fin = flags & FLAG_FIN != 0;
         Ok(match kind {
             SYN_STREAM => {
@@ -225,14 +257,16 @@ impl Decoder {
     fn inflate(&mut self, input: &[u8]) -> Result<Vec<u8>, FrameError> {
         let z = &mut self.inflate;
         let start = z.total_in();
-        let mut out = Vec::with_capacity(input.len() * 4 + 64);
+        let mut out = Vec::with_capacity((input.len() * 4 + 64).min(MAX_HEADER_BLOCK));
         loop {
             let used = (z.total_in() - start) as usize;
             if out.len() == out.capacity() {
                 if out.len() >= MAX_HEADER_BLOCK {
-                    return Err(FrameError::Compression("header block too large".into()));
+                    return Err(FrameError::Compression(format!(
+                        "header block inflates to over {MAX_HEADER_BLOCK} bytes"
+                    )));
                 }
-                out.reserve(out.capacity());
+                out.reserve_exact(out.capacity().min(MAX_HEADER_BLOCK - out.len()));
             }
             let out_before = out.len();
             match z.decompress_vec(&input[used..], &mut out, FlushDecompress::Sync) {

@@ -134,7 +134,7 @@ fn the_dictionary_does_the_compressing() {
 #[test]
 fn large_data_and_header_blocks() {
     let data = Bytes::from(vec![7u8; 200_000]);
-    let value = "v".repeat(100_000);
+    let value = "v".repeat(MAX_HEADER_BLOCK - 100);
     let frames = vec![
         Frame::Data {
             stream_id: 9,
@@ -148,6 +148,62 @@ fn large_data_and_header_blocks() {
         },
     ];
     assert_eq!(round_trip(&frames), frames);
+}
+
+#[test]
+fn a_header_block_that_inflates_too_far_is_refused() {
+    // 1 MiB of one byte compresses to about a kilobyte: a zlib bomb that fits
+    // easily in a control frame.
+    let bomb = Frame::Headers {
+        stream_id: 1,
+        fin: false,
+        headers: Headers(vec![("bomb".into(), "b".repeat(1 << 20))]),
+    };
+    let mut wire = Vec::new();
+    Encoder::default().encode(&bomb, &mut wire).unwrap();
+    assert!(wire.len() < MAX_CONTROL_FRAME, "{}", wire.len());
+    let head: [u8; HEADER_LEN] = wire[..HEADER_LEN].try_into().unwrap();
+    check_control_len(&head).unwrap();
+    let body = Bytes::copy_from_slice(&wire[HEADER_LEN..]);
+    let refused = Decoder::default().decode(&head, body);
+    assert!(
+        matches!(&refused, Err(FrameError::Compression(why)) if why.contains("16384")),
+        "{refused:?}"
+    );
+    // Just under the limit still decodes.
+    let fits = Frame::Headers {
+        stream_id: 1,
+        fin: false,
+        headers: Headers(vec![("b".into(), "b".repeat(MAX_HEADER_BLOCK - 32))]),
+    };
+    assert_eq!(round_trip(std::slice::from_ref(&fits)), vec![fits]);
+}
+
+#[test]
+fn control_frames_are_bounded_before_they_are_read() {
+    // A SYN_STREAM announcing the largest length SPDY can carry.
+    let mut head = [0u8; HEADER_LEN];
+    head[..2].copy_from_slice(&(0x8000u16 | VERSION).to_be_bytes());
+    head[2..4].copy_from_slice(&SYN_STREAM.to_be_bytes());
+    head[5..].copy_from_slice(&(MAX_BODY as u32).to_be_bytes()[1..]);
+    assert_eq!(
+        check_control_len(&head),
+        Err(FrameError::TooLarge {
+            kind: SYN_STREAM,
+            len: MAX_BODY
+        })
+    );
+    let body = Bytes::from(vec![0u8; MAX_CONTROL_FRAME + 1]);
+    head[5..].copy_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    assert!(matches!(
+        Decoder::default().decode(&head, body),
+        Err(FrameError::TooLarge { .. })
+    ));
+    // Data frames may announce any length: they are read in pieces.
+    let mut data = [0u8; HEADER_LEN];
+    data[3] = 1;
+    data[5..].copy_from_slice(&(MAX_BODY as u32).to_be_bytes()[1..]);
+    assert!(is_data(&data) && check_control_len(&data).is_ok());
 }
 
 #[test]

@@ -6,5 +6,8 @@ mod conn;
 mod dictionary;
 mod frame;
 
-pub use conn::{Connection, Stream, StreamWriter};
-pub use frame::{Decoder, Encoder, Frame, FrameError, HEADER_LEN, Headers, RST_CANCEL, body_len};
+pub use conn::{Connection, DATA_PIECE, INBOUND_BUDGET, MAX_STREAMS, Stream, StreamWriter};
+pub use frame::{
+    Decoder, Encoder, Frame, FrameError, HEADER_LEN, Headers, MAX_CONTROL_FRAME, MAX_HEADER_BLOCK,
+    RST_CANCEL, body_len, check_control_len, is_data,
+};
