@@ -37,6 +37,7 @@ const MAX_MESSAGE_BYTES: usize = 32 << 20;
 
 pub async fn run(config: Config) -> Result<()> {
     crate::layout::set_daemon_umask();
+    raise_open_files_limit();
     crate::layout::prepare(&config)?;
     let _lock = lock_root(&config.root)?;
 
@@ -188,6 +189,19 @@ fn lock_root(root: &Path) -> Result<Flock<File>> {
         .and_then(|_| write!(lock, "{}", std::process::id()))
         .context(|| format!("writing {}", path.display()))?;
     Ok(lock)
+}
+
+/// Raises the soft open-files limit to the hard one, as Go daemons (containerd)
+/// get at start: every shim connection, fifo, log and streaming session holds a
+/// descriptor, and the usual soft limit of 1024 is below what a busy node needs.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(error = %e, soft, hard, "could not raise the open-files limit");
+    }
 }
 
 /// Binds the socket 0660. A socket left by a crashed berthd is replaced; one that
