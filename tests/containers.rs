@@ -555,10 +555,7 @@ async fn exec_sync_keeps_its_deadline_cleans_up_and_fits_a_reply() {
     let pod = w.run_pod("execs").await;
     let id = w.run(&pod, "app", "exec sleep 1000").await;
     let status = w.status(&id).await;
-    let pid: u32 = serde_json::from_str::<serde_json::Value>(&status_info(&w, &id).await)
-        .ok()
-        .and_then(|v| v["pid"].as_u64())
-        .expect("pid in the verbose status") as u32;
+    let pid = w.container_pid(&id).await;
     assert_eq!(status.state, RUNNING);
     let bundle = w.env.state.join("containers").join(&id);
     let alone = processes_beside(pid);
@@ -649,31 +646,6 @@ async fn exec_sync_keeps_its_deadline_cleans_up_and_fits_a_reply() {
     assert!(reply.stdout.starts_with(b"y\ny\n"));
 }
 
-async fn status_info(w: &World, id: &str) -> String {
-    w.cri
-        .runtime_client()
-        .container_status(cri::ContainerStatusRequest {
-            container_id: id.to_string(),
-            verbose: true,
-        })
-        .await
-        .expect("ContainerStatus")
-        .into_inner()
-        .info
-        .get("info")
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn localhost_profile(path: &str) -> Option<cri::SecurityProfile> {
     Some(cri::SecurityProfile {
         profile_type: cri::security_profile::ProfileType::Localhost as i32,
@@ -715,7 +687,7 @@ async fn files_and_fields_a_request_names_are_confined_and_bounded() {
         "",
     )
     .await;
-    let rss_before = rss_kib(w.berthd.pid());
+    let rss_before = common::rss_kib(w.berthd.pid());
 
     // Pods: a device as a profile, a file outside the roots, a relative log dir
     // and cgroup parent.
@@ -740,9 +712,9 @@ async fn files_and_fields_a_request_names_are_confined_and_bounded() {
         common::assert_error(&err, tonic::Code::InvalidArgument, &["seccomp", needle]);
     }
     assert!(
-        rss_kib(w.berthd.pid()) < rss_before + 64 * 1024,
+        common::rss_kib(w.berthd.pid()) < rss_before + 64 * 1024,
         "berthd grew from {rss_before} KiB to {} KiB",
-        rss_kib(w.berthd.pid())
+        common::rss_kib(w.berthd.pid())
     );
     let mut relative_logs = w.pod_config("relative-logs");
     relative_logs.log_directory = "pod-logs/relative".into();

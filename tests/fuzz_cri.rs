@@ -83,6 +83,23 @@ impl Rng {
     fn enum_value(&mut self) -> i32 {
         [0, 1, 2, 3, 4, 99, -1][self.below(7)]
     }
+
+    fn namespace_options(&mut self) -> cri::NamespaceOption {
+        cri::NamespaceOption {
+            network: self.enum_value(),
+            pid: self.enum_value(),
+            ipc: self.enum_value(),
+            target_id: self.string(),
+            ..Default::default()
+        }
+    }
+
+    fn profile(&mut self) -> cri::SecurityProfile {
+        cri::SecurityProfile {
+            profile_type: self.enum_value(),
+            localhost_ref: self.string(),
+        }
+    }
 }
 
 fn mutate_pod(rng: &mut Rng, c: &mut cri::PodSandboxConfig) -> &'static str {
@@ -114,10 +131,7 @@ fn mutate_pod(rng: &mut Rng, c: &mut cri::PodSandboxConfig) -> &'static str {
             "run_as_group"
         }
         6 => {
-            sc.seccomp = Some(cri::SecurityProfile {
-                profile_type: rng.enum_value(),
-                localhost_ref: rng.string(),
-            });
+            sc.seccomp = Some(rng.profile());
             "seccomp"
         }
         7 => {
@@ -128,13 +142,7 @@ fn mutate_pod(rng: &mut Rng, c: &mut cri::PodSandboxConfig) -> &'static str {
             "seccomp_profile_path"
         }
         8 => {
-            sc.namespace_options = Some(cri::NamespaceOption {
-                network: rng.enum_value(),
-                pid: rng.enum_value(),
-                ipc: rng.enum_value(),
-                target_id: rng.string(),
-                ..Default::default()
-            });
+            sc.namespace_options = Some(rng.namespace_options());
             "namespace_options"
         }
         9 => {
@@ -270,10 +278,7 @@ fn mutate_container(rng: &mut Rng, c: &mut cri::ContainerConfig) -> &'static str
             "run_as_group"
         }
         15 => {
-            sc.seccomp = Some(cri::SecurityProfile {
-                profile_type: rng.enum_value(),
-                localhost_ref: rng.string(),
-            });
+            sc.seccomp = Some(rng.profile());
             "seccomp"
         }
         16 => {
@@ -290,13 +295,7 @@ fn mutate_container(rng: &mut Rng, c: &mut cri::ContainerConfig) -> &'static str
             "masked_paths"
         }
         18 => {
-            sc.namespace_options = Some(cri::NamespaceOption {
-                network: rng.enum_value(),
-                pid: rng.enum_value(),
-                ipc: rng.enum_value(),
-                target_id: rng.string(),
-                ..Default::default()
-            });
+            sc.namespace_options = Some(rng.namespace_options());
             "namespace_options"
         }
         19 => {
@@ -317,15 +316,6 @@ fn mutate_container(rng: &mut Rng, c: &mut cri::ContainerConfig) -> &'static str
             "metadata.name"
         }
     }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// A refusal must be one a kubelet can act on, short, and about the request. The
@@ -378,7 +368,7 @@ async fn mutated_pods_and_containers_are_refused_cleanly() {
         });
     eprintln!("fuzz seed {seed} (BERTH_FUZZ_SEED={seed} replays it)");
     let mut rng = Rng(seed);
-    let rss_before = rss_kib(w.berthd.pid());
+    let rss_before = common::rss_kib(w.berthd.pid());
     let pid = w.berthd.pid();
 
     for i in 0..iterations(40) {
@@ -432,7 +422,7 @@ async fn mutated_pods_and_containers_are_refused_cleanly() {
     }
 
     assert_eq!(w.berthd.pid(), pid, "berthd is the same process");
-    let rss_after = rss_kib(pid);
+    let rss_after = common::rss_kib(pid);
     assert!(
         rss_after < rss_before + MAX_RSS_GROWTH_KIB,
         "berthd grew from {rss_before} KiB to {rss_after} KiB"

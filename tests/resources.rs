@@ -65,19 +65,7 @@ fn value(v: &Option<cri::UInt64Value>) -> u64 {
 
 /// The host's view of a running container's cgroup, found as berth finds it.
 async fn cgroup_of(w: &World, id: &str) -> Cgroup {
-    let info = w
-        .cri
-        .runtime_client()
-        .container_status(cri::ContainerStatusRequest {
-            container_id: id.to_string(),
-            verbose: true,
-        })
-        .await
-        .expect("ContainerStatus")
-        .into_inner()
-        .info;
-    let info: serde_json::Value = serde_json::from_str(&info["info"]).expect("info JSON");
-    let pid = info["pid"].as_u64().expect("pid") as u32;
+    let pid = w.container_pid(id).await;
     Hierarchies::of_this_host()
         .of_process(pid)
         .expect("the container's cgroup")

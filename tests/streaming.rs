@@ -492,13 +492,7 @@ async fn port_forward_reaches_the_pod_loopback() {
 
 /// berthd's resident memory, in MiB.
 fn rss_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/<pid>/status");
-    kib / 1024
+    common::rss_kib(pid) / 1024
 }
 
 /// Runs `echo ok` in container `id` over SPDY and checks its output and status:

@@ -262,3 +262,13 @@ pub fn assert_mentions_any(status: &tonic::Status, needles: &[&str]) {
         "error message should mention one of {needles:?}: {status:?}"
     );
 }
+
+/// The resident memory of process `pid`, in KiB (0 when it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}

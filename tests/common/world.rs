@@ -153,6 +153,23 @@ impl World {
         id
     }
 
+    /// The host pid of a running container's process, from the verbose status.
+    pub async fn container_pid(&self, id: &str) -> u32 {
+        let info = self
+            .cri
+            .runtime_client()
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.to_string(),
+                verbose: true,
+            })
+            .await
+            .expect("ContainerStatus")
+            .into_inner()
+            .info;
+        let info: serde_json::Value = serde_json::from_str(&info["info"]).expect("info JSON");
+        info["pid"].as_u64().expect("pid") as u32
+    }
+
     pub async fn status(&self, id: &str) -> cri::ContainerStatus {
         self.cri
             .runtime_client()
