@@ -126,31 +126,49 @@ pub async fn stop(client: &TaskClient, id: &str) -> Result<()> {
         Err(Error::NotFound(_)) => Ok(()),
         other => other,
     };
-    let running = match client.state(id, "").await {
-        Ok(state) => state.status.value() == api::Status::RUNNING as i32,
+    // Anything but stopped may hold a process: a task berthd was starting when it
+    // died can be created now and running a moment later, as the shim finishes.
+    let alive = match client.state(id, "").await {
+        Ok(state) => state.status.value() != api::Status::STOPPED as i32,
         Err(Error::NotFound(_)) => return Ok(()),
         Err(e) => return Err(e),
     };
-    if running {
+    if alive {
         gone(client.kill(id, "", libc::SIGTERM as u32, false).await)?;
         if tokio::time::timeout(TERM_GRACE, client.wait(id, ""))
             .await
             .is_err()
         {
-            gone(client.kill(id, "", libc::SIGKILL as u32, true).await)?;
-            tokio::time::timeout(KILL_WAIT, client.wait(id, ""))
-                .await
-                .map_err(|_| {
-                    Error::Unavailable(format!(
-                        "infra container {id} did not exit {KILL_WAIT:?} after SIGKILL"
-                    ))
-                })??;
+            kill_and_wait(client, id).await?;
         }
     }
     match client.delete(id, "").await {
         Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+        // Started after the state was read: kill it for good and delete again.
+        Err(Error::FailedPrecondition(_)) => {
+            kill_and_wait(client, id).await?;
+            match client.delete(id, "").await {
+                Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
         Err(e) => Err(e),
     }
+}
+
+async fn kill_and_wait(client: &TaskClient, id: &str) -> Result<()> {
+    match client.kill(id, "", libc::SIGKILL as u32, true).await {
+        Ok(()) | Err(Error::NotFound(_)) => {}
+        Err(e) => return Err(e),
+    }
+    tokio::time::timeout(KILL_WAIT, client.wait(id, ""))
+        .await
+        .map_err(|_| {
+            Error::Unavailable(format!(
+                "infra container {id} did not exit {KILL_WAIT:?} after SIGKILL"
+            ))
+        })?
+        .map(|_| ())
 }
 
 /// Reconnects to the shim whose address is in the bundle.
