@@ -64,6 +64,14 @@ impl ContentStore {
         Ingest::open(self.ingest.join(hex), self.blobs.join(hex), digest, size)
     }
 
+    /// Bytes written so far to the partial download of `digest` (0 if none).
+    pub fn ingest_len(&self, digest: &str) -> u64 {
+        digest_hex(digest)
+            .ok()
+            .and_then(|hex| fs::metadata(self.ingest.join(hex)).ok())
+            .map_or(0, |meta| meta.len())
+    }
+
     /// Writes a small blob held in memory, verifying it first.
     pub fn write_blob(&self, digest: &str, bytes: &[u8]) -> Result<()> {
         if self.exists(digest) {
