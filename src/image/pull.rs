@@ -538,7 +538,11 @@ async fn download_once(
     if response.offset != ingest.offset() {
         ingest.reset()?;
     }
-    check_declared_length(desc, response.offset, response.length)?;
+    if let Err(error) = check_declared_length(desc, response.offset, response.length) {
+        // The source sends something else than this blob: start the next pull afresh.
+        ingest.discard();
+        return Err(error);
+    }
     if ingest.offset() > 0 {
         tracing::info!(digest = %desc.digest, offset = ingest.offset(), "resuming download");
     }
