@@ -338,12 +338,14 @@ mod tests {
             ingest.write(&data[..123_456]).unwrap();
             // Dropped without commit, as a killed daemon would leave it.
         }
+        assert_eq!(store.ingest_len(&digest), 123_456);
         let mut ingest = store.ingest(&digest, data.len() as u64).unwrap();
         assert_eq!(ingest.offset(), 123_456);
         ingest.write(&data[123_456..]).unwrap();
         ingest.commit().unwrap();
         assert_eq!(store.read(&digest, 1 << 20).unwrap(), data);
         assert_eq!(store.ingest_usage().1, 0);
+        assert_eq!(store.ingest_len(&digest), 0);
     }
 
     #[test]

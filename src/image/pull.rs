@@ -38,10 +38,10 @@ pub(super) struct Fetched {
 }
 
 /// Attempts in a row that get no byte of a blob before the download gives up.
-const DOWNLOAD_ATTEMPTS: usize = 3;
+const FRUITLESS_ATTEMPTS: usize = 3;
 /// Attempts at one blob in all, progress or not: a host that breaks off
 /// every response after a few bytes must not keep a pull going for ever.
-const MAX_DOWNLOAD_RESUMES: usize = 16;
+const MAX_DOWNLOAD_ATTEMPTS: usize = 16;
 /// Pause before resuming a broken download, times the attempts in a row
 /// without progress: long enough not to hammer a host that just failed.
 const RESUME_PAUSE: Duration = Duration::from_millis(200);
@@ -346,13 +346,13 @@ impl ImageService {
                 other => return other,
             };
             // An attempt that got bytes in is progress: only attempts that got
-            // nothing count against DOWNLOAD_ATTEMPTS.
+            // nothing count against FRUITLESS_ATTEMPTS.
             if self.content.ingest_len(&desc.digest) > before {
                 fruitless = 0;
             } else {
                 fruitless += 1;
             }
-            if fruitless >= DOWNLOAD_ATTEMPTS || attempts >= MAX_DOWNLOAD_RESUMES {
+            if fruitless >= FRUITLESS_ATTEMPTS || attempts >= MAX_DOWNLOAD_ATTEMPTS {
                 return Err(error.into());
             }
             tracing::warn!(digest = %desc.digest, %error, attempts, "download broke off; resuming");

@@ -15,6 +15,9 @@ use tokio::task::{JoinHandle, JoinSet};
 
 /// Bound on a request head; berthd's are far smaller.
 const MAX_HEAD: usize = 64 * 1024;
+/// Wait between the last byte passed on and a reset: ample for a client on
+/// loopback to read what it was sent.
+const RESET_GRACE: Duration = Duration::from_millis(200);
 
 /// The head of one request.
 #[derive(Debug, Clone)]
@@ -211,6 +214,9 @@ async fn answer(mut stream: TcpStream, handler: Handler, requests: Arc<Mutex<Vec
             forward(&mut stream, upstream, &request, body, Some(after)).await;
             match fault {
                 Fault::Reset => {
+                    // A reset makes the client's kernel drop what it has not read
+                    // yet: give it time to, so that exactly `after` bytes arrive.
+                    tokio::time::sleep(RESET_GRACE).await;
                     // SO_LINGER 0: close sends RST, not FIN. Deprecated in tokio
                     // because a non-zero linger blocks on drop; zero never does.
                     #[allow(deprecated)]

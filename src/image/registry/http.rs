@@ -214,8 +214,8 @@ fn read_identity(
 /// Why a chain of redirects was not followed to its end.
 #[derive(Debug, thiserror::Error)]
 enum RedirectRefused {
-    #[error("redirect loop: {url} was already visited ({hops} redirects in)")]
-    Loop { url: String, hops: usize },
+    #[error("redirect loop: redirect {hop} leads back to {url}, already requested")]
+    Loop { url: String, hop: usize },
     #[error("more than {MAX_REDIRECTS} redirects (the last to {url})")]
     TooMany { url: String },
 }
@@ -225,12 +225,13 @@ enum RedirectRefused {
 /// so, instead of after [`MAX_REDIRECTS`] round trips as "too many".
 fn redirect_policy() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
-        // `previous` holds every URL requested so far, the first one included.
-        let hops = attempt.previous().len();
+        // `previous` holds every URL requested so far, the first one included:
+        // this is redirect number `hop`.
+        let hop = attempt.previous().len();
         let url = bounded_url(attempt.url());
         if attempt.previous().contains(attempt.url()) {
-            attempt.error(RedirectRefused::Loop { url, hops })
-        } else if hops > MAX_REDIRECTS {
+            attempt.error(RedirectRefused::Loop { url, hop })
+        } else if hop > MAX_REDIRECTS {
             attempt.error(RedirectRefused::TooMany { url })
         } else {
             attempt.follow()

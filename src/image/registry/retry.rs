@@ -2,6 +2,10 @@
 //! again after a wait: exponential backoff, or the `Retry-After` the host
 //! asked for, both capped, for a bounded number of attempts. After that the
 //! error goes to the caller, which moves on to the next host.
+//!
+//! containerd (`remotes/docker/resolver.go`) resends 408 and 429 at once, up
+//! to five times, ignoring `Retry-After`, and leaves 5xx as a TODO;
+//! containers/image (CRI-O) backs off on 429 honouring `Retry-After`.
 
 use std::time::{Duration, SystemTime};
 
