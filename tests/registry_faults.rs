@@ -3,8 +3,8 @@
 //! connection reset mid-blob resumes with a Range request, as often as each
 //! attempt gets further; 429 and 503 are
 //! retried after the wait the registry asks for; mirrors that refuse
-//! connections, keep answering 503 or stall mid-blob fall through to the
-//! upstream, which resumes the blob; a blob longer than its descriptor is
+//! connections, keep answering 503, never answer or stall mid-blob fall
+//! through to the upstream, which resumes the blob; a blob longer than its descriptor is
 //! refused naming it; a redirect loop is refused as one.
 
 mod common;
@@ -170,6 +170,8 @@ async fn failing_mirrors_fall_through_to_the_upstream() {
     let refusing = format!("http://127.0.0.1:{}", registry::free_port());
     // Always busy (and asks for no wait, to keep the test short).
     let busy = Recorder::start(|_| Answer::reply(503, &[("Retry-After", "0")], b"")).await;
+    // Takes requests and never answers.
+    let silent = Recorder::start(|_| Answer::Stall).await;
     // Serves everything but stalls a third of the way into the big blob.
     let stalling = {
         let big = big.clone();
@@ -189,7 +191,7 @@ async fn failing_mirrors_fall_through_to_the_upstream() {
     route_through(
         &bed,
         &bed.registry.url(),
-        &[&refusing, &busy.url(), &stalling.url()],
+        &[&refusing, &busy.url(), &silent.url(), &stalling.url()],
     );
 
     let started = Instant::now();
@@ -199,9 +201,11 @@ async fn failing_mirrors_fall_through_to_the_upstream() {
         "{:?}",
         started.elapsed()
     );
-    // The busy mirror was retried on the first request only (4 attempts);
-    // once failing it is asked last, and the others never failed.
+    // The busy mirror was retried on the first request only (4 attempts),
+    // the silent one waited for once: once failing, a host is asked last,
+    // and the others never failed.
     assert_eq!(busy.requests().len(), 4, "{:?}", busy.requests());
+    assert_eq!(silent.requests().len(), 1, "{:?}", silent.requests());
     let stalled: Vec<_> = stalling
         .requests()
         .into_iter()
