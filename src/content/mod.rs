@@ -64,6 +64,14 @@ impl ContentStore {
         Ingest::open(self.ingest.join(hex), self.blobs.join(hex), digest, size)
     }
 
+    /// Bytes written so far to the partial download of `digest` (0 if none).
+    pub fn ingest_len(&self, digest: &str) -> u64 {
+        digest_hex(digest)
+            .ok()
+            .and_then(|hex| fs::metadata(self.ingest.join(hex)).ok())
+            .map_or(0, |meta| meta.len())
+    }
+
     /// Writes a small blob held in memory, verifying it first.
     pub fn write_blob(&self, digest: &str, bytes: &[u8]) -> Result<()> {
         if self.exists(digest) {
@@ -330,12 +338,14 @@ mod tests {
             ingest.write(&data[..123_456]).unwrap();
             // Dropped without commit, as a killed daemon would leave it.
         }
+        assert_eq!(store.ingest_len(&digest), 123_456);
         let mut ingest = store.ingest(&digest, data.len() as u64).unwrap();
         assert_eq!(ingest.offset(), 123_456);
         ingest.write(&data[123_456..]).unwrap();
         ingest.commit().unwrap();
         assert_eq!(store.read(&digest, 1 << 20).unwrap(), data);
         assert_eq!(store.ingest_usage().1, 0);
+        assert_eq!(store.ingest_len(&digest), 0);
     }
 
     #[test]

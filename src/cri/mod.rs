@@ -41,7 +41,8 @@ pub fn status(err: Error) -> Status {
             RegistryError::DigestMismatch { .. } => Code::DataLoss,
             RegistryError::Http { .. }
             | RegistryError::Transport { .. }
-            | RegistryError::Stalled { .. } => Code::Unavailable,
+            | RegistryError::Stalled { .. }
+            | RegistryError::Redirect { .. } => Code::Unavailable,
         },
     };
     // The one place a failed call is logged, inside the call's span.

@@ -37,8 +37,14 @@ pub(super) struct Fetched {
     pub digest: String,
 }
 
-/// How many times a download broken by the network is resumed before giving up.
-const DOWNLOAD_ATTEMPTS: usize = 3;
+/// Attempts in a row that get no byte of a blob before the download gives up.
+const FRUITLESS_ATTEMPTS: usize = 3;
+/// Attempts at one blob in all, progress or not: a host that breaks off
+/// every response after a few bytes must not keep a pull going for ever.
+const MAX_DOWNLOAD_ATTEMPTS: usize = 16;
+/// Pause before resuming a broken download, times the attempts in a row
+/// without progress: long enough not to hammer a host that just failed.
+const RESUME_PAUSE: Duration = Duration::from_millis(200);
 
 /// Layer unpacks running at once, across all pulls. Each is decompression, hashing and
 /// file creation on a blocking thread holding up to ~130 MiB (the zstd window, buffers,
@@ -322,24 +328,36 @@ impl ImageService {
         self.record_content(&desc.digest, desc.size, &desc.media_type)
     }
 
+    /// Downloads a blob, resuming from what is already in ingest when the
+    /// connection breaks or stalls (the resumed request goes to the next host
+    /// if there is one: see `RegistryClient::fetch_blob`).
     async fn download(
         &self,
         client: &RegistryClient,
         desc: &Descriptor,
         tracker: Option<&LayerProgress>,
     ) -> Result<()> {
-        let mut attempt = 1;
+        let mut fruitless = 0;
+        let mut attempts = 1;
         loop {
-            match download_once(&self.content, client, desc, tracker).await {
-                Err(Error::Registry(RegistryError::Transport { url, message }))
-                    if attempt < DOWNLOAD_ATTEMPTS =>
-                {
-                    tracing::warn!(digest = %desc.digest, %url, %message, attempt, "download broke off; resuming");
-                    tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await;
-                    attempt += 1;
-                }
+            let before = self.content.ingest_len(&desc.digest);
+            let error = match download_once(&self.content, client, desc, tracker).await {
+                Err(Error::Registry(error)) if is_resumable(&error) => error,
                 other => return other,
+            };
+            // An attempt that got bytes in is progress: only attempts that got
+            // nothing count against FRUITLESS_ATTEMPTS.
+            if self.content.ingest_len(&desc.digest) > before {
+                fruitless = 0;
+            } else {
+                fruitless += 1;
             }
+            if fruitless >= FRUITLESS_ATTEMPTS || attempts >= MAX_DOWNLOAD_ATTEMPTS {
+                return Err(error.into());
+            }
+            tracing::warn!(digest = %desc.digest, %error, attempts, "download broke off; resuming");
+            tokio::time::sleep(RESUME_PAUSE * fruitless.max(1) as u32).await;
+            attempts += 1;
         }
     }
 
@@ -481,6 +499,15 @@ fn blobs_size(
     manifests + config.size + layers.iter().map(|l| l.size).sum::<u64>()
 }
 
+/// Whether a download that failed with `error` may resume: the connection
+/// broke or stalled, not the content or the registry's answer.
+fn is_resumable(error: &RegistryError) -> bool {
+    matches!(
+        error,
+        RegistryError::Transport { .. } | RegistryError::Stalled { .. }
+    )
+}
+
 enum Chunk {
     Data(Bytes),
     End,
@@ -510,6 +537,11 @@ async fn download_once(
     };
     if response.offset != ingest.offset() {
         ingest.reset()?;
+    }
+    if let Err(error) = check_declared_length(desc, response.offset, response.length) {
+        // The source sends something else than this blob: start the next pull afresh.
+        ingest.discard();
+        return Err(error);
     }
     if ingest.offset() > 0 {
         tracing::info!(digest = %desc.digest, offset = ingest.offset(), "resuming download");
@@ -554,6 +586,21 @@ async fn download_once(
     let written = writer.await?;
     fed?;
     written
+}
+
+/// Refuses a response that declares more bytes than the descriptor leaves
+/// from `offset`, before reading any of it. One that declares nothing (or
+/// lies) is cut off at the descriptor's size as it is written
+/// ([`crate::content::Ingest::write`]).
+fn check_declared_length(desc: &Descriptor, offset: u64, length: Option<u64>) -> Result<()> {
+    match length {
+        Some(length) if offset.saturating_add(length) > desc.size => Err(Error::DataLoss(format!(
+            "blob {}: the registry sends {length} bytes from offset {offset}, but its \
+             descriptor's size is {} bytes; refused",
+            desc.digest, desc.size
+        ))),
+        _ => Ok(()),
+    }
 }
 
 async fn copy_from_archive(

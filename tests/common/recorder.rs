@@ -1,10 +1,13 @@
 //! An HTTP/1.1 server on loopback that records the head of every request
-//! (to see which `Authorization` headers berthd sends where) and answers each
-//! as a handler says: a canned reply, or forwarded to an upstream such as a
-//! [`super::Registry`]. One request per connection (`Connection: close`).
+//! (to see which `Authorization` and `Range` headers berthd sends where) and
+//! answers each as a handler says: a canned reply, forwarded to an upstream
+//! such as a [`super::Registry`], or a fault (a reset or a stall after some
+//! bytes of the upstream's response, no answer at all, a body with no
+//! declared length). One request per connection (`Connection: close`).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -12,6 +15,9 @@ use tokio::task::{JoinHandle, JoinSet};
 
 /// Bound on a request head; berthd's are far smaller.
 const MAX_HEAD: usize = 64 * 1024;
+/// Wait between the last byte passed on and a reset: ample for a client on
+/// loopback to read what it was sent.
+const RESET_GRACE: Duration = Duration::from_millis(200);
 
 /// The head of one request.
 #[derive(Debug, Clone)]
@@ -45,6 +51,27 @@ pub enum Answer {
     },
     /// Pass the request on to this address and its response back.
     Forward(SocketAddr),
+    /// Forward, but pass on only the first `after` bytes of the response
+    /// (head included), then `fault`.
+    ForwardCut {
+        upstream: SocketAddr,
+        after: usize,
+        fault: Fault,
+    },
+    /// Read the request and never answer (until the recorder is dropped).
+    Stall,
+    /// A 200 whose body is `body` with no length declared: it ends when the
+    /// connection closes.
+    Unsized(Vec<u8>),
+}
+
+/// What becomes of a connection cut short.
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    /// Closed with a TCP reset.
+    Reset,
+    /// Kept open, sending nothing more.
+    Stall,
 }
 
 impl Answer {
@@ -176,23 +203,78 @@ async fn answer(mut stream: TcpStream, handler: Handler, requests: Arc<Mutex<Vec
             let _ = stream.write_all(&bytes).await;
         }
         Answer::Forward(upstream) => {
-            let Ok(mut server) = TcpStream::connect(upstream).await else {
-                return;
-            };
-            // The same request, asking the upstream to close after answering so
-            // that its response ends with the connection.
-            let mut head = format!("{} {} HTTP/1.1\r\n", request.method, request.target);
-            for (name, value) in request.headers.iter().filter(|(n, _)| n != "connection") {
-                head.push_str(&format!("{name}: {value}\r\n"));
+            forward(&mut stream, upstream, &request, &data[head_end + 4..], None).await;
+        }
+        Answer::ForwardCut {
+            upstream,
+            after,
+            fault,
+        } => {
+            let body = &data[head_end + 4..];
+            forward(&mut stream, upstream, &request, body, Some(after)).await;
+            match fault {
+                Fault::Reset => {
+                    // A reset makes the client's kernel drop what it has not read
+                    // yet: give it time to, so that exactly `after` bytes arrive.
+                    tokio::time::sleep(RESET_GRACE).await;
+                    // SO_LINGER 0: close sends RST, not FIN. Deprecated in tokio
+                    // because a non-zero linger blocks on drop; zero never does.
+                    #[allow(deprecated)]
+                    let _ = stream.set_linger(Some(Duration::ZERO));
+                    return;
+                }
+                Fault::Stall => std::future::pending::<()>().await,
             }
-            head.push_str("Connection: close\r\n\r\n");
-            let mut bytes = head.into_bytes();
-            bytes.extend_from_slice(&data[head_end + 4..]);
-            if server.write_all(&bytes).await.is_err() {
-                return;
-            }
-            let _ = tokio::io::copy(&mut server, &mut stream).await;
+        }
+        Answer::Stall => std::future::pending::<()>().await,
+        Answer::Unsized(body) => {
+            let head = "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n";
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(&body).await;
         }
     }
     let _ = stream.shutdown().await;
+}
+
+/// Sends `request` (with `body`, what was read past its head) to `upstream`
+/// and its response back: all of it, or its first `limit` bytes.
+async fn forward(
+    stream: &mut TcpStream,
+    upstream: SocketAddr,
+    request: &Recorded,
+    body: &[u8],
+    limit: Option<usize>,
+) {
+    let Ok(mut server) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    // The same request, asking the upstream to close after answering so
+    // that its response ends with the connection.
+    let mut head = format!("{} {} HTTP/1.1\r\n", request.method, request.target);
+    for (name, value) in request.headers.iter().filter(|(n, _)| n != "connection") {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    if server.write_all(&bytes).await.is_err() {
+        return;
+    }
+    let Some(limit) = limit else {
+        let _ = tokio::io::copy(&mut server, stream).await;
+        return;
+    };
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut sent = 0;
+    while sent < limit {
+        let n = match server.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n.min(limit - sent),
+        };
+        if stream.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+        sent += n;
+    }
+    let _ = stream.flush().await;
 }

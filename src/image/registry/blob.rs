@@ -16,6 +16,9 @@ pub struct BlobResponse {
     /// Where the stream starts: the requested offset if the server honoured
     /// the Range request (206), 0 otherwise.
     pub offset: u64,
+    /// The body's length as the response declares it, if it does: from
+    /// `offset` to the end.
+    pub length: Option<u64>,
     pub stream: BoxStream<'static, Result<Bytes, RegistryError>>,
 }
 
@@ -23,6 +26,7 @@ impl fmt::Debug for BlobResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BlobResponse")
             .field("offset", &self.offset)
+            .field("length", &self.length)
             .finish_non_exhaustive()
     }
 }
@@ -73,13 +77,21 @@ impl RegistryClient {
         let url = endpoint.url("blobs", digest);
         let response = self.send(endpoint, &url, what, headers).await?;
         let start = stream_start(&response, offset, what)?;
+        let length = response.content_length();
         let stall_timeout = endpoint.stall_timeout;
+        // A body that breaks off demotes its host for the rest of this pull,
+        // so that the resumed request goes to the next one.
+        let health = endpoint.health.clone();
         let stream = response
             .bytes_stream()
-            .map_err(move |e| transport_error(&url, e, stall_timeout))
+            .map_err(move |e| {
+                health.mark_failing();
+                transport_error(&url, e, stall_timeout)
+            })
             .boxed();
         Ok(BlobResponse {
             offset: start,
+            length,
             stream,
         })
     }

@@ -1,7 +1,8 @@
 //! The hosts a client tries in turn (mirrors, then the upstream), and which error to
 //! report when all of them fail.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::Response;
@@ -29,6 +30,28 @@ pub(super) struct Endpoint {
     pub(super) credentials: Option<Credentials>,
     /// How long a request here may receive nothing (the clients' read timeout).
     pub(super) stall_timeout: Duration,
+    /// Whether the host has failed during this pull.
+    pub(super) health: Arc<Health>,
+}
+
+/// Whether a host has failed (could not be reached, stalled, broke off a
+/// body, kept answering 5xx) during the pull that holds this client. A
+/// failing host is asked last from then on: without that, every blob of the
+/// pull would wait out the same stall or backoff, and a resumed download
+/// would go back to the host that just broke it off.
+#[derive(Debug, Default)]
+pub(super) struct Health {
+    failing: AtomicBool,
+}
+
+impl Health {
+    pub(super) fn mark_failing(&self) {
+        self.failing.store(true, Ordering::Relaxed);
+    }
+
+    fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
+    }
 }
 
 impl Endpoint {
@@ -70,19 +93,25 @@ impl Endpoint {
 }
 
 impl RegistryClient {
-    /// The hosts that may serve `capability`, in order, each with whether it
-    /// is the upstream (the last host).
+    /// The hosts that may serve `capability`, each with whether it is the
+    /// upstream (the last host): in the configured order, except that hosts
+    /// that failed earlier in this pull come after all the others.
     pub(super) fn endpoints_for(
         &self,
         capability: Capability,
     ) -> impl Iterator<Item = (&Endpoint, bool)> {
         let upstream = self.inner.endpoints.len() - 1;
-        self.inner
+        // Health as it is now: a host failing during the iteration is not
+        // asked a second time at the end.
+        let (healthy, failing): (Vec<_>, Vec<_>) = self
+            .inner
             .endpoints
             .iter()
             .enumerate()
-            .filter(move |(_, endpoint)| endpoint.host.has(capability))
-            .map(move |(index, endpoint)| (endpoint, index == upstream))
+            .filter(|(_, endpoint)| endpoint.host.has(capability))
+            .map(|(index, endpoint)| (endpoint, index == upstream))
+            .partition(|(endpoint, _)| !endpoint.health.is_failing());
+        healthy.into_iter().chain(failing)
     }
 }
 
@@ -107,6 +136,9 @@ impl Failures {
             %error,
             "{what}: registry host failed, trying the next one"
         );
+        if is_host_failure(&error) {
+            endpoint.health.mark_failing();
+        }
         let rank = usefulness(&error, is_upstream);
         // Later hosts win ties: they are closer to the upstream.
         if self.best.as_ref().is_none_or(|(best, _)| rank >= *best) {
@@ -144,6 +176,18 @@ pub(super) fn usefulness(error: &RegistryError, from_upstream: bool) -> u8 {
         RegistryError::Transport { .. } => 1,
         _ if from_upstream => 3,
         _ => 2,
+    }
+}
+
+/// Whether an error says the host is down or unwell, rather than something
+/// about the object (missing, refused, invalid).
+fn is_host_failure(error: &RegistryError) -> bool {
+    match error {
+        RegistryError::Transport { .. }
+        | RegistryError::Stalled { .. }
+        | RegistryError::Redirect { .. } => true,
+        RegistryError::Http { status, .. } => *status >= 500 || *status == 429 || *status == 408,
+        _ => false,
     }
 }
 

@@ -14,7 +14,7 @@ use crate::image::hosts::RegistryHost;
 /// across the world, short enough that a dead host fails the pull promptly.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Redirects followed per request: reqwest's and Go's default; a registry
-/// needs one or two (to blob storage).
+/// needs one or two (to blob storage). A loop is refused before that.
 const MAX_REDIRECTS: usize = 10;
 const USER_AGENT: &str = concat!("berth/", env!("CARGO_PKG_VERSION"));
 
@@ -171,7 +171,7 @@ fn build_client(
     let mut builder = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(stall_timeout)
-        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+        .redirect(redirect_policy())
         .user_agent(USER_AGENT);
     if settings.skip_verify {
         builder = builder.danger_accept_invalid_certs(true);
@@ -211,8 +211,60 @@ fn read_identity(
         .map_err(|e| format!("client certificate {}: {}", cert.display(), error_chain(&e)))
 }
 
-/// A failed request: stalled (the read timeout fired), or any other
-/// transport failure with its causes.
+/// Why a chain of redirects was not followed to its end.
+#[derive(Debug, thiserror::Error)]
+enum RedirectRefused {
+    #[error("redirect loop: redirect {hop} leads back to {url}, already requested")]
+    Loop { url: String, hop: usize },
+    #[error("more than {MAX_REDIRECTS} redirects (the last to {url})")]
+    TooMany { url: String },
+}
+
+/// Follows redirects (to blob storage), stopping at the first that leads
+/// back to a URL already visited: a loop ends at once with an error saying
+/// so, instead of after [`MAX_REDIRECTS`] round trips as "too many".
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        // `previous` holds every URL requested so far, the first one included:
+        // this is redirect number `hop`.
+        let hop = attempt.previous().len();
+        let url = bounded_url(attempt.url());
+        if attempt.previous().contains(attempt.url()) {
+            attempt.error(RedirectRefused::Loop { url, hop })
+        } else if hop > MAX_REDIRECTS {
+            attempt.error(RedirectRefused::TooMany { url })
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+/// Longest URL quoted in an error: a Location header may be huge, and the
+/// message goes back to the kubelet in a gRPC header.
+const MAX_QUOTED_URL: usize = 256;
+
+fn bounded_url(url: &reqwest::Url) -> String {
+    let text = url.as_str();
+    match text.char_indices().nth(MAX_QUOTED_URL) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
+/// The redirect refusal among an error's causes, if any.
+fn redirect_refusal(error: &reqwest::Error) -> Option<&RedirectRefused> {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(refused) = cause.downcast_ref::<RedirectRefused>() {
+            return Some(refused);
+        }
+        source = cause.source();
+    }
+    None
+}
+
+/// A failed request: stalled (the read timeout fired), redirected in a loop
+/// or too often, or any other transport failure with its causes.
 pub(super) fn transport_error(
     url: &str,
     error: reqwest::Error,
@@ -222,6 +274,12 @@ pub(super) fn transport_error(
         return RegistryError::Stalled {
             url: url.to_string(),
             idle: stall_timeout,
+        };
+    }
+    if let Some(refused) = redirect_refusal(&error) {
+        return RegistryError::Redirect {
+            url: url.to_string(),
+            message: refused.to_string(),
         };
     }
     RegistryError::Transport {

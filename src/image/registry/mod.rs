@@ -14,12 +14,13 @@ mod challenge;
 mod endpoint;
 mod http;
 mod manifest;
+mod retry;
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use reqwest::header::HeaderMap;
 use reqwest::{Response, StatusCode};
@@ -61,6 +62,8 @@ pub enum RegistryError {
         idle.as_secs()
     )]
     Stalled { url: String, idle: Duration },
+    #[error("{url}: {message}")]
+    Redirect { url: String, message: String },
     #[error("{what}: {message}")]
     Invalid { what: String, message: String },
 }
@@ -133,6 +136,7 @@ impl RegistryClient {
                 host,
                 authorization: Mutex::new(None),
                 stall_timeout,
+                health: Default::default(),
             });
         }
         Ok(RegistryClient {
@@ -150,8 +154,34 @@ impl RegistryClient {
         format!("{}/{}", self.inner.registry, self.inner.repository)
     }
 
-    /// Sends a GET to one host, answering an auth challenge once.
+    /// Sends a GET to one host, answering an auth challenge once, and again
+    /// after a wait while the host answers "not now" ([`retry`]).
     async fn send(
+        &self,
+        endpoint: &Endpoint,
+        url: &str,
+        what: &str,
+        extra: &HeaderMap,
+    ) -> Result<Response, RegistryError> {
+        let mut attempt = 1;
+        loop {
+            let response = self.send_authorized(endpoint, url, what, extra).await?;
+            let status = response.status();
+            if !retry::is_retryable(status) || attempt >= retry::MAX_ATTEMPTS {
+                return self
+                    .check_status(endpoint, response, url, what, attempt)
+                    .await;
+            }
+            let wait = retry::delay(attempt, response.headers(), SystemTime::now());
+            drop(response);
+            tracing::info!(%url, status = status.as_u16(), attempt, ?wait, "{what}: registry busy; retrying");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// One GET, answering an auth challenge once: any response but a 401.
+    async fn send_authorized(
         &self,
         endpoint: &Endpoint,
         url: &str,
@@ -161,7 +191,7 @@ impl RegistryClient {
         let cached = endpoint.cached_authorization();
         let response = endpoint.get(url, extra, cached.as_ref()).await?;
         if response.status() != StatusCode::UNAUTHORIZED {
-            return self.check_status(endpoint, response, url, what).await;
+            return Ok(response);
         }
         // Anonymous, or the cached token expired: (re)authorise and retry once.
         let challenges = challenges_of(&response);
@@ -173,7 +203,7 @@ impl RegistryClient {
             return Err(self.refused(endpoint, what, &message));
         }
         endpoint.cache_authorization(authorization);
-        self.check_status(endpoint, response, url, what).await
+        Ok(response)
     }
 
     async fn check_status(
@@ -182,6 +212,7 @@ impl RegistryClient {
         response: Response,
         url: &str,
         what: &str,
+        attempts: u32,
     ) -> Result<Response, RegistryError> {
         let status = response.status();
         if status.is_success() {
@@ -195,11 +226,17 @@ impl RegistryClient {
                 let message = error_message(response).await;
                 Err(self.refused(endpoint, what, &message))
             }
-            _ => Err(RegistryError::Http {
-                url: url.to_string(),
-                status: status.as_u16(),
-                message: error_message(response).await,
-            }),
+            _ => {
+                let mut message = error_message(response).await;
+                if attempts > 1 {
+                    message.push_str(&format!(" (after {attempts} attempts)"));
+                }
+                Err(RegistryError::Http {
+                    url: url.to_string(),
+                    status: status.as_u16(),
+                    message,
+                })
+            }
         }
     }
 

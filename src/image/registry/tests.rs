@@ -1031,10 +1031,10 @@ async fn digest_mismatch_is_detected() {
 #[tokio::test]
 async fn server_errors_carry_the_registry_message() {
     let (listener, addr) = bind().await;
-    let _server = serve(listener, |_| {
+    let server = serve(listener, |_| {
         reply(
             500,
-            &[],
+            &[("Retry-After", "0")],
             br#"{"errors":[{"code":"UNKNOWN","message":"disk on fire"}]}"#,
         )
     });
@@ -1046,10 +1046,102 @@ async fn server_errors_carry_the_registry_message() {
             message,
         }) => {
             assert_eq!(url, format!("http://{addr}/v2/r/manifests/t"));
-            assert_eq!((status, message.as_str()), (500, "disk on fire"));
+            assert_eq!(
+                (status, message.as_str()),
+                (500, "disk on fire (after 4 attempts)")
+            );
         }
         other => panic!("{other:?}"),
     }
+    // Retried, but a bounded number of times.
+    assert_eq!(server.requests().len(), super::retry::MAX_ATTEMPTS as usize);
+
+    // Not retried: the request itself is wrong.
+    let (listener, addr) = bind().await;
+    let server = serve(listener, |_| reply(400, &[], b""));
+    let client = new_client(vec![http_host(&addr.to_string(), &ALL)], "r", None).expect("client");
+    assert!(client.fetch_manifest("t", LIMIT).await.is_err());
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn busy_registries_are_retried_after_the_wait_they_ask_for() {
+    let blob = b"0123456789";
+    let digest = sha256_digest(blob);
+    let (listener, addr) = bind().await;
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = served.clone();
+    let server = serve(listener, move |_| {
+        match count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0 => reply(429, &[("Retry-After", "1")], b"slow down"),
+            1 => reply(
+                503,
+                &[("Retry-After", "Thu, 01 Jan 1970 00:00:00 GMT")],
+                b"",
+            ),
+            _ => reply(200, &[], blob),
+        }
+    });
+    let client = new_client(vec![http_host(&addr.to_string(), &ALL)], "r", None).expect("client");
+    let started = std::time::Instant::now();
+    let response = client
+        .fetch_blob(&digest, 0)
+        .await
+        .expect("blob after retries");
+    assert_eq!(collect(response).await, blob);
+    assert_eq!(server.requests().len(), 3);
+    // One second asked for by the 429; the 503's date is past: no wait.
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_mirror_is_asked_last_for_the_rest_of_the_pull() {
+    let blob = b"0123456789";
+    let digest = sha256_digest(blob);
+    let (listener, mirror_addr) = bind().await;
+    let mirror = serve(listener, |_| reply(502, &[("Retry-After", "0")], b""));
+    let (listener, addr) = bind().await;
+    let _upstream = serve(listener, move |_| reply(200, &[], blob));
+    let hosts = vec![
+        http_host(&mirror_addr.to_string(), &ALL),
+        http_host(&addr.to_string(), &ALL),
+    ];
+    let client = new_client(hosts, "r", None).expect("client");
+    for _ in 0..3 {
+        let response = client
+            .fetch_blob(&digest, 0)
+            .await
+            .expect("from the upstream");
+        assert_eq!(collect(response).await, blob);
+    }
+    // Retried on the first blob, then left alone.
+    assert_eq!(mirror.requests().len(), super::retry::MAX_ATTEMPTS as usize);
+}
+
+#[tokio::test]
+async fn a_redirect_loop_is_refused_naming_it() {
+    let (listener, addr) = bind().await;
+    let to_b = format!("http://{addr}/b");
+    let to_a = format!("http://{addr}/v2/r/blobs/{}", sha256_digest(b"x"));
+    let server = serve(listener, move |request| {
+        let location = if request.target == "/b" { &to_a } else { &to_b };
+        reply(302, &[("Location", location)], b"")
+    });
+    let client = new_client(vec![http_host(&addr.to_string(), &ALL)], "r", None).expect("client");
+    match client.fetch_blob(&sha256_digest(b"x"), 0).await {
+        Err(error @ RegistryError::Redirect { .. }) => {
+            let message = error.to_string();
+            assert!(message.contains("redirect loop"), "{message}");
+            assert!(message.contains("/v2/r/blobs/sha256:"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Stopped as soon as it came round, not after ten redirects.
+    assert_eq!(server.requests().len(), 2);
 }
 
 #[tokio::test]
