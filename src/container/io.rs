@@ -149,7 +149,9 @@ impl Drop for Output {
     }
 }
 
-/// Copies one output stream into the log, and to attach sessions when there are any.
+/// Copies one output stream into the log, and to attach sessions when there are
+/// any. Only a failed read of the fifo ends it early: a log the disk does not
+/// take drops output rather than leave the container blocked on a full fifo.
 async fn copy(
     mut drain: Drain,
     stream: Stream,
@@ -158,12 +160,13 @@ async fn copy(
 ) -> std::io::Result<()> {
     let mut lines = crate::logs::LineWriter::new(stream, log);
     while let Some(chunk) = drain.next().await? {
-        lines.push(chunk)?;
+        lines.push(chunk);
         if feed.receiver_count() > 0 {
             let _ = feed.send((stream, Bytes::copy_from_slice(chunk)));
         }
     }
-    lines.finish()
+    lines.finish();
+    Ok(())
 }
 
 /// Owns berthd's writer on a container's stdin fifo. A write waits while the

@@ -1,0 +1,170 @@
+//! Full disks, against a real berthd, shim and runc: a container whose log
+//! directory sits on a small tmpfs that its output fills keeps running and printing,
+//! ReopenContainerLog still works while the disk is full, and the log takes new
+//! entries again once space frees.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::pod;
+use common::world::{RUNNING, World};
+use k8s_cri::v1 as cri;
+
+/// Lines of the container's first burst: at ~110 bytes each, several times the
+/// room the log disk has plus the 64 KiB a fifo holds, so a copier that stopped
+/// at the first failed write would leave the container blocked in `write`.
+const FILL_LINES: usize = 4000;
+/// Pads each burst line so the burst is a few hundred KiB.
+const PAD: &str = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+/// berthd's one warning per episode of failed log writes, and its note when
+/// writes resume (src/logs).
+const DROPPING: &str = "container log unwritable";
+const RESUMED: &str = "container log writable again";
+
+/// A tmpfs mounted for the test, detached on drop (berthd may still hold a log
+/// open in it).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount -t tmpfs on {}", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+
+    fn available(&self) -> u64 {
+        let st = nix::sys::statvfs::statvfs(&self.0).unwrap();
+        st.blocks_available() as u64 * st.fragment_size() as u64
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+fn occurrences(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_log_disk_never_stops_a_container() {
+    let Some(w) = World::start().await else {
+        return;
+    };
+    let disk = Tmpfs::mount(&w.logs.join("full"), "256k");
+    // The filler leaves the log 64 KiB; deleting it is what frees space later.
+    let filler = disk.0.join("filler");
+    std::fs::write(&filler, vec![0u8; 192 * 1024]).unwrap();
+    let pod = w.run_pod("full").await;
+
+    // A burst on both streams, a mark in the container's own rootfs once all of
+    // it is written, then a tick every 50 ms.
+    let script = format!(
+        "i=0; while [ $i -lt {FILL_LINES} ]; do echo \"fill $i {PAD}\"; echo \"err $i\" >&2; \
+         i=$((i+1)); done; echo $i > /tmp/filled; \
+         while :; do echo \"tick $i\"; i=$((i+1)); sleep 0.05; done"
+    );
+    let id = w.run(&pod, "chatty", &script).await;
+    common::wait_for(
+        "the container to get its whole burst out onto a full log disk",
+        Duration::from_secs(30),
+        || async {
+            let out = w.exec(&id, &["cat", "/tmp/filled"], 5).await.ok()?;
+            (out.stdout == format!("{FILL_LINES}\n").as_bytes()).then_some(())
+        },
+    )
+    .await;
+    assert!(disk.available() < 8 * 1024, "the log disk is full");
+    assert_eq!(w.status(&id).await.state, RUNNING);
+
+    // What did reach the log is whole entries: a write the disk cut short is
+    // taken back, never left as a torn line.
+    let log = disk.0.join("chatty.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.ends_with('\n'),
+        "torn last entry: {:?}",
+        &text[text.len().saturating_sub(200)..]
+    );
+    let entries = w.log_entries("full", "chatty");
+    assert!(!entries.is_empty(), "the log took entries before it filled");
+    for (stream, tag, content) in &entries {
+        assert_eq!(tag, "F", "{content:?}");
+        let n: usize = match (stream.as_str(), content.split_once(' ')) {
+            ("stdout", Some(("fill", rest))) => {
+                let (n, pad) = rest.split_once(' ').expect("fill <n> <pad>");
+                assert_eq!(pad, PAD, "a cut stdout entry: {content:?}");
+                n.parse().unwrap()
+            }
+            ("stderr", Some(("err", n))) => n.parse().unwrap(),
+            _ => panic!("unexpected entry {stream} {content:?}"),
+        };
+        assert!(n < FILL_LINES, "{content:?}");
+    }
+    // Thousands of dropped lines, one warning.
+    common::wait_until(
+        "berthd's warning of dropped output",
+        Duration::from_secs(5),
+        || w.berthd.log().contains(DROPPING),
+    )
+    .await;
+    assert_eq!(
+        occurrences(&w.berthd.log(), DROPPING),
+        1,
+        "one warning per episode"
+    );
+
+    // The kubelet's rotation while the disk is full: rename, then reopen.
+    std::fs::rename(&log, disk.0.join("chatty.log.1")).unwrap();
+    w.cri
+        .runtime_client()
+        .reopen_container_log(cri::ReopenContainerLogRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("ReopenContainerLog on a full log disk");
+    assert!(log.exists(), "the reopened log is there");
+
+    // Space frees: the ticks reach the new log again, and berthd says how much
+    // was dropped.
+    std::fs::remove_file(&filler).unwrap();
+    let tick = common::wait_for(
+        "a tick in the log after space freed",
+        Duration::from_secs(10),
+        || async {
+            w.log_entries("full", "chatty")
+                .into_iter()
+                .find(|(stream, _, content)| stream == "stdout" && content.starts_with("tick "))
+        },
+    )
+    .await;
+    let first: usize = tick.2["tick ".len()..].parse().unwrap();
+    assert!(first > FILL_LINES, "{tick:?}");
+    common::wait_until(
+        "berthd's note that writes resumed",
+        Duration::from_secs(5),
+        || w.berthd.log().contains(RESUMED),
+    )
+    .await;
+
+    // A second episode gets its own warning.
+    let _ = std::fs::write(&filler, vec![0u8; 256 * 1024]);
+    common::wait_until("a second warning", Duration::from_secs(10), || {
+        occurrences(&w.berthd.log(), DROPPING) == 2
+    })
+    .await;
+    assert_eq!(w.status(&id).await.state, RUNNING);
+
+    pod::stop(&w.cri, &pod.0).await.unwrap();
+    pod::remove(&w.cri, &pod.0).await.unwrap();
+}
