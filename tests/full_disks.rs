@@ -1,7 +1,9 @@
 //! Full disks, against a real berthd, shim and runc: a container whose log
 //! directory sits on a small tmpfs that its output fills keeps running and printing,
 //! ReopenContainerLog still works while the disk is full, and the log takes new
-//! entries again once space frees.
+//! entries again once space frees; a pull that fills berth's root (a small
+//! loop-mounted ext4) fails with a clear error, leaves a store that reloads and
+//! holds no half image, and the next pull after space frees succeeds.
 
 mod common;
 
@@ -9,7 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::daemon::{Berthd, TestEnv};
+use common::image::{Image, Layer};
 use common::pod;
+use common::registry::{Registry, RegistryOpts};
 use common::world::{RUNNING, World};
 use k8s_cri::v1 as cri;
 
@@ -44,6 +49,55 @@ impl Tmpfs {
         let st = nix::sys::statvfs::statvfs(&self.0).unwrap();
         st.blocks_available() as u64 * st.fragment_size() as u64
     }
+}
+
+/// A small ext4 on a loop device, mounted for the test and detached on drop.
+struct LoopFs(PathBuf);
+
+impl LoopFs {
+    fn mount(image: &Path, dir: &Path, size: u64) -> LoopFs {
+        std::fs::File::create(image).unwrap().set_len(size).unwrap();
+        // No blocks reserved for root: berthd runs as root and would get them.
+        let mkfs = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-m", "0"])
+            .arg(image)
+            .status()
+            .expect("run mkfs.ext4");
+        assert!(mkfs.success(), "mkfs.ext4 {}", image.display());
+        std::fs::create_dir_all(dir).unwrap();
+        let mount = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(image)
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(mount.success(), "mount -o loop on {}", dir.display());
+        LoopFs(dir.to_path_buf())
+    }
+
+    fn available(&self) -> u64 {
+        available(&self.0)
+    }
+
+    /// Writes a filler file that leaves about `free` bytes on the filesystem
+    /// (ext4 reserves delayed-allocation blocks at write time, so no sync).
+    fn leave_free(&self, filler: &Path, free: u64) {
+        let _ = std::fs::remove_file(filler);
+        let size = self.available().saturating_sub(free);
+        std::fs::write(filler, vec![0u8; size as usize]).unwrap();
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        // A loop mount frees its device once the last user has gone.
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+fn available(dir: &Path) -> u64 {
+    let st = nix::sys::statvfs::statvfs(dir).unwrap();
+    st.blocks_available() as u64 * st.fragment_size() as u64
 }
 
 impl Drop for Tmpfs {
@@ -167,4 +221,79 @@ async fn a_full_log_disk_never_stops_a_container() {
 
     pod::stop(&w.cri, &pod.0).await.unwrap();
     pod::remove(&w.cri, &pod.0).await.unwrap();
+}
+
+const MIB: u64 = 1024 * 1024;
+/// The one layer of the image pulled onto a full root: incompressible, stored
+/// uncompressed, so the blob and its unpacked file take this much each.
+const LAYER: usize = 6 * MIB as usize;
+
+/// Every committed blob still matches its digest: a failed pull never leaves a
+/// partial or wrong blob where a verified one belongs.
+fn assert_blobs_verified(env: &TestEnv) {
+    let blobs = env.root.join("content/blobs/sha256");
+    for name in common::dir_entries(&blobs) {
+        let data = std::fs::read(blobs.join(&name)).unwrap();
+        assert_eq!(common::sha256_digest(&data), format!("sha256:{name}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pull_that_fills_berths_disk_fails_clearly_and_the_next_succeeds() {
+    if !common::prerequisites_met() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default()).await;
+    let env = TestEnv::new();
+    let disk = LoopFs::mount(&env.path().join("root.img"), &env.root, 32 * MIB);
+    let mut berthd = Berthd::start(&env).await;
+    let mut cri = berthd.cri().await;
+    let content = common::noise(LAYER, 7);
+    let image = Image::oci()
+        .layer(Layer::new().file("big", &content).uncompressed())
+        .build();
+    image.push(&registry, "test/big", "1").await;
+    let reference = registry.reference("test/big", "1");
+    let filler = env.root.join("filler");
+
+    // Too little room for the blob, then room for the blob but not its unpacking.
+    for free in [2 * MIB, LAYER as u64 + 2 * MIB] {
+        disk.leave_free(&filler, free);
+        let err = cri
+            .pull(&reference)
+            .await
+            .expect_err("a pull onto a full disk fails");
+        // The node's condition, not a bad image (InvalidArgument) nor a bug (Internal).
+        common::assert_error(
+            &err,
+            tonic::Code::ResourceExhausted,
+            &["No space left on device"],
+        );
+        assert!(
+            cri.image(&reference).await.is_none(),
+            "no half image recorded"
+        );
+        assert_eq!(
+            env.snapshot_fs_dirs(),
+            Vec::<PathBuf>::new(),
+            "no half-unpacked snapshot left ({free} bytes free)"
+        );
+        assert_blobs_verified(&env);
+    }
+
+    // The store reloads as it was left.
+    berthd.restart().await;
+    cri = berthd.cri().await;
+    assert!(cri.image(&reference).await.is_none());
+    assert!(cri.list_images().await.is_empty());
+
+    // Space frees: the same pull succeeds, and the layer is whole.
+    std::fs::remove_file(&filler).unwrap();
+    cri.pull(&reference)
+        .await
+        .expect("the pull after space freed");
+    assert!(cri.image(&reference).await.is_some());
+    let unpacked = std::fs::read(env.snapshot_with("big").join("big")).unwrap();
+    assert!(unpacked == content, "the unpacked layer is the pushed one");
+    assert_blobs_verified(&env);
 }

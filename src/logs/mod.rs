@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::error::is_out_of_space;
+
 pub use time::rfc3339_nano;
 
 /// containerd's default `max_container_log_line_size`.
@@ -194,6 +196,8 @@ impl Sink {
         });
         outage.count(entry);
         outage.retry_at = now + RETRY_INTERVAL;
+        // A full disk frees up in place; any other error may be the file's own
+        // (EIO on a dying disk, a stale handle), so its retry reopens the path.
         outage.reopen = !is_out_of_space(error);
     }
 
@@ -232,12 +236,6 @@ fn write_counted(w: &mut impl Write, mut buf: &[u8]) -> (usize, io::Result<()>) 
         }
     }
     (written, Ok(()))
-}
-
-/// A full disk or quota frees up in place; any other error may be the file's
-/// own (EIO on a dying disk, a stale handle), so its retry reopens the path.
-fn is_out_of_space(error: &io::Error) -> bool {
-    matches!(error.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
 /// Opens the log for appending, 0640 (as containerd): a log holds whatever the
