@@ -3,7 +3,8 @@
 //! ReopenContainerLog still works while the disk is full, and the log takes new
 //! entries again once space frees; a pull that fills berth's root (a small
 //! loop-mounted ext4) fails with a clear error, leaves a store that reloads and
-//! holds no half image, and the next pull after space frees succeeds.
+//! holds no half image, and the next pull after space frees succeeds; a log disk
+//! that fails while berthd is down does not stop the container once it is back.
 
 mod common;
 
@@ -219,6 +220,92 @@ async fn a_full_log_disk_never_stops_a_container() {
     .await;
     assert_eq!(w.status(&id).await.state, RUNNING);
 
+    pod::stop(&w.cri, &pod.0).await.unwrap();
+    pod::remove(&w.cri, &pod.0).await.unwrap();
+}
+
+/// Lines the container writes after berthd restarted onto a read-only log
+/// disk: at ~1 KiB each, several times what a fifo holds, so they only get out
+/// if berthd drains the fifo without a log to write.
+const AFTER_RESTART_LINES: u64 = 300;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_disk_gone_read_only_across_a_restart_never_stops_a_container() {
+    let Some(mut w) = World::start().await else {
+        return;
+    };
+    let disk = Tmpfs::mount(&w.logs.join("ro"), "1m");
+    let pod = w.run_pod("ro").await;
+    let line = "y".repeat(1000);
+    let script = format!(
+        "i=0; while :; do echo \"tick $i {line}\"; i=$((i+1)); echo $i > /tmp/count; \
+         sleep 0.01; done"
+    );
+    let id = w.run(&pod, "steady", &script).await;
+    // None while the shell rewrites the file.
+    let count = async |w: &World| -> Option<u64> {
+        let out = w.exec(&id, &["cat", "/tmp/count"], 5).await.ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    };
+    common::wait_for(
+        "a first tick in the log",
+        Duration::from_secs(10),
+        || async { w.log_entries("ro", "steady").into_iter().next() },
+    )
+    .await;
+
+    // berthd dies; the log disk fails (remounted read-only, as ext4 does on
+    // errors) before it is back, so it cannot reopen the container's log.
+    w.berthd.kill9();
+    let status = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&disk.0)
+        .status()
+        .unwrap();
+    assert!(status.success(), "remount the log disk read-only");
+    w.berthd.restart().await;
+    w.cri = w.berthd.cri().await;
+    assert_eq!(w.status(&id).await.state, RUNNING);
+
+    let start = common::wait_for("the count", Duration::from_secs(10), || count(&w)).await;
+    common::wait_for(
+        "the container to keep printing with no log to write",
+        Duration::from_secs(30),
+        || async {
+            count(&w)
+                .await
+                .filter(|&n| n >= start + AFTER_RESTART_LINES)
+        },
+    )
+    .await;
+    assert!(
+        w.berthd.log().contains(DROPPING),
+        "berthd warns of the lost log"
+    );
+
+    // The disk comes back: the log is opened again and takes new ticks.
+    let status = Command::new("mount")
+        .args(["-o", "remount,rw"])
+        .arg(&disk.0)
+        .status()
+        .unwrap();
+    assert!(status.success(), "remount the log disk read-write");
+    let back = common::wait_for("the count", Duration::from_secs(10), || count(&w)).await;
+    common::wait_for(
+        "ticks in the log again",
+        Duration::from_secs(10),
+        || async {
+            w.log_entries("ro", "steady")
+                .into_iter()
+                .filter_map(|(_, _, c)| c.split(' ').nth(1)?.parse::<u64>().ok())
+                .find(|&n| n >= back)
+        },
+    )
+    .await;
+
+    // Its exit waiter is back too: a stop is recorded.
+    w.stop(&id, 1).await;
+    assert_ne!(w.status(&id).await.state, RUNNING);
     pod::stop(&w.cri, &pod.0).await.unwrap();
     pod::remove(&w.cri, &pod.0).await.unwrap();
 }

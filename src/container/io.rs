@@ -48,6 +48,16 @@ pub fn make_fifos(bundle: &Path, tty: bool, stdin: bool) -> Result<()> {
     Ok(())
 }
 
+/// How the copiers open the container's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogOpening {
+    /// At create: a log that cannot be opened fails the call.
+    Required,
+    /// At recovery: the container already runs and its output must be drained
+    /// whatever the log disk does, so a log that cannot be opened is retried.
+    Retried,
+}
+
 /// The copiers of one container, the log file they write, its live output and
 /// its stdin.
 pub struct Output {
@@ -66,10 +76,19 @@ enum StdinMessage {
 impl Output {
     /// Starts copying the container's fifos into `log_path` (or discarding them
     /// when the kubelet asked for no log), and opens its stdin fifo when `stdin`.
-    pub fn start(bundle: &Path, tty: bool, stdin: bool, log_path: Option<&Path>) -> Result<Output> {
-        let log = match log_path {
-            Some(p) => Some(LogFile::open(p).context(|| format!("opening log {}", p.display()))?),
-            None => None,
+    pub fn start(
+        bundle: &Path,
+        tty: bool,
+        stdin: bool,
+        log_path: Option<&Path>,
+        opening: LogOpening,
+    ) -> Result<Output> {
+        let log = match (log_path, opening) {
+            (Some(p), LogOpening::Required) => {
+                Some(LogFile::open(p).context(|| format!("opening log {}", p.display()))?)
+            }
+            (Some(p), LogOpening::Retried) => Some(LogFile::open_or_retry(p)),
+            (None, _) => None,
         };
         let (exited, watcher) = watch::channel(false);
         let (feed, _) = broadcast::channel(FEED_CAPACITY);

@@ -53,7 +53,8 @@ pub struct LogFile {
 }
 
 struct Sink {
-    file: File,
+    /// `None` until a log that could not be opened at first opens.
+    file: Option<File>,
     /// Set while writes fail.
     outage: Option<Outage>,
     /// A cut-short entry that could not be taken back ends in the file without
@@ -80,11 +81,28 @@ impl LogFile {
         Ok(LogFile::with_file(path, open_append(path)?))
     }
 
+    /// Opens the log of a container that already runs (berthd restarted): its
+    /// output must be drained whatever the log disk does, so a log that cannot
+    /// be opened now starts as an outage that keeps trying to open it.
+    pub fn open_or_retry(path: &Path) -> Arc<LogFile> {
+        LogFile::open(path).unwrap_or_else(|e| {
+            let log = LogFile::unopened(path);
+            log.lock().failed(path, None, &e, Instant::now());
+            log
+        })
+    }
+
     fn with_file(path: &Path, file: File) -> Arc<LogFile> {
+        let log = LogFile::unopened(path);
+        log.lock().file = Some(file);
+        log
+    }
+
+    fn unopened(path: &Path) -> Arc<LogFile> {
         Arc::new(LogFile {
             path: path.to_path_buf(),
             sink: Mutex::new(Sink {
-                file,
+                file: None,
                 outage: None,
                 torn: false,
             }),
@@ -97,7 +115,7 @@ impl LogFile {
     pub fn reopen(&self) -> io::Result<()> {
         let fresh = open_append(&self.path)?;
         let mut sink = self.lock();
-        sink.file = fresh;
+        sink.file = Some(fresh);
         sink.torn = false;
         if let Some(outage) = &mut sink.outage {
             outage.retry_at = Instant::now();
@@ -142,27 +160,28 @@ impl Sink {
             if outage.reopen {
                 match open_append(path) {
                     Ok(fresh) => {
-                        self.file = fresh;
+                        self.file = Some(fresh);
                         self.torn = false;
                     }
-                    Err(e) => return self.failed(path, entry, &e, now),
+                    Err(e) => return self.failed(path, Some(entry), &e, now),
                 }
             }
         }
         match self.write(entry) {
             Ok(()) => self.resumed(path),
-            Err(e) => self.failed(path, entry, &e, now),
+            Err(e) => self.failed(path, Some(entry), &e, now),
         }
     }
 
     /// Writes the entry whole or not at all: what a failed write left of it is
     /// cut off again, so a reader never meets half an entry glued to the next.
     fn write(&mut self, entry: &[u8]) -> io::Result<()> {
+        let file = self.file.as_mut().ok_or(io::ErrorKind::NotFound)?;
         if self.torn {
-            self.file.write_all(b"\n")?;
+            file.write_all(b"\n")?;
             self.torn = false;
         }
-        let (written, result) = write_counted(&mut self.file, entry);
+        let (written, result) = write_counted(file, entry);
         if let Err(e) = result {
             if written > 0 && self.take_back(written).is_err() {
                 self.torn = true;
@@ -175,11 +194,16 @@ impl Sink {
     /// Cuts the last `written` bytes off the file: appends are serialised by the
     /// sink's lock, so they are the end of the cut-short entry.
     fn take_back(&mut self, written: usize) -> io::Result<()> {
-        let len = self.file.metadata()?.len();
-        self.file.set_len(len.saturating_sub(written as u64))
+        let file = self.file.as_mut().ok_or(io::ErrorKind::NotFound)?;
+        let len = file.metadata()?.len();
+        file.set_len(len.saturating_sub(written as u64))
     }
 
-    fn failed(&mut self, path: &Path, entry: &[u8], error: &io::Error, now: Instant) {
+    /// Starts or continues an outage; `entry` is what was not written, if any.
+    fn failed(&mut self, path: &Path, entry: Option<&[u8]>, error: &io::Error, now: Instant) {
+        // A full disk frees up in place; any other error may be the file's own
+        // (EIO on a dying disk, a stale handle), so its retry reopens the path.
+        let reopen = self.file.is_none() || !is_out_of_space(error);
         let outage = self.outage.get_or_insert_with(|| {
             tracing::warn!(
                 path = %path.display(),
@@ -194,11 +218,11 @@ impl Sink {
                 bytes: 0,
             }
         });
-        outage.count(entry);
+        if let Some(entry) = entry {
+            outage.count(entry);
+        }
         outage.retry_at = now + RETRY_INTERVAL;
-        // A full disk frees up in place; any other error may be the file's own
-        // (EIO on a dying disk, a stale handle), so its retry reopens the path.
-        outage.reopen = !is_out_of_space(error);
+        outage.reopen = reopen;
     }
 
     fn resumed(&mut self, path: &Path) {
@@ -483,6 +507,25 @@ mod tests {
         assert_eq!(entries(&path), ["kept"]);
     }
 
+    #[test]
+    fn a_log_that_cannot_be_opened_yet_is_opened_on_a_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let pod = dir.path().join("pod");
+        // A file where the log's directory belongs: opening fails (ENOTDIR).
+        std::fs::write(&pod, "").unwrap();
+        let path = pod.join("0.log");
+        let log = LogFile::open_or_retry(&path);
+        log.append(Stream::Stdout, false, b"lost");
+        assert_eq!(log.dropped(), 1);
+
+        std::fs::remove_file(&pod).unwrap();
+        std::fs::create_dir(&pod).unwrap();
+        log.lock().outage.as_mut().unwrap().retry_at = Instant::now();
+        log.append(Stream::Stdout, false, b"kept");
+        assert_eq!(log.dropped(), 0);
+        assert_eq!(entries(&path), ["kept"]);
+    }
+
     /// Takes `room` bytes, then fails as a full disk does.
     struct Filling {
         room: usize,
@@ -519,7 +562,7 @@ mod tests {
         let path = dir.path().join("0.log");
         std::fs::write(&path, "whole\ncut sh").unwrap();
         let mut sink = Sink {
-            file: open_append(&path).unwrap(),
+            file: Some(open_append(&path).unwrap()),
             outage: None,
             torn: false,
         };
