@@ -72,7 +72,27 @@ impl<T> IoContext<T> for std::io::Result<T> {
     }
 }
 
+/// A full filesystem or an exhausted quota: the node's condition, not a bug
+/// and not the request's fault, and it clears when space frees.
+pub fn is_out_of_space(err: &std::io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
 impl Error {
+    /// Whether an I/O error anywhere in the chain is [`is_out_of_space`].
+    pub fn is_out_of_space(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cause {
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(is_out_of_space)
+            {
+                return true;
+            }
+            cause = e.source();
+        }
+        false
+    }
+
     /// Prefixes the message with what was being done, keeping the kind.
     pub fn within(self, what: &str) -> Error {
         match self {

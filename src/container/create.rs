@@ -149,7 +149,7 @@ impl ContainerService {
 
         let tty = record.config.tty;
         io::make_fifos(&bundle, tty, record.config.stdin)?;
-        self.attach_output(&record)?;
+        self.attach_output(&record, io::LogOpening::Required)?;
         let request = api::CreateTaskRequest {
             id: id.to_string(),
             bundle: bundle.display().to_string(),

@@ -48,6 +48,16 @@ pub fn make_fifos(bundle: &Path, tty: bool, stdin: bool) -> Result<()> {
     Ok(())
 }
 
+/// How the copiers open the container's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogOpening {
+    /// At create: a log that cannot be opened fails the call.
+    Required,
+    /// At recovery: the container already runs and its output must be drained
+    /// whatever the log disk does, so a log that cannot be opened is retried.
+    Retried,
+}
+
 /// The copiers of one container, the log file they write, its live output and
 /// its stdin.
 pub struct Output {
@@ -66,10 +76,19 @@ enum StdinMessage {
 impl Output {
     /// Starts copying the container's fifos into `log_path` (or discarding them
     /// when the kubelet asked for no log), and opens its stdin fifo when `stdin`.
-    pub fn start(bundle: &Path, tty: bool, stdin: bool, log_path: Option<&Path>) -> Result<Output> {
-        let log = match log_path {
-            Some(p) => Some(LogFile::open(p).context(|| format!("opening log {}", p.display()))?),
-            None => None,
+    pub fn start(
+        bundle: &Path,
+        tty: bool,
+        stdin: bool,
+        log_path: Option<&Path>,
+        opening: LogOpening,
+    ) -> Result<Output> {
+        let log = match (log_path, opening) {
+            (Some(p), LogOpening::Required) => {
+                Some(LogFile::open(p).context(|| format!("opening log {}", p.display()))?)
+            }
+            (Some(p), LogOpening::Retried) => Some(LogFile::open_or_retry(p)),
+            (None, _) => None,
         };
         let (exited, watcher) = watch::channel(false);
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
@@ -149,7 +168,9 @@ impl Drop for Output {
     }
 }
 
-/// Copies one output stream into the log, and to attach sessions when there are any.
+/// Copies one output stream into the log, and to attach sessions when there are
+/// any. Only a failed read of the fifo ends it early: a log the disk does not
+/// take drops output rather than leave the container blocked on a full fifo.
 async fn copy(
     mut drain: Drain,
     stream: Stream,
@@ -158,12 +179,13 @@ async fn copy(
 ) -> std::io::Result<()> {
     let mut lines = crate::logs::LineWriter::new(stream, log);
     while let Some(chunk) = drain.next().await? {
-        lines.push(chunk)?;
+        lines.push(chunk);
         if feed.receiver_count() > 0 {
             let _ = feed.send((stream, Bytes::copy_from_slice(chunk)));
         }
     }
-    lines.finish()
+    lines.finish();
+    Ok(())
 }
 
 /// Owns berthd's writer on a container's stdin fifo. A write waits while the

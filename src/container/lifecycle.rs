@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::io::LogOpening;
 use super::service::ContainerService;
 use crate::error::{Error, Result};
 use crate::shim::TaskClient;
@@ -312,11 +313,11 @@ impl ContainerService {
                 return Ok(());
             }
             // Drain what it wrote while berthd was away before recording the end.
-            self.attach_output(&record)?;
+            self.attach_output(&record, LogOpening::Retried)?;
             self.record_exit(&id, state.exit_status, at);
             return Ok(());
         }
-        self.attach_output(&record)?;
+        self.attach_output(&record, LogOpening::Retried)?;
         if status == Status::RUNNING as i32 && record.phase == ContainerPhase::Running {
             record.pid = state.pid;
             self.save(&record)?;

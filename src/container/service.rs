@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{OwnedMutexGuard, broadcast};
 
 use super::events::{self, ContainerEvent, ContainerEventKind};
-use super::io::Output;
+use super::io::{LogOpening, Output};
 use super::spec::HostFacts;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -187,12 +187,17 @@ impl ContainerService {
     }
 
     /// Starts copying the container's fifos into its log.
-    pub(super) fn attach_output(&self, record: &ContainerRecord) -> Result<()> {
+    pub(super) fn attach_output(
+        &self,
+        record: &ContainerRecord,
+        opening: LogOpening,
+    ) -> Result<()> {
         let output = Output::start(
             &record.bundle,
             record.config.tty,
             record.config.stdin,
             record.log_path.as_deref(),
+            opening,
         )?;
         self.outputs
             .lock()

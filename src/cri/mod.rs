@@ -19,7 +19,27 @@ use crate::image::registry::RegistryError;
 
 /// Maps a domain error to the gRPC status a kubelet expects.
 pub fn status(err: Error) -> Status {
-    let code = match &err {
+    let code = code(&err);
+    // The one place a failed call is logged, inside the call's span.
+    match code {
+        Code::Internal => tracing::error!(error = %err, "internal error"),
+        Code::NotFound => tracing::debug!(error = %err, "not found"),
+        _ => tracing::warn!(code = ?code, error = %err, "call failed"),
+    }
+    Status::new(
+        code,
+        crate::error::bounded_message(err.to_string(), MAX_STATUS_MESSAGE),
+    )
+}
+
+/// The gRPC code of a domain error. A full disk is ResourceExhausted whatever
+/// was being written (a blob, a layer, a file): the kubelet should see the
+/// node's condition, neither a bad image nor a bug. (containerd says Unknown.)
+fn code(err: &Error) -> Code {
+    if err.is_out_of_space() {
+        return Code::ResourceExhausted;
+    }
+    match err {
         Error::NotFound(_) => Code::NotFound,
         Error::AlreadyExists(_) => Code::AlreadyExists,
         Error::InvalidArgument(_) | Error::Reference(_) | Error::Apply(_) | Error::Archive(_) => {
@@ -44,17 +64,7 @@ pub fn status(err: Error) -> Status {
             | RegistryError::Stalled { .. }
             | RegistryError::Redirect { .. } => Code::Unavailable,
         },
-    };
-    // The one place a failed call is logged, inside the call's span.
-    match code {
-        Code::Internal => tracing::error!(error = %err, "internal error"),
-        Code::NotFound => tracing::debug!(error = %err, "not found"),
-        _ => tracing::warn!(code = ?code, error = %err, "call failed"),
     }
-    Status::new(
-        code,
-        crate::error::bounded_message(err.to_string(), MAX_STATUS_MESSAGE),
-    )
 }
 
 /// The longest error message a reply carries. gRPC sends it percent-encoded in a
@@ -65,4 +75,38 @@ const MAX_STATUS_MESSAGE: usize = 2048;
 /// CRI timestamps are nanoseconds since the epoch.
 pub(crate) fn now_nanos() -> i64 {
     crate::image::now_nanos()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::apply::ApplyError;
+
+    fn os(errno: i32) -> std::io::Error {
+        std::io::Error::from_raw_os_error(errno)
+    }
+
+    #[test]
+    fn a_full_disk_is_resource_exhausted_whatever_was_written() {
+        let io = |errno| Error::Io {
+            context: "writing ingest".into(),
+            source: os(errno),
+        };
+        let layer = |errno| {
+            Error::Apply(ApplyError::Entry {
+                entry: "big".into(),
+                source: os(errno),
+            })
+        };
+        assert_eq!(code(&io(libc::ENOSPC)), Code::ResourceExhausted);
+        assert_eq!(code(&io(libc::EDQUOT)), Code::ResourceExhausted);
+        assert_eq!(code(&layer(libc::ENOSPC)), Code::ResourceExhausted);
+        assert_eq!(
+            code(&layer(libc::ENOSPC).within("pulling image")),
+            Code::ResourceExhausted
+        );
+        // Other failures keep their kind.
+        assert_eq!(code(&io(libc::EIO)), Code::Internal);
+        assert_eq!(code(&layer(libc::EEXIST)), Code::InvalidArgument);
+    }
 }

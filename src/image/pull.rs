@@ -19,9 +19,9 @@ use super::reference::Reference;
 use super::registry::{Credentials, RegistryClient, RegistryError};
 use super::{ImageService, hosts, now_nanos};
 use crate::content::{ContentStore, sha256_digest};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, is_out_of_space};
 use crate::snapshot::SnapshotStore;
-use crate::snapshot::apply::{Compression, apply_layer};
+use crate::snapshot::apply::{ApplyError, Compression, apply_layer};
 use crate::store::{ContentRecord, Descriptor, ImageRecord, LeaseRecord, SnapshotRecord};
 
 /// Where blobs come from.
@@ -648,7 +648,7 @@ fn unpack(
     };
     let staging = snapshots.stage()?;
     let applied = apply_layer(reader, compression, &staging.fs())
-        .map_err(|e| Error::InvalidArgument(bounded(format!("layer {}: {e}", layer.digest))))?;
+        .map_err(|e| layer_error(&layer.digest, e))?;
     if applied.dropped_xattrs > 0 {
         tracing::info!(
             layer = %layer.digest,
@@ -664,6 +664,19 @@ fn unpack(
     }
     let id = snapshots.commit(staging)?;
     Ok((id, applied.unpacked_bytes))
+}
+
+/// What went wrong applying a layer is the layer's fault (InvalidArgument), except
+/// a disk too full to hold it: that is the node's condition, and the same pull
+/// succeeds once space frees.
+fn layer_error(digest: &str, e: ApplyError) -> Error {
+    match e {
+        ApplyError::Entry { entry, source } if is_out_of_space(&source) => Error::Io {
+            context: bounded(format!("layer {digest}: layer entry {entry:?}")),
+            source,
+        },
+        e => Error::InvalidArgument(bounded(format!("layer {digest}: {e}"))),
+    }
 }
 
 /// `message`, or its start and end if it is over [`MAX_LAYER_ERROR_CHARS`]: the start names
