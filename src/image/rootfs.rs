@@ -159,9 +159,14 @@ impl ImageService {
     /// the container outlived its image is there more to collect: then a full
     /// collection runs. (A collection per removal would read every lease each time,
     /// which grows with the number of containers.)
+    ///
+    /// Releasing what was never prepared (no lease, no layer) does nothing.
     pub async fn release_rootfs(&self, id: &str) -> Result<()> {
         let key = active_key(id);
         let lease = self.store.get::<LeaseRecord>(&lease_id(id))?;
+        if lease.is_none() && !self.has_snapshot(&key) {
+            return Ok(());
+        }
         self.store.write(|tx| {
             tx.delete::<LeaseRecord>(&lease_id(id))?;
             tx.delete::<SnapshotRecord>(&key)
@@ -275,6 +280,21 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn releasing_what_was_never_prepared_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (service, image) = service(dir.path());
+        forget_image(&service, &image);
+        // Cheap, as a pod whose record names no image may call it: no collection.
+        service.release_rootfs("never-prepared").await.unwrap();
+        assert!(service.has_snapshot(LAYER));
+        // What was prepared is released, and what only it kept is collected.
+        service.prepare_rootfs("c", &image).await.unwrap();
+        service.release_rootfs("c").await.unwrap();
+        assert!(!service.has_snapshot(LAYER));
+        assert!(!service.snapshots.fs_path(1).exists());
     }
 
     #[tokio::test(flavor = "multi_thread")]
