@@ -273,12 +273,14 @@ impl ImageService {
         Ok(image)
     }
 
-    async fn store_small_blob(&self, digest: &str, media_type: &str, bytes: &[u8]) -> Result<()> {
+    async fn store_small_blob(&self, digest: &str, media_type: &str, bytes: &Bytes) -> Result<()> {
         let _guard = self.locks.lock(digest).await;
         if self.content.exists(digest) {
             return Ok(());
         }
-        self.content.write_blob(digest, bytes)?;
+        // Off the executor: the commit fsyncs.
+        let (content, owned, blob) = (self.content.clone(), digest.to_string(), bytes.clone());
+        tokio::task::spawn_blocking(move || content.write_blob(&owned, &blob)).await??;
         self.record_content(digest, bytes.len() as u64, media_type)
     }
 
