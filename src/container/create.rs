@@ -177,28 +177,46 @@ impl ContainerService {
     /// Removes what a failed or interrupted create left: the task, the output,
     /// the bundle, the writable layer, the record.
     pub(super) async fn undo_create(&self, id: &str, task: &TaskClient) {
+        if let Err(e) = self.delete_task(id, task).await {
+            tracing::warn!(container_id = id, error = %e, "undoing create: deleting the task");
+        }
+        self.remove_files(id).await;
+    }
+
+    /// Deletes the container's task in its shim. A task that is gone already is
+    /// fine, and so is a shim that is gone (its binary's `delete` cleans up
+    /// without it); a shim that refuses (the process still runs) is
+    /// FailedPrecondition, and the caller must leave the container's files alone.
+    pub(super) async fn delete_task(&self, id: &str, task: &TaskClient) -> Result<()> {
         match task.delete(id, "").await {
-            Ok(_) | Err(Error::NotFound(_)) => {}
+            Ok(_) | Err(Error::NotFound(_)) => Ok(()),
             Err(Error::Unavailable(e)) => {
                 tracing::info!(container_id = id, error = %e, "shim gone; deleting the task without it");
                 self.delete_without_shim(id).await;
+                Ok(())
             }
-            Err(e) => {
-                tracing::warn!(container_id = id, error = %e, "undoing create: deleting the task");
-            }
+            Err(e) => Err(Error::FailedPrecondition(format!(
+                "container {id}: its shim did not delete the task, so its bundle, \
+                 writable layer and record are kept: {e}"
+            ))),
         }
+    }
+
+    /// Removes the container's bundle, writable layer and record, once its task is
+    /// deleted.
+    pub(super) async fn remove_files(&self, id: &str) {
         let bundle = self.bundle(id);
         let _ = nix::mount::umount2(&bundle.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
         if let Err(e) = std::fs::remove_dir_all(&bundle)
             && e.kind() != std::io::ErrorKind::NotFound
         {
-            tracing::warn!(container_id = id, error = %e, "undoing create: removing the bundle");
+            tracing::warn!(container_id = id, error = %e, "removing the bundle");
         }
         if let Err(e) = self.images.release_rootfs(id).await {
-            tracing::warn!(container_id = id, error = %e, "undoing create: releasing the rootfs");
+            tracing::warn!(container_id = id, error = %e, "releasing the rootfs");
         }
         if let Err(e) = self.forget(id) {
-            tracing::warn!(container_id = id, error = %e, "undoing create: forgetting the record");
+            tracing::warn!(container_id = id, error = %e, "forgetting the record");
         }
     }
 

@@ -31,6 +31,7 @@ impl ContainerService {
         let (_, task) = self.task_of(&record)?;
         match task.start(&id, "").await {
             Ok(pid) => {
+                crate::fault::crash_point("after-shim-start");
                 record.pid = pid;
                 record.phase = ContainerPhase::Running;
                 record.started_at = crate::image::now_nanos();
@@ -223,7 +224,12 @@ impl ContainerService {
             self.stop_locked(&id, Duration::ZERO).await?;
         }
         match self.task_of(&record) {
-            Ok((_, task)) => self.undo_create(&id, &task).await,
+            Ok((_, task)) => {
+                // Only once the shim has let go of the task may its files go: a
+                // process that still runs keeps its bundle, layer and record.
+                self.delete_task(&id, &task).await?;
+                self.remove_files(&id).await;
+            }
             // The pod's shim is gone with its tasks; clean up what is ours.
             Err(_) => self.remove_leftovers(&id).await,
         }
@@ -252,15 +258,7 @@ impl ContainerService {
 
     async fn remove_leftovers(&self, id: &str) {
         self.delete_without_shim(id).await;
-        let bundle = self.bundle(id);
-        let _ = nix::mount::umount2(&bundle.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
-        let _ = std::fs::remove_dir_all(&bundle);
-        if let Err(e) = self.images.release_rootfs(id).await {
-            tracing::warn!(container_id = id, error = %e, "releasing the rootfs");
-        }
-        if let Err(e) = self.forget(id) {
-            tracing::warn!(container_id = id, error = %e, "forgetting the record");
-        }
+        self.remove_files(id).await;
     }
 
     fn pod_config(&self, record: &ContainerRecord) -> super::config::SandboxConfig {
@@ -310,7 +308,11 @@ impl ContainerService {
                 .as_ref()
                 .map_or(0, |t| t.seconds * 1_000_000_000 + i64::from(t.nanos));
             if record.phase == ContainerPhase::Created {
-                return Ok(());
+                // Started, then exited, while the record still said Created: a
+                // crash came between the start and its record. When it started is
+                // lost with its process; its end is the closest known time.
+                record.started_at = at;
+                self.save(&record)?;
             }
             // Drain what it wrote while berthd was away before recording the end.
             self.attach_output(&record, LogOpening::Retried)?;
@@ -318,13 +320,52 @@ impl ContainerService {
             return Ok(());
         }
         self.attach_output(&record, LogOpening::Retried)?;
-        if status == Status::RUNNING as i32 && record.phase == ContainerPhase::Running {
+        if status == Status::RUNNING as i32 {
+            if record.phase == ContainerPhase::Created {
+                tracing::info!(container_id = %id, pid = state.pid, "started before a crash; recording it Running");
+                record.phase = ContainerPhase::Running;
+                record.started_at =
+                    process_start_nanos(state.pid).unwrap_or_else(crate::image::now_nanos);
+            }
             record.pid = state.pid;
             self.save(&record)?;
             self.clone().wait_for_exit(id, task);
         }
         Ok(())
     }
+}
+
+/// When process `pid` started, in nanoseconds since the epoch: now, less the time
+/// since its start tick (`/proc/<pid>/stat`, ticks since boot) by `/proc/uptime`.
+fn process_start_nanos(pid: u32) -> Option<i64> {
+    if pid == 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    start_nanos(
+        &stat,
+        &uptime,
+        u64::try_from(ticks_per_sec).ok()?,
+        crate::image::now_nanos(),
+    )
+}
+
+/// The arithmetic of [`process_start_nanos`], on the files' contents.
+fn start_nanos(pid_stat: &str, uptime: &str, ticks_per_sec: u64, now: i64) -> Option<i64> {
+    // The command name (field 2) may hold spaces and parentheses: count fields
+    // after its closing one. `starttime` is field 22, the 20th after it.
+    let after_comm = &pid_stat[pid_stat.rfind(')')? + 1..];
+    let start_ticks: u64 = after_comm.split_whitespace().nth(19)?.parse().ok()?;
+    let up_secs: f64 = uptime.split_whitespace().next()?.parse().ok()?;
+    if ticks_per_sec == 0 {
+        return None;
+    }
+    let started_after_boot = start_ticks as f64 / ticks_per_sec as f64;
+    let ago = (up_secs - started_after_boot).max(0.0);
+    Some(now - (ago * 1e9) as i64)
 }
 
 /// A STOPSIGNAL as images write it ("SIGQUIT", "QUIT", "3"); SIGTERM otherwise.
@@ -355,5 +396,18 @@ mod tests {
         assert_eq!(stop_signal("quit"), libc::SIGQUIT as u32);
         assert_eq!(stop_signal("9"), 9);
         assert_eq!(stop_signal("SIGBOGUS"), libc::SIGTERM as u32);
+    }
+
+    #[test]
+    fn start_time_from_proc() {
+        let stat = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 250 1000";
+        let now = 1_700_000_000_000_000_000;
+        // Started 2.5 s after boot, 10 s ago.
+        assert_eq!(
+            start_nanos(stat, "12.50 40.00\n", 100, now),
+            Some(now - 10_000_000_000)
+        );
+        assert_eq!(start_nanos("4242 (x) S 1", "12.50 1\n", 100, now), None);
+        assert_eq!(start_nanos(stat, "", 100, now), None);
     }
 }

@@ -3,6 +3,11 @@
 //! a partial or corrupt blob is never visible. Partial downloads stay in `ingest/` and
 //! resume where they stopped, until they are old enough to count as abandoned (see
 //! [`ContentStore::stale_ingests`]).
+//!
+//! Durability: a blob's data is fsynced before its rename into `blobs/`, and the
+//! directory after it, all before [`Ingest::commit`] returns and so before any
+//! record names the blob. A blob file found without a record after a crash is
+//! adopted only if its content still has its digest ([`ContentStore::verify_blob`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -103,6 +108,16 @@ impl ContentStore {
         File::open(self.blob_path(digest)?).context(|| format!("opening blob {digest}"))
     }
 
+    /// Whether the blob file's content has its digest: what recovery asks of a file
+    /// it finds without a record before adopting it. Reads the whole file: call it
+    /// off the executor.
+    pub fn verify_blob(&self, digest: &str) -> Result<bool> {
+        let mut file = self.open_blob(digest)?;
+        let mut hasher = Sha256::new();
+        std::io::copy(&mut file, &mut hasher).context(|| format!("reading blob {digest}"))?;
+        Ok(format!("sha256:{}", hex::encode(hasher.finalize())) == digest)
+    }
+
     /// Deletes a blob file; a missing one is fine.
     pub fn remove(&self, digest: &str) -> Result<()> {
         match fs::remove_file(self.blob_path(digest)?) {
@@ -170,6 +185,14 @@ impl ContentStore {
             }
             _ => Ok(true),
         }
+    }
+}
+
+/// Makes a rename or creation in `path`'s directory durable.
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
     }
 }
 
@@ -303,7 +326,15 @@ impl Ingest {
             let _ = fs::remove_file(&self.path);
             return Err(Error::DataLoss(message));
         }
-        fs::rename(&self.path, &self.target).context(|| format!("committing blob {}", self.digest))
+        // Data first, then the name: a crash can leave the blob missing, never a
+        // name in `blobs/` whose data did not reach the disk.
+        self.file
+            .sync_all()
+            .context(|| format!("syncing blob {}", self.digest))?;
+        fs::rename(&self.path, &self.target)
+            .context(|| format!("committing blob {}", self.digest))?;
+        sync_parent(&self.target)
+            .context(|| format!("syncing the directory of blob {}", self.digest))
     }
 }
 
@@ -390,6 +421,18 @@ mod tests {
         let fresh_name = digest_hex(&fresh).unwrap();
         assert!(!store.remove_stale_ingest(fresh_name, day).unwrap());
         assert_eq!(store.ingest(&fresh, 10).unwrap().offset(), 2);
+    }
+
+    #[test]
+    fn a_blob_file_is_verified_against_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let digest = sha256_digest(b"content");
+        store.write_blob(&digest, b"content").unwrap();
+        assert!(store.verify_blob(&digest).unwrap());
+        // What a crash can leave of a blob whose data never reached the disk.
+        fs::write(store.blob_path(&digest).unwrap(), [0u8; 7]).unwrap();
+        assert!(!store.verify_blob(&digest).unwrap());
     }
 
     #[test]

@@ -38,8 +38,9 @@ pub struct ImageService {
     snapshots: Arc<SnapshotStore>,
     /// Image records by id, mirroring the store.
     images: RwLock<HashMap<String, ImageRecord>>,
-    /// Committed snapshots by chain ID, mirroring the store.
-    snapshot_index: Mutex<HashMap<String, SnapshotRecord>>,
+    /// Committed snapshots by chain ID, mirroring the store. Shared with the
+    /// blocking tasks that commit a snapshot and record it in one go.
+    snapshot_index: Arc<Mutex<HashMap<String, SnapshotRecord>>>,
     /// One fetch or unpack per blob digest / chain ID at a time.
     locks: KeyedLocks,
     /// What pulls under way rely on; garbage collection leaves it alone.
@@ -93,7 +94,7 @@ impl ImageService {
             content: Arc::new(content),
             snapshots: Arc::new(snapshots),
             images: RwLock::new(images),
-            snapshot_index: Mutex::new(snapshot_index),
+            snapshot_index: Arc::new(Mutex::new(snapshot_index)),
             locks: KeyedLocks::default(),
             pins: Pins::default(),
             unpacks: tokio::sync::Semaphore::new(pull::MAX_CONCURRENT_UNPACKS),
@@ -256,9 +257,10 @@ fn by_id_prefix(
     }
 }
 
-/// Makes content records and blob files agree. A blob file without a record was
-/// verified before it was renamed into place (a crash came before the record), so it
-/// is adopted; a record without its file is dropped.
+/// Makes content records and blob files agree. A blob file without a record is
+/// left by a crash between the commit and the record; it is adopted only if its
+/// content still has its digest (a file whose data a crash lost is deleted, and the
+/// next pull fetches it again). A record without its file is dropped.
 fn recover_content(store: &Store, content: &ContentStore) -> Result<()> {
     let records: HashMap<String, ContentRecord> = store
         .all::<ContentRecord>()?
@@ -266,19 +268,19 @@ fn recover_content(store: &Store, content: &ContentStore) -> Result<()> {
         .map(|r| (r.digest.clone(), r))
         .collect();
     let files: HashSet<String> = content.blob_files()?.into_iter().collect();
-    let adopt: Vec<ContentRecord> = files
-        .iter()
-        .filter(|d| !records.contains_key(*d))
-        .filter_map(|d| {
-            let size = std::fs::metadata(content.blob_path(d).ok()?).ok()?.len();
-            Some(ContentRecord {
-                digest: d.clone(),
-                size,
-                media_type: String::new(),
-                committed_at: now_nanos(),
-            })
-        })
-        .collect();
+    let mut adopt = Vec::new();
+    for digest in files.iter().filter(|d| !records.contains_key(*d)) {
+        if crate::content::digest_hex(digest).is_err() {
+            continue; // not a blob's name: nothing a record could refer to
+        }
+        match adoptable(content, digest) {
+            Some(record) => adopt.push(record),
+            None => {
+                tracing::warn!(%digest, "deleting a blob file with no record that fails its digest");
+                content.remove(digest)?;
+            }
+        }
+    }
     let lost: Vec<&String> = records.keys().filter(|d| !files.contains(*d)).collect();
     if adopt.is_empty() && lost.is_empty() {
         return Ok(());
@@ -291,6 +293,23 @@ fn recover_content(store: &Store, content: &ContentStore) -> Result<()> {
     store.write(|tx| {
         adopt.iter().try_for_each(|r| tx.put(r))?;
         lost.iter().try_for_each(|d| tx.delete::<ContentRecord>(d))
+    })
+}
+
+/// The record of an unrecorded blob file whose content has its digest; `None` for
+/// one that does not (or that cannot be read, or is not named as a digest).
+fn adoptable(content: &ContentStore, digest: &str) -> Option<ContentRecord> {
+    if !matches!(content.verify_blob(digest), Ok(true)) {
+        return None;
+    }
+    let size = std::fs::metadata(content.blob_path(digest).ok()?)
+        .ok()?
+        .len();
+    Some(ContentRecord {
+        digest: digest.to_string(),
+        size,
+        media_type: String::new(),
+        committed_at: now_nanos(),
     })
 }
 
@@ -344,6 +363,33 @@ mod tests {
         );
         assert_eq!(as_image_id("busybox"), None);
         assert_eq!(as_image_id("sha256:abc"), None);
+    }
+
+    #[test]
+    fn unrecorded_blob_files_are_adopted_only_when_they_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("meta.redb")).unwrap();
+        let content = ContentStore::open(&dir.path().join("content")).unwrap();
+        let good = crate::content::sha256_digest(b"good");
+        let torn = crate::content::sha256_digest(b"torn");
+        content.write_blob(&good, b"good").unwrap();
+        content.write_blob(&torn, b"torn").unwrap();
+        // A crash lost the data of one (zeros where its bytes should be), and both
+        // records.
+        std::fs::write(content.blob_path(&torn).unwrap(), [0u8; 4]).unwrap();
+        recover_content(&store, &content).unwrap();
+        let recorded: Vec<String> = store
+            .all::<ContentRecord>()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.digest)
+            .collect();
+        assert_eq!(recorded, vec![good.clone()]);
+        assert!(content.exists(&good));
+        assert!(
+            !content.exists(&torn),
+            "a blob that fails its digest is deleted"
+        );
     }
 
     #[test]

@@ -279,12 +279,14 @@ impl ImageService {
         Ok(image)
     }
 
-    async fn store_small_blob(&self, digest: &str, media_type: &str, bytes: &[u8]) -> Result<()> {
+    async fn store_small_blob(&self, digest: &str, media_type: &str, bytes: &Bytes) -> Result<()> {
         let _guard = self.locks.lock(digest).await;
         if self.content.exists(digest) {
             return Ok(());
         }
-        self.content.write_blob(digest, bytes)?;
+        // Off the executor: the commit fsyncs.
+        let (content, owned, blob) = (self.content.clone(), digest.to_string(), bytes.clone());
+        tokio::task::spawn_blocking(move || content.write_blob(&owned, &blob)).await??;
         self.record_content(digest, bytes.len() as u64, media_type)
     }
 
@@ -385,29 +387,39 @@ impl ImageService {
             .map_err(|_| Error::Internal("unpack limiter closed".into()))?;
         tracker.set_phase(LayerPhase::Unpacking);
         let (content, snapshots) = (self.content.clone(), self.snapshots.clone());
-        let (layer_owned, diff_owned) = (layer.clone(), diff_id.to_string());
-        let (id, size, (disk_bytes, inodes)) = tokio::task::spawn_blocking(move || {
-            let (id, size) = unpack(&content, &snapshots, &layer_owned, &diff_owned)?;
-            Ok::<_, Error>((id, size, snapshots.usage_of(id)))
+        let (store, index) = (self.store.clone(), self.snapshot_index.clone());
+        let (layer, diff_id, chain_id) = (layer.clone(), diff_id.to_string(), chain_id.to_string());
+        // Unpacked and recorded in one blocking task, which runs to its end even if
+        // the pull is cancelled meanwhile: the layer is then recorded (the pull's
+        // lease keeps it for the next attempt) rather than a directory without a
+        // record.
+        tokio::task::spawn_blocking(move || {
+            let (id, size) = unpack(&content, &snapshots, &layer, &diff_id)?;
+            let (disk_bytes, inodes) = snapshots.usage_of(id);
+            let record = SnapshotRecord {
+                chain_id,
+                id,
+                parent,
+                diff_id,
+                size,
+                disk_bytes,
+                inodes,
+                created_at: now_nanos(),
+            };
+            // Under the index's lock: after a cancellation freed the chain's key
+            // lock, another pull may have unpacked the same layer meanwhile; the
+            // first recorded stays, the other goes.
+            let mut index = index.lock().unwrap_or_else(|e| e.into_inner());
+            if index.contains_key(&record.chain_id) {
+                return snapshots.remove(id);
+            }
+            // A crash before this commit leaves a directory without a record, which
+            // recovery deletes; the next pull unpacks the layer again.
+            store.write(|tx| tx.put(&record))?;
+            index.insert(record.chain_id.clone(), record);
+            Ok::<_, Error>(())
         })
         .await??;
-        let record = SnapshotRecord {
-            chain_id: chain_id.to_string(),
-            id,
-            parent,
-            diff_id: diff_id.to_string(),
-            size,
-            disk_bytes,
-            inodes,
-            created_at: now_nanos(),
-        };
-        // A crash before this commit leaves a directory without a record, which
-        // recovery deletes; the next pull unpacks the layer again.
-        self.store.write(|tx| tx.put(&record))?;
-        self.snapshot_index
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(chain_id.to_string(), record);
         tracker.set_phase(LayerPhase::Done);
         Ok(())
     }

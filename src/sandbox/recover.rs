@@ -3,6 +3,11 @@
 //! NotReady (Stop and Remove still clean it up); a pod a crash left in Creating is
 //! undone. Each pod gets its own time limit, so one stuck shim cannot hold up
 //! berthd's start.
+//!
+//! A half-created pod whose undoing fails stays recorded as Creating, which marks
+//! it for teardown: every later start tries again. Meanwhile it is indexed
+//! NotReady, so ListPodSandbox shows it and RemovePodSandbox can finish it (as
+//! containerd keeps a sandbox it cannot clean up listed, NotReady, for the kubelet).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,10 +60,12 @@ impl SandboxService {
         self.save(record, task)
     }
 
-    fn index_not_ready(&self, mut record: SandboxRecord) {
-        if record.phase == SandboxPhase::Creating {
-            return;
-        }
+    fn index_not_ready(&self, record: SandboxRecord) {
+        let mut record = if record.phase == SandboxPhase::Creating {
+            self.half_created_view(record)
+        } else {
+            record
+        };
         let _ = self
             .names
             .reserve(&names::sandbox_name(&record.config), &record.id);
@@ -72,14 +79,9 @@ impl SandboxService {
 
     /// A RunPodSandbox cut short by a crash: whatever of it exists is torn down,
     /// then the record goes.
-    async fn undo_half_created(&self, mut record: SandboxRecord) -> Result<()> {
+    async fn undo_half_created(&self, record: SandboxRecord) -> Result<()> {
         tracing::info!(pod_id = %record.id, "undoing a pod sandbox a crash left half-created");
-        // The record was written before the netns and the shm existed.
-        let netns = self.netns_dir().join(&record.id);
-        if netns.exists() {
-            record.netns = Some(netns);
-        }
-        record.shm_mounted = files::wants_shm(&record.config);
+        let mut record = self.half_created_view(record);
         let task = infra::reconnect(&record.bundle).await.ok();
         self.teardown(&mut record, task.as_ref()).await?;
         self.shutdown_shim(&record, task.as_ref()).await?;
@@ -92,5 +94,16 @@ impl SandboxService {
         self.images.release_rootfs(&record.id).await?;
         self.store
             .write(|tx| tx.delete::<SandboxRecord>(&record.id))
+    }
+
+    /// What a half-created pod may hold, for teardown: the record was written
+    /// before the netns and the shm existed, so it names neither.
+    fn half_created_view(&self, mut record: SandboxRecord) -> SandboxRecord {
+        let netns = self.netns_dir().join(&record.id);
+        if netns.exists() {
+            record.netns = Some(netns);
+        }
+        record.shm_mounted = files::wants_shm(&record.config);
+        record
     }
 }
