@@ -134,7 +134,7 @@ pub async fn stop(client: &TaskClient, id: &str) -> Result<()> {
         Err(e) => return Err(e),
     };
     if alive {
-        gone(client.kill(id, "", libc::SIGTERM as u32, false).await)?;
+        gone(kill_when_created(client, id, libc::SIGTERM, false).await)?;
         if tokio::time::timeout(TERM_GRACE, client.wait(id, ""))
             .await
             .is_err()
@@ -156,8 +156,25 @@ pub async fn stop(client: &TaskClient, id: &str) -> Result<()> {
     }
 }
 
+/// A task the shim is still creating (berthd died while asking for it) cannot be
+/// signalled yet: the signal is retried until the create has finished.
+async fn kill_when_created(client: &TaskClient, id: &str, signal: i32, all: bool) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + KILL_WAIT;
+    loop {
+        match client.kill(id, "", signal as u32, all).await {
+            Err(Error::FailedPrecondition(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(CREATE_POLL).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How often a task still being created is asked again.
+const CREATE_POLL: Duration = Duration::from_millis(100);
+
 async fn kill_and_wait(client: &TaskClient, id: &str) -> Result<()> {
-    match client.kill(id, "", libc::SIGKILL as u32, true).await {
+    match kill_when_created(client, id, libc::SIGKILL, true).await {
         Ok(()) | Err(Error::NotFound(_)) => {}
         Err(e) => return Err(e),
     }

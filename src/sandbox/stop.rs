@@ -103,6 +103,16 @@ impl SandboxService {
         record: &SandboxRecord,
         task: Option<&TaskClient>,
     ) -> Result<()> {
+        // A pod indexed without its shim (recovery could not finish it) may still
+        // have one: ask it, so its task table empties and it can exit.
+        let reconnected;
+        let task = match task {
+            Some(t) => Some(t),
+            None => {
+                reconnected = infra::reconnect(&record.bundle).await.ok();
+                reconnected.as_ref()
+            }
+        };
         if let Some(task) = task {
             match infra::stop(task, &record.id).await {
                 Ok(()) => return Ok(()),
