@@ -10,6 +10,7 @@ pub mod content;
 pub mod cri;
 pub mod daemon;
 pub mod error;
+pub mod id_locks;
 pub mod image;
 pub mod layout;
 pub mod logs;
