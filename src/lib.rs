@@ -14,6 +14,7 @@ pub mod id_locks;
 pub mod image;
 pub mod layout;
 pub mod logs;
+pub mod malloc;
 pub mod network;
 pub mod sandbox;
 pub mod shim;

@@ -34,6 +34,8 @@ impl ContainerService {
             self.remove(&container).await?;
         }
         self.sandboxes.remove_held(held).await?;
+        // What the pod's records, clients and copiers held is free now.
+        crate::malloc::trim_soon();
         Ok(())
     }
 }
