@@ -346,11 +346,18 @@ async fn racing_calls_on_few_pods_leave_nothing_behind() {
         files_after.len(),
         files_before.len()
     );
-    let internal: Vec<_> = outcomes
+    // Stop and Remove are idempotent: racing another stop or removal is no error.
+    let wrong: Vec<_> = outcomes
         .iter()
-        .filter(|((_, code), _)| code == "Internal")
+        .filter(|((call, code), _)| {
+            code == "Internal"
+                || (call.starts_with("Stop") || call.starts_with("Remove")) && code != "Ok"
+        })
         .collect();
-    assert!(internal.is_empty(), "Internal errors: {internal:?}");
+    assert!(
+        wrong.is_empty(),
+        "calls that failed as they must not: {wrong:?}"
+    );
     // berthd trims its allocator a moment after the last removal.
     let deadline = Instant::now() + RSS_SETTLE;
     let rss_after = loop {

@@ -160,7 +160,12 @@ impl ContainerService {
     }
 
     async fn stop_locked(&self, id: &str, timeout: Duration) -> Result<()> {
-        let record = self.get(id)?;
+        let record = match self.get(id) {
+            Ok(r) => r,
+            // Removed while this call waited for the lock: stopped, then.
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         if record.phase != ContainerPhase::Running {
             return Ok(());
         }
