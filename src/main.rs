@@ -68,6 +68,7 @@ fn main() -> ExitCode {
     limit_malloc_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
     {
         Ok(r) => r,
@@ -85,6 +86,12 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Threads for blocking work (file I/O, fsync, unpacking). tokio's default, 512,
+/// let a burst of concurrent calls start hundreds, each leaving its stack in
+/// glibc's stack cache when it ends, so RSS stayed at the burst's peak. Work
+/// beyond this many queues, on the same few cores it would have shared anyway.
+const MAX_BLOCKING_THREADS: usize = 64;
 
 /// glibc gives each thread that allocates an arena of its own, up to eight per
 /// core, and an arena keeps what was freed in it. berthd's blocking threads come

@@ -23,7 +23,20 @@ use crate::store::{ContainerPhase, ContainerRecord, ProcessUser};
 const MAX_IMAGE_CONFIG: u64 = 8 << 20;
 
 impl ContainerService {
+    /// Creates a container in a Ready pod and returns its id. Runs to the end
+    /// (Created, or fully undone) even if the caller goes away, so a cancelled
+    /// call leaves no half-created container holding the pod's shim.
     pub async fn create(
+        self: &Arc<Self>,
+        sandbox_id: &str,
+        config: ContainerConfig,
+    ) -> Result<String> {
+        let this = Arc::clone(self);
+        let sandbox_id = sandbox_id.to_string();
+        tokio::spawn(async move { this.create_to_end(&sandbox_id, config).await }).await?
+    }
+
+    async fn create_to_end(
         self: &Arc<Self>,
         sandbox_id: &str,
         config: ContainerConfig,
@@ -33,19 +46,10 @@ impl ContainerService {
                 "config.metadata.name is empty".into(),
             ));
         }
-        let sandbox = self.sandboxes.get(sandbox_id)?;
-        if !sandbox.is_ready() {
-            return Err(Error::FailedPrecondition(format!(
-                "pod sandbox {} is not ready",
-                sandbox.id()
-            )));
-        }
-        let task = sandbox.task.clone().ok_or_else(|| {
-            Error::FailedPrecondition(format!(
-                "the shim of pod sandbox {} is not connected",
-                sandbox.id()
-            ))
-        })?;
+        // Held until the container is recorded Created (or undone): a pod's stop
+        // or removal waits for it, and then stops or removes it with the pod.
+        let pod = self.sandboxes.hold_ready(sandbox_id).await?;
+        let (sandbox, task) = (&pod.pod, &pod.task);
         spec::check_profile_location(
             &config.linux.security_context.seccomp,
             &self.config.seccomp_profile_roots,
@@ -65,12 +69,11 @@ impl ContainerService {
         let name = container_name(&config, &sandbox.record.config);
         self.names.reserve(&name, &id)?;
         let _guard = self.lock(&id).await;
-        let result = self.create_in(&id, &sandbox, &task, config).await;
+        let result = self.create_in(&id, sandbox, task, config).await;
         if result.is_err() {
-            self.undo_create(&id, &task).await;
+            self.undo_create(&id, task).await;
             self.names.release(&name, &id);
         }
-        self.forget_lock(&id);
         result.map(|()| id)
     }
 

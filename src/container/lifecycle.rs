@@ -18,8 +18,12 @@ const SIGKILLED: u32 = 128 + libc::SIGKILL as u32;
 const OOM_EVENT_GRACE: Duration = Duration::from_secs(1);
 
 impl ContainerService {
+    /// Starts a Created container of a Ready pod. The pod is held shared, so a
+    /// racing StopPodSandbox stops the container after, or refuses the start.
     pub async fn start(self: &Arc<Self>, id: &str) -> Result<()> {
-        let id = self.get(id)?.id;
+        let record = self.get(id)?;
+        let id = record.id;
+        let pod = self.sandboxes.hold_ready(&record.sandbox_id).await?;
         let _guard = self.lock(&id).await;
         let mut record = self.get(&id)?;
         if record.phase != ContainerPhase::Created {
@@ -28,7 +32,7 @@ impl ContainerService {
                 record.phase
             )));
         }
-        let (_, task) = self.task_of(&record)?;
+        let task = pod.task.clone();
         match task.start(&id, "").await {
             Ok(pid) => {
                 crate::fault::crash_point("after-shim-start");
@@ -158,7 +162,12 @@ impl ContainerService {
     }
 
     async fn stop_locked(&self, id: &str, timeout: Duration) -> Result<()> {
-        let record = self.get(id)?;
+        let record = match self.get(id) {
+            Ok(r) => r,
+            // Removed while this call waited for the lock: stopped, then.
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         if record.phase != ContainerPhase::Running {
             return Ok(());
         }
@@ -235,24 +244,7 @@ impl ContainerService {
         }
         let name = super::service::container_name(&record.config, &self.pod_config(&record));
         self.names.release(&name, &id);
-        self.forget_lock(&id);
         tracing::info!(container_id = %id, "removed container");
-        Ok(())
-    }
-
-    /// Stops (with `timeout`) every container of a pod.
-    pub async fn stop_pod(&self, sandbox_id: &str, timeout: Duration) -> Result<()> {
-        for id in self.of_sandbox(sandbox_id) {
-            self.stop(&id, timeout).await?;
-        }
-        Ok(())
-    }
-
-    /// Removes every container of a pod.
-    pub async fn remove_pod(&self, sandbox_id: &str) -> Result<()> {
-        for id in self.of_sandbox(sandbox_id) {
-            self.remove(&id).await?;
-        }
         Ok(())
     }
 

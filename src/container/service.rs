@@ -6,13 +6,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::sync::{OwnedMutexGuard, broadcast};
+use tokio::sync::broadcast;
 
 use super::events::{self, ContainerEvent, ContainerEventKind};
 use super::io::{LogOpening, Output};
 use super::spec::HostFacts;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::id_locks::{IdGuard, IdLocks};
 use crate::image::ImageService;
 use crate::sandbox::{NameIndex, Sandbox, SandboxService};
 use crate::shim::features::{self, HandlerFeatures};
@@ -37,7 +38,7 @@ pub struct ContainerService {
     events: broadcast::Sender<ContainerEvent>,
     /// What each OCI runtime binary can do, by binary.
     features: BTreeMap<String, HandlerFeatures>,
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: IdLocks,
 }
 
 /// Which containers List returns (CRI `ContainerFilter`).
@@ -79,7 +80,7 @@ impl ContainerService {
             sampler: Arc::new(super::stats::Sampler::new()),
             events: broadcast::channel(events::EVENT_BACKLOG).0,
             features,
-            locks: Mutex::new(HashMap::new()),
+            locks: IdLocks::default(),
         });
         service.clone().watch_ooms(events.subscribe());
         service.recover().await?;
@@ -232,19 +233,8 @@ impl ContainerService {
 
     /// Serialises calls on one container. Held across shim calls on purpose: it
     /// guards only this container.
-    pub(super) async fn lock(&self, id: &str) -> OwnedMutexGuard<()> {
-        let lock = {
-            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-            locks.entry(id.to_string()).or_default().clone()
-        };
-        lock.lock_owned().await
-    }
-
-    pub(super) fn forget_lock(&self, id: &str) {
-        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-        if locks.get(id).is_some_and(|l| Arc::strong_count(l) == 1) {
-            locks.remove(id);
-        }
+    pub(super) async fn lock(&self, id: &str) -> IdGuard {
+        self.locks.write(id).await
     }
 
     /// Commits `record` (one transaction), then shows it in the index.
@@ -291,6 +281,12 @@ impl ContainerService {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+        // An OOM whose exit was never recorded (removed first) is not kept either.
+        self.oom_killed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        self.sampler.forget(id);
         Ok(())
     }
 

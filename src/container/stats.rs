@@ -162,6 +162,22 @@ impl Sampler {
         }
     }
 
+    /// Drops what was kept for object `id`, once removed.
+    pub(super) fn forget(&self, id: &str) {
+        self.cgroups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        self.cpu
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        self.layers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
     /// Drops what was kept for objects not in `live`.
     fn retain(&self, live: &dyn Fn(&str) -> bool) {
         self.cgroups

@@ -254,20 +254,11 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::StopPodSandboxRequest>,
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
         let id = request.into_inner().pod_sandbox_id;
-        // The pod's containers stop first, at once, as containerd does.
-        let pod = match self.info.sandboxes.get(&id) {
-            Ok(pod) => Some(pod.id().to_string()),
-            Err(Error::NotFound(_)) => None,
-            Err(e) => return Err(status(e)),
-        };
-        if let Some(pod) = &pod {
-            self.info
-                .containers
-                .stop_pod(pod, Duration::ZERO)
-                .await
-                .map_err(status)?;
-        }
-        self.info.sandboxes.stop(&id).await.map_err(status)?;
+        self.info
+            .containers
+            .stop_pod_sandbox(&id)
+            .await
+            .map_err(status)?;
         Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
 
@@ -276,17 +267,11 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
         let id = request.into_inner().pod_sandbox_id;
-        match self.info.sandboxes.get(&id) {
-            Ok(pod) => self
-                .info
-                .containers
-                .remove_pod(pod.id())
-                .await
-                .map_err(status)?,
-            Err(Error::NotFound(_)) => {}
-            Err(e) => return Err(status(e)),
-        }
-        self.info.sandboxes.remove(&id).await.map_err(status)?;
+        self.info
+            .containers
+            .remove_pod_sandbox(&id)
+            .await
+            .map_err(status)?;
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
 

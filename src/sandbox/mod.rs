@@ -4,8 +4,10 @@
 //! A pod is a record in the store ([`SandboxRecord`]), a bundle directory
 //! `<state>/pods/<id>/` (config.json, hostname, hosts, resolv.conf, the shm tmpfs,
 //! the shim's `address`), a network namespace under `<state>/netns/`, a CNI
-//! attachment and an infra (pause) task in the pod's shim. Calls on one pod are
-//! serialised by a per-id async lock; List and Status read the index without it.
+//! attachment and an infra (pause) task in the pod's shim. Calls that change a pod
+//! hold its id exclusively; creating or starting a container holds it shared
+//! ([`ReadyPod`]), so a pod never stops or goes in the middle of one. List and
+//! Status read the index without it.
 
 mod files;
 mod infra;
@@ -23,11 +25,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::sync::OwnedMutexGuard;
-
 use crate::config::Config;
 use crate::container::spec::{HostFacts, PodFiles};
 use crate::error::{Error, Result};
+use crate::id_locks::{IdGuard, IdLocks};
 use crate::image::ImageService;
 use crate::network::Cni;
 use crate::shim::{ShimEnv, TaskClient};
@@ -36,6 +37,7 @@ use crate::store::{SandboxPhase, SandboxRecord, Store};
 pub use infra::runc_options;
 pub use list::SandboxFilter;
 pub use names::{NameIndex, sandbox_name};
+pub use stop::{ExclusivePod, ReadyPod};
 
 /// A pod as the index holds it: its record and, while its shim answers, a client.
 #[derive(Clone)]
@@ -83,7 +85,9 @@ pub struct SandboxService {
     names: Arc<NameIndex>,
     /// Shared, so a List copies pointers rather than every pod's config.
     pods: RwLock<HashMap<String, Arc<Sandbox>>>,
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Calls that change a pod hold its id exclusively; CreateContainer and
+    /// StartContainer hold it shared, so a pod stops or goes only between them.
+    locks: IdLocks,
     /// Readers of each pod's shim log, dropped with the pod.
     shim_logs: Mutex<HashMap<String, shim_log::ShimLog>>,
 }
@@ -125,7 +129,7 @@ impl SandboxService {
             images,
             names,
             pods: RwLock::new(HashMap::new()),
-            locks: Mutex::new(HashMap::new()),
+            locks: IdLocks::default(),
             shim_logs: Mutex::new(HashMap::new()),
         });
         service.recover().await?;
@@ -168,21 +172,10 @@ impl SandboxService {
         self.config.state.join("runc")
     }
 
-    /// Serialises calls on one pod. Held across shim and CNI calls on purpose:
-    /// it guards only this pod.
-    async fn lock(&self, id: &str) -> OwnedMutexGuard<()> {
-        let lock = {
-            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-            locks.entry(id.to_string()).or_default().clone()
-        };
-        lock.lock_owned().await
-    }
-
-    fn forget_lock(&self, id: &str) {
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        if locks.get(id).is_some_and(|l| Arc::strong_count(l) == 1) {
-            locks.remove(id);
-        }
+    /// Serialises calls that change one pod. Held across shim and CNI calls on
+    /// purpose: it guards only this pod.
+    async fn lock(&self, id: &str) -> IdGuard {
+        self.locks.write(id).await
     }
 
     /// Commits `record` (one transaction), then shows it in the index.

@@ -1,6 +1,7 @@
-//! StopPodSandbox and RemovePodSandbox, both idempotent: an unknown id is fine, and
-//! every step tolerates its work being done already, so a retry after a failure
-//! (or after a crash) finishes the job.
+//! The pod halves of StopPodSandbox and RemovePodSandbox (their container halves
+//! are in `container/pod.rs`, under the same hold), both idempotent: an unknown id
+//! is fine, and every step tolerates its work being done already, so a retry
+//! after a failure (or after a crash) finishes the job.
 
 use std::sync::Arc;
 
@@ -8,36 +9,57 @@ use tokio::sync::broadcast;
 
 use super::{Sandbox, SandboxService, files, infra, names};
 use crate::error::{Error, Result};
+use crate::id_locks::IdGuard;
 use crate::shim::{ShimEvent, TaskClient};
 use crate::store::{SandboxPhase, SandboxRecord};
 
+/// A pod held exclusively: no container is created or started in it until this
+/// is dropped, so a caller sees every container the pod will have.
+pub struct ExclusivePod {
+    id: String,
+    _guard: IdGuard,
+}
+
+impl ExclusivePod {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// A Ready pod held shared with other creates and starts: it cannot stop or be
+/// removed until this is dropped.
+pub struct ReadyPod {
+    pub pod: Arc<Sandbox>,
+    pub task: TaskClient,
+    _guard: IdGuard,
+}
+
 impl SandboxService {
     /// Stops the infra container, detaches the network, removes the netns and
-    /// unmounts shm; the pod stays, NotReady, until removed.
-    pub async fn stop(&self, id: &str) -> Result<()> {
-        let Some(pod) = self.locked_get(id).await? else {
+    /// unmounts shm; the pod stays, NotReady, until removed. The caller holds the
+    /// pod and stopped its containers.
+    pub async fn stop_held(&self, held: &ExclusivePod) -> Result<()> {
+        let Ok(pod) = self.get(held.id()) else {
             return Ok(());
         };
-        let (pod, _guard) = pod;
         let mut record = pod.record.clone();
         self.teardown(&mut record, pod.task.as_ref()).await?;
         record.phase = SandboxPhase::NotReady;
         self.save(record, pod.task.clone())?;
-        tracing::info!(pod_id = %id, "pod sandbox stopped");
+        tracing::info!(pod_id = %held.id(), "pod sandbox stopped");
         Ok(())
     }
 
     /// Stops the pod if it runs, ends its shim, deletes its files and record, and
-    /// frees its name.
-    pub async fn remove(&self, id: &str) -> Result<()> {
-        let Some((pod, guard)) = self.locked_get(id).await? else {
+    /// frees its name. The caller holds the pod and removed its containers: they
+    /// live in the same shim, which must have no tasks left to exit.
+    pub async fn remove_held(&self, held: ExclusivePod) -> Result<()> {
+        let Ok(pod) = self.get(held.id()) else {
             return Ok(());
         };
         let mut record = pod.record.clone();
         let id = record.id.clone();
         self.teardown(&mut record, pod.task.as_ref()).await?;
-        // The pod's containers are removed by the caller before this point: they
-        // live in the same shim, which must have no tasks left to exit.
         self.shutdown_shim(&record, pod.task.as_ref()).await?;
         self.unfollow_shim_log(&id);
         let bundle = record.bundle.clone();
@@ -49,18 +71,13 @@ impl SandboxService {
         self.unindex(&id);
         self.names
             .release(&names::sandbox_name(&record.config), &id);
-        drop(guard);
-        self.forget_lock(&id);
         tracing::info!(pod_id = %id, "pod sandbox removed");
         Ok(())
     }
 
-    /// The pod (by id or unique prefix) with its lock held, or `None` if there is
-    /// no such pod (any more).
-    async fn locked_get(
-        &self,
-        id: &str,
-    ) -> Result<Option<(Arc<Sandbox>, tokio::sync::OwnedMutexGuard<()>)>> {
+    /// The pod (by id or unique prefix) held exclusively, or `None` if there is no
+    /// such pod (any more).
+    pub async fn hold(&self, id: &str) -> Result<Option<ExclusivePod>> {
         let id = match self.get(id) {
             Ok(pod) => pod.record.id.clone(),
             Err(Error::NotFound(_)) => return Ok(None),
@@ -69,9 +86,31 @@ impl SandboxService {
         let guard = self.lock(&id).await;
         // Another call may have removed it while we waited.
         match self.get(&id) {
-            Ok(pod) if pod.id() == id => Ok(Some((pod, guard))),
+            Ok(pod) if pod.id() == id => Ok(Some(ExclusivePod { id, _guard: guard })),
             _ => Ok(None),
         }
+    }
+
+    /// The pod (by id or unique prefix), held shared, if it is Ready and its shim
+    /// connected: what creating or starting a container in it needs. Checked under
+    /// the hold, so a pod that a stop or removal got first is refused.
+    pub async fn hold_ready(&self, id: &str) -> Result<ReadyPod> {
+        let id = self.get(id)?.record.id.clone();
+        let guard = self.locks.read(&id).await;
+        let pod = self.get(&id)?;
+        if !pod.is_ready() {
+            return Err(Error::FailedPrecondition(format!(
+                "pod sandbox {id} is not ready"
+            )));
+        }
+        let task = pod.task.clone().ok_or_else(|| {
+            Error::FailedPrecondition(format!("the shim of pod sandbox {id} is not connected"))
+        })?;
+        Ok(ReadyPod {
+            pod,
+            task,
+            _guard: guard,
+        })
     }
 
     /// Everything Stop undoes, each step skipped when already done; updates the
@@ -204,9 +243,10 @@ impl SandboxService {
         if !known {
             return;
         }
-        let Ok(Some((pod, _guard))) = self.locked_get(id).await else {
+        let Ok(Some(_held)) = self.hold(id).await else {
             return;
         };
+        let Ok(pod) = self.get(id) else { return };
         if pod.record.phase != SandboxPhase::Ready {
             return;
         }

@@ -246,6 +246,8 @@ impl Tasks {
         let (status, at) = c.init.exited().map_or((0, None), |(s, a)| (s, Some(a)));
         self.publisher.task_delete(id, c.init.pid, status, at);
         self.exited.notify_all();
+        drop(t);
+        self.exit_if_done();
         Ok((c.init.pid, status, at))
     }
 }

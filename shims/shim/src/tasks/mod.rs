@@ -14,6 +14,7 @@ mod table;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -46,8 +47,39 @@ pub struct Tasks {
     reaper: Arc<Reaper>,
     publisher: Publisher,
     oom: Arc<OomWatcher>,
-    /// Told when the last container is gone and Shutdown asked to stop.
-    shutdown: Mutex<Option<Sender<()>>>,
+    /// Stops the shim once Shutdown was asked for and no container is left.
+    shutdown: ShutdownLatch,
+}
+
+/// Shutdown, once asked for, stays asked: the pod is gone, and a container still
+/// in the shim then (one whose create raced the pod's removal) is the last thing
+/// the shim waits for, rather than a reason to live on with no task.
+struct ShutdownLatch {
+    asked: AtomicBool,
+    stop: Mutex<Option<Sender<()>>>,
+}
+
+impl ShutdownLatch {
+    fn new(stop: Sender<()>) -> Self {
+        ShutdownLatch {
+            asked: AtomicBool::new(false),
+            stop: Mutex::new(Some(stop)),
+        }
+    }
+
+    fn ask(&self) {
+        self.asked.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops the shim (once) if Shutdown was asked for and it serves no container.
+    fn stop_if(&self, no_container: bool) {
+        if self.asked.load(Ordering::SeqCst)
+            && no_container
+            && let Some(tx) = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take()
+        {
+            let _ = tx.send(());
+        }
+    }
 }
 
 impl Tasks {
@@ -65,7 +97,7 @@ impl Tasks {
             reaper,
             publisher,
             oom,
-            shutdown: Mutex::new(Some(shutdown)),
+            shutdown: ShutdownLatch::new(shutdown),
         }
     }
 
@@ -211,16 +243,40 @@ impl Tasks {
         self.lock().get(id).map_or(0, |c| c.init.pid)
     }
 
-    /// Shutdown: stop the shim once it serves no container.
+    /// Shutdown: stop the shim once it serves no container, now or, if some are
+    /// left, when the last one is deleted, so that a shim never outlives its pod
+    /// with no task to serve.
     pub fn shutdown(&self) {
-        if self.lock().containers.is_empty()
-            && let Some(tx) = self
-                .shutdown
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take()
-        {
-            let _ = tx.send(());
-        }
+        self.shutdown.ask();
+        self.exit_if_done();
+    }
+
+    /// Stops the shim if Shutdown was asked for and no container is left.
+    fn exit_if_done(&self) {
+        let empty = self.lock().containers.is_empty();
+        self.shutdown.stop_if(empty);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shutdown_waits_for_the_last_container_then_stops_once() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let latch = ShutdownLatch::new(tx);
+        // Not asked: an empty shim (between a pod's start steps) stays.
+        latch.stop_if(true);
+        assert!(rx.try_recv().is_err());
+        // Asked while a container is left: the shim stays for it...
+        latch.ask();
+        latch.stop_if(false);
+        assert!(rx.try_recv().is_err());
+        // ...and stops when it is deleted, without being asked again.
+        latch.stop_if(true);
+        assert!(rx.try_recv().is_ok());
+        latch.stop_if(true);
+        assert!(rx.try_recv().is_err());
     }
 }
