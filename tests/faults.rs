@@ -363,3 +363,122 @@ async fn kill_9_at_random_moments_loses_and_leaks_nothing() {
     );
     assert_eq!(blobs(&w), blobs_at_start, "blobs beyond the image's");
 }
+
+/// The pid of pod `pod`'s shim, from the pid file it writes.
+fn shim_pid(w: &World, pod: &str) -> i32 {
+    std::fs::read_to_string(w.env.state.join("pods").join(pod).join("shim.pid"))
+        .expect("shim.pid")
+        .trim()
+        .parse()
+        .expect("a pid")
+}
+
+/// A shim killed -9 while a container starts, stops or execs: the call fails or
+/// finishes, the container's record says it exited (reason Unknown, naming the
+/// shim) within a bound, and removing the pod leaves nothing behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shim_killed_during_start_stop_or_exec_leaves_records_that_say_so() {
+    let Some(w) = World::start().await else {
+        return;
+    };
+    for (case, delay_ms) in [("start", 0), ("stop", 100), ("exec", 300)] {
+        let pod = w.run_pod(&format!("dying-{case}")).await;
+        let shim = shim_pid(&w, &pod.0);
+        let mut rt = w.cri.runtime_client();
+        let id = w
+            .create(
+                &pod,
+                w.container_config(case, "trap '' TERM; exec sleep 1000"),
+            )
+            .await
+            .expect("CreateContainer");
+        let call = {
+            let mut rt = rt.clone();
+            let id = id.clone();
+            async move {
+                let _ = rt
+                    .start_container(cri::StartContainerRequest {
+                        container_id: id.clone(),
+                    })
+                    .await;
+                match case {
+                    "stop" => {
+                        let _ = rt
+                            .stop_container(cri::StopContainerRequest {
+                                container_id: id,
+                                timeout: 2,
+                            })
+                            .await;
+                    }
+                    "exec" => {
+                        let _ = rt
+                            .exec_sync(cri::ExecSyncRequest {
+                                container_id: id,
+                                cmd: vec!["sleep".into(), "5".into()],
+                                timeout: 10,
+                            })
+                            .await;
+                    }
+                    _ => {}
+                }
+            }
+        };
+        let killer = async {
+            tokio::time::sleep(Duration::from_millis(delay_ms + 50)).await;
+            assert_eq!(
+                unsafe { libc::kill(shim, libc::SIGKILL) },
+                0,
+                "kill the shim"
+            );
+        };
+        tokio::join!(
+            async {
+                let _ = tokio::time::timeout(Duration::from_secs(30), call).await;
+            },
+            killer
+        );
+        let st =
+            common::wait_for(
+                &format!("{case}: the container recorded Exited"),
+                Duration::from_secs(15),
+                || {
+                    let w = &w;
+                    let id = &id;
+                    async move {
+                        Some(w.status(id).await).filter(|st| st.state == common::world::EXITED)
+                    }
+                },
+            )
+            .await;
+        assert_eq!(st.reason, "Unknown", "{case}: {st:?}");
+        rt.remove_container(cri::RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{case}: RemoveContainer: {e:?}"));
+        pod::stop(&w.cri, &pod.0).await.expect("StopPodSandbox");
+        pod::remove(&w.cri, &pod.0).await.expect("RemovePodSandbox");
+    }
+    let state = w.env.state.clone();
+    assert_eq!(
+        mounts_under(w.env.path(), &state.join("netns")),
+        Vec::<String>::new(),
+        "mounts left"
+    );
+    assert_eq!(
+        runc_containers(&state),
+        Vec::<String>::new(),
+        "runc containers left"
+    );
+    assert_eq!(
+        w.net.allocated(),
+        Vec::<String>::new(),
+        "CNI addresses left"
+    );
+    let berthd = w.berthd.pid();
+    assert_eq!(
+        processes_naming(&state, berthd),
+        Vec::<String>::new(),
+        "processes left"
+    );
+}

@@ -165,6 +165,12 @@ pub fn log_path(field: &str, value: &str) -> Result<(), Error> {
             format!("{} leaves the pod's log_directory", quote(value)),
         ));
     }
+    if matches!(value.rsplit('/').next(), Some("" | "." | "..")) {
+        return Err(invalid(
+            field,
+            format!("{} does not name a file", quote(value)),
+        ));
+    }
     Ok(())
 }
 
@@ -375,7 +381,15 @@ mod tests {
             assert!(host_path("f", bad).is_err(), "{bad:?}");
         }
         assert!(log_path("f", "app/0.log").is_ok());
-        for bad in ["/etc/cron.d/x", "../../x.log", "a/../../x", "a\0"] {
+        for bad in [
+            "/etc/cron.d/x",
+            "../../x.log",
+            "a/../../x",
+            "a\0",
+            "dir/",
+            ".",
+            "a/.",
+        ] {
             assert!(log_path("f", bad).is_err(), "{bad:?}");
         }
         for good in ["", "/kubepods/burstable/pod1", "kubepods-burstable.slice"] {
