@@ -131,6 +131,8 @@ pub struct Outcome {
     /// Containers still listed after every pod was removed.
     pub orphan_containers: usize,
     pub leftovers: Option<Leftovers>,
+    /// containerd's leases left (they expire 24 h after the killed call).
+    pub leases: Option<usize>,
     /// What the leftover shims and runc containers are (ids), to look into.
     pub left_ids: Vec<String>,
     /// Why the loop stopped early (a daemon that did not come back).
@@ -159,6 +161,7 @@ impl Outcome {
             "leftovers": self.leftovers.as_ref().map(|l| Value::Object(
                 l.fields().iter().map(|(k, v)| (k.to_string(), json!(v))).collect()
             )),
+            "containerd_leases": self.leases,
             "left_ids": self.left_ids,
             "error": self.error,
         })
@@ -202,6 +205,10 @@ pub fn table(outcomes: &[Outcome]) -> Vec<Vec<String>> {
             },
         );
     }
+    // berth's own pull leases are in its store, which nothing outside reads.
+    row("containerd leases left (expire in 24 h)", &|o| {
+        o.leases.map_or("-".to_string(), |n| n.to_string())
+    });
     row("stopped early", &|o| {
         o.error.clone().unwrap_or_else(|| "no".into())
     });
@@ -254,6 +261,7 @@ pub async fn run(rt: &mut Runtime, t: &Templates, rounds: usize, seed: u64) -> O
     }
     remove_everything(rt, t, &mut outcome).await;
     outcome.leftovers = Some(settle(rt, &baseline).await);
+    outcome.leases = rt.containerd_leases();
     outcome.left_ids = left_ids(rt);
     outcome
 }

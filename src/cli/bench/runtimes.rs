@@ -244,6 +244,24 @@ impl Runtime {
         procfs::entries(&dir)
     }
 
+    /// containerd's leases in the CRI namespace (`ctr leases ls`): what a killed
+    /// pull or create left holding snapshots and blobs until the lease's
+    /// `containerd.io/gc.expire` (24 h). None for berth, or without ctr.
+    pub fn containerd_leases(&self) -> Option<usize> {
+        if self.kind != Kind::Containerd {
+            return None;
+        }
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["--namespace", "k8s.io", "leases", "ls", "--quiet"])
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())?;
+        Some(String::from_utf8_lossy(&out.stdout).lines().count())
+    }
+
     /// Committed blobs in the daemon's content store.
     pub fn blobs(&self) -> Vec<String> {
         let dir = match self.kind {
