@@ -3,7 +3,8 @@
 //! start, stop and remove pods and containers and pull and remove an image; the
 //! daemon is killed -9 at a random moment, started again, and everything listed
 //! is inspected and about half of it stopped and removed; at the end every pod
-//! is removed and what is left on the host is counted.
+//! is removed and what is left on the host is counted, then counted again after
+//! one more restart with nothing in flight (what recovery reclaims).
 //!
 //! Same seed, same operations, same checks on both sides. Where tests/faults.rs
 //! panics on a failed call after a restart, this counts it (and keeps the first
@@ -131,6 +132,9 @@ pub struct Outcome {
     /// Containers still listed after every pod was removed.
     pub orphan_containers: usize,
     pub leftovers: Option<Leftovers>,
+    /// The same after one more kill -9 and restart with nothing in flight: what
+    /// the runtime's recovery reclaims of it.
+    pub after_restart: Option<Leftovers>,
     /// containerd's leases left (they expire 24 h after the killed call).
     pub leases: Option<usize>,
     /// What the leftover shims and runc containers are (ids), to look into.
@@ -159,6 +163,9 @@ impl Outcome {
             "failures": self.failures,
             "orphan_containers": self.orphan_containers,
             "leftovers": self.leftovers.as_ref().map(|l| Value::Object(
+                l.fields().iter().map(|(k, v)| (k.to_string(), json!(v))).collect()
+            )),
+            "leftovers_after_one_more_restart": self.after_restart.as_ref().map(|l| Value::Object(
                 l.fields().iter().map(|(k, v)| (k.to_string(), json!(v))).collect()
             )),
             "containerd_leases": self.leases,
@@ -198,10 +205,13 @@ pub fn table(outcomes: &[Outcome]) -> Vec<Vec<String>> {
     let names = Leftovers::default().fields().map(|(name, _)| name);
     for (i, name) in names.iter().enumerate() {
         row(
-            &format!("left at the end: {name}"),
-            &|o| match &o.leftovers {
-                Some(l) => l.fields()[i].1.to_string(),
-                None => "n/a".to_string(),
+            &format!("left at the end / after a restart: {name}"),
+            &|o| {
+                let count = |l: &Option<Leftovers>| {
+                    l.as_ref()
+                        .map_or("n/a".to_string(), |l| l.fields()[i].1.to_string())
+                };
+                format!("{} / {}", count(&o.leftovers), count(&o.after_restart))
             },
         );
     }
@@ -263,6 +273,10 @@ pub async fn run(rt: &mut Runtime, t: &Templates, rounds: usize, seed: u64) -> O
     outcome.leftovers = Some(settle(rt, &baseline).await);
     outcome.leases = rt.containerd_leases();
     outcome.left_ids = left_ids(rt);
+    match rt.restart().await {
+        Ok(()) => outcome.after_restart = Some(settle(rt, &baseline).await),
+        Err(e) => outcome.error = Some(format!("the last restart: {e}")),
+    }
     outcome
 }
 
@@ -463,9 +477,9 @@ mod tests {
         assert!(rows.iter().all(|r| r.len() == 3));
         let shims = rows
             .iter()
-            .find(|r| r[0] == "left at the end: shims")
+            .find(|r| r[0] == "left at the end / after a restart: shims")
             .unwrap();
-        assert_eq!(shims[1..], ["2", "n/a"]);
+        assert_eq!(shims[1..], ["2 / n/a", "n/a / n/a"]);
         let early = rows.iter().find(|r| r[0] == "stopped early").unwrap();
         assert_eq!(early[1..], ["no", "round 2: not back"]);
     }
