@@ -170,11 +170,16 @@ impl Cri {
     }
 
     pub async fn stop(&self, id: &str) -> Result<()> {
+        self.stop_within(id, STOP_TIMEOUT).await
+    }
+
+    /// StopContainer with `timeout` seconds before SIGKILL.
+    pub async fn stop_within(&self, id: &str, timeout: i64) -> Result<()> {
         self.runtime
             .clone()
             .stop_container(cri::StopContainerRequest {
                 container_id: id.to_string(),
-                timeout: STOP_TIMEOUT,
+                timeout,
             })
             .await
             .map_err(failed("StopContainer"))?;
@@ -244,6 +249,58 @@ impl Cri {
             .into_inner()
             .stats
             .len())
+    }
+
+    /// ContainerStatus (verbose, as the kubelet asks after a restart).
+    pub async fn container_status(&self, id: &str) -> Result<()> {
+        self.runtime
+            .clone()
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.to_string(),
+                verbose: true,
+            })
+            .await
+            .map_err(failed("ContainerStatus"))?;
+        Ok(())
+    }
+
+    /// PodSandboxStatus (verbose).
+    pub async fn pod_status(&self, id: &str) -> Result<()> {
+        self.runtime
+            .clone()
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.to_string(),
+                verbose: true,
+            })
+            .await
+            .map_err(failed("PodSandboxStatus"))?;
+        Ok(())
+    }
+
+    pub async fn remove_image(&self, image: &str) -> Result<()> {
+        self.images
+            .clone()
+            .remove_image(cri::RemoveImageRequest {
+                image: Some(image_spec(image)),
+            })
+            .await
+            .map_err(failed("RemoveImage"))?;
+        Ok(())
+    }
+
+    /// Ids of every container.
+    pub async fn containers(&self) -> Result<Vec<String>> {
+        Ok(self
+            .runtime
+            .clone()
+            .list_containers(cri::ListContainersRequest { filter: None })
+            .await
+            .map_err(failed("ListContainers"))?
+            .into_inner()
+            .containers
+            .into_iter()
+            .map(|c| c.id)
+            .collect())
     }
 
     /// Ids of every pod.

@@ -186,6 +186,26 @@ pub fn pause_image(layer: &Tarball) -> Result<ImageBlobs> {
     )
 }
 
+/// The crash loop's extra image: one layer of 256 KiB of bytes of its own (as
+/// tests/faults.rs pulls), shared with no other image, so pulling and removing it
+/// makes and frees a blob and a snapshot of its own.
+pub fn extra_image(seed: u64) -> Result<ImageBlobs> {
+    let mut rng = SplitMix(seed);
+    let data: Vec<u8> = (0..EXTRA_BYTES / 8)
+        .flat_map(|_| rng.next().to_le_bytes())
+        .collect();
+    let mut layer = LayerTar::new();
+    layer.dir("extra", 0o755)?;
+    layer.file("extra/data", 0o644, &data)?;
+    image(
+        &[layer.finish()?],
+        json!({"Env": ["PATH=/bin"], "Cmd": ["sh"]}),
+    )
+}
+
+/// The extra image's payload: the size tests/faults.rs uses.
+const EXTRA_BYTES: usize = 256 << 10;
+
 /// Uncompressed bytes of the big image: with the mix below, gzip (level 6)
 /// brings it to about 100 MB.
 const BIG_TAR_BYTES: u64 = 150 << 20;

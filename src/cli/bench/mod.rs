@@ -11,6 +11,7 @@
 
 mod chart;
 mod client;
+mod crash;
 mod floors;
 mod images;
 mod latency;
@@ -44,6 +45,8 @@ pub enum Scenario {
     Latency,
     Scale,
     Pull,
+    /// The kill -9 crash loop of tests/faults.rs; needs --crash-loop.
+    Crash,
 }
 
 #[derive(Debug, clap::Args)]
@@ -95,6 +98,13 @@ pub struct BenchArgs {
     /// Seconds of quiet after a sync before every timed pull
     #[arg(long, default_value_t = 60)]
     settle: u64,
+    /// Rounds of the kill -9 crash loop (tests/faults.rs's) on each runtime, one
+    /// runtime after the other [default: not run]
+    #[arg(long, value_name = "ROUNDS")]
+    crash_loop: Option<usize>,
+    /// The crash loop's seed, the same for every runtime [default: the clock]
+    #[arg(long)]
+    crash_seed: Option<u64>,
     /// Record each daemon with `perf record` during the scale phases (start,
     /// lists, teardown) into --out
     #[arg(long)]
@@ -106,12 +116,17 @@ pub struct BenchArgs {
 
 impl BenchArgs {
     fn runs(&self, scenario: Scenario) -> bool {
-        self.only.is_empty() || self.only.contains(&scenario)
+        let asked = self.only.is_empty() || self.only.contains(&scenario);
+        // The crash loop kills daemons: only when its rounds are given.
+        asked && (scenario != Scenario::Crash || self.crash_loop.is_some())
     }
 }
 
 pub async fn run(args: BenchArgs) -> Result<()> {
     preflight()?;
+    if args.only.contains(&Scenario::Crash) && args.crash_loop.is_none() {
+        return Err("--only crash needs --crash-loop ROUNDS".into());
+    }
     // Containers the floor starts are orphaned by `runc create`; as a subreaper
     // the bench can reap them (this machine's PID 1 does not).
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
@@ -241,6 +256,13 @@ impl Bench {
                 });
             }
         }
+        let crash_seed = self.args.crash_seed.unwrap_or_else(clock_seed);
+        let extra = registry.reference("bench/extra", "1");
+        if self.args.runs(Scenario::Crash) {
+            registry
+                .push("bench/extra", "1", &images::extra_image(crash_seed)?)
+                .await?;
+        }
         self.registry = Some(registry);
 
         eprintln!("starting berthd");
@@ -343,7 +365,32 @@ impl Bench {
             )
             .await;
         }
+        if let Some(rounds) = self
+            .args
+            .crash_loop
+            .filter(|_| self.args.runs(Scenario::Crash))
+        {
+            self.crash_loop(rounds, crash_seed, &busybox, &extra).await;
+        }
         Ok(())
+    }
+
+    /// The crash loop on each runtime in turn (not at once: one daemon's kill
+    /// must not land in the other's timing).
+    async fn crash_loop(&mut self, rounds: usize, seed: u64, image: &str, extra: &str) {
+        eprintln!("crash loop: {rounds} rounds per runtime, seed {seed}");
+        self.report.meta.insert(
+            "crash_loop".into(),
+            json!({"rounds": rounds, "seed": seed, "workers": 4}),
+        );
+        let templates = crash::Templates {
+            image: image.to_string(),
+            extra_image: extra.to_string(),
+        };
+        for rt in &mut self.runtimes {
+            let outcome = crash::run(rt, &templates, rounds, seed).await;
+            self.report.crash.push(outcome);
+        }
     }
 
     fn record_meta(&mut self) {
@@ -598,6 +645,15 @@ fn has_interpreter(elf: &[u8]) -> bool {
         elf.get(at..at + 4)
             .is_some_and(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) == PT_INTERP)
     })
+}
+
+/// A seed from the clock, odd (xorshift must not start at 0).
+fn clock_seed() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1
 }
 
 /// Reaps what was orphaned onto the bench (floor containers, exited shims).

@@ -9,6 +9,7 @@ use std::path::Path;
 use serde_json::{Map, Value, json};
 
 use super::Result;
+use super::crash;
 use super::leaks::LeakCheck;
 use super::samples::{Series, Summary};
 
@@ -140,6 +141,8 @@ pub struct Report {
     pub meta: Map<String, Value>,
     pub metrics: Vec<Metric>,
     pub leaks: Vec<LeakCheck>,
+    /// The crash loop's figures, one per runtime (`--crash-loop`).
+    pub crash: Vec<crash::Outcome>,
     pub notes: Vec<String>,
 }
 
@@ -204,6 +207,7 @@ impl Report {
             "meta": self.meta,
             "metrics": metrics,
             "leaks": self.leaks.iter().map(LeakCheck::to_json).collect::<Vec<_>>(),
+            "crash_loop": self.crash.iter().map(crash::Outcome::to_json).collect::<Vec<_>>(),
             "notes": self.notes,
         })
     }
@@ -247,7 +251,17 @@ impl Report {
                 targets.join(", "),
             ]);
         }
-        let mut out = render(&rows);
+        // A run of the crash loop alone measured no metric: no table of dashes.
+        let measured = self.metrics.iter().any(|m| {
+            [&m.berth, &m.containerd, &m.floor]
+                .iter()
+                .any(|s| s.summary().is_some() || s.error.is_some())
+        });
+        let mut out = if measured {
+            render(&rows)
+        } else {
+            String::new()
+        };
         if !self.leaks.is_empty() {
             out.push('\n');
             let mut rows = vec![["LEAK CHECK", "AFTER", "LEFT OVER (vs idle)"].map(String::from)];
@@ -260,6 +274,26 @@ impl Report {
                 rows.push([l.runtime.to_string(), l.after.to_string(), left]);
             }
             out.push_str(&render(&rows));
+        }
+        if !self.crash.is_empty() {
+            out.push('\n');
+            out.push_str(&render(&crash::table(&self.crash)));
+            if self.crash.iter().any(|o| !o.failures.is_empty()) {
+                out.push_str("crash loop: first failed calls\n");
+            }
+            for o in &self.crash {
+                for f in &o.failures {
+                    let _ = writeln!(out, "  [{}] {f}", o.runtime);
+                }
+            }
+            for o in self.crash.iter().filter(|o| !o.left_ids.is_empty()) {
+                let _ = writeln!(
+                    out,
+                    "crash loop [{}]: left over: {}",
+                    o.runtime,
+                    o.left_ids.join(", ")
+                );
+            }
         }
         let failures: Vec<String> = self
             .metrics
@@ -337,18 +371,20 @@ pub fn num(v: f64) -> String {
     }
 }
 
-fn render<const N: usize>(rows: &[[String; N]]) -> String {
-    let mut widths = [0; N];
+fn render<R: AsRef<[String]>>(rows: &[R]) -> String {
+    let columns = rows.iter().map(|r| r.as_ref().len()).max().unwrap_or(0);
+    let mut widths = vec![0; columns];
     for row in rows {
-        for (w, c) in widths.iter_mut().zip(row) {
+        for (w, c) in widths.iter_mut().zip(row.as_ref()) {
             *w = (*w).max(c.chars().count());
         }
     }
     let mut out = String::new();
     for row in rows {
         let line: Vec<String> = row
+            .as_ref()
             .iter()
-            .zip(widths)
+            .zip(widths.iter().copied())
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
         let _ = writeln!(out, "{}", line.join("  ").trim_end());

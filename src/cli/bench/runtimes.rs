@@ -60,6 +60,12 @@ pub struct Runtime {
     pub version: String,
     pub cri: Cri,
     child: Option<Child>,
+    /// The daemon's command line, to start it again after a kill.
+    argv: Vec<std::ffi::OsString>,
+    log_path: PathBuf,
+    socket: PathBuf,
+    /// The daemon's root: its content and snapshot stores.
+    root: PathBuf,
     shim_exe: String,
     /// runc's state directory for this runtime's containers.
     runc_root: PathBuf,
@@ -97,6 +103,7 @@ impl Runtime {
             Kind::Berth,
             dir,
             cmd,
+            root,
             state,
             socket,
             net,
@@ -153,6 +160,7 @@ impl Runtime {
             Kind::Containerd,
             dir,
             cmd,
+            root,
             state,
             socket,
             net,
@@ -166,7 +174,8 @@ impl Runtime {
     async fn launch(
         kind: Kind,
         dir: &Path,
-        mut cmd: Command,
+        cmd: Command,
+        root: PathBuf,
         state: PathBuf,
         socket: PathBuf,
         net: PodNetwork,
@@ -174,42 +183,11 @@ impl Runtime {
         runc_root: PathBuf,
     ) -> Result<Runtime> {
         let log_path = dir.join(format!("{}.log", kind.name()));
-        let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", kind.name()))?;
-        let mut child = Some(child);
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let cri = loop {
-            if let Some(Ok(Some(status))) = child.as_mut().map(|c| c.try_wait()) {
-                return Err(format!(
-                    "{} exited with {status} while starting; its log:\n{}",
-                    kind.name(),
-                    tail(&log_path, 20)
-                ));
-            }
-            if let Ok(cri) = Cri::connect(&socket).await
-                && cri.ready().await == Ok(true)
-            {
-                break cri;
-            }
-            if Instant::now() > deadline {
-                if let Some(mut c) = child.take() {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                }
-                return Err(format!(
-                    "{} not ready (RuntimeReady and NetworkReady) after {READY_TIMEOUT:?}; its log:\n{}",
-                    kind.name(),
-                    tail(&log_path, 20)
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let argv: Vec<_> = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| a.to_os_string())
+            .collect();
+        let (child, cri) = spawn_ready(kind, &argv, &log_path, &socket).await?;
         let version = cri.version().await?;
         Ok(Runtime {
             kind,
@@ -219,7 +197,11 @@ impl Runtime {
             net,
             version,
             cri,
-            child,
+            child: Some(child),
+            argv,
+            log_path,
+            socket,
+            root,
             shim_exe,
             runc_root,
         })
@@ -232,6 +214,63 @@ impl Runtime {
     /// The daemon's pid.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
+    }
+
+    /// kill -9 of the daemon alone (its shims live on), reaped.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the daemon again, as it was started, and waits until it is ready.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.kill9();
+        let (child, cri) = spawn_ready(self.kind, &self.argv, &self.log_path, &self.socket).await?;
+        self.child = Some(child);
+        self.cri = cri;
+        Ok(())
+    }
+
+    /// Snapshot directories in the daemon's overlay snapshotter.
+    pub fn snapshots(&self) -> Vec<String> {
+        let dir = match self.kind {
+            Kind::Berth => self.root.join("snapshots"),
+            Kind::Containerd => self
+                .root
+                .join("io.containerd.snapshotter.v1.overlayfs/snapshots"),
+        };
+        procfs::entries(&dir)
+    }
+
+    /// containerd's leases in the CRI namespace (`ctr leases ls`): what a killed
+    /// pull or create left holding snapshots and blobs until the lease's
+    /// `containerd.io/gc.expire` (24 h). None for berth, or without ctr.
+    pub fn containerd_leases(&self) -> Option<usize> {
+        if self.kind != Kind::Containerd {
+            return None;
+        }
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["--namespace", "k8s.io", "leases", "ls", "--quiet"])
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())?;
+        Some(String::from_utf8_lossy(&out.stdout).lines().count())
+    }
+
+    /// Committed blobs in the daemon's content store.
+    pub fn blobs(&self) -> Vec<String> {
+        let dir = match self.kind {
+            Kind::Berth => self.root.join("content/blobs/sha256"),
+            Kind::Containerd => self
+                .root
+                .join("io.containerd.content.v1.content/blobs/sha256"),
+        };
+        procfs::entries(&dir)
     }
 
     /// This runtime's shim processes.
@@ -288,6 +327,54 @@ impl Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.sweep();
+    }
+}
+
+/// Starts the daemon `argv` in a process group of its own, its output appended
+/// to `log_path`, and waits until its CRI says RuntimeReady and NetworkReady.
+async fn spawn_ready(
+    kind: Kind,
+    argv: &[std::ffi::OsString],
+    log_path: &Path,
+    socket: &Path,
+) -> Result<(Child, Cri)> {
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", kind.name()))?;
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "{} exited with {status} while starting; its log:\n{}",
+                kind.name(),
+                tail(log_path, 20)
+            ));
+        }
+        if let Ok(cri) = Cri::connect(socket).await
+            && cri.ready().await == Ok(true)
+        {
+            return Ok((child, cri));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "{} not ready (RuntimeReady and NetworkReady) after {READY_TIMEOUT:?}; its log:\n{}",
+                kind.name(),
+                tail(log_path, 20)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
