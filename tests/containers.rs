@@ -811,3 +811,23 @@ async fn files_and_fields_a_request_names_are_confined_and_bounded() {
     common::assert_error(&err, tonic::Code::InvalidArgument, &["container_path"]);
     assert!(err.message().len() < 1024, "{} bytes", err.message().len());
 }
+
+/// Output that does not end in a newline is a partial (`P`) entry, as the CRI log
+/// format says: `kubectl logs` must not show a newline the program never wrote.
+#[tokio::test(flavor = "multi_thread")]
+async fn unterminated_output_is_a_partial_log_entry() {
+    let Some(w) = World::start().await else {
+        return;
+    };
+    let pod = w.run_pod("partial").await;
+    let id = w.run(&pod, "prompt", "echo whole; echo -n 'abcd'").await;
+    w.wait_exited(&id).await;
+    w.wait_log("partial", "prompt", "abcd").await;
+    assert_eq!(
+        w.log_entries("partial", "prompt"),
+        vec![
+            ("stdout".to_string(), "F".to_string(), "whole".to_string()),
+            ("stdout".to_string(), "P".to_string(), "abcd".to_string()),
+        ]
+    );
+}

@@ -1,7 +1,7 @@
 //! Container logs in the CRI format the kubelet reads:
 //! `<RFC3339Nano time> <stdout|stderr> <P|F> <content>\n`, one entry per line of
 //! output; lines longer than the limit are split into partial (`P`) entries ending
-//! with a full (`F`) one. Both streams of a container append to one file, which
+//! with a full (`F`) one, and output that ends without a newline is a last `P`. Both streams of a container append to one file, which
 //! `ReopenContainerLog` reopens after the kubelet rotated it.
 
 mod time;
@@ -315,10 +315,12 @@ impl Lines {
         }
     }
 
-    /// The stream ended: an unterminated last line is still a whole entry.
+    /// The stream ended: an unterminated last line is a partial (`P`) entry, as
+    /// the CRI format and containerd have it, so that `kubectl logs` shows no
+    /// newline the program never wrote (a prompt, `printf abcd`).
     fn finish(&mut self, emit: &mut impl FnMut(bool, &[u8])) {
         if !self.pending.is_empty() {
-            emit(false, strip_cr(&self.pending));
+            emit(true, &self.pending);
             self.pending.clear();
         }
     }
@@ -356,7 +358,7 @@ impl LineWriter {
         })
     }
 
-    /// The stream ended: an unterminated last line is written as a whole entry.
+    /// The stream ended: an unterminated last line is written as a partial entry.
     pub fn finish(&mut self) {
         let (stream, log) = (self.stream, &self.log);
         self.lines.finish(&mut |partial, content| {
@@ -409,7 +411,7 @@ mod tests {
             vec![
                 (false, "hello".into()),
                 (false, "world".into()),
-                (false, "tail".into())
+                (true, "tail".into())
             ]
         );
         assert_eq!(
@@ -443,13 +445,13 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let entries: Vec<Vec<&str>> = text.lines().map(|l| l.splitn(4, ' ').collect()).collect();
         assert_eq!(entries.len(), 3, "{text}");
-        for (entry, (stream, content)) in
-            entries
-                .iter()
-                .zip([("stdout", "out 1"), ("stdout", "out 2"), ("stderr", "err")])
-        {
+        for (entry, stream) in entries.iter().zip([
+            ("stdout", "F", "out 1"),
+            ("stdout", "F", "out 2"),
+            ("stderr", "P", "err"),
+        ]) {
             assert!(entry[0].ends_with('Z') && entry[0].contains('T'), "{text}");
-            assert_eq!(&entry[1..], &[stream, "F", content]);
+            assert_eq!(&entry[1..], &[stream.0, stream.1, stream.2]);
         }
 
         // The kubelet rotates by renaming; after a reopen new entries go to a new file.
