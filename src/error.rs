@@ -151,31 +151,35 @@ pub const MAX_QUOTED: usize = 200;
 /// `value` quoted for an error message, cut to [`MAX_QUOTED`] bytes (on a character
 /// boundary) with its full length said when cut.
 pub fn quote(value: &str) -> String {
-    if value.len() <= MAX_QUOTED {
-        return format!("{value:?}");
+    match cut(value, MAX_QUOTED) {
+        Some(head) => format!("{head:?}... ({} bytes)", value.len()),
+        None => format!("{value:?}"),
     }
-    let mut end = MAX_QUOTED;
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{:?}... ({} bytes)", &value[..end], value.len())
 }
 
 /// Cuts an error message to `max` bytes (on a character boundary): the last guard,
 /// for messages that quote what they should not in full.
 pub fn bounded_message(message: String, max: usize) -> String {
-    if message.len() <= max {
-        return message;
+    match cut(&message, max) {
+        Some(head) => format!(
+            "{head}... (message cut at {max} of {} bytes)",
+            message.len()
+        ),
+        None => message,
+    }
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character
+/// boundary, or `None` when `text` fits whole.
+fn cut(text: &str, max: usize) -> Option<&str> {
+    if text.len() <= max {
+        return None;
     }
     let mut end = max;
-    while !message.is_char_boundary(end) {
+    while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!(
-        "{}... (message cut at {max} of {} bytes)",
-        &message[..end],
-        message.len()
-    )
+    Some(&text[..end])
 }
 
 #[cfg(test)]

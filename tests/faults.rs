@@ -16,40 +16,12 @@ use std::time::Duration;
 
 use common::daemon::Cri;
 use common::pod;
+use common::rng::{self, Rng};
 use common::world::World;
 use k8s_cri::v1 as cri;
 
 /// Clients issuing calls at once while berthd is killed.
 const WORKERS: usize = 4;
-
-/// xorshift64*: deterministic for a seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn seed() -> u64 {
-    std::env::var("BERTH_FAULT_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        })
-}
 
 /// What a worker needs to build requests: the world's configs, made before the
 /// workers start.
@@ -103,11 +75,9 @@ async fn worker(cri: Cri, t: Templates, seed: u64, stop: Arc<AtomicBool>) {
                 let _ = pod::run_pod(&cri, config.clone()).await;
             }
             2 => {
-                let pods = pod_ids(&cri).await;
-                if pods.is_empty() {
+                let Some(pod) = rng.pick(&pod_ids(&cri).await) else {
                     continue;
-                }
-                let pod = pods[rng.below(pods.len() as u64) as usize].clone();
+                };
                 let mut config = t.container.clone();
                 config.metadata.as_mut().unwrap().name = format!("c-{seed:x}-{n}");
                 let created = rt
@@ -126,11 +96,9 @@ async fn worker(cri: Cri, t: Templates, seed: u64, stop: Arc<AtomicBool>) {
                 }
             }
             3 => {
-                let containers = container_ids(&cri).await;
-                if containers.is_empty() {
+                let Some(id) = rng.pick(&container_ids(&cri).await) else {
                     continue;
-                }
-                let id = containers[rng.below(containers.len() as u64) as usize].clone();
+                };
                 let _ = rt
                     .stop_container(cri::StopContainerRequest {
                         container_id: id.clone(),
@@ -142,11 +110,9 @@ async fn worker(cri: Cri, t: Templates, seed: u64, stop: Arc<AtomicBool>) {
                     .await;
             }
             4 => {
-                let pods = pod_ids(&cri).await;
-                if pods.is_empty() {
+                let Some(id) = rng.pick(&pod_ids(&cri).await) else {
                     continue;
-                }
-                let id = pods[rng.below(pods.len() as u64) as usize].clone();
+                };
                 let _ = pod::stop(&cri, &id).await;
                 let _ = pod::remove(&cri, &id).await;
             }
@@ -262,8 +228,7 @@ async fn kill_9_at_random_moments_loses_and_leaks_nothing() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    let seed = seed();
-    eprintln!("fault seed {seed} (BERTH_FAULT_SEED={seed} replays it)");
+    let seed = rng::seed("BERTH_FAULT_SEED");
     let mut rng = Rng(seed);
 
     let extra = common::image::Image::oci()
@@ -295,7 +260,7 @@ async fn kill_9_at_random_moments_loses_and_leaks_nothing() {
                 ))
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(100 + rng.below(1400))).await;
+        tokio::time::sleep(Duration::from_millis(100 + rng.below(1400) as u64)).await;
         w.berthd.kill9();
         stop.store(true, Ordering::Relaxed);
         for worker in workers {

@@ -10,6 +10,7 @@
 mod common;
 
 use common::pod;
+use common::rng::{self, Rng};
 use common::world::World;
 use k8s_cri::v1 as cri;
 
@@ -18,21 +19,8 @@ const MAX_RSS_GROWTH_KIB: u64 = 64 * 1024;
 /// The longest error message accepted: short enough for any gRPC client.
 const MAX_MESSAGE: usize = 4096;
 
-/// xorshift64*: deterministic for a seed, no dependency.
-struct Rng(u64);
-
+/// The hostile values the fuzzer draws from.
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
     fn string(&mut self) -> String {
         let pool: [&dyn Fn() -> String; 24] = [
             &|| String::new(),
@@ -356,17 +344,7 @@ async fn mutated_pods_and_containers_are_refused_cleanly() {
     let Some(w) = World::start().await else {
         return;
     };
-    let seed = std::env::var("BERTH_FUZZ_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("fuzz seed {seed} (BERTH_FUZZ_SEED={seed} replays it)");
+    let seed = rng::seed("BERTH_FUZZ_SEED");
     let mut rng = Rng(seed);
     let rss_before = common::rss_kib(w.berthd.pid());
     let pid = w.berthd.pid();

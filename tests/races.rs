@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::pod;
+use common::rng::{self, Rng};
 use common::world::World;
 use k8s_cri::v1 as cri;
 
@@ -39,19 +40,6 @@ const RECENT: usize = 6;
 /// old per-id maps and orphans grew past this within the run).
 const MAX_RSS_GROWTH_KIB: u64 = 6 * 1024;
 
-/// xorshift64*: reproducible from the printed seed.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n as u64) as usize
-    }
-}
-
 /// What the clients know: the pod in each slot, and containers ever created.
 #[derive(Default)]
 struct Known {
@@ -60,28 +48,6 @@ struct Known {
     runs: u32,
     /// Outcomes by call and gRPC code, for the log and the Internal check.
     outcomes: BTreeMap<(&'static str, String), u32>,
-}
-
-fn seed() -> u64 {
-    std::env::var("BERTH_RACE_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        })
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 /// What berthd's open descriptors point at, sorted, ids blanked, so that two
@@ -249,8 +215,7 @@ async fn racing_calls_on_few_pods_leave_nothing_behind() {
         return;
     };
     let w = Arc::new(w);
-    let seed = seed();
-    eprintln!("race seed {seed} (BERTH_RACE_SEED={seed} replays its choices)");
+    let seed = rng::seed("BERTH_RACE_SEED");
     let secs = std::env::var("BERTH_RACE_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -265,7 +230,7 @@ async fn racing_calls_on_few_pods_leave_nothing_behind() {
     w.start_container(&c.expect("CreateContainer")).await;
     remove_all_pods(&w).await;
     let snapshots_before = common::dir_entries(&w.env.snapshots_dir());
-    let rss_before = rss_kib(w.berthd.pid());
+    let rss_before = common::rss_kib(w.berthd.pid());
     let files_before = open_files(w.berthd.pid());
 
     let known = Arc::new(Mutex::new(Known {
@@ -361,7 +326,7 @@ async fn racing_calls_on_few_pods_leave_nothing_behind() {
     // berthd trims its allocator a moment after the last removal.
     let deadline = Instant::now() + RSS_SETTLE;
     let rss_after = loop {
-        let rss = rss_kib(w.berthd.pid());
+        let rss = common::rss_kib(w.berthd.pid());
         if rss < rss_before + MAX_RSS_GROWTH_KIB || Instant::now() > deadline {
             break rss;
         }

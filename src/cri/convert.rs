@@ -114,30 +114,10 @@ impl TryFrom<&cri::PodSandboxConfig> for SandboxConfig {
         let linux = c.linux.clone().unwrap_or_default();
         fields::log_directory("log_directory", &c.log_directory)?;
         fields::cgroup_parent("linux.cgroup_parent", &linux.cgroup_parent)?;
-        let pod_namespaces = namespace_options(
-            "linux.security_context",
-            linux
-                .security_context
-                .as_ref()
-                .and_then(|sc| sc.namespace_options.as_ref()),
-        )?;
-        for (key, value) in &linux.sysctls {
-            fields::kernel_key("linux.sysctls", key, value)?;
-            let field = format!("linux.sysctls[{}]", quote(key));
-            let host = match fields::sysctl_namespace(&field, key)? {
-                fields::SysctlNamespace::Ipc => pod_namespaces.ipc == NamespaceMode::Node,
-                fields::SysctlNamespace::Network => pod_namespaces.network == NamespaceMode::Node,
-                fields::SysctlNamespace::Uts => pod_namespaces.network == NamespaceMode::Node,
-            };
-            if host {
-                return Err(invalid(
-                    &field,
-                    "the pod shares that namespace with the node; setting it would change the node",
-                ));
-            }
-        }
         let sc = linux.security_context.unwrap_or_default();
         let field = "linux.security_context";
+        let namespaces = namespace_options(field, sc.namespace_options.as_ref())?;
+        sysctls(&linux.sysctls, &namespaces)?;
         Ok(SandboxConfig {
             name: metadata.name.clone(),
             uid: metadata.uid.clone(),
@@ -162,7 +142,7 @@ impl TryFrom<&cri::PodSandboxConfig> for SandboxConfig {
                 cgroup_parent: linux.cgroup_parent,
                 sysctls: linux.sysctls.into_iter().collect(),
                 security_context: SandboxSecurityContext {
-                    namespace_options: namespace_options(field, sc.namespace_options.as_ref())?,
+                    namespace_options: namespaces,
                     privileged: sc.privileged,
                     run_as_user: sc.run_as_user.map(|v| v.value),
                     run_as_group: sc.run_as_group.map(|v| v.value),
@@ -174,6 +154,32 @@ impl TryFrom<&cri::PodSandboxConfig> for SandboxConfig {
             },
         })
     }
+}
+
+/// A pod's sysctls: kernel names, namespaced, and only in namespaces the pod does
+/// not share with the node (runc's rule, checked before runc sees them).
+fn sysctls(
+    sysctls: &std::collections::HashMap<String, String>,
+    namespaces: &NamespaceOptions,
+) -> Result<(), Error> {
+    for (key, value) in sysctls {
+        fields::kernel_key("linux.sysctls", key, value)?;
+        let field = format!("linux.sysctls[{}]", quote(key));
+        let shared = match fields::sysctl_namespace(&field, key)? {
+            fields::SysctlNamespace::Ipc => namespaces.ipc == NamespaceMode::Node,
+            // A pod on the node's network has the node's UTS namespace too.
+            fields::SysctlNamespace::Network | fields::SysctlNamespace::Uts => {
+                namespaces.network == NamespaceMode::Node
+            }
+        };
+        if shared {
+            return Err(invalid(
+                &field,
+                "the pod shares that namespace with the node; setting it would change the node",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn mount(i: usize, m: &cri::Mount) -> Result<Mount, Error> {

@@ -26,6 +26,7 @@ pub mod pod;
 pub mod proxy;
 pub mod recorder;
 pub mod registry;
+pub mod rng;
 pub mod spdy;
 pub mod static_registry;
 pub mod world;
