@@ -287,17 +287,30 @@ async fn kill_9_at_random_moments_loses_and_leaks_nothing() {
     );
     let _ = w.cri.remove(&templates.extra_image).await;
 
-    let state = w.env.state.clone();
     if let Ok(dir) = std::env::var("BERTH_FAULT_KEEP_LOG") {
         let _ = std::fs::copy(&w.env.log, Path::new(&dir).join("berthd.log"));
     }
+    assert_nothing_left(&w).await;
+    assert_eq!(
+        w.env.snapshot_fs_dirs().len(),
+        snapshots_at_start,
+        "snapshots beyond the image's: {:?}",
+        common::dir_entries(&w.env.snapshots_dir())
+    );
+    assert_eq!(blobs(&w), blobs_at_start, "blobs beyond the image's");
+}
+
+/// Once every pod is removed: no shim or other process naming the state dir (shims
+/// get 15 s to exit), no mount, netns, runc container or CNI address.
+async fn assert_nothing_left(w: &World) {
+    let state = &w.env.state;
     let berthd = w.berthd.pid();
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while !processes_naming(&state, berthd).is_empty() && std::time::Instant::now() < deadline {
+    while !processes_naming(state, berthd).is_empty() && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        processes_naming(&state, berthd),
+        processes_naming(state, berthd),
         Vec::<String>::new(),
         "processes left"
     );
@@ -311,7 +324,7 @@ async fn kill_9_at_random_moments_loses_and_leaks_nothing() {
         Vec::<String>::new()
     );
     assert_eq!(
-        runc_containers(&state),
+        runc_containers(state),
         Vec::<String>::new(),
         "runc containers left"
     );
@@ -320,13 +333,6 @@ async fn kill_9_at_random_moments_loses_and_leaks_nothing() {
         Vec::<String>::new(),
         "CNI addresses left"
     );
-    assert_eq!(
-        w.env.snapshot_fs_dirs().len(),
-        snapshots_at_start,
-        "snapshots beyond the image's: {:?}",
-        common::dir_entries(&w.env.snapshots_dir())
-    );
-    assert_eq!(blobs(&w), blobs_at_start, "blobs beyond the image's");
 }
 
 /// The pid of pod `pod`'s shim, from the pid file it writes.
@@ -424,26 +430,5 @@ async fn a_shim_killed_during_start_stop_or_exec_leaves_records_that_say_so() {
         pod::stop(&w.cri, &pod.0).await.expect("StopPodSandbox");
         pod::remove(&w.cri, &pod.0).await.expect("RemovePodSandbox");
     }
-    let state = w.env.state.clone();
-    assert_eq!(
-        mounts_under(w.env.path(), &state.join("netns")),
-        Vec::<String>::new(),
-        "mounts left"
-    );
-    assert_eq!(
-        runc_containers(&state),
-        Vec::<String>::new(),
-        "runc containers left"
-    );
-    assert_eq!(
-        w.net.allocated(),
-        Vec::<String>::new(),
-        "CNI addresses left"
-    );
-    let berthd = w.berthd.pid();
-    assert_eq!(
-        processes_naming(&state, berthd),
-        Vec::<String>::new(),
-        "processes left"
-    );
+    assert_nothing_left(&w).await;
 }
