@@ -28,7 +28,6 @@ const CRI_API_VERSION: &str = "v1";
 const RUNTIME_NAME: &str = "berth";
 /// The kubelet checks this field; it names the CRI API, not berth's own version.
 const KUBE_API_VERSION: &str = "0.1.0";
-const POD_CIDR_KEY: &str = "pod_cidr";
 
 /// What the runtime-level calls need: the config, the store and the services.
 pub struct RuntimeInfo {
@@ -137,13 +136,11 @@ impl RuntimeService for CriRuntimeService {
             let config = serde_json::to_string(&self.info.config)
                 .map_err(|e| status(Error::Internal(format!("encoding config: {e}"))))?;
             info.insert("config".to_string(), config);
-            let pod_cidr = self
-                .info
-                .store
-                .setting(POD_CIDR_KEY)
-                .map_err(status)?
-                .unwrap_or_default();
-            info.insert("podCIDR".to_string(), pod_cidr);
+            let pod_cidr = self.info.sandboxes.pod_cidrs();
+            info.insert(
+                "podCIDR".to_string(),
+                pod_cidr.map(|c| c.to_string()).unwrap_or_default(),
+            );
         }
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus {
@@ -182,15 +179,9 @@ impl RuntimeService for CriRuntimeService {
             .and_then(|c| c.network_config)
             .map(|n| n.pod_cidr)
             .unwrap_or_default();
+        // An empty CIDR changes nothing, as in containerd.
         if !cidr.is_empty() {
-            for part in cidr.split(',') {
-                validate_cidr(part.trim()).map_err(status)?;
-            }
-            self.info
-                .store
-                .write(|tx| tx.set_setting(POD_CIDR_KEY, &cidr))
-                .map_err(status)?;
-            tracing::info!(pod_cidr = %cidr, "pod CIDR updated");
+            self.info.sandboxes.set_pod_cidrs(&cidr).map_err(status)?;
         }
         Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
     }
@@ -543,36 +534,5 @@ impl RuntimeService for CriRuntimeService {
         checkpoint_container(cri::CheckpointContainerRequest) -> cri::CheckpointContainerResponse;
         list_metric_descriptors(cri::ListMetricDescriptorsRequest) -> cri::ListMetricDescriptorsResponse;
         list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest) -> cri::ListPodSandboxMetricsResponse;
-    }
-}
-
-/// An IPv4 or IPv6 CIDR such as "10.244.0.0/24".
-fn validate_cidr(cidr: &str) -> Result<(), Error> {
-    let bad = || {
-        Error::InvalidArgument(format!(
-            "runtime_config.network_config.pod_cidr: {cidr:?} is not a CIDR"
-        ))
-    };
-    let (addr, bits) = cidr.split_once('/').ok_or_else(bad)?;
-    let addr: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
-    let bits: u8 = bits.parse().map_err(|_| bad())?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    if bits > max {
-        return Err(bad());
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cidrs_are_checked() {
-        assert!(validate_cidr("10.244.0.0/24").is_ok());
-        assert!(validate_cidr("fd00::/64").is_ok());
-        assert!(validate_cidr("10.244.0.0/33").is_err());
-        assert!(validate_cidr("10.244.0.0").is_err());
-        assert!(validate_cidr("banana/8").is_err());
     }
 }

@@ -15,6 +15,7 @@ mod list;
 mod names;
 mod net;
 mod pause;
+mod pod_cidr;
 mod port_forward;
 mod recover;
 mod run;
@@ -132,6 +133,7 @@ impl SandboxService {
             locks: IdLocks::default(),
             shim_logs: Mutex::new(HashMap::new()),
         });
+        service.load_pod_cidrs()?;
         service.recover().await?;
         Ok(service)
     }
