@@ -17,7 +17,7 @@ mod stats;
 mod stdio;
 mod update;
 
-pub use events::{ContainerEvent, ContainerEventKind};
+pub use events::{ContainerEvent, ContainerEventKind, EVENT_BACKLOG};
 pub use exec::ExecOutput;
 pub use service::{ContainerFilter, ContainerService};
 pub use stats::{ContainerStats, Cpu, Interface, LayerUsage, PodStats};

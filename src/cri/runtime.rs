@@ -193,28 +193,17 @@ impl RuntimeService for CriRuntimeService {
         _request: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
         let receiver = self.info.containers.subscribe();
-        let events = futures::stream::unfold(
-            (receiver, self.info.clone()),
-            |(mut receiver, info)| async move {
-                loop {
-                    match receiver.recv().await {
-                        Ok(event) => {
-                            let pod = info.sandboxes.get(&event.sandbox_id).ok();
-                            let containers = info.containers.list(&ContainerFilter {
-                                sandbox_id: event.sandbox_id.clone(),
-                                ..Default::default()
-                            });
-                            let response = container::event(&event, pod.as_deref(), &containers);
-                            return Some((Ok(response), (receiver, info)));
-                        }
-                        Err(broadcast::error::RecvError::Lagged(n)) => {
-                            tracing::warn!(missed = n, "a container event subscriber fell behind");
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return None,
+        let events = futures::stream::unfold(receiver, |mut receiver| async move {
+            loop {
+                match receiver.recv().await {
+                    Ok(event) => return Some((Ok(container::event(&event)), receiver)),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "a container event subscriber fell behind");
                     }
+                    Err(broadcast::error::RecvError::Closed) => return None,
                 }
-            },
-        );
+            }
+        });
         Ok(Response::new(Box::pin(events)))
     }
 
@@ -281,10 +270,17 @@ impl RuntimeService for CriRuntimeService {
         } else {
             HashMap::new()
         };
+        // The containers and the time they were read, always: the kubelet's evented
+        // PLEG takes them from here instead of listing containers.
+        let containers = self.info.containers.list(&ContainerFilter {
+            sandbox_id: pod.record.id.clone(),
+            ..Default::default()
+        });
         Ok(Response::new(cri::PodSandboxStatusResponse {
             status: Some(sandbox::status(&pod)),
             info,
-            ..Default::default()
+            containers_statuses: containers.iter().map(|c| container::status(c)).collect(),
+            timestamp: crate::image::now_nanos(),
         }))
     }
 
