@@ -14,7 +14,7 @@ use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
-use super::{container, convert, sandbox, stats, status, streaming};
+use super::{container, convert, metrics, sandbox, stats, status, streaming};
 use crate::config::{CgroupDriver, Config};
 use crate::container::config::{ContainerConfig, SandboxConfig};
 use crate::container::{ContainerFilter, ContainerService};
@@ -526,9 +526,26 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(cri::PortForwardResponse { url }))
     }
 
+    async fn list_metric_descriptors(
+        &self,
+        _request: Request<cri::ListMetricDescriptorsRequest>,
+    ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
+        Ok(Response::new(cri::ListMetricDescriptorsResponse {
+            descriptors: metrics::descriptors(),
+        }))
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _request: Request<cri::ListPodSandboxMetricsRequest>,
+    ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
+        let found = self.info.containers.pod_metrics().await.map_err(status)?;
+        Ok(Response::new(cri::ListPodSandboxMetricsResponse {
+            pod_metrics: found.iter().map(metrics::pod).collect(),
+        }))
+    }
+
     not_yet! {
         checkpoint_container(cri::CheckpointContainerRequest) -> cri::CheckpointContainerResponse;
-        list_metric_descriptors(cri::ListMetricDescriptorsRequest) -> cri::ListMetricDescriptorsResponse;
-        list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest) -> cri::ListPodSandboxMetricsResponse;
     }
 }
