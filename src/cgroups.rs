@@ -177,6 +177,8 @@ pub struct Memory {
     pub usage: u64,
     pub working_set: u64,
     pub rss: u64,
+    /// Page cache (file-backed pages), cAdvisor's `container_memory_cache`.
+    pub cache: u64,
     pub page_faults: u64,
     pub major_page_faults: u64,
     /// `None` without a limit.
@@ -221,7 +223,8 @@ impl Cgroup {
         }
     }
 
-    fn read_pids(&self) -> Option<u64> {
+    /// The number of processes (tasks) in it.
+    pub fn read_pids(&self) -> Option<u64> {
         match self {
             Cgroup::V1(v1) => v1
                 .pids
@@ -288,6 +291,7 @@ fn memory_v1(usage: u64, stat: &str, limit: Option<u64>) -> Option<Memory> {
         usage,
         working_set: usage.saturating_sub(get("total_inactive_file")),
         rss: get("total_rss"),
+        cache: get("total_cache"),
         page_faults: get("total_pgfault"),
         major_page_faults: get("total_pgmajfault"),
         limit: limit.filter(|l| *l < V1_UNLIMITED),
@@ -301,6 +305,7 @@ fn memory_v2(current: Option<u64>, stat: &str, max: Option<&str>) -> Option<Memo
         usage,
         working_set: usage.saturating_sub(get("inactive_file")),
         rss: get("anon"),
+        cache: get("file"),
         page_faults: get("pgfault"),
         major_page_faults: get("pgmajfault"),
         limit: max.and_then(|m| m.trim().parse().ok()),
@@ -376,10 +381,10 @@ mod tests {
     #[test]
     fn v1_memory_uses_hierarchical_counters() {
         let stat = "cache 10\nrss 5\ninactive_file 1\ntotal_rss 4096\ntotal_inactive_file 1024\n\
-                    total_pgfault 7\ntotal_pgmajfault 2\n";
+                    total_pgfault 7\ntotal_pgmajfault 2\ntotal_cache 2048\n";
         let m = memory_v1(10_000, stat, Some(9_223_372_036_854_771_712)).unwrap();
         assert_eq!(m.working_set, 10_000 - 1024);
-        assert_eq!(m.rss, 4096);
+        assert_eq!((m.rss, m.cache), (4096, 2048));
         assert_eq!((m.page_faults, m.major_page_faults), (7, 2));
         assert_eq!(m.limit, None, "PAGE_COUNTER_MAX means unlimited");
         let limited = memory_v1(10_000, stat, Some(1 << 20)).unwrap();
@@ -390,7 +395,10 @@ mod tests {
     fn v2_memory_and_max() {
         let stat = "anon 300\nfile 700\ninactive_file 500\npgfault 9\npgmajfault 1\n";
         let m = memory_v2(Some(1000), stat, Some("max\n")).unwrap();
-        assert_eq!((m.working_set, m.rss, m.limit), (500, 300, None));
+        assert_eq!(
+            (m.working_set, m.rss, m.cache, m.limit),
+            (500, 300, 700, None)
+        );
         let m = memory_v2(Some(1000), stat, Some("4096\n")).unwrap();
         assert_eq!(m.available(), Some(4096 - 500));
         assert_eq!(memory_v2(None, stat, None), None);

@@ -355,8 +355,15 @@ async fn containers_through_debians_runc_shim() {
     assert!(common::dir_entries(&w.env.state.join("pods")).is_empty());
 }
 
+/// What the kubelet's evented PLEG reads: the pod's own events (its id as the
+/// container id) around its containers' events, each carrying the pod's status
+/// and its containers' statuses as they were at that moment.
 #[tokio::test(flavor = "multi_thread")]
-async fn container_events_follow_the_lifecycle() {
+async fn pod_and_container_events_carry_their_statuses() {
+    use cri::ContainerEventType::*;
+    const READY: i32 = cri::PodSandboxState::SandboxReady as i32;
+    const NOT_READY: i32 = cri::PodSandboxState::SandboxNotready as i32;
+
     let Some(w) = World::start().await else {
         return;
     };
@@ -369,40 +376,97 @@ async fn container_events_follow_the_lifecycle() {
         .into_inner();
     let pod = w.run_pod("evented").await;
     let id = w.run(&pod, "app", "exec sleep 1000").await;
-    w.stop(&id, 1).await;
-    w.remove(&id).await.expect("RemoveContainer");
 
-    use cri::ContainerEventType::*;
+    // PodSandboxStatus carries the containers and when it was read.
+    let before = now_nanos();
+    let st = pod::status(&w.cri, &pod.0).await.expect("PodSandboxStatus");
+    assert!(
+        st.timestamp >= before,
+        "timestamp {} < {before}",
+        st.timestamp
+    );
+    let ids: Vec<_> = st.containers_statuses.iter().map(|c| &c.id).collect();
+    assert_eq!(ids, [&id]);
+    assert_eq!(st.containers_statuses[0].state, RUNNING);
+
+    // Stopping the pod stops its container first; removing it removes both.
+    pod::stop(&w.cri, &pod.0).await.unwrap();
+    pod::remove(&w.cri, &pod.0).await.unwrap();
+
     let mut seen = Vec::new();
-    while seen.len() < 4 {
+    let mut last_at = 0;
+    while seen.len() < 8 {
         let event = tokio::time::timeout(Duration::from_secs(10), events.message())
             .await
             .unwrap_or_else(|_| panic!("no event after {seen:?}"))
             .expect("event stream")
             .expect("an event");
-        assert_eq!(event.container_id, id);
-        let pod_status = event.pod_sandbox_status.expect("the pod's status");
-        assert_eq!(pod_status.id, pod.0);
+        assert!(event.created_at >= last_at, "events out of time order");
+        last_at = event.created_at;
         let kind = cri::ContainerEventType::try_from(event.container_event_type).unwrap();
-        if kind == ContainerStartedEvent {
-            assert_eq!(event.containers_statuses[0].state, RUNNING);
+        let pod_status = event.pod_sandbox_status.as_ref().expect("the pod's status");
+        assert_eq!(pod_status.id, pod.0);
+        let states: Vec<(String, i32)> = event
+            .containers_statuses
+            .iter()
+            .map(|c| (c.id.clone(), c.state))
+            .collect();
+        let who = if event.container_id == pod.0 {
+            "pod"
+        } else {
+            "app"
+        };
+        if who == "app" {
+            assert_eq!(event.container_id, id);
         }
-        if kind == ContainerDeletedEvent {
-            assert!(event.containers_statuses.is_empty());
+        match (who, kind) {
+            ("pod", ContainerCreatedEvent | ContainerStartedEvent) => {
+                assert_eq!(pod_status.state, READY);
+                assert!(states.is_empty(), "{states:?}");
+            }
+            ("app", ContainerStartedEvent) => {
+                assert_eq!(pod_status.state, READY);
+                assert_eq!(states, [(id.clone(), RUNNING)]);
+            }
+            ("app", ContainerStoppedEvent) | ("pod", ContainerStoppedEvent) => {
+                assert_eq!(states, [(id.clone(), EXITED)], "{who} {kind:?}");
+            }
+            ("app", ContainerDeletedEvent) => assert!(states.is_empty(), "{states:?}"),
+            ("pod", ContainerDeletedEvent) => {
+                // The status the kubelet needs to drop the pod from its cache.
+                assert_eq!(pod_status.state, NOT_READY);
+                assert!(states.is_empty(), "{states:?}");
+            }
+            _ => {}
         }
-        seen.push(kind);
+        if who == "pod" && kind == ContainerStoppedEvent {
+            assert_eq!(pod_status.state, NOT_READY);
+        }
+        seen.push((who, kind));
     }
     assert_eq!(
         seen,
         vec![
-            ContainerCreatedEvent,
-            ContainerStartedEvent,
-            ContainerStoppedEvent,
-            ContainerDeletedEvent
+            ("pod", ContainerCreatedEvent),
+            ("pod", ContainerStartedEvent),
+            ("app", ContainerCreatedEvent),
+            ("app", ContainerStartedEvent),
+            ("app", ContainerStoppedEvent),
+            ("pod", ContainerStoppedEvent),
+            ("app", ContainerDeletedEvent),
+            ("pod", ContainerDeletedEvent),
         ]
     );
-    pod::stop(&w.cri, &pod.0).await.unwrap();
-    pod::remove(&w.cri, &pod.0).await.unwrap();
+    // Nothing more: each transition is sent once.
+    let extra = tokio::time::timeout(Duration::from_millis(300), events.message()).await;
+    assert!(extra.is_err(), "an extra event: {extra:?}");
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
 }
 
 /// Runs `args` as uid/gid 65534 with no supplementary groups: a local user.

@@ -548,3 +548,82 @@ async fn bad_bandwidth_annotation_is_refused_before_anything_is_made() {
     stop(&cri, &id).await.unwrap();
     remove(&cri, &id).await.unwrap();
 }
+
+fn cidr_request(cidr: &str) -> cri::UpdateRuntimeConfigRequest {
+    cri::UpdateRuntimeConfigRequest {
+        runtime_config: Some(cri::RuntimeConfig {
+            network_config: Some(cri::NetworkConfig {
+                pod_cidr: cidr.to_string(),
+            }),
+        }),
+    }
+}
+
+/// The kubelet's pod CIDR reaches host-local as the `ipRanges` capability: with a
+/// conflist whose bridge declares it and names no range of its own, pods get
+/// addresses from the node's CIDR, before and after a berthd restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_cidr_reaches_host_local_as_ip_ranges() {
+    if !prerequisites_met() {
+        return;
+    }
+    let env = TestEnv::new();
+    let net = PodNet::configure(&env, &[], None);
+    let conflist = env.path().join("net.d/10-test.conflist");
+    let mut conf: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&conflist).unwrap()).unwrap();
+    let bridge = &mut conf["plugins"][0];
+    bridge["ipam"].as_object_mut().unwrap().remove("ranges");
+    bridge["capabilities"] = serde_json::json!({"ipRanges": true});
+    std::fs::write(&conflist, conf.to_string()).unwrap();
+    let mut berthd = Berthd::start(&env).await;
+    let cri = berthd.cri().await;
+
+    // No CIDR yet: host-local has no range at all.
+    let err = run_pod(&cri, pod_config("early", &[])).await.unwrap_err();
+    assert!(err.message().contains("no IP ranges"), "{err:?}");
+    // The failed ADD left the bridge up without an address; Debian's bridge
+    // plugin then fails to give it one ("could not set bridge's mac").
+    Command::new("ip")
+        .args(["link", "del", &net.bridge])
+        .status()
+        .unwrap();
+
+    for bad in ["10.196.0.0/24,10.195.0.0/24", "10.196.0.0", "fd00::/200"] {
+        let err = cri
+            .runtime_client()
+            .update_runtime_config(cidr_request(bad))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad}: {err:?}");
+        assert!(
+            err.message()
+                .contains("runtime_config.network_config.pod_cidr"),
+            "{err:?}"
+        );
+    }
+    let octet = net.octet;
+    let in_cidr = |ip: &str| ip.starts_with(&format!("10.196.{octet}."));
+    cri.runtime_client()
+        .update_runtime_config(cidr_request(&format!("10.196.{octet}.0/24")))
+        .await
+        .expect("UpdateRuntimeConfig");
+    let first = run_pod(&cri, pod_config("first", &[]))
+        .await
+        .expect("RunPodSandbox");
+    let (_, ip) = state_and_ip(&cri, &first).await;
+    assert!(in_cidr(&ip), "{ip} is not in 10.196.{octet}.0/24");
+
+    berthd.restart().await;
+    let cri = berthd.cri().await;
+    let second = run_pod(&cri, pod_config("second", &[]))
+        .await
+        .expect("RunPodSandbox after a restart");
+    let (_, ip) = state_and_ip(&cri, &second).await;
+    assert!(in_cidr(&ip), "after a restart, {ip} is not in the pod CIDR");
+
+    for id in [first, second] {
+        remove(&cri, &id).await.unwrap();
+    }
+    assert!(net.allocated().is_empty(), "{:?}", net.allocated());
+}

@@ -187,6 +187,172 @@ async fn container_and_pod_stats() {
     pod::remove(&w.cri, &pod.0).await.unwrap();
 }
 
+async fn pod_metrics(w: &World) -> Vec<cri::PodSandboxMetrics> {
+    w.cri
+        .runtime_client()
+        .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+        .await
+        .expect("ListPodSandboxMetrics")
+        .into_inner()
+        .pod_metrics
+}
+
+/// The value of the one `name` sample whose labels end with `tail`.
+fn sample(metrics: &[cri::Metric], name: &str, tail: &[&str]) -> u64 {
+    let tail: Vec<String> = tail.iter().map(|s| s.to_string()).collect();
+    let found: Vec<&cri::Metric> = metrics
+        .iter()
+        .filter(|m| m.name == name && m.label_values.ends_with(&tail))
+        .collect();
+    assert_eq!(found.len(), 1, "{name} {tail:?} in {metrics:#?}");
+    value(&found[0].value)
+}
+
+/// The kubelet's `/metrics/cadvisor` from the runtime (KEP-2371): cAdvisor's
+/// names and labels, a busy container's CPU moving between two listings, its
+/// memory, writable layer and processes, the pod's network counters; and
+/// ImageFsInfo's container filesystem holding the writable layers.
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_metrics_in_cadvisor_names() {
+    let Some(w) = World::start_with(&[], image()).await else {
+        return;
+    };
+    let descriptors = w
+        .cri
+        .runtime_client()
+        .list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
+        .await
+        .expect("ListMetricDescriptors")
+        .into_inner()
+        .descriptors;
+    let labels: HashMap<String, Vec<String>> = descriptors
+        .iter()
+        .map(|d| (d.name.clone(), d.label_keys.clone()))
+        .collect();
+    let base = ["pod", "namespace", "container", "id", "image"];
+    assert_eq!(labels["container_cpu_usage_seconds_total"], base);
+    assert_eq!(labels["container_memory_working_set_bytes"], base);
+    assert_eq!(
+        labels["container_network_receive_bytes_total"],
+        [&base[..], &["interface"]].concat()
+    );
+    assert_eq!(
+        labels["container_fs_usage_bytes"],
+        [&base[..], &["device"]].concat()
+    );
+
+    let pod = w.run_pod("metrics").await;
+    let pod_id = pod.0.clone();
+    let burn = w
+        .run(
+            &pod,
+            "burn",
+            "dd if=/dev/zero of=/filler bs=1048576 count=4 2>/dev/null; echo filled; \
+             while :; do :; done",
+        )
+        .await;
+    w.wait_log("metrics", "burn", "filled").await;
+    // Traffic into the pod's eth0.
+    let (_, ip) = pod::state_and_ip(&w.cri, &pod_id).await;
+    let _ = std::process::Command::new("busybox")
+        .args(["ping", "-c", "1", "-W", "2", &ip])
+        .output();
+
+    let first = pod_metrics(&w).await;
+    assert_eq!(first.len(), 1, "{first:#?}");
+    let p = &first[0];
+    assert_eq!(p.pod_sandbox_id, pod_id);
+    let rx = p
+        .metrics
+        .iter()
+        .find(|m| m.name == "container_network_receive_bytes_total")
+        .expect("the pod's network counters");
+    assert_eq!(rx.label_values[..2], ["metrics", "default"]);
+    assert_eq!(rx.label_values[2..], ["", pod_id.as_str(), "", "eth0"]);
+    assert_eq!(rx.metric_type, cri::MetricType::Counter as i32);
+    assert!(value(&rx.value) > 0, "{rx:?}");
+    assert!(
+        sample(
+            &p.metrics,
+            "container_network_transmit_bytes_total",
+            &["eth0"]
+        ) > 0
+    );
+    let own = ["", pod_id.as_str(), ""];
+    assert!(sample(&p.metrics, "container_memory_working_set_bytes", &own) > 0);
+    assert!(sample(&p.metrics, "container_processes", &own) >= 1);
+
+    assert_eq!(p.container_metrics.len(), 1);
+    let c = &p.container_metrics[0];
+    assert_eq!(c.container_id, burn);
+    let tail = ["burn", burn.as_str(), w.image.as_str()];
+    for m in p.metrics.iter().chain(&c.metrics) {
+        let keys = labels
+            .get(&m.name)
+            .unwrap_or_else(|| panic!("{} not listed", m.name));
+        assert_eq!(keys.len(), m.label_values.len(), "{m:?}");
+        assert!(m.timestamp > 0);
+    }
+    let working_set = sample(&c.metrics, "container_memory_working_set_bytes", &tail);
+    let usage = sample(&c.metrics, "container_memory_usage_bytes", &tail);
+    assert!(
+        working_set > 0 && usage >= working_set,
+        "{working_set} {usage}"
+    );
+    assert!(usage < 1 << 30, "a shell loop using {usage} bytes");
+    assert!(sample(&c.metrics, "container_memory_rss", &tail) > 0);
+    assert!(sample(&c.metrics, "container_processes", &tail) >= 1);
+    let started = sample(&c.metrics, "container_start_time_seconds", &tail);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        started <= now && now - started < 120,
+        "started {started}, now {now}"
+    );
+    let fs = c
+        .metrics
+        .iter()
+        .find(|m| m.name == "container_fs_usage_bytes")
+        .expect("the writable layer's usage");
+    assert!(value(&fs.value) >= 4 * MIB, "{fs:?}");
+
+    // Whole CPU seconds: the loop adds one within a few seconds, even on a
+    // loaded machine.
+    let cpu = |metrics: &[cri::ContainerMetrics]| {
+        sample(
+            &metrics[0].metrics,
+            "container_cpu_usage_seconds_total",
+            &tail,
+        )
+    };
+    let before = cpu(&p.container_metrics);
+    common::wait_for(
+        "the busy loop's CPU seconds to grow",
+        Duration::from_secs(40),
+        || async {
+            let now = pod_metrics(&w).await;
+            (cpu(&now[0].container_metrics) > before).then_some(())
+        },
+    )
+    .await;
+
+    // The writable layers, on their own, as the container filesystem.
+    let info = w.cri.image_fs_info().await;
+    let containers = &info.container_filesystems[0];
+    let images = &info.image_filesystems[0];
+    let written = value(&containers.used_bytes);
+    assert!(written >= 4 * MIB, "{containers:?}");
+    assert!(written <= value(&images.used_bytes), "{info:?}");
+    assert_eq!(containers.fs_id, images.fs_id);
+
+    // A stopped pod has no metrics.
+    pod::stop(&w.cri, &pod_id).await.unwrap();
+    assert!(pod_metrics(&w).await.is_empty());
+    pod::remove(&w.cri, &pod_id).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn update_container_resources_reaches_the_cgroup_and_survives_a_restart() {
     let Some(mut w) = World::start_with(&[], image()).await else {

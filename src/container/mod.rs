@@ -10,6 +10,7 @@ mod holders;
 pub(crate) mod image_config;
 mod io;
 mod lifecycle;
+pub mod metrics;
 mod pod;
 mod service;
 pub mod spec;
@@ -17,7 +18,7 @@ mod stats;
 mod stdio;
 mod update;
 
-pub use events::{ContainerEvent, ContainerEventKind};
+pub use events::{ContainerEvent, ContainerEventKind, EVENT_BACKLOG};
 pub use exec::ExecOutput;
 pub use service::{ContainerFilter, ContainerService};
 pub use stats::{ContainerStats, Cpu, Interface, LayerUsage, PodStats};

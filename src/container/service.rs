@@ -67,6 +67,8 @@ impl ContainerService {
             .map(|h| h.runtime.clone())
             .collect();
         let features = tokio::task::spawn_blocking(move || features::probe_all(runtimes)).await?;
+        // One channel for pod and container events, so they stay in order.
+        let lifecycle = sandboxes.events().clone();
         let service = Arc::new(ContainerService {
             config,
             store,
@@ -78,11 +80,17 @@ impl ContainerService {
             outputs: Mutex::new(HashMap::new()),
             oom_killed: Mutex::new(HashSet::new()),
             sampler: Arc::new(super::stats::Sampler::new()),
-            events: broadcast::channel(events::EVENT_BACKLOG).0,
+            events: lifecycle,
             features,
             locks: IdLocks::default(),
         });
         service.clone().watch_ooms(events.subscribe());
+        let weak = Arc::downgrade(&service);
+        service.sandboxes.on_pod_containers(Box::new(move |pod_id| {
+            weak.upgrade()
+                .map(|s| s.pod_containers(pod_id))
+                .unwrap_or_default()
+        }));
         service.recover().await?;
         Ok(service)
     }
@@ -257,13 +265,30 @@ impl ContainerService {
         self.events.subscribe()
     }
 
+    /// The containers of pod `pod_id`, for the statuses an event carries.
+    fn pod_containers(&self, pod_id: &str) -> Vec<Arc<ContainerRecord>> {
+        let containers = self.containers.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<Arc<ContainerRecord>> = containers
+            .values()
+            .filter(|c| c.sandbox_id == pod_id && c.phase != ContainerPhase::Creating)
+            .cloned()
+            .collect();
+        out.sort_by_key(|c| c.created_at);
+        out
+    }
+
     fn publish(&self, record: &ContainerRecord, kind: ContainerEventKind) {
-        // No subscriber is not an error: the kubelet may not use events.
+        // No subscriber, no snapshot to take: the kubelet may not use events.
+        if self.events.receiver_count() == 0 {
+            return;
+        }
         let _ = self.events.send(ContainerEvent {
             container_id: record.id.clone(),
             sandbox_id: record.sandbox_id.clone(),
             kind,
             at: crate::image::now_nanos(),
+            pod: self.sandboxes.get(&record.sandbox_id).ok(),
+            containers: self.pod_containers(&record.sandbox_id),
         });
     }
 

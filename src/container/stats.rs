@@ -53,9 +53,13 @@ pub struct ContainerStats {
 pub struct Interface {
     pub name: String,
     pub rx_bytes: u64,
+    pub rx_packets: u64,
     pub rx_errors: u64,
+    pub rx_dropped: u64,
     pub tx_bytes: u64,
+    pub tx_packets: u64,
     pub tx_errors: u64,
+    pub tx_dropped: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -126,7 +130,7 @@ impl Sampler {
     }
 
     /// The cgroup of `pid`, object `id`'s main process.
-    fn cgroup(&self, id: &str, pid: u32) -> Option<Cgroup> {
+    pub(super) fn cgroup(&self, id: &str, pid: u32) -> Option<Cgroup> {
         let mut cgroups = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((known, cg)) = cgroups.get(id)
             && *known == pid
@@ -398,6 +402,7 @@ fn add_memory(a: Memory, b: Memory) -> Memory {
         usage: a.usage + b.usage,
         working_set: a.working_set + b.working_set,
         rss: a.rss + b.rss,
+        cache: a.cache + b.cache,
         page_faults: a.page_faults + b.page_faults,
         major_page_faults: a.major_page_faults + b.major_page_faults,
         limit: None,
@@ -416,12 +421,16 @@ fn net_dev(text: &str) -> Vec<Interface> {
                 .split_whitespace()
                 .map(|v| v.parse().unwrap_or(0))
                 .collect();
-            (name != "lo" && n.len() >= 11).then(|| Interface {
+            (name != "lo" && n.len() >= 12).then(|| Interface {
                 name: name.to_string(),
                 rx_bytes: n[0],
+                rx_packets: n[1],
                 rx_errors: n[2],
+                rx_dropped: n[3],
                 tx_bytes: n[8],
+                tx_packets: n[9],
                 tx_errors: n[10],
+                tx_dropped: n[11],
             })
         })
         .collect()
@@ -466,16 +475,20 @@ mod tests {
 Inter-|   Receive                                                |  Transmit
  face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
     lo:     140       2    0    0    0     0          0         0      140       2    0    0    0     0       0          0
-  eth0:    1296      16    1    0    0     0          0         0      936      12    3    0    0     0       0          0
+  eth0:    1296      16    1    2    0     0          0         0      936      12    3    4    0     0       0          0
 ";
         assert_eq!(
             net_dev(text),
             vec![Interface {
                 name: "eth0".into(),
                 rx_bytes: 1296,
+                rx_packets: 16,
                 rx_errors: 1,
+                rx_dropped: 2,
                 tx_bytes: 936,
+                tx_packets: 12,
                 tx_errors: 3,
+                tx_dropped: 4,
             }]
         );
     }

@@ -7,7 +7,6 @@ use serde_json::json;
 
 use crate::container::config::{MountPropagation, Resources};
 use crate::container::{ContainerEvent, ContainerEventKind, ContainerFilter};
-use crate::sandbox::Sandbox;
 use crate::store::{ContainerPhase, ContainerRecord};
 
 fn state(phase: ContainerPhase) -> i32 {
@@ -170,12 +169,8 @@ pub fn verbose_info(c: &ContainerRecord) -> HashMap<String, String> {
     HashMap::from([("info".to_string(), info.to_string())])
 }
 
-/// A lifecycle event with the pod's status and its containers' as they are now.
-pub fn event(
-    e: &ContainerEvent,
-    pod: Option<&Sandbox>,
-    containers: &[std::sync::Arc<ContainerRecord>],
-) -> cri::ContainerEventResponse {
+/// A lifecycle event with the pod's status and its containers' as they were then.
+pub fn event(e: &ContainerEvent) -> cri::ContainerEventResponse {
     let kind = match e.kind {
         ContainerEventKind::Created => cri::ContainerEventType::ContainerCreatedEvent,
         ContainerEventKind::Started => cri::ContainerEventType::ContainerStartedEvent,
@@ -186,7 +181,7 @@ pub fn event(
         container_id: e.container_id.clone(),
         container_event_type: kind as i32,
         created_at: e.at,
-        pod_sandbox_status: pod.map(super::sandbox::status),
-        containers_statuses: containers.iter().map(|c| status(c)).collect(),
+        pod_sandbox_status: e.pod.as_deref().map(super::sandbox::status),
+        containers_statuses: e.containers.iter().map(|c| status(c)).collect(),
     }
 }

@@ -136,21 +136,21 @@ impl ImageService for CriImageService {
         _request: Request<cri::ImageFsInfoRequest>,
     ) -> Result<Response<cri::ImageFsInfoResponse>, Status> {
         let usage = self.images.fs_usage().await.map_err(status)?;
-        let fs = cri::FilesystemUsage {
+        let fs = |used_bytes, inodes_used| cri::FilesystemUsage {
             timestamp: now_nanos(),
             fs_id: Some(cri::FilesystemIdentifier {
                 mountpoint: usage.mountpoint.display().to_string(),
             }),
-            used_bytes: Some(cri::UInt64Value {
-                value: usage.used_bytes,
-            }),
-            inodes_used: Some(cri::UInt64Value {
-                value: usage.inodes_used,
-            }),
+            used_bytes: Some(cri::UInt64Value { value: used_bytes }),
+            inodes_used: Some(cri::UInt64Value { value: inodes_used }),
         };
+        // Everything under the snapshots dir is the image filesystem, as containerd
+        // reports it; the writable layers are also reported on their own as the
+        // container filesystem. Its mountpoint is the same, which tells the kubelet
+        // the two are not split.
         Ok(Response::new(cri::ImageFsInfoResponse {
-            image_filesystems: vec![fs.clone()],
-            container_filesystems: vec![fs],
+            image_filesystems: vec![fs(usage.used_bytes, usage.inodes_used)],
+            container_filesystems: vec![fs(usage.writable_bytes, usage.writable_inodes)],
         }))
     }
 }

@@ -14,7 +14,7 @@ use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
-use super::{container, convert, sandbox, stats, status, streaming};
+use super::{container, convert, metrics, sandbox, stats, status, streaming};
 use crate::config::{CgroupDriver, Config};
 use crate::container::config::{ContainerConfig, SandboxConfig};
 use crate::container::{ContainerFilter, ContainerService};
@@ -28,7 +28,6 @@ const CRI_API_VERSION: &str = "v1";
 const RUNTIME_NAME: &str = "berth";
 /// The kubelet checks this field; it names the CRI API, not berth's own version.
 const KUBE_API_VERSION: &str = "0.1.0";
-const POD_CIDR_KEY: &str = "pod_cidr";
 
 /// What the runtime-level calls need: the config, the store and the services.
 pub struct RuntimeInfo {
@@ -137,13 +136,11 @@ impl RuntimeService for CriRuntimeService {
             let config = serde_json::to_string(&self.info.config)
                 .map_err(|e| status(Error::Internal(format!("encoding config: {e}"))))?;
             info.insert("config".to_string(), config);
-            let pod_cidr = self
-                .info
-                .store
-                .setting(POD_CIDR_KEY)
-                .map_err(status)?
-                .unwrap_or_default();
-            info.insert("podCIDR".to_string(), pod_cidr);
+            let pod_cidr = self.info.sandboxes.pod_cidrs();
+            info.insert(
+                "podCIDR".to_string(),
+                pod_cidr.map(|c| c.to_string()).unwrap_or_default(),
+            );
         }
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus {
@@ -182,15 +179,9 @@ impl RuntimeService for CriRuntimeService {
             .and_then(|c| c.network_config)
             .map(|n| n.pod_cidr)
             .unwrap_or_default();
+        // An empty CIDR changes nothing, as in containerd.
         if !cidr.is_empty() {
-            for part in cidr.split(',') {
-                validate_cidr(part.trim()).map_err(status)?;
-            }
-            self.info
-                .store
-                .write(|tx| tx.set_setting(POD_CIDR_KEY, &cidr))
-                .map_err(status)?;
-            tracing::info!(pod_cidr = %cidr, "pod CIDR updated");
+            self.info.sandboxes.set_pod_cidrs(&cidr).map_err(status)?;
         }
         Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
     }
@@ -202,28 +193,17 @@ impl RuntimeService for CriRuntimeService {
         _request: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
         let receiver = self.info.containers.subscribe();
-        let events = futures::stream::unfold(
-            (receiver, self.info.clone()),
-            |(mut receiver, info)| async move {
-                loop {
-                    match receiver.recv().await {
-                        Ok(event) => {
-                            let pod = info.sandboxes.get(&event.sandbox_id).ok();
-                            let containers = info.containers.list(&ContainerFilter {
-                                sandbox_id: event.sandbox_id.clone(),
-                                ..Default::default()
-                            });
-                            let response = container::event(&event, pod.as_deref(), &containers);
-                            return Some((Ok(response), (receiver, info)));
-                        }
-                        Err(broadcast::error::RecvError::Lagged(n)) => {
-                            tracing::warn!(missed = n, "a container event subscriber fell behind");
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return None,
+        let events = futures::stream::unfold(receiver, |mut receiver| async move {
+            loop {
+                match receiver.recv().await {
+                    Ok(event) => return Some((Ok(container::event(&event)), receiver)),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "a container event subscriber fell behind");
                     }
+                    Err(broadcast::error::RecvError::Closed) => return None,
                 }
-            },
-        );
+            }
+        });
         Ok(Response::new(Box::pin(events)))
     }
 
@@ -290,10 +270,17 @@ impl RuntimeService for CriRuntimeService {
         } else {
             HashMap::new()
         };
+        // The containers and the time they were read, always: the kubelet's evented
+        // PLEG takes them from here instead of listing containers.
+        let containers = self.info.containers.list(&ContainerFilter {
+            sandbox_id: pod.record.id.clone(),
+            ..Default::default()
+        });
         Ok(Response::new(cri::PodSandboxStatusResponse {
             status: Some(sandbox::status(&pod)),
             info,
-            ..Default::default()
+            containers_statuses: containers.iter().map(|c| container::status(c)).collect(),
+            timestamp: crate::image::now_nanos(),
         }))
     }
 
@@ -539,40 +526,26 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(cri::PortForwardResponse { url }))
     }
 
+    async fn list_metric_descriptors(
+        &self,
+        _request: Request<cri::ListMetricDescriptorsRequest>,
+    ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
+        Ok(Response::new(cri::ListMetricDescriptorsResponse {
+            descriptors: metrics::descriptors(),
+        }))
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _request: Request<cri::ListPodSandboxMetricsRequest>,
+    ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
+        let found = self.info.containers.pod_metrics().await.map_err(status)?;
+        Ok(Response::new(cri::ListPodSandboxMetricsResponse {
+            pod_metrics: found.iter().map(metrics::pod).collect(),
+        }))
+    }
+
     not_yet! {
         checkpoint_container(cri::CheckpointContainerRequest) -> cri::CheckpointContainerResponse;
-        list_metric_descriptors(cri::ListMetricDescriptorsRequest) -> cri::ListMetricDescriptorsResponse;
-        list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest) -> cri::ListPodSandboxMetricsResponse;
-    }
-}
-
-/// An IPv4 or IPv6 CIDR such as "10.244.0.0/24".
-fn validate_cidr(cidr: &str) -> Result<(), Error> {
-    let bad = || {
-        Error::InvalidArgument(format!(
-            "runtime_config.network_config.pod_cidr: {cidr:?} is not a CIDR"
-        ))
-    };
-    let (addr, bits) = cidr.split_once('/').ok_or_else(bad)?;
-    let addr: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
-    let bits: u8 = bits.parse().map_err(|_| bad())?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    if bits > max {
-        return Err(bad());
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cidrs_are_checked() {
-        assert!(validate_cidr("10.244.0.0/24").is_ok());
-        assert!(validate_cidr("fd00::/64").is_ok());
-        assert!(validate_cidr("10.244.0.0/33").is_err());
-        assert!(validate_cidr("10.244.0.0").is_err());
-        assert!(validate_cidr("banana/8").is_err());
     }
 }

@@ -55,6 +55,10 @@ pub struct FsUsage {
     pub mountpoint: PathBuf,
     pub used_bytes: u64,
     pub inodes_used: u64,
+    /// The part of `used_bytes` and `inodes_used` in writable layers: the
+    /// containers' filesystem, which ImageFsInfo reports on its own.
+    pub writable_bytes: u64,
+    pub writable_inodes: u64,
 }
 
 /// How a status or remove call named an image.
@@ -179,19 +183,28 @@ impl ImageService {
         let content = self.content.clone();
         let records = self.snapshot_records();
         tokio::task::spawn_blocking(move || {
-            let (snap_bytes, snap_inodes) = records.iter().fold((0, 0), |(b, i), r| {
-                let (rb, ri) = if r.inodes == 0 {
+            let (mut snap_bytes, mut snap_inodes) = (0, 0);
+            let (mut writable_bytes, mut writable_inodes) = (0, 0);
+            for r in &records {
+                let (bytes, inodes) = if r.inodes == 0 {
                     snapshots.usage_of(r.id)
                 } else {
                     (r.disk_bytes, r.inodes)
                 };
-                (b + rb, i + ri)
-            });
+                snap_bytes += bytes;
+                snap_inodes += inodes;
+                if rootfs::is_writable_layer(&r.chain_id) {
+                    writable_bytes += bytes;
+                    writable_inodes += inodes;
+                }
+            }
             let (content_bytes, blobs) = content.usage();
             FsUsage {
                 mountpoint: snapshots.dir().to_path_buf(),
                 used_bytes: snap_bytes + content_bytes,
                 inodes_used: snap_inodes + blobs,
+                writable_bytes,
+                writable_inodes,
             }
         })
         .await

@@ -25,7 +25,14 @@ fn lease_id(container_id: &str) -> String {
 }
 
 fn active_key(container_id: &str) -> String {
-    format!("active:{container_id}")
+    format!("{ACTIVE_PREFIX}{container_id}")
+}
+
+const ACTIVE_PREFIX: &str = "active:";
+
+/// Whether the snapshot keyed `key` is a container's (or pod's) writable layer.
+pub(super) fn is_writable_layer(key: &str) -> bool {
+    key.starts_with(ACTIVE_PREFIX)
 }
 
 impl ImageService {

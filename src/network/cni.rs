@@ -4,6 +4,7 @@
 //! is deleted again before its error returns, so no IP or veth leaks.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use super::NetworkError;
@@ -13,6 +14,7 @@ use super::conf::{self, NetworkList};
 use super::error::Call;
 use super::netns;
 use super::pod::PodNetwork;
+use super::ranges::PodCidrs;
 use super::result::{self, Attached};
 
 const LOOPBACK_IF: &str = "lo";
@@ -27,6 +29,8 @@ pub struct Cni {
     conf_dir: PathBuf,
     bin_dirs: Vec<PathBuf>,
     cache: ResultCache,
+    /// The node's pod CIDRs, for plugins declaring `ipRanges`; shared by clones.
+    pod_cidrs: Arc<RwLock<Option<PodCidrs>>>,
 }
 
 impl Cni {
@@ -38,7 +42,29 @@ impl Cni {
             conf_dir: conf_dir.to_path_buf(),
             bin_dirs: bin_dirs.to_vec(),
             cache: ResultCache::new(cache_dir),
+            pod_cidrs: Arc::default(),
         }
+    }
+
+    /// From now on ADDs offer `cidrs` as the `ipRanges` capability.
+    pub fn set_pod_cidrs(&self, cidrs: PodCidrs) {
+        *self.pod_cidrs.write().unwrap_or_else(|e| e.into_inner()) = Some(cidrs);
+    }
+
+    pub fn pod_cidrs(&self) -> Option<PodCidrs> {
+        self.pod_cidrs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The pod's capability arguments and the node's: `ipRanges`.
+    fn capability_args(&self, pod: &PodNetwork<'_>) -> serde_json::Map<String, serde_json::Value> {
+        let mut args = pod.capability_args();
+        if let Some(cidrs) = self.pod_cidrs() {
+            args.insert("ipRanges".into(), cidrs.capability_arg());
+        }
+        args
     }
 
     /// Ok when an ADD could run: the config parses and every plugin it names, and
@@ -152,7 +178,7 @@ impl Cni {
         pod: &PodNetwork<'_>,
     ) -> Result<serde_json::Value, NetworkError> {
         let cni_args = pod.cni_args();
-        let capability_args = pod.capability_args();
+        let capability_args = self.capability_args(pod);
         let attachment = Attachment {
             network,
             ifname,
@@ -186,7 +212,7 @@ impl Cni {
             None => Cached {
                 network: fallback()?,
                 cni_args: pod.cni_args(),
-                capability_args: pod.capability_args(),
+                capability_args: self.capability_args(pod),
                 result: serde_json::Value::Null,
             },
         };

@@ -12,6 +12,7 @@ mod error;
 pub mod netns;
 mod plugin;
 mod pod;
+mod ranges;
 mod result;
 
 pub use cni::Cni;
@@ -19,4 +20,5 @@ pub use conf::find_conf;
 pub use error::{Call, NetworkError};
 pub use netns::NetNs;
 pub use pod::{Bandwidth, Dns, PodNetwork, PortMapping};
+pub use ranges::PodCidrs;
 pub use result::Attached;

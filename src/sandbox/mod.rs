@@ -9,12 +9,14 @@
 //! ([`ReadyPod`]), so a pod never stops or goes in the middle of one. List and
 //! Status read the index without it.
 
+mod events;
 mod files;
 mod infra;
 mod list;
 mod names;
 mod net;
 mod pause;
+mod pod_cidr;
 mod port_forward;
 mod recover;
 mod run;
@@ -23,7 +25,7 @@ mod stop;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use crate::config::Config;
 use crate::container::spec::{HostFacts, PodFiles};
@@ -90,6 +92,9 @@ pub struct SandboxService {
     locks: IdLocks,
     /// Readers of each pod's shim log, dropped with the pod.
     shim_logs: Mutex<HashMap<String, shim_log::ShimLog>>,
+    /// Pod and container lifecycle events (GetContainerEvents).
+    events: tokio::sync::broadcast::Sender<crate::container::ContainerEvent>,
+    pod_containers: OnceLock<events::PodContainers>,
 }
 
 impl SandboxService {
@@ -131,7 +136,10 @@ impl SandboxService {
             pods: RwLock::new(HashMap::new()),
             locks: IdLocks::default(),
             shim_logs: Mutex::new(HashMap::new()),
+            events: events::channel(),
+            pod_containers: OnceLock::new(),
         });
+        service.load_pod_cidrs()?;
         service.recover().await?;
         Ok(service)
     }
@@ -179,10 +187,18 @@ impl SandboxService {
     }
 
     /// Commits `record` (one transaction), then shows it in the index.
+    /// Then sends the events the change of phase means.
     fn save(&self, record: SandboxRecord, task: Option<TaskClient>) -> Result<()> {
         self.store.write(|tx| tx.put(&record))?;
-        let mut pods = self.pods.write().unwrap_or_else(|p| p.into_inner());
-        pods.insert(record.id.clone(), Arc::new(Sandbox { record, task }));
+        let after = record.phase;
+        let pod = Arc::new(Sandbox { record, task });
+        let before = self
+            .pods
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pod.id().to_string(), Arc::clone(&pod))
+            .map(|p| p.record.phase);
+        self.publish(&pod, events::transition(before, after));
         Ok(())
     }
 

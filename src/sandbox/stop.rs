@@ -68,6 +68,7 @@ impl SandboxService {
         // `sandbox_image` layer its record does not name yet.
         self.images.release_rootfs(&id).await?;
         self.store.write(|tx| tx.delete::<SandboxRecord>(&id))?;
+        self.publish_removal(&pod);
         self.unindex(&id);
         self.names
             .release(&names::sandbox_name(&record.config), &id);
