@@ -22,6 +22,9 @@ pub struct ContainerConfig {
     pub attempt: u32,
     /// `image.image`: the image reference or id the kubelet resolved.
     pub image: String,
+    /// `image.user_specified_image`: the image as the pod spec names it, which
+    /// ContainerStatus reports back; empty when the kubelet sent none.
+    pub user_specified_image: String,
     pub command: Vec<String>,
     pub args: Vec<String>,
     pub working_dir: String,

@@ -8,6 +8,7 @@ mod events;
 mod exec;
 mod holders;
 pub(crate) mod image_config;
+mod image_names;
 mod io;
 mod lifecycle;
 mod pod;
@@ -19,6 +20,7 @@ mod update;
 
 pub use events::{ContainerEvent, ContainerEventKind};
 pub use exec::ExecOutput;
+pub use image_names::ImageNames;
 pub use service::{ContainerFilter, ContainerService};
 pub use stats::{ContainerStats, Cpu, Interface, LayerUsage, PodStats};
 pub use stdio::{ProcessStreams, TerminalSize};

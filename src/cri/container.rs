@@ -6,7 +6,7 @@ use k8s_cri::v1 as cri;
 use serde_json::json;
 
 use crate::container::config::{MountPropagation, Resources};
-use crate::container::{ContainerEvent, ContainerEventKind, ContainerFilter};
+use crate::container::{ContainerEvent, ContainerEventKind, ContainerFilter, ImageNames};
 use crate::sandbox::Sandbox;
 use crate::store::{ContainerPhase, ContainerRecord};
 
@@ -77,7 +77,8 @@ pub fn list_item(c: &ContainerRecord) -> cri::Container {
     }
 }
 
-pub fn status(c: &ContainerRecord) -> cri::ContainerStatus {
+/// `image` is what the container service reports of the container's image.
+pub fn status(c: &ContainerRecord, image: &ImageNames) -> cri::ContainerStatus {
     let mounts = c
         .config
         .mounts
@@ -104,8 +105,12 @@ pub fn status(c: &ContainerRecord) -> cri::ContainerStatus {
         started_at: c.started_at,
         finished_at: c.finished_at,
         exit_code: c.exit_code,
-        image: Some(image_spec(c)),
-        image_ref: c.image_id.clone(),
+        image: Some(cri::ImageSpec {
+            image: image.image.clone(),
+            user_specified_image: image.user_specified_image.clone(),
+            ..Default::default()
+        }),
+        image_ref: image.image_ref.clone(),
         reason: c.reason.clone(),
         message: c.message.clone(),
         labels: map(&c.config.labels),
@@ -116,7 +121,7 @@ pub fn status(c: &ContainerRecord) -> cri::ContainerStatus {
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
-        image_id: c.image_id.clone(),
+        image_id: image.image_id.clone(),
         resources: Some(resources(&c.config.linux.resources)),
         user: c.user.as_ref().map(|u| cri::ContainerUser {
             linux: Some(cri::LinuxContainerUser {
@@ -170,11 +175,13 @@ pub fn verbose_info(c: &ContainerRecord) -> HashMap<String, String> {
     HashMap::from([("info".to_string(), info.to_string())])
 }
 
-/// A lifecycle event with the pod's status and its containers' as they are now.
+/// A lifecycle event with the pod's status and its containers' as they are now;
+/// `image_names` gives each container's image fields.
 pub fn event(
     e: &ContainerEvent,
     pod: Option<&Sandbox>,
     containers: &[std::sync::Arc<ContainerRecord>],
+    image_names: impl Fn(&ContainerRecord) -> ImageNames,
 ) -> cri::ContainerEventResponse {
     let kind = match e.kind {
         ContainerEventKind::Created => cri::ContainerEventType::ContainerCreatedEvent,
@@ -187,6 +194,9 @@ pub fn event(
         container_event_type: kind as i32,
         created_at: e.at,
         pod_sandbox_status: pod.map(super::sandbox::status),
-        containers_statuses: containers.iter().map(|c| status(c)).collect(),
+        containers_statuses: containers
+            .iter()
+            .map(|c| status(c, &image_names(c)))
+            .collect(),
     }
 }

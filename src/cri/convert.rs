@@ -43,14 +43,12 @@ impl TryFrom<&cri::ContainerConfig> for ContainerConfig {
         if !c.working_dir.is_empty() {
             fields::container_path("working_dir", &c.working_dir)?;
         }
+        let image = c.image.clone().unwrap_or_default();
         Ok(ContainerConfig {
             name: metadata.name.clone(),
             attempt: metadata.attempt,
-            image: c
-                .image
-                .as_ref()
-                .map(|i| i.image.clone())
-                .unwrap_or_default(),
+            image: image.image,
+            user_specified_image: image.user_specified_image,
             command: c.command.clone(),
             args: c.args.clone(),
             working_dir: c.working_dir.clone(),

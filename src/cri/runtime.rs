@@ -213,7 +213,10 @@ impl RuntimeService for CriRuntimeService {
                                 sandbox_id: event.sandbox_id.clone(),
                                 ..Default::default()
                             });
-                            let response = container::event(&event, pod.as_deref(), &containers);
+                            let response =
+                                container::event(&event, pod.as_deref(), &containers, |c| {
+                                    info.containers.image_names(c)
+                                });
                             return Some((Ok(response), (receiver, info)));
                         }
                         Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -397,7 +400,10 @@ impl RuntimeService for CriRuntimeService {
             HashMap::new()
         };
         Ok(Response::new(cri::ContainerStatusResponse {
-            status: Some(container::status(&record)),
+            status: Some(container::status(
+                &record,
+                &self.info.containers.image_names(&record),
+            )),
             info,
         }))
     }
