@@ -109,8 +109,7 @@ pub struct HugepageLimit {
     pub limit: u64,
 }
 
-/// CRI `LinuxContainerSecurityContext`, without SELinux and AppArmor (the host has
-/// neither).
+/// CRI `LinuxContainerSecurityContext`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SecurityContext {
@@ -129,6 +128,32 @@ pub struct SecurityContext {
     pub masked_paths: Vec<String>,
     pub readonly_paths: Vec<String>,
     pub seccomp: SeccompProfile,
+    pub apparmor: AppArmorProfile,
+    pub selinux: Option<SelinuxOptions>,
+}
+
+/// Which AppArmor profile to confine a process with (CRI `apparmor`, or the
+/// deprecated `apparmor_profile` string).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppArmorProfile {
+    /// Nothing asked: unconfined, as berth loads no default profile (containerd
+    /// would apply its own here).
+    #[default]
+    Unset,
+    RuntimeDefault,
+    /// A profile loaded on the node, by name.
+    Localhost(String),
+    Unconfined,
+}
+
+/// CRI `SELinuxOption`: the parts of a label; empty parts take the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SelinuxOptions {
+    pub user: String,
+    pub role: String,
+    pub r#type: String,
+    pub level: String,
 }
 
 /// Capability names as the kubelet sends them ("NET_ADMIN", "ALL"), without `CAP_`.
@@ -238,7 +263,7 @@ pub struct LinuxSandboxConfig {
     pub security_context: SandboxSecurityContext,
 }
 
-/// CRI `LinuxSandboxSecurityContext`, without SELinux and AppArmor.
+/// CRI `LinuxSandboxSecurityContext`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SandboxSecurityContext {
@@ -251,6 +276,8 @@ pub struct SandboxSecurityContext {
     pub readonly_rootfs: bool,
     pub supplemental_groups: Vec<i64>,
     pub seccomp: SeccompProfile,
+    pub apparmor: AppArmorProfile,
+    pub selinux: Option<SelinuxOptions>,
 }
 
 impl SandboxConfig {

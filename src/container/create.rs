@@ -55,6 +55,13 @@ impl ContainerService {
             &self.config.seccomp_profile_roots,
             "linux.security_context.seccomp",
         )?;
+        spec::lsm::check_apparmor(
+            "linux.security_context.apparmor",
+            &config.linux.security_context.apparmor,
+            config.linux.security_context.privileged,
+            self.host.lsm,
+            &spec::lsm::apparmor_profile_loaded,
+        )?;
         spec::check_supported(&config.linux.resources, &self.host)?;
         let handler = &sandbox.record.runtime_handler;
         if let Some(m) = config.mounts.iter().find(|m| m.recursive_read_only)

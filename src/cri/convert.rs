@@ -15,6 +15,7 @@ use crate::container::config::{
 use crate::error::{Error, quote};
 
 mod fields;
+mod lsm;
 
 fn invalid(field: &str, problem: impl std::fmt::Display) -> Error {
     Error::InvalidArgument(format!("{field}: {problem}"))
@@ -148,6 +149,8 @@ impl TryFrom<&cri::PodSandboxConfig> for SandboxConfig {
                     supplemental_groups: sc.supplemental_groups,
                     #[allow(deprecated)] // the kubelet still fills the old field
                     seccomp: seccomp(field, sc.seccomp.as_ref(), &sc.seccomp_profile_path)?,
+                    apparmor: lsm::apparmor(field, sc.apparmor.as_ref(), "")?,
+                    selinux: lsm::selinux(field, sc.selinux_options.as_ref())?,
                 },
             },
         })
@@ -373,6 +376,9 @@ fn security_context(s: &cri::LinuxContainerSecurityContext) -> Result<SecurityCo
         readonly_paths: s.readonly_paths.clone(),
         #[allow(deprecated)] // the kubelet still fills the old field
         seccomp: seccomp(field, s.seccomp.as_ref(), &s.seccomp_profile_path)?,
+        #[allow(deprecated)] // the kubelet still fills the old field
+        apparmor: lsm::apparmor(field, s.apparmor.as_ref(), &s.apparmor_profile)?,
+        selinux: lsm::selinux(field, s.selinux_options.as_ref())?,
     })
 }
 
