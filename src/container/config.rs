@@ -25,6 +25,9 @@ pub struct ContainerConfig {
     /// `image.user_specified_image`: the image as the pod spec names it, which
     /// ContainerStatus reports back; empty when the kubelet sent none.
     pub user_specified_image: String,
+    /// Fully qualified CDI device names (`vendor.com/class=name`), from `cdi_devices`
+    /// and the `cdi.k8s.io/*` annotations, in request order without repeats.
+    pub cdi_devices: Vec<String>,
     pub command: Vec<String>,
     pub args: Vec<String>,
     pub working_dir: String,
