@@ -42,11 +42,10 @@ pub async fn run(config: Config) -> Result<()> {
     let _lock = lock_root(&config.root)?;
 
     let store = Arc::new(Store::open(&config.root.join("meta.redb"))?);
-    let images = Arc::new(ImageService::open(
-        &config.root,
-        config.registry.clone(),
-        store.clone(),
-    )?);
+    let images = Arc::new(
+        ImageService::open(&config.root, config.registry.clone(), store.clone())?
+            .with_pinned(&[config.sandbox_image.as_str()]),
+    );
     if let Err(e) = images.collect_garbage().await {
         tracing::warn!(error = %e, "garbage collection at start-up failed");
     }

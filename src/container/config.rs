@@ -22,6 +22,12 @@ pub struct ContainerConfig {
     pub attempt: u32,
     /// `image.image`: the image reference or id the kubelet resolved.
     pub image: String,
+    /// `image.user_specified_image`: the image as the pod spec names it, which
+    /// ContainerStatus reports back; empty when the kubelet sent none.
+    pub user_specified_image: String,
+    /// Fully qualified CDI device names (`vendor.com/class=name`), from `cdi_devices`
+    /// and the `cdi.k8s.io/*` annotations, in request order without repeats.
+    pub cdi_devices: Vec<String>,
     pub command: Vec<String>,
     pub args: Vec<String>,
     pub working_dir: String,
@@ -106,8 +112,7 @@ pub struct HugepageLimit {
     pub limit: u64,
 }
 
-/// CRI `LinuxContainerSecurityContext`, without SELinux and AppArmor (the host has
-/// neither).
+/// CRI `LinuxContainerSecurityContext`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SecurityContext {
@@ -126,6 +131,32 @@ pub struct SecurityContext {
     pub masked_paths: Vec<String>,
     pub readonly_paths: Vec<String>,
     pub seccomp: SeccompProfile,
+    pub apparmor: AppArmorProfile,
+    pub selinux: Option<SelinuxOptions>,
+}
+
+/// Which AppArmor profile to confine a process with (CRI `apparmor`, or the
+/// deprecated `apparmor_profile` string).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppArmorProfile {
+    /// Nothing asked: unconfined, as berth loads no default profile (containerd
+    /// would apply its own here).
+    #[default]
+    Unset,
+    RuntimeDefault,
+    /// A profile loaded on the node, by name.
+    Localhost(String),
+    Unconfined,
+}
+
+/// CRI `SELinuxOption`: the parts of a label; empty parts take the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SelinuxOptions {
+    pub user: String,
+    pub role: String,
+    pub r#type: String,
+    pub level: String,
 }
 
 /// Capability names as the kubelet sends them ("NET_ADMIN", "ALL"), without `CAP_`.
@@ -235,7 +266,7 @@ pub struct LinuxSandboxConfig {
     pub security_context: SandboxSecurityContext,
 }
 
-/// CRI `LinuxSandboxSecurityContext`, without SELinux and AppArmor.
+/// CRI `LinuxSandboxSecurityContext`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SandboxSecurityContext {
@@ -248,6 +279,8 @@ pub struct SandboxSecurityContext {
     pub readonly_rootfs: bool,
     pub supplemental_groups: Vec<i64>,
     pub seccomp: SeccompProfile,
+    pub apparmor: AppArmorProfile,
+    pub selinux: Option<SelinuxOptions>,
 }
 
 impl SandboxConfig {

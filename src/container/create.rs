@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use containerd_shim_protos::api;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use oci_spec::runtime::Spec;
 
 use super::config::ContainerConfig;
 use super::io;
@@ -54,6 +55,13 @@ impl ContainerService {
             &config.linux.security_context.seccomp,
             &self.config.seccomp_profile_roots,
             "linux.security_context.seccomp",
+        )?;
+        spec::lsm::check_apparmor(
+            "linux.security_context.apparmor",
+            &config.linux.security_context.apparmor,
+            config.linux.security_context.privileged,
+            self.host.lsm,
+            &spec::lsm::apparmor_profile_loaded,
         )?;
         spec::check_supported(&config.linux.resources, &self.host)?;
         let handler = &sandbox.record.runtime_handler;
@@ -141,6 +149,7 @@ impl ContainerService {
             devices: &HostDevices,
             host: self.host,
         })?;
+        let spec = self.inject_cdi(spec, &record.config.cdi_devices).await?;
         record.user = spec.process().as_ref().map(|p| ProcessUser {
             uid: p.user().uid(),
             gid: p.user().gid(),
@@ -241,6 +250,21 @@ impl ContainerService {
         {
             tracing::warn!(container_id = id, error = %e, "deleting the task without its shim");
         }
+    }
+
+    /// Applies the CDI devices the container asks for, off the executor: it reads
+    /// the spec directories and stats host device nodes.
+    async fn inject_cdi(&self, mut spec: Spec, devices: &[String]) -> Result<Spec> {
+        if devices.is_empty() {
+            return Ok(spec);
+        }
+        let devices = devices.to_vec();
+        let dirs = self.config.cdi_spec_dirs.clone();
+        tokio::task::spawn_blocking(move || {
+            super::cdi::inject(&mut spec, &devices, &dirs, &HostDevices)?;
+            Ok(spec)
+        })
+        .await?
     }
 
     /// The options Create carries: the OCI runtime binary and its state directory,

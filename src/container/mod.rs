@@ -2,12 +2,14 @@
 //! from those configs and the image, and their lifecycle in the pod's shim.
 
 mod attach;
+pub mod cdi;
 pub mod config;
 pub(crate) mod create;
 mod events;
 mod exec;
 mod holders;
 pub(crate) mod image_config;
+mod image_names;
 mod io;
 mod lifecycle;
 pub mod metrics;
@@ -20,6 +22,7 @@ mod update;
 
 pub use events::{ContainerEvent, ContainerEventKind, EVENT_BACKLOG};
 pub use exec::ExecOutput;
+pub use image_names::ImageNames;
 pub use service::{ContainerFilter, ContainerService};
 pub use stats::{ContainerStats, Cpu, Interface, LayerUsage, PodStats};
 pub use stdio::{ProcessStreams, TerminalSize};

@@ -6,7 +6,7 @@ use k8s_cri::v1 as cri;
 use serde_json::json;
 
 use crate::container::config::{MountPropagation, Resources};
-use crate::container::{ContainerEvent, ContainerEventKind, ContainerFilter};
+use crate::container::{ContainerEvent, ContainerEventKind, ContainerFilter, ImageNames};
 use crate::store::{ContainerPhase, ContainerRecord};
 
 fn state(phase: ContainerPhase) -> i32 {
@@ -76,7 +76,8 @@ pub fn list_item(c: &ContainerRecord) -> cri::Container {
     }
 }
 
-pub fn status(c: &ContainerRecord) -> cri::ContainerStatus {
+/// `image` is what the container service reports of the container's image.
+pub fn status(c: &ContainerRecord, image: &ImageNames) -> cri::ContainerStatus {
     let mounts = c
         .config
         .mounts
@@ -103,8 +104,12 @@ pub fn status(c: &ContainerRecord) -> cri::ContainerStatus {
         started_at: c.started_at,
         finished_at: c.finished_at,
         exit_code: c.exit_code,
-        image: Some(image_spec(c)),
-        image_ref: c.image_id.clone(),
+        image: Some(cri::ImageSpec {
+            image: image.image.clone(),
+            user_specified_image: image.user_specified_image.clone(),
+            ..Default::default()
+        }),
+        image_ref: image.image_ref.clone(),
         reason: c.reason.clone(),
         message: c.message.clone(),
         labels: map(&c.config.labels),
@@ -115,7 +120,7 @@ pub fn status(c: &ContainerRecord) -> cri::ContainerStatus {
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
-        image_id: c.image_id.clone(),
+        image_id: image.image_id.clone(),
         resources: Some(resources(&c.config.linux.resources)),
         user: c.user.as_ref().map(|u| cri::ContainerUser {
             linux: Some(cri::LinuxContainerUser {
@@ -169,8 +174,12 @@ pub fn verbose_info(c: &ContainerRecord) -> HashMap<String, String> {
     HashMap::from([("info".to_string(), info.to_string())])
 }
 
-/// A lifecycle event with the pod's status and its containers' as they were then.
-pub fn event(e: &ContainerEvent) -> cri::ContainerEventResponse {
+/// A lifecycle event with the pod's status and its containers' as they were
+/// then; `image_names` gives each container's image fields.
+pub fn event(
+    e: &ContainerEvent,
+    image_names: impl Fn(&ContainerRecord) -> ImageNames,
+) -> cri::ContainerEventResponse {
     let kind = match e.kind {
         ContainerEventKind::Created => cri::ContainerEventType::ContainerCreatedEvent,
         ContainerEventKind::Started => cri::ContainerEventType::ContainerStartedEvent,
@@ -182,6 +191,10 @@ pub fn event(e: &ContainerEvent) -> cri::ContainerEventResponse {
         container_event_type: kind as i32,
         created_at: e.at,
         pod_sandbox_status: e.pod.as_deref().map(super::sandbox::status),
-        containers_statuses: e.containers.iter().map(|c| status(c)).collect(),
+        containers_statuses: e
+            .containers
+            .iter()
+            .map(|c| status(c, &image_names(c)))
+            .collect(),
     }
 }

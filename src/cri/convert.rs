@@ -2,6 +2,7 @@
 //! protobuf messages are read field by field; every value the kubelet could get wrong
 //! is checked here and refused with InvalidArgument naming the field.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use k8s_cri::v1 as cri;
@@ -15,6 +16,7 @@ use crate::container::config::{
 use crate::error::{Error, quote};
 
 mod fields;
+mod lsm;
 
 fn invalid(field: &str, problem: impl std::fmt::Display) -> Error {
     Error::InvalidArgument(format!("{field}: {problem}"))
@@ -43,14 +45,17 @@ impl TryFrom<&cri::ContainerConfig> for ContainerConfig {
         if !c.working_dir.is_empty() {
             fields::container_path("working_dir", &c.working_dir)?;
         }
+        let annotations: BTreeMap<String, String> = c.annotations.clone().into_iter().collect();
+        let cdi_names: Vec<String> = c.cdi_devices.iter().map(|d| d.name.clone()).collect();
+        let cdi_devices = crate::container::cdi::names::requested(&cdi_names, &annotations)
+            .map_err(|(field, problem)| invalid(&field, problem))?;
+        let image = c.image.clone().unwrap_or_default();
         Ok(ContainerConfig {
             name: metadata.name.clone(),
             attempt: metadata.attempt,
-            image: c
-                .image
-                .as_ref()
-                .map(|i| i.image.clone())
-                .unwrap_or_default(),
+            image: image.image,
+            user_specified_image: image.user_specified_image,
+            cdi_devices,
             command: c.command.clone(),
             args: c.args.clone(),
             working_dir: c.working_dir.clone(),
@@ -72,7 +77,7 @@ impl TryFrom<&cri::ContainerConfig> for ContainerConfig {
                 .map(|(i, d)| device(i, d))
                 .collect::<Result<_, _>>()?,
             labels: c.labels.clone().into_iter().collect(),
-            annotations: c.annotations.clone().into_iter().collect(),
+            annotations,
             log_path: c.log_path.clone(),
             stdin: c.stdin,
             stdin_once: c.stdin_once,
@@ -150,6 +155,8 @@ impl TryFrom<&cri::PodSandboxConfig> for SandboxConfig {
                     supplemental_groups: sc.supplemental_groups,
                     #[allow(deprecated)] // the kubelet still fills the old field
                     seccomp: seccomp(field, sc.seccomp.as_ref(), &sc.seccomp_profile_path)?,
+                    apparmor: lsm::apparmor(field, sc.apparmor.as_ref(), "")?,
+                    selinux: lsm::selinux(field, sc.selinux_options.as_ref())?,
                 },
             },
         })
@@ -375,6 +382,9 @@ fn security_context(s: &cri::LinuxContainerSecurityContext) -> Result<SecurityCo
         readonly_paths: s.readonly_paths.clone(),
         #[allow(deprecated)] // the kubelet still fills the old field
         seccomp: seccomp(field, s.seccomp.as_ref(), &s.seccomp_profile_path)?,
+        #[allow(deprecated)] // the kubelet still fills the old field
+        apparmor: lsm::apparmor(field, s.apparmor.as_ref(), &s.apparmor_profile)?,
+        selinux: lsm::selinux(field, s.selinux_options.as_ref())?,
     })
 }
 

@@ -193,10 +193,14 @@ impl RuntimeService for CriRuntimeService {
         _request: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
         let receiver = self.info.containers.subscribe();
-        let events = futures::stream::unfold(receiver, |mut receiver| async move {
+        let info = self.info.clone();
+        let events = futures::stream::unfold((receiver, info), |(mut receiver, info)| async move {
             loop {
                 match receiver.recv().await {
-                    Ok(event) => return Some((Ok(container::event(&event)), receiver)),
+                    Ok(event) => {
+                        let response = container::event(&event, |c| info.containers.image_names(c));
+                        return Some((Ok(response), (receiver, info)));
+                    }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(missed = n, "a container event subscriber fell behind");
                     }
@@ -279,7 +283,10 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(cri::PodSandboxStatusResponse {
             status: Some(sandbox::status(&pod)),
             info,
-            containers_statuses: containers.iter().map(|c| container::status(c)).collect(),
+            containers_statuses: containers
+                .iter()
+                .map(|c| container::status(c, &self.info.containers.image_names(c)))
+                .collect(),
             timestamp: crate::image::now_nanos(),
         }))
     }
@@ -384,7 +391,10 @@ impl RuntimeService for CriRuntimeService {
             HashMap::new()
         };
         Ok(Response::new(cri::ContainerStatusResponse {
-            status: Some(container::status(&record)),
+            status: Some(container::status(
+                &record,
+                &self.info.containers.image_names(&record),
+            )),
             info,
         }))
     }

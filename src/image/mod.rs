@@ -9,6 +9,7 @@ pub mod hosts;
 mod import;
 mod locks;
 pub mod oci;
+mod pinned;
 mod progress;
 mod pull;
 pub mod reference;
@@ -47,6 +48,8 @@ pub struct ImageService {
     pins: Pins,
     /// Layer unpacks running at once, across all pulls and imports.
     unpacks: tokio::sync::Semaphore,
+    /// Normalised references of the images reported pinned (`pinned.rs`).
+    pinned: Vec<String>,
 }
 
 /// Disk usage of the image stores.
@@ -102,11 +105,16 @@ impl ImageService {
             locks: KeyedLocks::default(),
             pins: Pins::default(),
             unpacks: tokio::sync::Semaphore::new(pull::MAX_CONCURRENT_UNPACKS),
+            pinned: Vec::new(),
         })
     }
 
     pub fn list(&self) -> Vec<ImageRecord> {
-        let mut out: Vec<ImageRecord> = self.read_images().values().cloned().collect();
+        let mut out: Vec<ImageRecord> = self
+            .read_images()
+            .values()
+            .map(|i| self.mark_pinned(i.clone()))
+            .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
     }
@@ -114,7 +122,7 @@ impl ImageService {
     /// Finds an image by id (`sha256:<hex>` or bare hex), tag or digest reference.
     /// Unknown images are `Ok(None)`; a malformed reference is InvalidArgument.
     pub fn get(&self, spec: &str) -> Result<Option<ImageRecord>> {
-        Ok(self.lookup(spec)?.map(|(image, _)| image))
+        Ok(self.lookup(spec)?.map(|(image, _)| self.mark_pinned(image)))
     }
 
     fn lookup(&self, spec: &str) -> Result<Option<(ImageRecord, Named)>> {

@@ -56,6 +56,13 @@ impl SandboxService {
             &self.config.seccomp_profile_roots,
             "linux.security_context.seccomp",
         )?;
+        crate::container::spec::lsm::check_apparmor(
+            "linux.security_context.apparmor",
+            &config.linux.security_context.apparmor,
+            false,
+            self.host.lsm,
+            &crate::container::spec::lsm::apparmor_profile_loaded,
+        )?;
         let (handler_name, handler) = self.config.runtime_handler(handler)?;
         let runtime = Runtime {
             shim: infra::resolve_shim(handler)?,

@@ -368,3 +368,113 @@ fn invalid_sandbox_fields_are_named() {
     let m = message(SandboxConfig::try_from(&s).unwrap_err());
     assert!(m.starts_with("port_mappings[0].container_port:"), "{m}");
 }
+
+#[test]
+#[allow(deprecated)]
+fn apparmor_selinux_image_and_cdi_fields_are_kept() {
+    use crate::container::config::{AppArmorProfile, SelinuxOptions};
+    let with = |sc: cri::LinuxContainerSecurityContext| {
+        let mut c = container();
+        c.linux.get_or_insert_default().security_context = Some(sc);
+        ContainerConfig::try_from(&c).map(|d| d.linux.security_context)
+    };
+    let profile = |t: cri::security_profile::ProfileType, r: &str| cri::SecurityProfile {
+        profile_type: t as i32,
+        localhost_ref: r.into(),
+    };
+    use cri::security_profile::ProfileType as T;
+    for (sc, want) in [
+        (Default::default(), AppArmorProfile::Unset),
+        (
+            cri::LinuxContainerSecurityContext {
+                apparmor: Some(profile(T::Localhost, "localhost/p1")),
+                ..Default::default()
+            },
+            AppArmorProfile::Localhost("p1".into()),
+        ),
+        (
+            cri::LinuxContainerSecurityContext {
+                apparmor: Some(profile(T::RuntimeDefault, "")),
+                ..Default::default()
+            },
+            AppArmorProfile::RuntimeDefault,
+        ),
+        (
+            cri::LinuxContainerSecurityContext {
+                apparmor_profile: "localhost/p2".into(),
+                ..Default::default()
+            },
+            AppArmorProfile::Localhost("p2".into()),
+        ),
+        (
+            cri::LinuxContainerSecurityContext {
+                apparmor_profile: "unconfined".into(),
+                ..Default::default()
+            },
+            AppArmorProfile::Unconfined,
+        ),
+    ] {
+        assert_eq!(with(sc).expect("converts").apparmor, want);
+    }
+    for (sc, field) in [
+        (
+            cri::LinuxContainerSecurityContext {
+                apparmor_profile: "bogus".into(),
+                ..Default::default()
+            },
+            "linux.security_context.apparmor_profile",
+        ),
+        (
+            cri::LinuxContainerSecurityContext {
+                apparmor: Some(profile(T::Localhost, "")),
+                ..Default::default()
+            },
+            "linux.security_context.apparmor.localhost_ref",
+        ),
+        (
+            cri::LinuxContainerSecurityContext {
+                selinux_options: Some(cri::SeLinuxOption {
+                    r#type: "a:b".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            "linux.security_context.selinux_options.type",
+        ),
+    ] {
+        let m = message(with(sc).unwrap_err());
+        assert!(m.starts_with(&format!("{field}:")), "{field}: got {m}");
+    }
+    let sc = with(cri::LinuxContainerSecurityContext {
+        selinux_options: Some(cri::SeLinuxOption {
+            level: "s0:c1,c2".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(
+        sc.selinux,
+        Some(SelinuxOptions {
+            level: "s0:c1,c2".into(),
+            ..Default::default()
+        })
+    );
+
+    let mut c = container();
+    c.image.as_mut().unwrap().user_specified_image = "busybox:1".into();
+    c.cdi_devices = vec![cri::CdiDevice {
+        name: "vendor.com/gpu=g0".into(),
+    }];
+    c.annotations
+        .insert("cdi.k8s.io/x".into(), "vendor.com/gpu=g1".into());
+    let d = ContainerConfig::try_from(&c).unwrap();
+    assert_eq!(d.user_specified_image, "busybox:1");
+    assert_eq!(
+        d.cdi_devices,
+        vec!["vendor.com/gpu=g0", "vendor.com/gpu=g1"]
+    );
+    c.cdi_devices[0].name = "g0".into();
+    let m = message(ContainerConfig::try_from(&c).unwrap_err());
+    assert!(m.starts_with("cdi_devices[0].name:"), "{m}");
+}
