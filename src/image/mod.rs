@@ -14,6 +14,7 @@ mod pull;
 pub mod reference;
 pub mod registry;
 mod rootfs;
+mod volume_holds;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -47,6 +48,8 @@ pub struct ImageService {
     pins: Pins,
     /// Layer unpacks running at once, across all pulls and imports.
     unpacks: tokio::sync::Semaphore,
+    /// Images mounted by containers' image volumes: not removable.
+    volume_holds: volume_holds::VolumeHolds,
 }
 
 /// Disk usage of the image stores.
@@ -98,6 +101,7 @@ impl ImageService {
             locks: KeyedLocks::default(),
             pins: Pins::default(),
             unpacks: tokio::sync::Semaphore::new(pull::MAX_CONCURRENT_UNPACKS),
+            volume_holds: Default::default(),
         })
     }
 
@@ -164,6 +168,7 @@ impl ImageService {
                 images.insert(kept.id.clone(), kept);
                 return Ok(());
             }
+            self.check_not_held(&image.id)?;
             self.store.write(|tx| tx.delete::<ImageRecord>(&image.id))?;
             images.remove(&image.id);
         }
