@@ -117,7 +117,8 @@ fn fill(view: &LayeredView, path: &str, host: &Path, budget: &mut Budget) -> Res
         .map_err(std::io::Error::from)
         .context(|| format!("creating the volume directory {}", host.display()))?;
     let Some(source) = source else {
-        return Ok(());
+        // berthd's umask would make it 0700: unusable by a container's non-root user.
+        return crate::layout::set_mode(host, 0o755);
     };
     let dest: OwnedFd = copy_up::open_dir(&parent_fd(host)?, host_file_name(host))
         .context(|| format!("opening {}", host.display()))?;
