@@ -127,6 +127,7 @@ impl ContainerService {
         let spec_config = self
             .prepare_volumes(&record, &view.volumes, rootfs.lowers.clone(), held)
             .await?;
+        crate::fault::crash_point("after-volumes");
         let user_files = user_files(&rootfs)?;
         let node_hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
