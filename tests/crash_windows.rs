@@ -404,8 +404,10 @@ async fn volumes_of_a_container_half_created_by_a_crash_are_undone() {
             .contains(&bundle)
     };
     assert!(mounted(), "and its image volume mounted");
+    let id = bundles[0].file_name().unwrap().to_owned();
+    let data = w.env.root.join("containers").join(&id);
     assert!(
-        bundles[0].join("volumes/0/seed").exists(),
+        data.join("volumes/0/seed").exists(),
         "and its filled volume"
     );
 
@@ -413,10 +415,8 @@ async fn volumes_of_a_container_half_created_by_a_crash_are_undone() {
     w.cri = w.berthd.cri().await;
     assert!(w.list(cri::ContainerFilter::default()).await.is_empty());
     assert!(!mounted(), "recovery unmounts the image volume");
-    assert!(
-        !bundles[0].exists(),
-        "and removes the volumes with the bundle"
-    );
+    assert!(!bundles[0].exists(), "and removes the bundle");
+    assert!(!data.exists(), "and the image-declared volumes");
     w.cri
         .remove(&artifact_ref)
         .await

@@ -72,6 +72,11 @@ fn bundle(w: &World, id: &str) -> PathBuf {
     w.env.state.join("containers").join(id)
 }
 
+/// The container's directory under the root, holding its image-declared volumes.
+fn data_dir(w: &World, id: &str) -> PathBuf {
+    w.env.root.join("containers").join(id)
+}
+
 fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     let n = std::ffi::CString::new(name).unwrap();
@@ -123,12 +128,12 @@ async fn image_declared_volumes_are_the_containers_own_copies() {
     // The CRI mount covers /cache: the host's directory, not a volume.
     assert_eq!(sh(&w, &id, "ls /cache").await, (0, "from-host\n".into()));
 
-    // On the host: one directory per normalised path, private, in the bundle.
-    let volumes = bundle(&w, &id).join("volumes");
-    assert_eq!(
-        std::fs::metadata(&volumes).unwrap().permissions().mode() & 0o777,
-        0o700
-    );
+    // On the host: one directory per normalised path, private, under the root.
+    let volumes = data_dir(&w, &id).join("volumes");
+    for private in [&volumes, &data_dir(&w, &id)] {
+        let mode = std::fs::metadata(private).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{}", private.display());
+    }
     let mut entries: Vec<String> = std::fs::read_dir(&volumes)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -180,9 +185,10 @@ async fn image_declared_volumes_are_the_containers_own_copies() {
     w.stop(&id, 0).await;
     w.remove(&id).await.expect("RemoveContainer");
     assert!(
-        !bundle(&w, &id).exists(),
+        !data_dir(&w, &id).exists(),
         "the volumes go with the container"
     );
+    assert!(!bundle(&w, &id).exists());
     w.stop(&other, 0).await;
     w.remove(&other).await.expect("RemoveContainer");
     pod::stop(&w.cri, &pod.0).await.unwrap();
@@ -214,7 +220,7 @@ async fn ignore_image_defined_volumes_turns_them_off() {
     );
     let (code, _) = sh(&w, &id, "touch /data/new").await;
     assert_ne!(code, 0, "/data is the read-only rootfs's");
-    assert!(!bundle(&w, &id).join("volumes").exists());
+    assert!(!data_dir(&w, &id).join("volumes").exists());
     w.stop(&id, 0).await;
     w.remove(&id).await.expect("RemoveContainer");
     pod::stop(&w.cri, &pod.0).await.unwrap();

@@ -218,7 +218,7 @@ impl ContainerService {
     pub(super) async fn remove_files(&self, id: &str) {
         let bundle = self.bundle(id);
         let _ = nix::mount::umount2(&bundle.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
-        self.release_volumes(id, &bundle);
+        self.release_volumes(id, &bundle).await;
         if let Err(e) = std::fs::remove_dir_all(&bundle)
             && e.kind() != std::io::ErrorKind::NotFound
         {

@@ -1,8 +1,8 @@
 //! Volumes an image declares (`VOLUME` in a Dockerfile, the config's `Volumes`).
 //!
 //! As containerd does by default (`ignore_image_defined_volumes = false`), each
-//! declared path that no CRI mount covers gets a directory of the container's own,
-//! in its bundle (private, removed with the container), filled by copy-up from the
+//! declared path that no CRI mount covers gets a directory of the container's own
+//! (private, removed with the container), filled by copy-up from the
 //! image's content at that path and bind-mounted read-write, whatever the rootfs's
 //! mode. Where the image has nothing there, the directory is empty, root's, 0755,
 //! as containerd creates it.
@@ -75,6 +75,9 @@ pub fn normalise(raw: &str) -> Option<String> {
 pub fn prepare(dir: &Path, lowers: &[PathBuf], paths: &[String]) -> Result<Vec<Mount>> {
     if paths.is_empty() {
         return Ok(Vec::new());
+    }
+    if let Some(container_dir) = dir.parent() {
+        crate::layout::private_dir(container_dir)?;
     }
     crate::layout::private_dir(dir)?;
     let view = LayeredView::new(lowers);

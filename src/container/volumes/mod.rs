@@ -2,7 +2,10 @@
 //! paths: the volumes its image declares ([`image_declared`]) and images mounted as
 //! volumes ([`image_volume`]). CreateContainer calls [`ContainerService::hold_image_volumes`]
 //! then [`ContainerService::prepare_volumes`]; removing the container's files calls
-//! [`ContainerService::release_volumes`]. Both kinds live in the container's bundle.
+//! [`ContainerService::release_volumes`]. Image volumes are mounted in the
+//! container's bundle (state); image-declared volumes hold data, possibly much, so
+//! they live on the root's disk rather than the state's tmpfs, in
+//! `<root>/containers/<id>/volumes/<n>`, and go with the container.
 
 mod copy_up;
 mod image_declared;
@@ -15,7 +18,7 @@ use super::service::ContainerService;
 use crate::error::{Error, Result};
 use crate::store::{ContainerRecord, ImageRecord};
 
-/// Where a container's image-declared volumes live, in its bundle.
+/// Where a container's image-declared volumes live, in its directory under the root.
 const DECLARED_DIR: &str = "volumes";
 
 /// An image volume to mount: the CRI mount's index, and the image it names.
@@ -77,6 +80,7 @@ impl ContainerService {
             volumes.push((h.index, lowers));
         }
         let bundle = record.bundle.clone();
+        let declared_dir = self.data_dir(&record.id).join(DECLARED_DIR);
         let mounts = tokio::task::spawn_blocking(move || -> Result<_> {
             let mut host_paths = Vec::new();
             for (index, lowers) in volumes {
@@ -84,8 +88,7 @@ impl ContainerService {
                 image_volume::mount(&bundle, &target, &lowers, &format!("mounts[{index}].image"))?;
                 host_paths.push((index, target));
             }
-            let added =
-                image_declared::prepare(&bundle.join(DECLARED_DIR), &image_lowers, &declared)?;
+            let added = image_declared::prepare(&declared_dir, &image_lowers, &declared)?;
             Ok((host_paths, added))
         })
         .await??;
@@ -97,10 +100,27 @@ impl ContainerService {
         Ok(config)
     }
 
-    /// Unmounts the container's image volumes (before its bundle, and with it the
-    /// image-declared volumes, is removed) and lets go of their images.
-    pub(super) fn release_volumes(&self, id: &str, bundle: &Path) {
+    /// Unmounts the container's image volumes (before its bundle is removed), lets
+    /// go of their images, and removes its image-declared volumes.
+    pub(super) async fn release_volumes(&self, id: &str, bundle: &Path) {
         image_volume::unmount_all(bundle);
         self.images.release_volume_holds(id);
+        let dir = self.data_dir(id);
+        let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        match removed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Ok(Err(e)) => {
+                tracing::warn!(container_id = id, error = %e, "removing the image-declared volumes");
+            }
+            Err(e) => {
+                tracing::warn!(container_id = id, error = %e, "removing the image-declared volumes")
+            }
+        }
+    }
+
+    /// The container's directory under the root (0700, as every one there).
+    fn data_dir(&self, id: &str) -> PathBuf {
+        self.config.root.join("containers").join(id)
     }
 }
