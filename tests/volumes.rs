@@ -21,7 +21,7 @@ const APPLETS: &[&str] = &[
 
 /// busybox, plus content at /data, declaring volumes in the odd forms Docker
 /// records: duplicates, a trailing slash, `//`, a relative path, `/`, a `..`, and
-/// one a CRI mount covers.
+/// one a CRI mount covers; and one whose path is a link climbing out of the image.
 fn image_declaring_volumes() -> Image {
     let content = Layer::new()
         .dir_with("data", 0o750, 1000, 1000)
@@ -30,6 +30,8 @@ fn image_declaring_volumes() -> Image {
         .file("data/sub/deep.txt", "deep\n")
         .symlink("data/link", "/etc/passwd")
         .file_with_xattrs("data/attr.txt", "x", &[("user.note", b"kept")])
+        // A volume path that climbs out of the image: nothing of the host's is copied.
+        .symlink("up", "../../../../../tmp")
         .dir("cache")
         .file("cache/from-image", "image\n");
     Image::oci()
@@ -42,6 +44,7 @@ fn image_declaring_volumes() -> Image {
         .volume("/")
         .volume("/a/../etc")
         .volume("/cache")
+        .volume("/up")
         .build()
 }
 
@@ -141,9 +144,11 @@ async fn image_declared_volumes_are_the_containers_own_copies() {
     entries.sort();
     assert_eq!(
         entries,
-        ["0", "1"],
-        "/data once, /logs; not /, .., or /cache"
+        ["0", "1", "2"],
+        "/data once, /logs, /up; not /, .., or /cache"
     );
+    let up: Vec<_> = std::fs::read_dir(volumes.join("2")).unwrap().collect();
+    assert!(up.is_empty(), "the host's /tmp is not copied: {up:?}");
     let data = volumes.join("0");
     assert_eq!(std::fs::read_to_string(data.join("new")).unwrap(), "new\n");
     assert_eq!(
