@@ -38,6 +38,9 @@ pub struct Config {
     pub seccomp_profile_roots: Vec<PathBuf>,
     /// CDI spec directories, lowest priority first (containerd's `cdi_spec_dirs`).
     pub cdi_spec_dirs: Vec<PathBuf>,
+    /// Give containers no volume for the paths their image declares (`VOLUME`);
+    /// false copies the image's content there into a volume of the container's own.
+    pub ignore_image_defined_volumes: bool,
     /// Runtime handlers by name, as RunPodSandbox's `runtime_handler` names them.
     pub runtimes: BTreeMap<String, RuntimeHandler>,
     pub registry: RegistryConfig,
@@ -123,6 +126,7 @@ impl Default for Config {
             default_runtime: "berth".to_string(),
             seccomp_profile_roots: vec![PathBuf::from("/var/lib/kubelet/seccomp")],
             cdi_spec_dirs: vec![PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")],
+            ignore_image_defined_volumes: false,
             runtimes: BTreeMap::from([("berth".to_string(), RuntimeHandler::default())]),
             registry: RegistryConfig::default(),
             cni: CniConfig::default(),

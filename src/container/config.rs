@@ -45,8 +45,8 @@ pub struct ContainerConfig {
     pub linux: LinuxContainerConfig,
 }
 
-/// A bind mount from the host (CRI `Mount`). SELinux relabelling, id-mapped and
-/// image-volume mounts are not supported.
+/// A bind mount from the host, or an image volume (CRI `Mount`). SELinux
+/// relabelling and id-mapped mounts are not supported.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Mount {
@@ -56,6 +56,9 @@ pub struct Mount {
     /// Submounts read-only too (`rro`); needs `readonly` and private propagation.
     pub recursive_read_only: bool,
     pub propagation: MountPropagation,
+    /// `image.image`: for an image volume, the image as the kubelet named it (id,
+    /// digest or tag); `host_path` is then empty. Mounted read-only, noexec.
+    pub image: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

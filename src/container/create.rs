@@ -127,7 +127,15 @@ impl ContainerService {
         std::fs::create_dir_all(bundle.join("rootfs"))
             .context(|| format!("creating {}", bundle.display()))?;
         let rootfs = self.images.prepare_rootfs(id, &image).await?;
+        let held = self.hold_image_volumes(&mut record)?;
+        if !held.is_empty() {
+            self.save(&record)?;
+        }
         create_mount_sources(&record.config)?;
+        let spec_config = self
+            .prepare_volumes(&record, &view.volumes, rootfs.lowers.clone(), held)
+            .await?;
+        crate::fault::crash_point("after-volumes");
         let user_files = user_files(&rootfs)?;
         let node_hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
@@ -136,7 +144,7 @@ impl ContainerService {
         let spec = spec::container_spec(&ContainerSpecInputs {
             id,
             sandbox_id: sandbox.id(),
-            config: &record.config,
+            config: &spec_config,
             sandbox: pod,
             image: &view,
             image_name: &record.image_name,
@@ -219,6 +227,7 @@ impl ContainerService {
     pub(super) async fn remove_files(&self, id: &str) {
         let bundle = self.bundle(id);
         let _ = nix::mount::umount2(&bundle.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
+        self.release_volumes(id, &bundle).await;
         if let Err(e) = std::fs::remove_dir_all(&bundle)
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -312,9 +321,10 @@ pub(crate) fn user_files(rootfs: &ContainerRootfs) -> Result<UserFiles> {
 }
 
 /// CRI mounts of host directories that do not exist yet are created, 0755, as
-/// containerd and the kubelet's hostPath DirectoryOrCreate expect.
+/// containerd and the kubelet's hostPath DirectoryOrCreate expect. Image volumes
+/// have no host path of the kubelet's.
 fn create_mount_sources(config: &ContainerConfig) -> Result<()> {
-    for mount in &config.mounts {
+    for mount in config.mounts.iter().filter(|m| m.image.is_empty()) {
         let source = Path::new(&mount.host_path);
         if !source.exists() {
             crate::layout::shared_dir_all(source)

@@ -20,6 +20,8 @@ struct Fields {
     working_dir: Option<String>,
     user: Option<String>,
     stop_signal: Option<String>,
+    /// Docker writes `{"/path": {}}`; the values mean nothing.
+    volumes: Option<std::collections::BTreeMap<String, serde::de::IgnoredAny>>,
 }
 
 /// Reads an image config blob (`application/vnd.oci.image.config.v1+json`).
@@ -34,6 +36,7 @@ pub fn parse(bytes: &[u8], digest: &str) -> Result<ImageConfigView> {
         working_dir: f.working_dir.unwrap_or_default(),
         user: f.user.unwrap_or_default(),
         stop_signal: f.stop_signal.unwrap_or_default(),
+        volumes: f.volumes.unwrap_or_default().into_keys().collect(),
     })
 }
 

@@ -19,6 +19,7 @@ pub mod spec;
 mod stats;
 mod stdio;
 mod update;
+mod volumes;
 
 pub use events::{ContainerEvent, ContainerEventKind, EVENT_BACKLOG};
 pub use exec::ExecOutput;

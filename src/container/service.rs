@@ -321,6 +321,8 @@ impl ContainerService {
     /// undone.
     async fn recover(self: &Arc<Self>) -> Result<()> {
         for record in self.store.all::<ContainerRecord>()? {
+            self.images
+                .restore_volume_holds(&record.id, &record.image_volumes);
             self.containers
                 .write()
                 .unwrap_or_else(|e| e.into_inner())

@@ -93,6 +93,10 @@ pub fn status(c: &ContainerRecord, image: &ImageNames) -> cri::ContainerStatus {
                 }
                 MountPropagation::Bidirectional => cri::MountPropagation::PropagationBidirectional,
             } as i32,
+            image: (!m.image.is_empty()).then(|| cri::ImageSpec {
+                image: m.image.clone(),
+                ..Default::default()
+            }),
             ..Default::default()
         })
         .collect();

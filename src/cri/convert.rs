@@ -207,8 +207,17 @@ fn mount(i: usize, m: &cri::Mount) -> Result<Mount, Error> {
             "a mount over the container's root filesystem",
         ));
     }
-    // Empty for image-volume mounts (`image` set), which are not supported.
-    fields::host_path(&field("host_path"), &m.host_path)?;
+    let image = m.image.as_ref().map_or("", |i| i.image.as_str());
+    if image.is_empty() {
+        fields::host_path(&field("host_path"), &m.host_path)?;
+    } else if !m.host_path.is_empty() {
+        return Err(invalid(
+            &field("host_path"),
+            "set together with image: a mount is a host path or an image volume",
+        ));
+    } else {
+        fields::text(&field("image.image"), image)?;
+    }
     if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
         return Err(invalid(
             &field("uidMappings"),
@@ -239,6 +248,7 @@ fn mount(i: usize, m: &cri::Mount) -> Result<Mount, Error> {
         readonly: m.readonly,
         recursive_read_only: m.recursive_read_only,
         propagation,
+        image: image.to_string(),
     })
 }
 

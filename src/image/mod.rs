@@ -15,6 +15,7 @@ mod pull;
 pub mod reference;
 pub mod registry;
 mod rootfs;
+mod volume_holds;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -50,6 +51,8 @@ pub struct ImageService {
     unpacks: tokio::sync::Semaphore,
     /// Normalised references of the images reported pinned (`pinned.rs`).
     pinned: Vec<String>,
+    /// Images mounted by containers' image volumes: not removable.
+    volume_holds: volume_holds::VolumeHolds,
 }
 
 /// Disk usage of the image stores.
@@ -106,6 +109,7 @@ impl ImageService {
             pins: Pins::default(),
             unpacks: tokio::sync::Semaphore::new(pull::MAX_CONCURRENT_UNPACKS),
             pinned: Vec::new(),
+            volume_holds: Default::default(),
         })
     }
 
@@ -176,6 +180,7 @@ impl ImageService {
                 images.insert(kept.id.clone(), kept);
                 return Ok(());
             }
+            self.check_not_held(&image.id)?;
             self.store.write(|tx| tx.delete::<ImageRecord>(&image.id))?;
             images.remove(&image.id);
         }

@@ -120,7 +120,7 @@ impl ImageService {
     }
 
     /// The directories of `image`'s layers, top first.
-    fn lower_dirs(&self, image: &ImageRecord) -> Result<Vec<PathBuf>> {
+    pub fn lower_dirs(&self, image: &ImageRecord) -> Result<Vec<PathBuf>> {
         let index = self
             .snapshot_index
             .lock()

@@ -204,6 +204,9 @@ pub struct ContainerRecord {
     pub message: String,
     /// Who the container's process runs as, as resolved into its spec.
     pub user: Option<ProcessUser>,
+    /// Ids of the images its image volumes (CRI `Mount.image`) mount: held against
+    /// RemoveImage until the container is removed.
+    pub image_volumes: Vec<String>,
 }
 
 /// A process's identity: what ContainerStatus reports as `user`.

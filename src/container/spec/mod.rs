@@ -87,6 +87,9 @@ pub struct ImageConfigView {
     pub user: String,
     /// Not used in the spec; kept here because Stop needs it from the same place.
     pub stop_signal: String,
+    /// The declared volume paths (`Volumes`), as written: `container::volumes`
+    /// normalises them.
+    pub volumes: Vec<String>,
 }
 
 /// Host paths of the pod's shared files, bind-mounted into its containers. `None`

@@ -34,9 +34,11 @@ impl UserFiles {
         let read = |path: &str| -> Result<Vec<u8>, SpecError> {
             match view.read(path, MAX_ACCOUNT_FILE) {
                 Ok(bytes) => Ok(bytes.unwrap_or_default()),
-                Err(e @ (ViewError::TooLarge { .. } | ViewError::Loop { .. })) => {
-                    Err(SpecError::InvalidArgument(format!("the image's {e}")))
-                }
+                Err(
+                    e @ (ViewError::TooLarge { .. }
+                    | ViewError::TooManyEntries { .. }
+                    | ViewError::Loop { .. }),
+                ) => Err(SpecError::InvalidArgument(format!("the image's {e}"))),
                 Err(ViewError::Io { path, source }) => Err(SpecError::Io {
                     context: format!("reading the image's {path}"),
                     source,

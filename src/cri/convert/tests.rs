@@ -187,6 +187,33 @@ fn invalid_container_fields_are_named() {
         ),
         (
             |c| {
+                c.mounts = vec![cri::Mount {
+                    container_path: "/a".into(),
+                    host_path: "/srv".into(),
+                    image: Some(cri::ImageSpec {
+                        image: "busybox".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]
+            },
+            "mounts[0].host_path",
+        ),
+        (
+            |c| {
+                c.mounts = vec![cri::Mount {
+                    container_path: "/a".into(),
+                    image: Some(cri::ImageSpec {
+                        image: "bad\0ref".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]
+            },
+            "mounts[0].image.image",
+        ),
+        (
+            |c| {
                 c.devices = vec![cri::Device {
                     host_path: "/dev/x".into(),
                     permissions: "rx".into(),
