@@ -1,13 +1,13 @@
-//! CRI <-> domain for the container calls: status, list items, filters, ExecSync.
+//! CRI <-> domain for the container calls: status, list items, filters.
 
 use std::collections::HashMap;
 
 use k8s_cri::v1 as cri;
 use serde_json::json;
 
+use super::convert::map;
+use crate::container::ContainerFilter;
 use crate::container::config::{MountPropagation, Resources};
-use crate::container::{ContainerEvent, ContainerEventKind, ContainerFilter};
-use crate::sandbox::Sandbox;
 use crate::store::{ContainerPhase, ContainerRecord};
 
 fn state(phase: ContainerPhase) -> i32 {
@@ -41,10 +41,6 @@ fn image_spec(c: &ContainerRecord) -> cri::ImageSpec {
         image: c.image_name.clone(),
         ..Default::default()
     }
-}
-
-pub(super) fn map(m: &std::collections::BTreeMap<String, String>) -> HashMap<String, String> {
-    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 pub fn filter(f: Option<cri::ContainerFilter>) -> ContainerFilter {
@@ -168,25 +164,4 @@ pub fn verbose_info(c: &ContainerRecord) -> HashMap<String, String> {
         "config": c.config,
     });
     HashMap::from([("info".to_string(), info.to_string())])
-}
-
-/// A lifecycle event with the pod's status and its containers' as they are now.
-pub fn event(
-    e: &ContainerEvent,
-    pod: Option<&Sandbox>,
-    containers: &[std::sync::Arc<ContainerRecord>],
-) -> cri::ContainerEventResponse {
-    let kind = match e.kind {
-        ContainerEventKind::Created => cri::ContainerEventType::ContainerCreatedEvent,
-        ContainerEventKind::Started => cri::ContainerEventType::ContainerStartedEvent,
-        ContainerEventKind::Stopped => cri::ContainerEventType::ContainerStoppedEvent,
-        ContainerEventKind::Deleted => cri::ContainerEventType::ContainerDeletedEvent,
-    };
-    cri::ContainerEventResponse {
-        container_id: e.container_id.clone(),
-        container_event_type: kind as i32,
-        created_at: e.at,
-        pod_sandbox_status: pod.map(super::sandbox::status),
-        containers_statuses: containers.iter().map(|c| status(c)).collect(),
-    }
 }

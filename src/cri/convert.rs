@@ -491,5 +491,12 @@ fn port_mapping(i: usize, p: &cri::PortMapping) -> Result<PortMapping, Error> {
     })
 }
 
+/// Labels and annotations as CRI carries them.
+pub(super) fn map(
+    m: &std::collections::BTreeMap<String, String>,
+) -> std::collections::HashMap<String, String> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
 #[cfg(test)]
 mod tests;

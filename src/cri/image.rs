@@ -7,7 +7,7 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_server::ImageService;
 use tonic::{Request, Response, Status};
 
-use super::{now_nanos, status};
+use super::now_nanos;
 use crate::image::{Credentials, ImageService as Images, PullProgress, oci};
 use crate::store::ImageRecord;
 
@@ -56,7 +56,7 @@ fn credentials(auth: Option<&cri::AuthConfig>) -> Result<Option<Credentials>, St
         &a.registry_token,
         &a.server_address,
     )
-    .map_err(|e| status(e.into()))
+    .map_err(|e| Status::from(crate::error::Error::from(e)))
 }
 
 #[tonic::async_trait]
@@ -72,12 +72,7 @@ impl ImageService for CriImageService {
             .map(|s| s.image)
             .filter(|s| !s.is_empty());
         let images = match filter {
-            Some(spec) => self
-                .images
-                .get(&spec)
-                .map_err(status)?
-                .into_iter()
-                .collect(),
+            Some(spec) => self.images.get(&spec)?.into_iter().collect(),
             None => self.images.list(),
         };
         Ok(Response::new(cri::ListImagesResponse {
@@ -91,7 +86,7 @@ impl ImageService for CriImageService {
     ) -> Result<Response<cri::ImageStatusResponse>, Status> {
         let req = request.into_inner();
         let spec = image_spec(req.image.as_ref(), "image")?;
-        let Some(image) = self.images.get(&spec).map_err(status)? else {
+        let Some(image) = self.images.get(&spec)? else {
             // CRI: an unknown image is not an error, just no image.
             return Ok(Response::new(cri::ImageStatusResponse::default()));
         };
@@ -116,7 +111,7 @@ impl ImageService for CriImageService {
             .images
             .pull(&reference, credentials, Arc::new(PullProgress::default()))
             .await
-            .map_err(|e| status(e.within(&format!("pulling image {reference:?}"))))?;
+            .map_err(|e| e.within(&format!("pulling image {reference:?}")))?;
         Ok(Response::new(cri::PullImageResponse {
             image_ref: image.id,
         }))
@@ -127,7 +122,7 @@ impl ImageService for CriImageService {
         request: Request<cri::RemoveImageRequest>,
     ) -> Result<Response<cri::RemoveImageResponse>, Status> {
         let spec = image_spec(request.get_ref().image.as_ref(), "image")?;
-        self.images.remove(&spec).await.map_err(status)?;
+        self.images.remove(&spec).await?;
         Ok(Response::new(cri::RemoveImageResponse {}))
     }
 
@@ -135,7 +130,7 @@ impl ImageService for CriImageService {
         &self,
         _request: Request<cri::ImageFsInfoRequest>,
     ) -> Result<Response<cri::ImageFsInfoResponse>, Status> {
-        let usage = self.images.fs_usage().await.map_err(status)?;
+        let usage = self.images.fs_usage().await?;
         let fs = cri::FilesystemUsage {
             timestamp: now_nanos(),
             fs_id: Some(cri::FilesystemIdentifier {

@@ -14,7 +14,7 @@ use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
-use super::{container, convert, sandbox, stats, status, streaming};
+use super::{container, convert, events, sandbox, stats, streaming};
 use crate::config::{CgroupDriver, Config};
 use crate::container::config::{ContainerConfig, SandboxConfig};
 use crate::container::{ContainerFilter, ContainerService};
@@ -135,14 +135,9 @@ impl RuntimeService for CriRuntimeService {
         let mut info = HashMap::new();
         if request.get_ref().verbose {
             let config = serde_json::to_string(&self.info.config)
-                .map_err(|e| status(Error::Internal(format!("encoding config: {e}"))))?;
+                .map_err(|e| Error::Internal(format!("encoding config: {e}")))?;
             info.insert("config".to_string(), config);
-            let pod_cidr = self
-                .info
-                .store
-                .setting(POD_CIDR_KEY)
-                .map_err(status)?
-                .unwrap_or_default();
+            let pod_cidr = self.info.store.setting(POD_CIDR_KEY)?.unwrap_or_default();
             info.insert("podCIDR".to_string(), pod_cidr);
         }
         Ok(Response::new(cri::StatusResponse {
@@ -184,12 +179,11 @@ impl RuntimeService for CriRuntimeService {
             .unwrap_or_default();
         if !cidr.is_empty() {
             for part in cidr.split(',') {
-                validate_cidr(part.trim()).map_err(status)?;
+                validate_cidr(part.trim())?;
             }
             self.info
                 .store
-                .write(|tx| tx.set_setting(POD_CIDR_KEY, &cidr))
-                .map_err(status)?;
+                .write(|tx| tx.set_setting(POD_CIDR_KEY, &cidr))?;
             tracing::info!(pod_cidr = %cidr, "pod CIDR updated");
         }
         Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
@@ -213,7 +207,7 @@ impl RuntimeService for CriRuntimeService {
                                 sandbox_id: event.sandbox_id.clone(),
                                 ..Default::default()
                             });
-                            let response = container::event(&event, pod.as_deref(), &containers);
+                            let response = events::event(&event, pod.as_deref(), &containers);
                             return Some((Ok(response), (receiver, info)));
                         }
                         Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -236,14 +230,12 @@ impl RuntimeService for CriRuntimeService {
             .config
             .as_ref()
             .ok_or_else(|| Error::InvalidArgument("config: missing".into()))
-            .and_then(SandboxConfig::try_from)
-            .map_err(status)?;
+            .and_then(SandboxConfig::try_from)?;
         let id = self
             .info
             .sandboxes
             .run(config, &request.runtime_handler)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(cri::RunPodSandboxResponse {
             pod_sandbox_id: id,
         }))
@@ -254,11 +246,7 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::StopPodSandboxRequest>,
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
         let id = request.into_inner().pod_sandbox_id;
-        self.info
-            .containers
-            .stop_pod_sandbox(&id)
-            .await
-            .map_err(status)?;
+        self.info.containers.stop_pod_sandbox(&id).await?;
         Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
 
@@ -267,11 +255,7 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
         let id = request.into_inner().pod_sandbox_id;
-        self.info
-            .containers
-            .remove_pod_sandbox(&id)
-            .await
-            .map_err(status)?;
+        self.info.containers.remove_pod_sandbox(&id).await?;
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
 
@@ -280,13 +264,9 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::PodSandboxStatusRequest>,
     ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
         let request = request.into_inner();
-        let pod = self
-            .info
-            .sandboxes
-            .get(&request.pod_sandbox_id)
-            .map_err(status)?;
+        let pod = self.info.sandboxes.get(&request.pod_sandbox_id)?;
         let info = if request.verbose {
-            sandbox::info(&pod).map_err(status)?
+            sandbox::info(&pod)?
         } else {
             HashMap::new()
         };
@@ -321,14 +301,12 @@ impl RuntimeService for CriRuntimeService {
             .config
             .as_ref()
             .ok_or_else(|| Error::InvalidArgument("config: missing".into()))
-            .and_then(ContainerConfig::try_from)
-            .map_err(status)?;
+            .and_then(ContainerConfig::try_from)?;
         let id = self
             .info
             .containers
             .create(&request.pod_sandbox_id, config)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(cri::CreateContainerResponse {
             container_id: id,
         }))
@@ -339,7 +317,7 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::StartContainerRequest>,
     ) -> Result<Response<cri::StartContainerResponse>, Status> {
         let id = request.into_inner().container_id;
-        self.info.containers.start(&id).await.map_err(status)?;
+        self.info.containers.start(&id).await?;
         Ok(Response::new(cri::StartContainerResponse {}))
     }
 
@@ -352,8 +330,7 @@ impl RuntimeService for CriRuntimeService {
         self.info
             .containers
             .stop(&request.container_id, timeout)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(cri::StopContainerResponse {}))
     }
 
@@ -362,7 +339,7 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::RemoveContainerRequest>,
     ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
         let id = request.into_inner().container_id;
-        self.info.containers.remove(&id).await.map_err(status)?;
+        self.info.containers.remove(&id).await?;
         Ok(Response::new(cri::RemoveContainerResponse {}))
     }
 
@@ -386,11 +363,7 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::ContainerStatusRequest>,
     ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
         let request = request.into_inner();
-        let record = self
-            .info
-            .containers
-            .get(&request.container_id)
-            .map_err(status)?;
+        let record = self.info.containers.get(&request.container_id)?;
         let info = if request.verbose {
             container::verbose_info(&record)
         } else {
@@ -407,7 +380,7 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::ReopenContainerLogRequest>,
     ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
         let id = request.into_inner().container_id;
-        self.info.containers.reopen_log(&id).map_err(status)?;
+        self.info.containers.reopen_log(&id)?;
         Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
@@ -421,8 +394,7 @@ impl RuntimeService for CriRuntimeService {
             .info
             .containers
             .exec_sync(&request.container_id, &request.cmd, timeout)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(cri::ExecSyncResponse {
             stdout: output.stdout,
             stderr: output.stderr,
@@ -435,7 +407,7 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::ContainerStatsRequest>,
     ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
         let id = request.into_inner().container_id;
-        let found = self.info.containers.stats(&id).await.map_err(status)?;
+        let found = self.info.containers.stats(&id).await?;
         Ok(Response::new(cri::ContainerStatsResponse {
             stats: Some(stats::container_stats(&found)),
         }))
@@ -455,8 +427,7 @@ impl RuntimeService for CriRuntimeService {
             .info
             .containers
             .list_stats(&container::filter(filter))
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(cri::ListContainerStatsResponse {
             stats: found.iter().map(stats::container_stats).collect(),
         }))
@@ -467,7 +438,7 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::PodSandboxStatsRequest>,
     ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
         let id = request.into_inner().pod_sandbox_id;
-        let found = self.info.containers.pod_stats(&id).await.map_err(status)?;
+        let found = self.info.containers.pod_stats(&id).await?;
         Ok(Response::new(cri::PodSandboxStatsResponse {
             stats: Some(stats::pod_stats(&found)),
         }))
@@ -483,12 +454,7 @@ impl RuntimeService for CriRuntimeService {
             state: None,
         });
         let pods = self.info.sandboxes.list(&sandbox::filter(filter));
-        let found = self
-            .info
-            .containers
-            .list_pod_stats(pods)
-            .await
-            .map_err(status)?;
+        let found = self.info.containers.list_pod_stats(pods).await?;
         Ok(Response::new(cri::ListPodSandboxStatsResponse {
             stats: found.iter().map(stats::pod_stats).collect(),
         }))
@@ -499,12 +465,11 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
         let request = request.into_inner();
-        let resources = convert::resources(&request.linux.unwrap_or_default()).map_err(status)?;
+        let resources = convert::resources(&request.linux.unwrap_or_default())?;
         self.info
             .containers
             .update_resources(&request.container_id, resources)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
 
@@ -513,7 +478,7 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::ExecRequest>,
     ) -> Result<Response<cri::ExecResponse>, Status> {
         let request = streaming::exec_request(request.into_inner());
-        let url = self.info.streaming.exec_url(request).map_err(status)?;
+        let url = self.info.streaming.exec_url(request)?;
         Ok(Response::new(cri::ExecResponse { url }))
     }
 
@@ -522,7 +487,7 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::AttachRequest>,
     ) -> Result<Response<cri::AttachResponse>, Status> {
         let request = streaming::attach_request(request.into_inner());
-        let url = self.info.streaming.attach_url(request).map_err(status)?;
+        let url = self.info.streaming.attach_url(request)?;
         Ok(Response::new(cri::AttachResponse { url }))
     }
 
@@ -531,11 +496,7 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
         let request = streaming::port_forward_request(request.into_inner());
-        let url = self
-            .info
-            .streaming
-            .port_forward_url(request)
-            .map_err(status)?;
+        let url = self.info.streaming.port_forward_url(request)?;
         Ok(Response::new(cri::PortForwardResponse { url }))
     }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use k8s_cri::v1 as cri;
 use serde_json::json;
 
-use super::container::map;
+use super::convert::map;
 use crate::container::config::NamespaceMode;
 use crate::error::Error;
 use crate::sandbox::{Sandbox, SandboxFilter};

@@ -35,6 +35,13 @@ pub struct ReferenceError {
     pub reason: String,
 }
 
+/// A reference that does not parse is the request's fault.
+impl From<ReferenceError> for crate::error::Error {
+    fn from(e: ReferenceError) -> Self {
+        crate::error::Error::InvalidArgument(e.to_string())
+    }
+}
+
 impl Reference {
     /// Parses and normalises `s`. A reference with both a tag and a digest
     /// keeps only the digest (the digest is what gets pulled); one with
