@@ -22,6 +22,9 @@ pub struct ContainerConfig {
     pub attempt: u32,
     /// `image.image`: the image reference or id the kubelet resolved.
     pub image: String,
+    /// `image.runtime_handler`: the handler the image was pulled for, echoed
+    /// in ContainerStatus as it was asked.
+    pub image_runtime_handler: String,
     pub command: Vec<String>,
     pub args: Vec<String>,
     pub working_dir: String,

@@ -10,6 +10,7 @@ mod holders;
 pub(crate) mod image_config;
 mod io;
 mod lifecycle;
+mod log_location;
 mod pod;
 mod service;
 pub mod spec;

@@ -51,6 +51,11 @@ impl TryFrom<&cri::ContainerConfig> for ContainerConfig {
                 .as_ref()
                 .map(|i| i.image.clone())
                 .unwrap_or_default(),
+            image_runtime_handler: c
+                .image
+                .as_ref()
+                .map(|i| i.runtime_handler.clone())
+                .unwrap_or_default(),
             command: c.command.clone(),
             args: c.args.clone(),
             working_dir: c.working_dir.clone(),
@@ -118,6 +123,7 @@ impl TryFrom<&cri::PodSandboxConfig> for SandboxConfig {
         let field = "linux.security_context";
         let namespaces = namespace_options(field, sc.namespace_options.as_ref())?;
         sysctls(&linux.sysctls, &namespaces)?;
+        host_network_hostname(&c.hostname, &namespaces)?;
         Ok(SandboxConfig {
             name: metadata.name.clone(),
             uid: metadata.uid.clone(),
@@ -154,6 +160,25 @@ impl TryFrom<&cri::PodSandboxConfig> for SandboxConfig {
             },
         })
     }
+}
+
+/// A pod on the host's network shares the host's UTS namespace too: a hostname
+/// of its own would be written to its /etc/hostname while `hostname` says the
+/// node's, two names for one pod. (runc refuses it as well, "unable to set
+/// hostname without a new UTS namespace", which containerd passes on.)
+fn host_network_hostname(hostname: &str, namespaces: &NamespaceOptions) -> Result<(), Error> {
+    if namespaces.network == NamespaceMode::Node && !hostname.is_empty() {
+        return Err(invalid(
+            "hostname",
+            format!(
+                "{} cannot be set for a pod on the host's network \
+                 (linux.security_context.namespace_options.network is NODE): \
+                 it shares the node's hostname",
+                quote(hostname)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A pod's sysctls: kernel names, namespaced, and only in namespaces the pod does

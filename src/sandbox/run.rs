@@ -56,6 +56,7 @@ impl SandboxService {
             &self.config.seccomp_profile_roots,
             "linux.security_context.seccomp",
         )?;
+        let requested_handler = Some(handler.to_string());
         let (handler_name, handler) = self.config.runtime_handler(handler)?;
         let runtime = Runtime {
             shim: infra::resolve_shim(handler)?,
@@ -71,6 +72,7 @@ impl SandboxService {
             phase: SandboxPhase::Creating,
             created_at: crate::image::now_nanos(),
             runtime_handler: handler_name,
+            requested_handler,
             shim: runtime.shim.clone(),
             bundle: self.bundle(&id),
             ..Default::default()
