@@ -2,6 +2,7 @@
 //! from those configs and the image, and their lifecycle in the pod's shim.
 
 mod attach;
+mod bundle_spec;
 pub mod config;
 pub(crate) mod create;
 mod events;

@@ -36,9 +36,12 @@ pub(super) fn metadata(c: &ContainerRecord) -> cri::ContainerMetadata {
     }
 }
 
+/// The image as the container was created from it, with the runtime handler
+/// CreateContainer named for it (`""` stays `""`).
 fn image_spec(c: &ContainerRecord) -> cri::ImageSpec {
     cri::ImageSpec {
         image: c.image_name.clone(),
+        runtime_handler: c.config.image_runtime_handler.clone(),
         ..Default::default()
     }
 }
@@ -151,11 +154,8 @@ fn resources(r: &Resources) -> cri::ContainerResources {
 }
 
 /// The verbose `info` of ContainerStatus, as containerd shapes it.
-pub fn verbose_info(c: &ContainerRecord) -> HashMap<String, String> {
-    let spec: serde_json::Value = std::fs::read(c.bundle.join("config.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(serde_json::Value::Null);
+/// `spec` is the bundle's spec as it stands (the container service reads it).
+pub fn verbose_info(c: &ContainerRecord, spec: serde_json::Value) -> HashMap<String, String> {
     let info = json!({
         "sandboxID": c.sandbox_id,
         "pid": c.pid,

@@ -5,13 +5,13 @@ use k8s_cri::v1 as cri;
 
 use super::{container, sandbox};
 use crate::container::{ContainerEvent, ContainerEventKind};
-use crate::sandbox::Sandbox;
+use crate::sandbox::ObservedSandbox;
 use crate::store::ContainerRecord;
 
 /// A lifecycle event with the pod's status and its containers' as they are now.
 pub fn event(
     e: &ContainerEvent,
-    pod: Option<&Sandbox>,
+    pod: Option<&ObservedSandbox>,
     containers: &[std::sync::Arc<ContainerRecord>],
 ) -> cri::ContainerEventResponse {
     let kind = match e.kind {

@@ -7,7 +7,7 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_server::ImageService;
 use tonic::{Request, Response, Status};
 
-use super::now_nanos;
+use super::{now_nanos, span};
 use crate::image::{Credentials, ImageService as Images, PullProgress, oci};
 use crate::store::ImageRecord;
 
@@ -84,6 +84,7 @@ impl ImageService for CriImageService {
         &self,
         request: Request<cri::ImageStatusRequest>,
     ) -> Result<Response<cri::ImageStatusResponse>, Status> {
+        span::record(&request);
         let req = request.into_inner();
         let spec = image_spec(req.image.as_ref(), "image")?;
         let Some(image) = self.images.get(&spec)? else {
@@ -92,7 +93,8 @@ impl ImageService for CriImageService {
         };
         let mut info = HashMap::new();
         if req.verbose {
-            info.insert("info".to_string(), self.verbose_info(&image));
+            let config = self.images.config_document(&image).await;
+            info.insert("info".to_string(), verbose_info(&image, config));
         }
         Ok(Response::new(cri::ImageStatusResponse {
             image: Some(to_cri(&image)),
@@ -104,6 +106,7 @@ impl ImageService for CriImageService {
         &self,
         request: Request<cri::PullImageRequest>,
     ) -> Result<Response<cri::PullImageResponse>, Status> {
+        span::record(&request);
         let req = request.into_inner();
         let reference = image_spec(req.image.as_ref(), "image")?;
         let credentials = credentials(req.auth.as_ref())?;
@@ -121,6 +124,7 @@ impl ImageService for CriImageService {
         &self,
         request: Request<cri::RemoveImageRequest>,
     ) -> Result<Response<cri::RemoveImageResponse>, Status> {
+        span::record(&request);
         let spec = image_spec(request.get_ref().image.as_ref(), "image")?;
         self.images.remove(&spec).await?;
         Ok(Response::new(cri::RemoveImageResponse {}))
@@ -150,22 +154,13 @@ impl ImageService for CriImageService {
     }
 }
 
-impl CriImageService {
-    /// The verbose `info` of ImageStatus: the image config and how it is stored.
-    fn verbose_info(&self, image: &ImageRecord) -> String {
-        let config: serde_json::Value = self
-            .images
-            .content_store()
-            .read(&image.config.digest, 64 << 20)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(serde_json::Value::Null);
-        serde_json::json!({
-            "imageSpec": config,
-            "manifestDigest": image.manifest.digest,
-            "chainIDs": image.chain_ids,
-            "snapshotter": "overlayfs",
-        })
-        .to_string()
-    }
+/// The verbose `info` of ImageStatus: the image config and how it is stored.
+fn verbose_info(image: &ImageRecord, config: serde_json::Value) -> String {
+    serde_json::json!({
+        "imageSpec": config,
+        "manifestDigest": image.manifest.digest,
+        "chainIDs": image.chain_ids,
+        "snapshotter": "overlayfs",
+    })
+    .to_string()
 }

@@ -8,11 +8,13 @@ mod events;
 mod image;
 mod runtime;
 mod sandbox;
+mod span;
 mod stats;
 mod streaming;
 
 pub use image::CriImageService;
 pub use runtime::{CriRuntimeService, RuntimeInfo};
+pub use span::rpc_span;
 
 use tonic::{Code, Status};
 

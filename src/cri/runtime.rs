@@ -1,6 +1,7 @@
-//! CRI RuntimeService. This stage serves Version, Status, RuntimeConfig,
-//! UpdateRuntimeConfig and the pod sandbox calls; container calls answer
-//! Unimplemented until the container service lands.
+//! CRI RuntimeService: runtime, pod sandbox, container, streaming and stats
+//! calls. Each handler translates the request, calls a service and translates
+//! the answer; errors become gRPC codes through `From<Error> for Status`.
+//! Checkpointing and the metrics calls answer Unimplemented.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,13 +15,12 @@ use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
-use super::{container, convert, events, sandbox, stats, streaming};
+use super::{container, convert, events, sandbox, span, stats, streaming};
 use crate::config::{CgroupDriver, Config};
 use crate::container::config::{ContainerConfig, SandboxConfig};
 use crate::container::{ContainerFilter, ContainerService};
 use crate::error::Error;
 use crate::sandbox::SandboxService;
-use crate::store::Store;
 use crate::streaming::Streaming;
 
 /// The CRI API version berth serves.
@@ -28,12 +28,10 @@ const CRI_API_VERSION: &str = "v1";
 const RUNTIME_NAME: &str = "berth";
 /// The kubelet checks this field; it names the CRI API, not berth's own version.
 const KUBE_API_VERSION: &str = "0.1.0";
-const POD_CIDR_KEY: &str = "pod_cidr";
 
-/// What the runtime-level calls need: the config, the store and the services.
+/// What the runtime-level calls need: the config and the services.
 pub struct RuntimeInfo {
     pub config: Config,
-    pub store: Arc<Store>,
     pub sandboxes: Arc<SandboxService>,
     pub containers: Arc<ContainerService>,
     /// Issues the URLs of exec, attach and port-forward sessions.
@@ -137,8 +135,7 @@ impl RuntimeService for CriRuntimeService {
             let config = serde_json::to_string(&self.info.config)
                 .map_err(|e| Error::Internal(format!("encoding config: {e}")))?;
             info.insert("config".to_string(), config);
-            let pod_cidr = self.info.store.setting(POD_CIDR_KEY)?.unwrap_or_default();
-            info.insert("podCIDR".to_string(), pod_cidr);
+            info.insert("podCIDR".to_string(), self.info.sandboxes.pod_cidr()?);
         }
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus {
@@ -177,15 +174,7 @@ impl RuntimeService for CriRuntimeService {
             .and_then(|c| c.network_config)
             .map(|n| n.pod_cidr)
             .unwrap_or_default();
-        if !cidr.is_empty() {
-            for part in cidr.split(',') {
-                validate_cidr(part.trim())?;
-            }
-            self.info
-                .store
-                .write(|tx| tx.set_setting(POD_CIDR_KEY, &cidr))?;
-            tracing::info!(pod_cidr = %cidr, "pod CIDR updated");
-        }
+        self.info.sandboxes.set_pod_cidr(&cidr)?;
         Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
     }
 
@@ -202,12 +191,12 @@ impl RuntimeService for CriRuntimeService {
                 loop {
                     match receiver.recv().await {
                         Ok(event) => {
-                            let pod = info.sandboxes.get(&event.sandbox_id).ok();
+                            let pod = info.sandboxes.observe(&event.sandbox_id).await.ok();
                             let containers = info.containers.list(&ContainerFilter {
                                 sandbox_id: event.sandbox_id.clone(),
                                 ..Default::default()
                             });
-                            let response = events::event(&event, pod.as_deref(), &containers);
+                            let response = events::event(&event, pod.as_ref(), &containers);
                             return Some((Ok(response), (receiver, info)));
                         }
                         Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -236,6 +225,7 @@ impl RuntimeService for CriRuntimeService {
             .sandboxes
             .run(config, &request.runtime_handler)
             .await?;
+        span::record_made("pod_id", &id);
         Ok(Response::new(cri::RunPodSandboxResponse {
             pod_sandbox_id: id,
         }))
@@ -245,6 +235,7 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::StopPodSandboxRequest>,
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
+        span::record(&request);
         let id = request.into_inner().pod_sandbox_id;
         self.info.containers.stop_pod_sandbox(&id).await?;
         Ok(Response::new(cri::StopPodSandboxResponse {}))
@@ -254,6 +245,7 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
+        span::record(&request);
         let id = request.into_inner().pod_sandbox_id;
         self.info.containers.remove_pod_sandbox(&id).await?;
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
@@ -263,8 +255,9 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::PodSandboxStatusRequest>,
     ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
+        span::record(&request);
         let request = request.into_inner();
-        let pod = self.info.sandboxes.get(&request.pod_sandbox_id)?;
+        let pod = self.info.sandboxes.observe(&request.pod_sandbox_id).await?;
         let info = if request.verbose {
             sandbox::info(&pod)?
         } else {
@@ -296,6 +289,7 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::CreateContainerRequest>,
     ) -> Result<Response<cri::CreateContainerResponse>, Status> {
+        span::record(&request);
         let request = request.into_inner();
         let config = request
             .config
@@ -307,6 +301,7 @@ impl RuntimeService for CriRuntimeService {
             .containers
             .create(&request.pod_sandbox_id, config)
             .await?;
+        span::record_made("container_id", &id);
         Ok(Response::new(cri::CreateContainerResponse {
             container_id: id,
         }))
@@ -316,6 +311,7 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::StartContainerRequest>,
     ) -> Result<Response<cri::StartContainerResponse>, Status> {
+        span::record(&request);
         let id = request.into_inner().container_id;
         self.info.containers.start(&id).await?;
         Ok(Response::new(cri::StartContainerResponse {}))
@@ -325,6 +321,7 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::StopContainerRequest>,
     ) -> Result<Response<cri::StopContainerResponse>, Status> {
+        span::record(&request);
         let request = request.into_inner();
         let timeout = Duration::from_secs(request.timeout.max(0) as u64);
         self.info
@@ -338,6 +335,7 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::RemoveContainerRequest>,
     ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
+        span::record(&request);
         let id = request.into_inner().container_id;
         self.info.containers.remove(&id).await?;
         Ok(Response::new(cri::RemoveContainerResponse {}))
@@ -362,10 +360,11 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::ContainerStatusRequest>,
     ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
+        span::record(&request);
         let request = request.into_inner();
         let record = self.info.containers.get(&request.container_id)?;
         let info = if request.verbose {
-            container::verbose_info(&record)
+            container::verbose_info(&record, self.info.containers.current_spec(&record).await)
         } else {
             HashMap::new()
         };
@@ -379,6 +378,7 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::ReopenContainerLogRequest>,
     ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
+        span::record(&request);
         let id = request.into_inner().container_id;
         self.info.containers.reopen_log(&id)?;
         Ok(Response::new(cri::ReopenContainerLogResponse {}))
@@ -388,6 +388,7 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::ExecSyncRequest>,
     ) -> Result<Response<cri::ExecSyncResponse>, Status> {
+        span::record(&request);
         let request = request.into_inner();
         let timeout = Duration::from_secs(request.timeout.max(0) as u64);
         let output = self
@@ -406,6 +407,7 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::ContainerStatsRequest>,
     ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
+        span::record(&request);
         let id = request.into_inner().container_id;
         let found = self.info.containers.stats(&id).await?;
         Ok(Response::new(cri::ContainerStatsResponse {
@@ -437,6 +439,7 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::PodSandboxStatsRequest>,
     ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
+        span::record(&request);
         let id = request.into_inner().pod_sandbox_id;
         let found = self.info.containers.pod_stats(&id).await?;
         Ok(Response::new(cri::PodSandboxStatsResponse {
@@ -464,6 +467,7 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
+        span::record(&request);
         let request = request.into_inner();
         let resources = convert::resources(&request.linux.unwrap_or_default())?;
         self.info
@@ -477,6 +481,7 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::ExecRequest>,
     ) -> Result<Response<cri::ExecResponse>, Status> {
+        span::record(&request);
         let request = streaming::exec_request(request.into_inner());
         let url = self.info.streaming.exec_url(request)?;
         Ok(Response::new(cri::ExecResponse { url }))
@@ -486,6 +491,7 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::AttachRequest>,
     ) -> Result<Response<cri::AttachResponse>, Status> {
+        span::record(&request);
         let request = streaming::attach_request(request.into_inner());
         let url = self.info.streaming.attach_url(request)?;
         Ok(Response::new(cri::AttachResponse { url }))
@@ -495,6 +501,7 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
+        span::record(&request);
         let request = streaming::port_forward_request(request.into_inner());
         let url = self.info.streaming.port_forward_url(request)?;
         Ok(Response::new(cri::PortForwardResponse { url }))
@@ -504,36 +511,5 @@ impl RuntimeService for CriRuntimeService {
         checkpoint_container(cri::CheckpointContainerRequest) -> cri::CheckpointContainerResponse;
         list_metric_descriptors(cri::ListMetricDescriptorsRequest) -> cri::ListMetricDescriptorsResponse;
         list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest) -> cri::ListPodSandboxMetricsResponse;
-    }
-}
-
-/// An IPv4 or IPv6 CIDR such as "10.244.0.0/24".
-fn validate_cidr(cidr: &str) -> Result<(), Error> {
-    let bad = || {
-        Error::InvalidArgument(format!(
-            "runtime_config.network_config.pod_cidr: {cidr:?} is not a CIDR"
-        ))
-    };
-    let (addr, bits) = cidr.split_once('/').ok_or_else(bad)?;
-    let addr: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
-    let bits: u8 = bits.parse().map_err(|_| bad())?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    if bits > max {
-        return Err(bad());
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cidrs_are_checked() {
-        assert!(validate_cidr("10.244.0.0/24").is_ok());
-        assert!(validate_cidr("fd00::/64").is_ok());
-        assert!(validate_cidr("10.244.0.0/33").is_err());
-        assert!(validate_cidr("10.244.0.0").is_err());
-        assert!(validate_cidr("banana/8").is_err());
     }
 }

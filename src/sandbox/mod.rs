@@ -14,7 +14,9 @@ mod infra;
 mod list;
 mod names;
 mod net;
+mod observe;
 mod pause;
+mod pod_cidr;
 mod port_forward;
 mod recover;
 mod run;
@@ -37,6 +39,7 @@ use crate::store::{SandboxPhase, SandboxRecord, Store};
 pub use infra::runc_options;
 pub use list::SandboxFilter;
 pub use names::{NameIndex, sandbox_name};
+pub use observe::ObservedSandbox;
 pub use stop::{ExclusivePod, ReadyPod};
 
 /// A pod as the index holds it: its record and, while its shim answers, a client.
