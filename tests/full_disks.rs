@@ -414,7 +414,7 @@ async fn an_unpack_that_runs_out_of_room_making_directories_is_resource_exhauste
     let env = TestEnv::new();
     let disk = LoopFs::mount(&env.path().join("root.img"), &env.root, 32 * MIB);
     let berthd = Berthd::start(&env).await;
-    let mut cri = berthd.cri().await;
+    let cri = berthd.cri().await;
     // A file that takes nearly all the room, then files whose parent directories
     // are not in the layer: the disk fills while the unpacker creates a parent, a
     // failure it reports with what it was doing around the kernel's ENOSPC.

@@ -210,6 +210,8 @@ async fn bad_input_is_invalid_argument_and_runtime_refusals_are_unknown() {
     common::assert_error(&err, Code::InvalidArgument, &["port 99999"]);
 
     // What only runc can find out: its refusal, its message, code Unknown.
+    let host_file = w.env.path().join("host-file");
+    std::fs::write(&host_file, "").unwrap();
     let runtime_cases = [
         (
             "a missing executable",
@@ -220,6 +222,17 @@ async fn bad_input_is_invalid_argument_and_runtime_refusals_are_unknown() {
             "a working directory that is a file",
             container_with(&w, |c| c.working_dir = "/bin/sh".into()),
             "not a directory",
+        ),
+        (
+            "a file mounted over a directory",
+            container_with(&w, |c| {
+                c.mounts = vec![cri::Mount {
+                    container_path: "/bin".into(),
+                    host_path: host_file.display().to_string(),
+                    ..Default::default()
+                }]
+            }),
+            "mount",
         ),
     ];
     for (i, (what, mut config, needle)) in runtime_cases.into_iter().enumerate() {
