@@ -8,6 +8,7 @@ use k8s_cri::v1::image_service_server::ImageService;
 use tonic::{Request, Response, Status};
 
 use super::{now_nanos, span};
+use crate::error::Error;
 use crate::image::{Credentials, ImageService as Images, PullProgress, oci};
 use crate::store::ImageRecord;
 
@@ -21,10 +22,10 @@ impl CriImageService {
     }
 }
 
-fn image_spec(req: Option<&cri::ImageSpec>, field: &str) -> Result<String, Status> {
+fn image_spec(req: Option<&cri::ImageSpec>, field: &str) -> Result<String, Error> {
     match req.map(|s| s.image.trim()) {
         Some(image) if !image.is_empty() => Ok(image.to_string()),
-        _ => Err(Status::invalid_argument(format!("{field} is empty"))),
+        _ => Err(Error::InvalidArgument(format!("{field} is empty"))),
     }
 }
 
@@ -46,7 +47,7 @@ fn to_cri(image: &ImageRecord) -> cri::Image {
 }
 
 /// Credentials from a CRI AuthConfig; an empty one means anonymous.
-fn credentials(auth: Option<&cri::AuthConfig>) -> Result<Option<Credentials>, Status> {
+fn credentials(auth: Option<&cri::AuthConfig>) -> Result<Option<Credentials>, Error> {
     let Some(a) = auth else { return Ok(None) };
     Credentials::from_cri(
         &a.username,
@@ -56,7 +57,7 @@ fn credentials(auth: Option<&cri::AuthConfig>) -> Result<Option<Credentials>, St
         &a.registry_token,
         &a.server_address,
     )
-    .map_err(|e| Status::from(crate::error::Error::from(e)))
+    .map_err(Error::from)
 }
 
 #[tonic::async_trait]
