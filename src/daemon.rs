@@ -98,7 +98,6 @@ pub async fn run(config: Config) -> Result<()> {
     let socket = config.socket.clone();
     let info = Arc::new(RuntimeInfo {
         config: config.clone(),
-        store,
         sandboxes,
         containers,
         streaming,
@@ -106,7 +105,7 @@ pub async fn run(config: Config) -> Result<()> {
     tracing::info!(socket = %socket.display(), root = %config.root.display(), version = env!("CARGO_PKG_VERSION"), "berthd serving");
 
     let server = tonic::transport::Server::builder()
-        .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
+        .trace_fn(|req| crate::cri::rpc_span(req.uri().path()))
         .add_service(
             RuntimeServiceServer::new(CriRuntimeService::new(info))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

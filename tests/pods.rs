@@ -79,7 +79,7 @@ async fn pod_lifecycle_status_list_and_names() {
     assert_eq!(st.metadata.as_ref().unwrap().name, "web");
     assert_eq!(st.labels["app"], "web");
     assert_eq!(st.annotations["note"], "web");
-    assert_eq!(st.runtime_handler, "berth");
+    assert_eq!(st.runtime_handler, "", "the handler as asked (the default)");
     assert!(st.created_at > 0);
     let ip = st.network.unwrap().ip;
     assert!(net.contains(&ip), "{ip} not in 10.197.{}.0/24", net.octet);

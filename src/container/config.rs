@@ -28,6 +28,9 @@ pub struct ContainerConfig {
     /// Fully qualified CDI device names (`vendor.com/class=name`), from `cdi_devices`
     /// and the `cdi.k8s.io/*` annotations, in request order without repeats.
     pub cdi_devices: Vec<String>,
+    /// `image.runtime_handler`: the handler the image was pulled for, echoed
+    /// in ContainerStatus as it was asked.
+    pub image_runtime_handler: String,
     pub command: Vec<String>,
     pub args: Vec<String>,
     pub working_dir: String,

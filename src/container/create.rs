@@ -107,6 +107,7 @@ impl ContainerService {
         )?;
         let bundle = self.bundle(id);
         let pod = &sandbox.record.config;
+        super::log_location::check(&pod.log_directory, &config.log_path)?;
         let log_path = (!pod.log_directory.is_empty() && !config.log_path.is_empty())
             .then(|| Path::new(&pod.log_directory).join(&config.log_path));
         let mut record = ContainerRecord {

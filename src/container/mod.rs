@@ -2,6 +2,7 @@
 //! from those configs and the image, and their lifecycle in the pod's shim.
 
 mod attach;
+mod bundle_spec;
 pub mod cdi;
 pub mod config;
 pub(crate) mod create;
@@ -12,6 +13,7 @@ pub(crate) mod image_config;
 mod image_names;
 mod io;
 mod lifecycle;
+mod log_location;
 pub mod metrics;
 mod pod;
 mod service;

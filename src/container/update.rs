@@ -1,9 +1,10 @@
 //! UpdateContainerResources: new cgroup limits for a created or running container,
 //! applied by its shim (runc update) and recorded, so that ContainerStatus shows
-//! them and they survive a restart.
+//! them and they survive a restart; the bundle's spec is updated to match.
 
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 
+use super::bundle_spec;
 use super::config::Resources;
 use super::service::ContainerService;
 use super::spec;
@@ -25,11 +26,11 @@ impl ContainerService {
             oom_score_adj: record.config.linux.resources.oom_score_adj,
             ..resources
         };
+        let limits = spec::resources_update(&resources)?;
         if matches!(
             record.phase,
             ContainerPhase::Created | ContainerPhase::Running
         ) {
-            let limits = spec::resources_update(&resources)?;
             let value = serde_json::to_vec(&limits)
                 .map_err(|e| Error::Internal(format!("encoding resources of {id}: {e}")))?;
             let (_, task) = self.task_of(&record)?;
@@ -43,6 +44,10 @@ impl ContainerService {
             )
             .await?;
         }
+        // The bundle's spec says what the container runs with (verbose status).
+        let bundle = record.bundle.clone();
+        tokio::task::spawn_blocking(move || bundle_spec::write_resources(&bundle, &limits))
+            .await??;
         record.config.linux.resources = resources;
         self.save(&record)
     }

@@ -1,12 +1,14 @@
-//! CRI <-> domain for the container calls: status, list items, filters, ExecSync.
+//! CRI <-> domain for the container calls: status, list items, filters.
 
 use std::collections::HashMap;
 
 use k8s_cri::v1 as cri;
 use serde_json::json;
 
+use super::convert::map;
+use crate::container::ContainerFilter;
+use crate::container::ImageNames;
 use crate::container::config::{MountPropagation, Resources};
-use crate::container::{ContainerEvent, ContainerEventKind, ContainerFilter, ImageNames};
 use crate::store::{ContainerPhase, ContainerRecord};
 
 fn state(phase: ContainerPhase) -> i32 {
@@ -35,15 +37,14 @@ pub(super) fn metadata(c: &ContainerRecord) -> cri::ContainerMetadata {
     }
 }
 
+/// The image as the container was created from it, with the runtime handler
+/// CreateContainer named for it (`""` stays `""`).
 fn image_spec(c: &ContainerRecord) -> cri::ImageSpec {
     cri::ImageSpec {
         image: c.image_name.clone(),
+        runtime_handler: c.config.image_runtime_handler.clone(),
         ..Default::default()
     }
-}
-
-pub(super) fn map(m: &std::collections::BTreeMap<String, String>) -> HashMap<String, String> {
-    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 pub fn filter(f: Option<cri::ContainerFilter>) -> ContainerFilter {
@@ -163,11 +164,8 @@ fn resources(r: &Resources) -> cri::ContainerResources {
 }
 
 /// The verbose `info` of ContainerStatus, as containerd shapes it.
-pub fn verbose_info(c: &ContainerRecord) -> HashMap<String, String> {
-    let spec: serde_json::Value = std::fs::read(c.bundle.join("config.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(serde_json::Value::Null);
+/// `spec` is the bundle's spec as it stands (the container service reads it).
+pub fn verbose_info(c: &ContainerRecord, spec: serde_json::Value) -> HashMap<String, String> {
     let info = json!({
         "sandboxID": c.sandbox_id,
         "pid": c.pid,
@@ -176,29 +174,4 @@ pub fn verbose_info(c: &ContainerRecord) -> HashMap<String, String> {
         "config": c.config,
     });
     HashMap::from([("info".to_string(), info.to_string())])
-}
-
-/// A lifecycle event with the pod's status and its containers' as they were
-/// then; `image_names` gives each container's image fields.
-pub fn event(
-    e: &ContainerEvent,
-    image_names: impl Fn(&ContainerRecord) -> ImageNames,
-) -> cri::ContainerEventResponse {
-    let kind = match e.kind {
-        ContainerEventKind::Created => cri::ContainerEventType::ContainerCreatedEvent,
-        ContainerEventKind::Started => cri::ContainerEventType::ContainerStartedEvent,
-        ContainerEventKind::Stopped => cri::ContainerEventType::ContainerStoppedEvent,
-        ContainerEventKind::Deleted => cri::ContainerEventType::ContainerDeletedEvent,
-    };
-    cri::ContainerEventResponse {
-        container_id: e.container_id.clone(),
-        container_event_type: kind as i32,
-        created_at: e.at,
-        pod_sandbox_status: e.pod.as_deref().map(super::sandbox::status),
-        containers_statuses: e
-            .containers
-            .iter()
-            .map(|c| status(c, &image_names(c)))
-            .collect(),
-    }
 }

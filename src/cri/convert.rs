@@ -55,6 +55,7 @@ impl TryFrom<&cri::ContainerConfig> for ContainerConfig {
             attempt: metadata.attempt,
             image: image.image,
             user_specified_image: image.user_specified_image,
+            image_runtime_handler: image.runtime_handler,
             cdi_devices,
             command: c.command.clone(),
             args: c.args.clone(),
@@ -123,6 +124,7 @@ impl TryFrom<&cri::PodSandboxConfig> for SandboxConfig {
         let field = "linux.security_context";
         let namespaces = namespace_options(field, sc.namespace_options.as_ref())?;
         sysctls(&linux.sysctls, &namespaces)?;
+        host_network_hostname(&c.hostname, &namespaces)?;
         Ok(SandboxConfig {
             name: metadata.name.clone(),
             uid: metadata.uid.clone(),
@@ -161,6 +163,25 @@ impl TryFrom<&cri::PodSandboxConfig> for SandboxConfig {
             },
         })
     }
+}
+
+/// A pod on the host's network shares the host's UTS namespace too: a hostname
+/// of its own would be written to its /etc/hostname while `hostname` says the
+/// node's, two names for one pod. (runc refuses it as well, "unable to set
+/// hostname without a new UTS namespace", which containerd passes on.)
+fn host_network_hostname(hostname: &str, namespaces: &NamespaceOptions) -> Result<(), Error> {
+    if namespaces.network == NamespaceMode::Node && !hostname.is_empty() {
+        return Err(invalid(
+            "hostname",
+            format!(
+                "{} cannot be set for a pod on the host's network \
+                 (linux.security_context.namespace_options.network is NODE): \
+                 it shares the node's hostname",
+                quote(hostname)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A pod's sysctls: kernel names, namespaced, and only in namespaces the pod does
@@ -509,6 +530,13 @@ fn port_mapping(i: usize, p: &cri::PortMapping) -> Result<PortMapping, Error> {
         host_port: p.host_port,
         host_ip: p.host_ip.clone(),
     })
+}
+
+/// Labels and annotations as CRI carries them.
+pub(super) fn map(
+    m: &std::collections::BTreeMap<String, String>,
+) -> std::collections::HashMap<String, String> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 #[cfg(test)]

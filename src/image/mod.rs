@@ -7,6 +7,7 @@ mod fuzz_tests;
 mod gc;
 pub mod hosts;
 mod import;
+mod inspect;
 mod locks;
 pub mod oci;
 mod pinned;

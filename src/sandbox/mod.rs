@@ -15,6 +15,7 @@ mod infra;
 mod list;
 mod names;
 mod net;
+mod observe;
 mod pause;
 mod pod_cidr;
 mod port_forward;
@@ -39,6 +40,7 @@ use crate::store::{SandboxPhase, SandboxRecord, Store};
 pub use infra::runc_options;
 pub use list::SandboxFilter;
 pub use names::{NameIndex, sandbox_name};
+pub use observe::ObservedSandbox;
 pub use stop::{ExclusivePod, ReadyPod};
 
 /// A pod as the index holds it: its record and, while its shim answers, a client.

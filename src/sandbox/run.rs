@@ -63,6 +63,7 @@ impl SandboxService {
             self.host.lsm,
             &crate::container::spec::lsm::apparmor_profile_loaded,
         )?;
+        let requested_handler = Some(handler.to_string());
         let (handler_name, handler) = self.config.runtime_handler(handler)?;
         let runtime = Runtime {
             shim: infra::resolve_shim(handler)?,
@@ -78,6 +79,7 @@ impl SandboxService {
             phase: SandboxPhase::Creating,
             created_at: crate::image::now_nanos(),
             runtime_handler: handler_name,
+            requested_handler,
             shim: runtime.shim.clone(),
             bundle: self.bundle(&id),
             ..Default::default()

@@ -137,6 +137,9 @@ pub struct SandboxRecord {
     pub created_at: i64,
     /// The runtime handler's name, and the shim binary it resolved to.
     pub runtime_handler: String,
+    /// The handler as RunPodSandbox named it (`""` for the default), echoed
+    /// by PodSandboxStatus; `None` in records from a berth that did not keep it.
+    pub requested_handler: Option<String>,
     pub shim: std::path::PathBuf,
     /// `<state>/pods/<id>`: the bundle and the pod's files.
     pub bundle: std::path::PathBuf,
@@ -153,6 +156,15 @@ pub struct SandboxRecord {
     /// The `sandbox_image` the infra container runs from (its writable layer is
     /// leased under the pod's id); empty for the built-in pause.
     pub image_id: String,
+}
+
+impl SandboxRecord {
+    /// The handler as the client named it; the resolved name for older records.
+    pub fn handler_as_requested(&self) -> &str {
+        self.requested_handler
+            .as_deref()
+            .unwrap_or(&self.runtime_handler)
+    }
 }
 
 impl Record for SandboxRecord {

@@ -362,12 +362,14 @@ fn a_sandbox_config_converts() {
         }),
         ..Default::default()
     });
+    // On the host's network the pod has the node's hostname: none of its own.
+    s.hostname.clear();
     let d = SandboxConfig::try_from(&s).expect("converts");
     assert_eq!(
         (d.name.as_str(), d.uid.as_str(), d.namespace.as_str()),
         ("web", "uid-1", "default")
     );
-    assert_eq!(d.hostname, "web-1");
+    assert_eq!(d.hostname, "");
     assert_eq!(d.dns.options, ["ndots:5"]);
     assert_eq!(d.port_mappings[0].protocol, Protocol::Udp);
     assert_eq!(d.port_mappings[0].host_port, 5353);
@@ -394,6 +396,23 @@ fn invalid_sandbox_fields_are_named() {
     }];
     let m = message(SandboxConfig::try_from(&s).unwrap_err());
     assert!(m.starts_with("port_mappings[0].container_port:"), "{m}");
+    let mut s = sandbox();
+    assert_eq!(s.hostname, "web-1");
+    SandboxConfig::try_from(&s).expect("a hostname in the pod's own network");
+    s.linux.get_or_insert_default().security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: Some(cri::NamespaceOption {
+            network: cri::NamespaceMode::Node as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let err = SandboxConfig::try_from(&s).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    let m = message(err);
+    assert!(
+        m.starts_with("hostname:") && m.contains("host's network"),
+        "{m}"
+    );
 }
 
 #[test]

@@ -119,6 +119,21 @@ pub enum ArchiveError {
     },
 }
 
+/// An archive that is not what it says is the request's fault; one that cannot
+/// be read is an I/O failure (a full disk, a bad device), not a bad archive.
+impl From<ArchiveError> for crate::error::Error {
+    fn from(e: ArchiveError) -> Self {
+        use crate::error::{Error, is_node_failure};
+        match e {
+            ArchiveError::Io { path, what, source } if is_node_failure(&source) => Error::Io {
+                context: format!("{}: {what}", path.display()),
+                source,
+            },
+            e => Error::InvalidArgument(e.to_string()),
+        }
+    }
+}
+
 /// Where a blob's bytes come from.
 #[derive(Debug, Clone)]
 enum Source {
