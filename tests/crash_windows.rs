@@ -212,13 +212,13 @@ fn half_created_pod(env: &TestEnv, name: &str, blocker_source: &Path) -> (String
     let store = berth::store::Store::open(&env.root.join("meta.redb")).unwrap();
     let record = berth::store::SandboxRecord {
         id: id.clone(),
-        config: berth::container::config::SandboxConfig {
+        config: berth::domain::config::SandboxConfig {
             name: name.into(),
             namespace: "default".into(),
             uid: format!("uid-{name}"),
             ..Default::default()
         },
-        phase: berth::store::SandboxPhase::Creating,
+        phase: berth::domain::SandboxPhase::Creating,
         bundle,
         shim: binaries().0.clone(),
         ..Default::default()

@@ -14,9 +14,9 @@ use tokio::sync::{broadcast, mpsc};
 use super::io::Chunk;
 use super::service::ContainerService;
 use super::stdio::{ProcessStreams, forward_resizes};
+use crate::domain::ContainerPhase;
 use crate::error::{Error, Result};
 use crate::logs::Stream;
-use crate::store::ContainerPhase;
 
 impl ContainerService {
     /// Attaches `streams` to container `id` until the session ends.

@@ -2,25 +2,22 @@
 //! the OCI spec, open the output fifos and create the task in the pod's shim. A
 //! failure undoes each step in reverse.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use containerd_shim_protos::api;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 
-use super::config::ContainerConfig;
 use super::io;
 use super::service::{ContainerService, container_name};
-use super::spec::{self, ContainerSpecInputs, HostDevices, UserFiles};
 use crate::config::CgroupDriver;
+use crate::domain::config::ContainerConfig;
+use crate::domain::{ContainerPhase, ProcessUser};
 use crate::error::{Error, IoContext, Result};
-use crate::image::ContainerRootfs;
 use crate::sandbox::Sandbox;
 use crate::shim::TaskClient;
-use crate::store::{ContainerPhase, ContainerRecord, ProcessUser};
-
-/// Image configs are small; this only guards against garbage.
-const MAX_IMAGE_CONFIG: u64 = 8 << 20;
+use crate::spec::{self, ContainerSpecInputs, HostDevices};
+use crate::store::ContainerRecord;
 
 impl ContainerService {
     /// Creates a container in a Ready pod and returns its id. Runs to the end
@@ -90,13 +87,7 @@ impl ContainerService {
                 config.image
             ))
         })?;
-        let view = super::image_config::parse(
-            &self
-                .images
-                .content_store()
-                .read(&image.config.digest, MAX_IMAGE_CONFIG)?,
-            &image.config.digest,
-        )?;
+        let view = self.images.config_view(&image)?;
         let bundle = self.bundle(id);
         let pod = &sandbox.record.config;
         let log_path = (!pod.log_directory.is_empty() && !config.log_path.is_empty())
@@ -120,7 +111,7 @@ impl ContainerService {
             .context(|| format!("creating {}", bundle.display()))?;
         let rootfs = self.images.prepare_rootfs(id, &image).await?;
         create_mount_sources(&record.config)?;
-        let user_files = user_files(&rootfs)?;
+        let user_files = spec::user_files(&rootfs)?;
         let node_hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_default();
@@ -156,7 +147,7 @@ impl ContainerService {
         let request = api::CreateTaskRequest {
             id: id.to_string(),
             bundle: bundle.display().to_string(),
-            rootfs: vec![overlay_mount(&rootfs)],
+            rootfs: vec![crate::shim::rootfs_mount(&rootfs.mount)],
             terminal: tty,
             stdin: if record.config.stdin {
                 io::stdin_path(&bundle).display().to_string()
@@ -247,7 +238,7 @@ impl ContainerService {
     /// the same as for the pod's infra container.
     fn task_options(&self, handler: &str) -> Result<Any> {
         let (_, runtime) = self.config.runtime_handler(handler)?;
-        crate::sandbox::runc_options(
+        crate::shim::runc_options(
             &runtime.runtime,
             &self.config.state.join("runc"),
             self.config.cgroup_driver == CgroupDriver::Systemd,
@@ -267,24 +258,6 @@ impl ContainerService {
         }
         self.get(target).ok().map(|c| c.pid).filter(|&pid| pid != 0)
     }
-}
-
-pub(crate) fn overlay_mount(rootfs: &ContainerRootfs) -> api::Mount {
-    api::Mount {
-        type_: "overlay".to_string(),
-        source: "overlay".to_string(),
-        options: rootfs.options.clone(),
-        ..Default::default()
-    }
-}
-
-/// The image's /etc/passwd and /etc/group as the container will see them: the
-/// writable layer over the image's, resolved inside them.
-pub(crate) fn user_files(rootfs: &ContainerRootfs) -> Result<UserFiles> {
-    let layers: Vec<PathBuf> = std::iter::once(rootfs.upper.clone())
-        .chain(rootfs.lowers.iter().cloned())
-        .collect();
-    Ok(UserFiles::read(&layers)?)
 }
 
 /// CRI mounts of host directories that do not exist yet are created, 0755, as

@@ -2,7 +2,7 @@
 //! They come from the one place a container's record changes, `save`/`forget`, so
 //! no transition can be missed; a subscriber that falls behind loses the oldest.
 
-use crate::store::ContainerPhase;
+use crate::domain::ContainerPhase;
 
 /// How many events a slow subscriber may fall behind before it loses some.
 pub(super) const EVENT_BACKLOG: usize = 1024;

@@ -21,9 +21,10 @@ use super::service::ContainerService;
 use super::stdio::{
     ProcessStreams, forward_resizes, make_fifo, open_reader, open_writer, pump_in, pump_out,
 };
+use crate::domain::ContainerPhase;
 use crate::error::{Error, IoContext, Result};
 use crate::shim::TaskClient;
-use crate::store::{ContainerPhase, ContainerRecord};
+use crate::store::ContainerRecord;
 
 /// ExecSync output kept per stream; the rest is read and dropped so the process
 /// never blocks. Both streams together stay under the 16 MiB a kubelet (and most

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use super::io::LogOpening;
 use super::service::ContainerService;
+use crate::domain::ContainerPhase;
 use crate::error::{Error, Result};
 use crate::shim::TaskClient;
-use crate::store::{ContainerPhase, ContainerRecord};
+use crate::store::ContainerRecord;
 
 /// How long a SIGKILLed container may take to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(10);
@@ -253,7 +254,7 @@ impl ContainerService {
         self.remove_files(id).await;
     }
 
-    fn pod_config(&self, record: &ContainerRecord) -> super::config::SandboxConfig {
+    fn pod_config(&self, record: &ContainerRecord) -> crate::domain::config::SandboxConfig {
         self.sandboxes
             .get(&record.sandbox_id)
             .map(|s| s.record.config.clone())

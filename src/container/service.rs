@@ -10,15 +10,16 @@ use tokio::sync::broadcast;
 
 use super::events::{self, ContainerEvent, ContainerEventKind};
 use super::io::{LogOpening, Output};
-use super::spec::HostFacts;
 use crate::config::Config;
+use crate::domain::ContainerPhase;
 use crate::error::{Error, Result};
 use crate::id_locks::{IdGuard, IdLocks};
 use crate::image::ImageService;
 use crate::sandbox::{NameIndex, Sandbox, SandboxService};
 use crate::shim::features::{self, HandlerFeatures};
 use crate::shim::{ShimEvent, TaskClient};
-use crate::store::{ContainerPhase, ContainerRecord, Store};
+use crate::spec::HostFacts;
+use crate::store::{ContainerRecord, Store};
 
 pub struct ContainerService {
     pub(super) config: Config,
@@ -310,8 +311,8 @@ impl ContainerService {
 
 /// `<name>_<pod name>_<pod namespace>_<pod uid>_<attempt>`, as containerd reserves.
 pub(super) fn container_name(
-    config: &super::config::ContainerConfig,
-    pod: &super::config::SandboxConfig,
+    config: &crate::domain::config::ContainerConfig,
+    pod: &crate::domain::config::SandboxConfig,
 ) -> String {
     format!(
         "{}_{}_{}_{}_{}",

@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use super::{ContainerFilter, ContainerService};
 use crate::cgroups::{Cgroup, Hierarchies, Memory};
+use crate::domain::ContainerPhase;
 use crate::error::Result;
 use crate::image::{ImageService, now_nanos};
 use crate::sandbox::{Sandbox, SandboxFilter};
-use crate::store::{ContainerPhase, ContainerRecord, SandboxRecord};
+use crate::store::{ContainerRecord, SandboxRecord};
 
 /// Below this interval a new CPU reading would make a noisy rate: the last rate
 /// stands instead.

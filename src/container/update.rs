@@ -4,11 +4,11 @@
 
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 
-use super::config::Resources;
 use super::service::ContainerService;
-use super::spec;
+use crate::domain::ContainerPhase;
+use crate::domain::config::Resources;
 use crate::error::{Error, Result};
-use crate::store::ContainerPhase;
+use crate::spec;
 
 /// How containerd names an OCI `LinuxResources` carried as JSON in an `Any`.
 const RESOURCES_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";

@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use k8s_cri::v1 as cri;
 use serde_json::json;
 
-use crate::container::config::{MountPropagation, Resources};
 use crate::container::{ContainerEvent, ContainerEventKind, ContainerFilter};
+use crate::domain::ContainerPhase;
+use crate::domain::config::{MountPropagation, Resources};
 use crate::sandbox::Sandbox;
-use crate::store::{ContainerPhase, ContainerRecord};
+use crate::store::ContainerRecord;
 
 fn state(phase: ContainerPhase) -> i32 {
     let state = match phase {

@@ -6,19 +6,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use containerd_shim_protos::api;
-use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
-use containerd_shim_protos::shim::oci::Options;
 
 use super::pause::beside_berthd;
 use crate::config::RuntimeHandler;
 use crate::error::{Error, IoContext, Result};
-use crate::shim::{ShimEnv, TaskClient};
+use crate::shim::{ShimEnv, TaskClient, runc_options};
 
 /// The pause process exits on SIGTERM at once; this is only for a stuck one.
 const TERM_GRACE: Duration = Duration::from_secs(2);
 const KILL_WAIT: Duration = Duration::from_secs(10);
-const RUNC_OPTIONS_TYPE: &str = "containerd.runc.v1.Options";
 
 /// How the pod's tasks are run: the shim binary and the options Create carries.
 #[derive(Debug, Clone)]
@@ -34,24 +31,6 @@ impl Runtime {
     fn options(&self) -> Result<Any> {
         runc_options(&self.binary_name, &self.root, self.systemd_cgroup)
     }
-}
-
-/// The options Create carries for every task of a pod, infra and containers alike:
-/// the OCI runtime binary, its state directory, the cgroup driver.
-pub fn runc_options(binary_name: &str, root: &Path, systemd_cgroup: bool) -> Result<Any> {
-    let options = Options {
-        binary_name: binary_name.to_string(),
-        root: root.display().to_string(),
-        systemd_cgroup,
-        ..Default::default()
-    };
-    Ok(Any {
-        type_url: RUNC_OPTIONS_TYPE.to_string(),
-        value: options
-            .write_to_bytes()
-            .map_err(|e| Error::Internal(format!("encoding runtime options: {e}")))?,
-        ..Default::default()
-    })
 }
 
 /// A handler's shim as a path: absolute or relative as given, a bare name next to

@@ -26,15 +26,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::Config;
-use crate::container::spec::{HostFacts, PodFiles};
+use crate::domain::SandboxPhase;
 use crate::error::{Error, Result};
 use crate::id_locks::{IdGuard, IdLocks};
 use crate::image::ImageService;
 use crate::network::Cni;
 use crate::shim::{ShimEnv, TaskClient};
-use crate::store::{SandboxPhase, SandboxRecord, Store};
+use crate::spec::{HostFacts, PodFiles};
+use crate::store::{SandboxRecord, Store};
 
-pub use infra::runc_options;
 pub use list::SandboxFilter;
 pub use names::{NameIndex, sandbox_name};
 pub use stop::{ExclusivePod, ReadyPod};

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{SandboxService, files, infra, names};
+use crate::domain::SandboxPhase;
 use crate::error::{Error, Result};
-use crate::store::{SandboxPhase, SandboxRecord};
+use crate::store::SandboxRecord;
 
 const RECOVER_TIMEOUT: Duration = Duration::from_secs(10);
 

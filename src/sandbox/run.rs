@@ -11,13 +11,14 @@ use tracing::Instrument;
 use super::infra::{self, Runtime};
 use super::{SandboxService, files, names, net};
 use crate::config::CgroupDriver;
-use crate::container::config::SandboxConfig;
-use crate::container::spec::{ImageConfigView, SandboxSpecInputs, UserFiles, sandbox_spec};
-use crate::container::{create, image_config};
+use crate::domain::ImageConfigView;
+use crate::domain::SandboxPhase;
+use crate::domain::config::SandboxConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::image::{ContainerRootfs, PullProgress};
 use crate::shim::TaskClient;
-use crate::store::{SandboxPhase, SandboxRecord};
+use crate::spec::{SandboxSpecInputs, UserFiles, sandbox_spec};
+use crate::store::SandboxRecord;
 
 /// The image name the infra container's annotation carries for the built-in pause.
 const BUILTIN_PAUSE: &str = "berth/pause:builtin";
@@ -51,7 +52,7 @@ impl SandboxService {
             return Err(Error::FailedPrecondition(format!("no pause rootfs: {why}")));
         }
         net::bandwidth(&config.annotations)?;
-        crate::container::spec::check_profile_location(
+        crate::spec::check_profile_location(
             &config.linux.security_context.seccomp,
             &self.config.seccomp_profile_roots,
             "linux.security_context.seccomp",
@@ -129,7 +130,7 @@ impl SandboxService {
         self.write_spec(record, image.as_ref()).await?;
         let mounts = image
             .as_ref()
-            .map(|(_, rootfs)| vec![create::overlay_mount(rootfs)])
+            .map(|(_, rootfs)| vec![crate::shim::rootfs_mount(&rootfs.mount)])
             .unwrap_or_default();
         self.follow_shim_log(&id, &record.bundle);
 
@@ -174,13 +175,7 @@ impl SandboxService {
                 .await
                 .map_err(|e| e.within(&format!("pulling sandbox_image {reference:?}")))?,
         };
-        let view = image_config::parse(
-            &self
-                .images
-                .content_store()
-                .read(&image.config.digest, 8 << 20)?,
-            &image.config.digest,
-        )?;
+        let view = self.images.config_view(&image)?;
         let dir = record.bundle.join("rootfs");
         tokio::fs::create_dir_all(&dir)
             .await
@@ -204,7 +199,7 @@ impl SandboxService {
             Some((view, rootfs)) => (
                 view,
                 std::path::Path::new("rootfs"),
-                create::user_files(rootfs)?,
+                crate::spec::user_files(rootfs)?,
                 self.config.sandbox_image.as_str(),
             ),
             None => {

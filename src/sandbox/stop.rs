@@ -8,10 +8,11 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use super::{Sandbox, SandboxService, files, infra, names};
+use crate::domain::SandboxPhase;
 use crate::error::{Error, Result};
 use crate::id_locks::IdGuard;
 use crate::shim::{ShimEvent, TaskClient};
-use crate::store::{SandboxPhase, SandboxRecord};
+use crate::store::SandboxRecord;
 
 /// A pod held exclusively: no container is created or started in it until this
 /// is dropped, so a caller sees every container the pod will have.

@@ -8,9 +8,9 @@ use futures::future::BoxFuture;
 use tokio::net::TcpStream;
 
 use crate::container::{ContainerService, ProcessStreams};
+use crate::domain::ContainerPhase;
 use crate::error::{Error, Result};
 use crate::sandbox::SandboxService;
-use crate::store::ContainerPhase;
 
 pub trait Backend: Send + Sync + 'static {
     /// The full id of running container `id` (an id or unique prefix).
