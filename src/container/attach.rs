@@ -14,7 +14,6 @@ use tokio::sync::{broadcast, mpsc};
 use super::io::Chunk;
 use super::service::ContainerService;
 use super::stdio::{ProcessStreams, forward_resizes};
-use crate::domain::ContainerPhase;
 use crate::error::{Error, Result};
 use crate::logs::Stream;
 
@@ -22,7 +21,7 @@ impl ContainerService {
     /// Attaches `streams` to container `id` until the session ends.
     pub async fn attach(&self, id: &str, streams: ProcessStreams) -> Result<()> {
         let record = self.get(id)?;
-        if record.phase != ContainerPhase::Running {
+        if !record.phase.can_attach() {
             return Err(Error::FailedPrecondition(format!(
                 "container {} is not running",
                 record.id

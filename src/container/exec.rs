@@ -21,7 +21,6 @@ use super::service::ContainerService;
 use super::stdio::{
     ProcessStreams, forward_resizes, make_fifo, open_reader, open_writer, pump_in, pump_out,
 };
-use crate::domain::ContainerPhase;
 use crate::error::{Error, IoContext, Result};
 use crate::shim::TaskClient;
 use crate::store::ContainerRecord;
@@ -103,7 +102,7 @@ impl ContainerService {
             return Err(Error::InvalidArgument("cmd is empty".into()));
         }
         let record = self.get(id)?;
-        if record.phase != ContainerPhase::Running {
+        if !record.phase.can_exec() {
             return Err(Error::FailedPrecondition(format!(
                 "container {} is not running",
                 record.id

@@ -27,7 +27,7 @@ impl ContainerService {
         let pod = self.sandboxes.hold_ready(&record.sandbox_id).await?;
         let _guard = self.lock(&id).await;
         let mut record = self.get(&id)?;
-        if record.phase != ContainerPhase::Created {
+        if !record.phase.can_start() {
             return Err(Error::FailedPrecondition(format!(
                 "container {id} is {:?}, not Created",
                 record.phase
@@ -99,7 +99,7 @@ impl ContainerService {
     /// Records an exit once; later calls for the same exit change nothing.
     pub(super) fn record_exit(&self, id: &str, status: u32, exited_at: i64) {
         let Ok(mut record) = self.get(id) else { return };
-        if record.phase == ContainerPhase::Exited {
+        if !record.phase.can_record_exit() {
             return;
         }
         let oom = self
@@ -133,7 +133,7 @@ impl ContainerService {
     /// The shim is gone: what became of the container cannot be known.
     pub(super) fn record_lost(&self, id: &str, why: &str) {
         let Ok(mut record) = self.get(id) else { return };
-        if record.phase == ContainerPhase::Exited {
+        if !record.phase.can_record_exit() {
             return;
         }
         record.phase = ContainerPhase::Exited;
@@ -169,7 +169,7 @@ impl ContainerService {
             Err(Error::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
-        if record.phase != ContainerPhase::Running {
+        if !record.phase.must_signal_to_stop() {
             return Ok(());
         }
         let (_, task) = self.task_of(&record)?;
@@ -230,7 +230,7 @@ impl ContainerService {
             Err(Error::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
-        if record.phase == ContainerPhase::Running {
+        if record.phase.must_signal_to_stop() {
             self.stop_locked(&id, Duration::ZERO).await?;
         }
         match self.task_of(&record) {
@@ -265,7 +265,7 @@ impl ContainerService {
     pub(super) async fn recover_one(self: Arc<Self>, mut record: ContainerRecord) -> Result<()> {
         let id = record.id.clone();
         let task = self.task_of(&record).map(|(_, t)| t);
-        if record.phase == ContainerPhase::Creating {
+        if record.phase.is_half_created() {
             tracing::info!(container_id = %id, "undoing a container a crash left half-created");
             match &task {
                 Ok(task) => self.undo_create(&id, task).await,
@@ -273,10 +273,7 @@ impl ContainerService {
             }
             return Ok(());
         }
-        if !matches!(
-            record.phase,
-            ContainerPhase::Created | ContainerPhase::Running
-        ) {
+        if !record.phase.has_live_task() {
             return Ok(());
         }
         let task = match task {
@@ -300,7 +297,7 @@ impl ContainerService {
                 .exited_at
                 .as_ref()
                 .map_or(0, |t| t.seconds * 1_000_000_000 + i64::from(t.nanos));
-            if record.phase == ContainerPhase::Created {
+            if record.phase.can_start() {
                 // Started, then exited, while the record still said Created: a
                 // crash came between the start and its record. When it started is
                 // lost with its process; its end is the closest known time.
@@ -314,7 +311,7 @@ impl ContainerService {
         }
         self.attach_output(&record, LogOpening::Retried)?;
         if status == Status::RUNNING as i32 {
-            if record.phase == ContainerPhase::Created {
+            if record.phase.can_start() {
                 tracing::info!(container_id = %id, pid = state.pid, "started before a crash; recording it Running");
                 record.phase = ContainerPhase::Running;
                 record.started_at =

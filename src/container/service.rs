@@ -146,7 +146,7 @@ impl ContainerService {
         let containers = self.containers.read().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<Arc<ContainerRecord>> = containers
             .values()
-            .filter(|c| c.phase != ContainerPhase::Creating)
+            .filter(|c| !c.phase.is_half_created())
             .filter(|c| filter.id.is_empty() || c.id.starts_with(&filter.id))
             .filter(|c| {
                 filter.sandbox_id.is_empty() || c.sandbox_id.starts_with(&filter.sandbox_id)
@@ -176,7 +176,7 @@ impl ContainerService {
 
     pub fn reopen_log(&self, id: &str) -> Result<()> {
         let c = self.get(id)?;
-        if c.phase != ContainerPhase::Running {
+        if !c.phase.can_reopen_log() {
             return Err(Error::FailedPrecondition(format!(
                 "container {} is not running",
                 c.id
@@ -275,7 +275,7 @@ impl ContainerService {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
-        if let Some(record) = removed.filter(|r| r.phase != ContainerPhase::Creating) {
+        if let Some(record) = removed.filter(|r| !r.phase.is_half_created()) {
             self.publish(&record, ContainerEventKind::Deleted);
         }
         self.outputs

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use super::{ContainerFilter, ContainerService};
 use crate::cgroups::{Cgroup, Hierarchies, Memory};
-use crate::domain::ContainerPhase;
 use crate::error::Result;
 use crate::image::{ImageService, now_nanos};
 use crate::sandbox::{Sandbox, SandboxFilter};
@@ -210,7 +209,7 @@ fn read_container(
     c: Arc<ContainerRecord>,
 ) -> ContainerStats {
     let timestamp = now_nanos();
-    let usage = (c.phase == ContainerPhase::Running && c.pid > 0)
+    let usage = (c.phase.has_usage() && c.pid > 0)
         .then(|| sampler.cgroup(&c.id, c.pid))
         .flatten()
         .map(|cg| cg.read_cpu_memory());

@@ -5,7 +5,6 @@
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 
 use super::service::ContainerService;
-use crate::domain::ContainerPhase;
 use crate::domain::config::Resources;
 use crate::error::{Error, Result};
 use crate::spec;
@@ -25,10 +24,7 @@ impl ContainerService {
             oom_score_adj: record.config.linux.resources.oom_score_adj,
             ..resources
         };
-        if matches!(
-            record.phase,
-            ContainerPhase::Created | ContainerPhase::Running
-        ) {
+        if record.phase.has_live_task() {
             let limits = spec::resources_update(&resources)?;
             let value = serde_json::to_vec(&limits)
                 .map_err(|e| Error::Internal(format!("encoding resources of {id}: {e}")))?;

@@ -26,7 +26,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::Config;
-use crate::domain::SandboxPhase;
 use crate::error::{Error, Result};
 use crate::id_locks::{IdGuard, IdLocks};
 use crate::image::ImageService;
@@ -50,10 +49,6 @@ pub struct Sandbox {
 impl Sandbox {
     pub fn id(&self) -> &str {
         &self.record.id
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.record.phase == SandboxPhase::Ready
     }
 
     /// The pinned network namespace; `None` with host network or once stopped.

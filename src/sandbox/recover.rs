@@ -41,7 +41,7 @@ impl SandboxService {
     }
 
     async fn recover_one(&self, mut record: SandboxRecord) -> Result<()> {
-        if record.phase == SandboxPhase::Creating {
+        if record.phase.is_half_created() {
             return self.undo_half_created(record).await;
         }
         let name = names::sandbox_name(&record.config);
@@ -54,7 +54,7 @@ impl SandboxService {
             Some(t) => infra::running_pid(t, &record.id).await,
             None => None,
         };
-        if record.phase == SandboxPhase::Ready && pid.is_none() {
+        if record.phase.expects_infra() && pid.is_none() {
             tracing::info!(pod_id = %record.id, "infra container or shim gone; NotReady");
             record.phase = SandboxPhase::NotReady;
         }
@@ -62,7 +62,7 @@ impl SandboxService {
     }
 
     fn index_not_ready(&self, record: SandboxRecord) {
-        let mut record = if record.phase == SandboxPhase::Creating {
+        let mut record = if record.phase.is_half_created() {
             self.half_created_view(record)
         } else {
             record

@@ -99,7 +99,7 @@ impl SandboxService {
         let id = self.get(id)?.record.id.clone();
         let guard = self.locks.read(&id).await;
         let pod = self.get(&id)?;
-        if !pod.is_ready() {
+        if !pod.record.phase.can_hold_containers() {
             return Err(Error::FailedPrecondition(format!(
                 "pod sandbox {id} is not ready"
             )));
@@ -248,7 +248,7 @@ impl SandboxService {
             return;
         };
         let Ok(pod) = self.get(id) else { return };
-        if pod.record.phase != SandboxPhase::Ready {
+        if !pod.record.phase.expects_infra() {
             return;
         }
         let mut record = pod.record.clone();
