@@ -166,9 +166,7 @@ async fn remove_keeps_a_container_whose_process_still_runs() {
     // while the process runs, as a crash between start and record leaves it.
     let address = std::fs::read_to_string(w.env.state.join("pods").join(&pod.0).join("address"))
         .expect("the pod's shim address");
-    let shim = berth::shim::TaskClient::connect(address.trim())
-        .await
-        .unwrap();
+    let shim = berth::shim::connect(address.trim()).await.unwrap();
     let pid = shim.start(&id, "").await.expect("start through the shim");
     assert_eq!(w.status(&id).await.state, CREATED);
 

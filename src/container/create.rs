@@ -5,9 +5,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use containerd_shim_protos::api;
-use containerd_shim_protos::protobuf::well_known_types::any::Any;
-
 use super::io;
 use super::service::{ContainerService, container_name};
 use crate::config::CgroupDriver;
@@ -15,7 +12,7 @@ use crate::domain::config::ContainerConfig;
 use crate::domain::{ContainerPhase, ProcessUser};
 use crate::error::{Error, IoContext, Result};
 use crate::sandbox::Sandbox;
-use crate::shim::TaskClient;
+use crate::shim::{CreateTask, RuntimeOptions, TaskClient};
 use crate::spec::{self, ContainerSpecInputs, HostDevices};
 use crate::store::ContainerRecord;
 
@@ -144,24 +141,15 @@ impl ContainerService {
         let tty = record.config.tty;
         io::make_fifos(&bundle, tty, record.config.stdin)?;
         self.attach_output(&record, io::LogOpening::Required)?;
-        let request = api::CreateTaskRequest {
+        let request = CreateTask {
             id: id.to_string(),
-            bundle: bundle.display().to_string(),
-            rootfs: vec![crate::shim::rootfs_mount(&rootfs.mount)],
+            bundle: bundle.clone(),
+            rootfs: vec![rootfs.mount.clone()],
             terminal: tty,
-            stdin: if record.config.stdin {
-                io::stdin_path(&bundle).display().to_string()
-            } else {
-                String::new()
-            },
-            stdout: io::stdout_path(&bundle).display().to_string(),
-            stderr: if tty {
-                String::new()
-            } else {
-                io::stderr_path(&bundle).display().to_string()
-            },
-            options: Some(self.task_options(&sandbox.record.runtime_handler)?).into(),
-            ..Default::default()
+            stdin: record.config.stdin.then(|| io::stdin_path(&bundle)),
+            stdout: Some(io::stdout_path(&bundle)),
+            stderr: (!tty).then(|| io::stderr_path(&bundle)),
+            options: self.task_options(&sandbox.record.runtime_handler)?,
         };
         record.pid = task.create(&request).await?;
         record.phase = ContainerPhase::Created;
@@ -236,13 +224,13 @@ impl ContainerService {
 
     /// The options Create carries: the OCI runtime binary and its state directory,
     /// the same as for the pod's infra container.
-    fn task_options(&self, handler: &str) -> Result<Any> {
+    fn task_options(&self, handler: &str) -> Result<RuntimeOptions> {
         let (_, runtime) = self.config.runtime_handler(handler)?;
-        crate::shim::runc_options(
-            &runtime.runtime,
-            &self.config.state.join("runc"),
-            self.config.cgroup_driver == CgroupDriver::Systemd,
-        )
+        Ok(RuntimeOptions {
+            binary_name: runtime.runtime.clone(),
+            root: self.config.state.join("runc"),
+            systemd_cgroup: self.config.cgroup_driver == CgroupDriver::Systemd,
+        })
     }
 
     /// For PID namespace mode Target: the pid of the target container.

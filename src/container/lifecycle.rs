@@ -8,7 +8,7 @@ use super::io::LogOpening;
 use super::service::ContainerService;
 use crate::domain::ContainerPhase;
 use crate::error::{Error, Result};
-use crate::shim::TaskClient;
+use crate::shim::{Exit, TaskClient, TaskStatus};
 use crate::store::ContainerRecord;
 
 /// How long a SIGKILLed container may take to be reaped.
@@ -64,11 +64,11 @@ impl ContainerService {
     pub(super) fn wait_for_exit(self: Arc<Self>, id: String, task: TaskClient) {
         tokio::spawn(async move {
             match task.wait(&id, "").await {
-                Ok((status, at)) => {
-                    if status == SIGKILLED {
+                Ok(exit) => {
+                    if exit.status == SIGKILLED {
                         self.await_oom_event(&id).await;
                     }
-                    self.record_exit(&id, status, at)
+                    self.record_exit(&id, exit)
                 }
                 Err(e) => {
                     tracing::warn!(container_id = %id, error = %e, "lost the container's shim");
@@ -97,7 +97,7 @@ impl ContainerService {
     }
 
     /// Records an exit once; later calls for the same exit change nothing.
-    pub(super) fn record_exit(&self, id: &str, status: u32, exited_at: i64) {
+    pub(super) fn record_exit(&self, id: &str, exit: Exit) {
         let Ok(mut record) = self.get(id) else { return };
         if !record.phase.can_record_exit() {
             return;
@@ -108,15 +108,15 @@ impl ContainerService {
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
         record.phase = ContainerPhase::Exited;
-        record.exit_code = status as i32;
-        record.finished_at = if exited_at > 0 {
-            exited_at
+        record.exit_code = exit.status as i32;
+        record.finished_at = if exit.at > 0 {
+            exit.at
         } else {
             crate::image::now_nanos()
         };
         record.reason = if oom {
             "OOMKilled"
-        } else if status == 0 {
+        } else if exit.status == 0 {
             "Completed"
         } else {
             "Error"
@@ -175,11 +175,11 @@ impl ContainerService {
         let (_, task) = self.task_of(&record)?;
         if !timeout.is_zero() {
             let signal = stop_signal(&record.stop_signal);
-            if let Some((status, at)) = self
+            if let Some(exit) = self
                 .signal_and_wait(&task, id, signal, false, timeout)
                 .await?
             {
-                self.record_exit(id, status, at);
+                self.record_exit(id, exit);
                 return Ok(());
             }
         }
@@ -187,8 +187,8 @@ impl ContainerService {
             .signal_and_wait(&task, id, libc::SIGKILL as u32, true, KILL_WAIT)
             .await?
         {
-            Some((status, at)) => {
-                self.record_exit(id, status, at);
+            Some(exit) => {
+                self.record_exit(id, exit);
                 Ok(())
             }
             None => Err(Error::Unavailable(format!(
@@ -205,7 +205,7 @@ impl ContainerService {
         signal: u32,
         all: bool,
         timeout: Duration,
-    ) -> Result<Option<(u32, i64)>> {
+    ) -> Result<Option<Exit>> {
         match task.kill(id, "", signal, all).await {
             Ok(()) | Err(Error::NotFound(_)) => {}
             Err(e) => return Err(e),
@@ -290,13 +290,8 @@ impl ContainerService {
                 return Ok(());
             }
         };
-        use containerd_shim_protos::api::Status;
-        let status = state.status.value();
-        if status == Status::STOPPED as i32 {
-            let at = state
-                .exited_at
-                .as_ref()
-                .map_or(0, |t| t.seconds * 1_000_000_000 + i64::from(t.nanos));
+        if state.status == TaskStatus::Stopped {
+            let at = state.exit.at;
             if record.phase.can_start() {
                 // Started, then exited, while the record still said Created: a
                 // crash came between the start and its record. When it started is
@@ -306,11 +301,11 @@ impl ContainerService {
             }
             // Drain what it wrote while berthd was away before recording the end.
             self.attach_output(&record, LogOpening::Retried)?;
-            self.record_exit(&id, state.exit_status, at);
+            self.record_exit(&id, state.exit);
             return Ok(());
         }
         self.attach_output(&record, LogOpening::Retried)?;
-        if status == Status::RUNNING as i32 {
+        if state.status == TaskStatus::Running {
             if record.phase.can_start() {
                 tracing::info!(container_id = %id, pid = state.pid, "started before a crash; recording it Running");
                 record.phase = ContainerPhase::Running;

@@ -2,15 +2,10 @@
 //! applied by its shim (runc update) and recorded, so that ContainerStatus shows
 //! them and they survive a restart.
 
-use containerd_shim_protos::protobuf::well_known_types::any::Any;
-
 use super::service::ContainerService;
 use crate::domain::config::Resources;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::spec;
-
-/// How containerd names an OCI `LinuxResources` carried as JSON in an `Any`.
-const RESOURCES_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
 
 impl ContainerService {
     /// Replaces the container's limits. A container that has exited only has its
@@ -26,18 +21,8 @@ impl ContainerService {
         };
         if record.phase.has_live_task() {
             let limits = spec::resources_update(&resources)?;
-            let value = serde_json::to_vec(&limits)
-                .map_err(|e| Error::Internal(format!("encoding resources of {id}: {e}")))?;
             let (_, task) = self.task_of(&record)?;
-            task.update(
-                &id,
-                Any {
-                    type_url: RESOURCES_TYPE_URL.to_string(),
-                    value,
-                    ..Default::default()
-                },
-            )
-            .await?;
+            task.update(&id, &limits).await?;
         }
         record.config.linux.resources = resources;
         self.save(&record)

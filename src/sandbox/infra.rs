@@ -5,13 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use containerd_shim_protos::api;
-use containerd_shim_protos::protobuf::well_known_types::any::Any;
-
 use super::pause::beside_berthd;
 use crate::config::RuntimeHandler;
 use crate::error::{Error, IoContext, Result};
-use crate::shim::{ShimEnv, TaskClient, runc_options};
+use crate::shim::{CreateTask, RuntimeOptions, ShimEnv, TaskClient, TaskStatus};
+use crate::snapshot::overlay::Mount;
 
 /// The pause process exits on SIGTERM at once; this is only for a stuck one.
 const TERM_GRACE: Duration = Duration::from_secs(2);
@@ -28,8 +26,12 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    fn options(&self) -> Result<Any> {
-        runc_options(&self.binary_name, &self.root, self.systemd_cgroup)
+    fn options(&self) -> RuntimeOptions {
+        RuntimeOptions {
+            binary_name: self.binary_name.clone(),
+            root: self.root.clone(),
+            systemd_cgroup: self.systemd_cgroup,
+        }
     }
 }
 
@@ -64,22 +66,25 @@ pub async fn start(
     runtime: &Runtime,
     id: &str,
     bundle: &Path,
-    rootfs: Vec<api::Mount>,
+    rootfs: Vec<Mount>,
 ) -> Result<(TaskClient, u32)> {
     let address = shims.start(&runtime.shim, id, bundle).await?;
-    let client = match TaskClient::connect(&address).await {
+    let client = match crate::shim::connect(&address).await {
         Ok(c) => c,
         Err(e) => {
             let _ = shims.delete(&runtime.shim, id, bundle).await;
             return Err(e);
         }
     };
-    let request = api::CreateTaskRequest {
+    let request = CreateTask {
         id: id.to_string(),
-        bundle: bundle.display().to_string(),
+        bundle: bundle.to_path_buf(),
         rootfs,
-        options: Some(runtime.options()?).into(),
-        ..Default::default()
+        terminal: false,
+        stdin: None,
+        stdout: None,
+        stderr: None,
+        options: runtime.options(),
     };
     let started = async {
         client.create(&request).await?;
@@ -108,7 +113,7 @@ pub async fn stop(client: &TaskClient, id: &str) -> Result<()> {
     // Anything but stopped may hold a process: a task berthd was starting when it
     // died can be created now and running a moment later, as the shim finishes.
     let alive = match client.state(id, "").await {
-        Ok(state) => state.status.value() != api::Status::STOPPED as i32,
+        Ok(state) => state.status != TaskStatus::Stopped,
         Err(Error::NotFound(_)) => return Ok(()),
         Err(e) => return Err(e),
     };
@@ -173,11 +178,11 @@ pub async fn reconnect(bundle: &Path) -> Result<TaskClient> {
     let address = tokio::fs::read_to_string(&path)
         .await
         .context(|| format!("reading {}", path.display()))?;
-    TaskClient::connect(address.trim()).await
+    crate::shim::connect(address.trim()).await
 }
 
 /// Whether the shim still runs the infra task, and its pid.
 pub async fn running_pid(client: &TaskClient, id: &str) -> Option<u32> {
     let state = client.state(id, "").await.ok()?;
-    (state.status.value() == api::Status::RUNNING as i32).then_some(state.pid)
+    (state.status == TaskStatus::Running).then_some(state.pid)
 }

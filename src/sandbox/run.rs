@@ -130,7 +130,7 @@ impl SandboxService {
         self.write_spec(record, image.as_ref()).await?;
         let mounts = image
             .as_ref()
-            .map(|(_, rootfs)| vec![crate::shim::rootfs_mount(&rootfs.mount)])
+            .map(|(_, rootfs)| vec![rootfs.mount.clone()])
             .unwrap_or_default();
         self.follow_shim_log(&id, &record.bundle);
 

@@ -6,8 +6,11 @@ pub mod events;
 pub mod features;
 pub mod launch;
 mod options;
+mod task;
 
-pub use client::TaskClient;
+pub use client::{TtrpcTasks, connect};
 pub use events::{EventServer, ShimEvent};
 pub use launch::ShimEnv;
-pub use options::{rootfs_mount, runc_options};
+pub use task::{
+    CreateTask, ExecTask, Exit, RuntimeOptions, TaskClient, TaskState, TaskStatus, Tasks,
+};
