@@ -14,6 +14,8 @@ mod pod;
 mod service;
 mod stats;
 mod stdio;
+#[cfg(test)]
+mod tests;
 mod update;
 
 pub use events::{ContainerEvent, ContainerEventKind};

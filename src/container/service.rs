@@ -68,6 +68,24 @@ impl ContainerService {
             .map(|h| h.runtime.clone())
             .collect();
         let features = tokio::task::spawn_blocking(move || features::probe_all(runtimes)).await?;
+        Self::open_with(
+            config, store, images, sandboxes, names, host, events, features,
+        )
+        .await
+    }
+
+    /// `open` with the runtimes' features already known (tests give none).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn open_with(
+        config: Config,
+        store: Arc<Store>,
+        images: Arc<ImageService>,
+        sandboxes: Arc<SandboxService>,
+        names: Arc<NameIndex>,
+        host: HostFacts,
+        events: &broadcast::Sender<ShimEvent>,
+        features: BTreeMap<String, HandlerFeatures>,
+    ) -> Result<Arc<ContainerService>> {
         let service = Arc::new(ContainerService {
             config,
             store,

@@ -20,6 +20,10 @@ mod recover;
 mod run;
 mod shim_log;
 mod stop;
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -195,6 +199,16 @@ impl SandboxService {
     fn unfollow_shim_log(&self, id: &str) {
         let mut logs = self.shim_logs.lock().unwrap_or_else(|p| p.into_inner());
         logs.remove(id);
+    }
+
+    /// Records and indexes a pod as a test sets it up, with `task` as its shim.
+    #[cfg(test)]
+    pub(crate) fn put_for_tests(
+        &self,
+        record: SandboxRecord,
+        task: Option<TaskClient>,
+    ) -> Result<()> {
+        self.save(record, task)
     }
 
     fn unindex(&self, id: &str) {

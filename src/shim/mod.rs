@@ -3,6 +3,8 @@
 
 pub mod client;
 pub mod events;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod features;
 pub mod launch;
 mod options;
