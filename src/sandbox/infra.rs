@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::pause::beside_berthd;
 use crate::config::RuntimeHandler;
 use crate::error::{Error, IoContext, Result};
-use crate::shim::{CreateTask, RuntimeOptions, ShimEnv, TaskClient, TaskStatus};
+use crate::shim::{Connect, CreateTask, RuntimeOptions, ShimEnv, TaskClient, TaskStatus};
 use crate::snapshot::overlay::Mount;
 
 /// The pause process exits on SIGTERM at once; this is only for a stuck one.
@@ -63,13 +63,14 @@ pub fn resolve_shim(handler: &RuntimeHandler) -> Result<PathBuf> {
 /// left running.
 pub async fn start(
     shims: &ShimEnv,
+    connector: &dyn Connect,
     runtime: &Runtime,
     id: &str,
     bundle: &Path,
     rootfs: Vec<Mount>,
 ) -> Result<(TaskClient, u32)> {
     let address = shims.start(&runtime.shim, id, bundle).await?;
-    let client = match crate::shim::connect(&address).await {
+    let client = match connector.connect(&address).await {
         Ok(c) => c,
         Err(e) => {
             let _ = shims.delete(&runtime.shim, id, bundle).await;
@@ -173,12 +174,12 @@ async fn kill_and_wait(client: &TaskClient, id: &str) -> Result<()> {
 }
 
 /// Reconnects to the shim whose address is in the bundle.
-pub async fn reconnect(bundle: &Path) -> Result<TaskClient> {
+pub async fn reconnect(connector: &dyn Connect, bundle: &Path) -> Result<TaskClient> {
     let path = bundle.join("address");
     let address = tokio::fs::read_to_string(&path)
         .await
         .context(|| format!("reading {}", path.display()))?;
-    crate::shim::connect(address.trim()).await
+    connector.connect(address.trim()).await
 }
 
 /// Whether the shim still runs the infra task, and its pid.

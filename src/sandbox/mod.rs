@@ -34,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::id_locks::{IdGuard, IdLocks};
 use crate::image::ImageService;
 use crate::network::Cni;
-use crate::shim::{ShimEnv, TaskClient};
+use crate::shim::{Connect, ShimEnv, TaskClient, TtrpcConnect};
 use crate::spec::{HostFacts, PodFiles};
 use crate::store::{SandboxRecord, Store};
 
@@ -76,6 +76,8 @@ pub struct SandboxService {
     store: Arc<Store>,
     cni: Cni,
     shims: ShimEnv,
+    /// How the pods' shims are reached: over ttrpc, or an in-memory fake in tests.
+    connector: Arc<dyn Connect>,
     /// The built-in infra rootfs, or why there is none.
     pause_rootfs: std::result::Result<PathBuf, String>,
     /// For a configured `sandbox_image`.
@@ -102,6 +104,20 @@ impl SandboxService {
         images: Arc<ImageService>,
         host: HostFacts,
     ) -> Result<Arc<SandboxService>> {
+        let connector = Arc::new(TtrpcConnect);
+        Self::open_with(config, store, shims, names, images, host, connector).await
+    }
+
+    /// `open` with the way to reach shims given (tests give a fake).
+    pub(crate) async fn open_with(
+        config: Config,
+        store: Arc<Store>,
+        shims: ShimEnv,
+        names: Arc<NameIndex>,
+        images: Arc<ImageService>,
+        host: HostFacts,
+        connector: Arc<dyn Connect>,
+    ) -> Result<Arc<SandboxService>> {
         // Without a pause binary berthd still serves images; RunPodSandbox says why not.
         let root = config.root.clone();
         let configured = config.pause_binary.clone();
@@ -124,6 +140,7 @@ impl SandboxService {
             store,
             cni,
             shims,
+            connector,
             pause_rootfs,
             images,
             names,

@@ -49,7 +49,9 @@ impl SandboxService {
         if record.bundle.join("log").exists() {
             self.follow_shim_log(&record.id, &record.bundle);
         }
-        let task = infra::reconnect(&record.bundle).await.ok();
+        let task = infra::reconnect(&*self.connector, &record.bundle)
+            .await
+            .ok();
         let pid = match &task {
             Some(t) => infra::running_pid(t, &record.id).await,
             None => None,
@@ -83,7 +85,9 @@ impl SandboxService {
     async fn undo_half_created(&self, record: SandboxRecord) -> Result<()> {
         tracing::info!(pod_id = %record.id, "undoing a pod sandbox a crash left half-created");
         let mut record = self.half_created_view(record);
-        let task = infra::reconnect(&record.bundle).await.ok();
+        let task = infra::reconnect(&*self.connector, &record.bundle)
+            .await
+            .ok();
         self.teardown(&mut record, task.as_ref()).await?;
         self.shutdown_shim(&record, task.as_ref()).await?;
         let bundle = record.bundle.clone();

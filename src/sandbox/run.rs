@@ -141,7 +141,14 @@ impl SandboxService {
                 None => Ok(None),
             }
         };
-        let infra = infra::start(&self.shims, runtime, &id, &record.bundle, mounts);
+        let infra = infra::start(
+            &self.shims,
+            &*self.connector,
+            runtime,
+            &id,
+            &record.bundle,
+            mounts,
+        );
         let (network, infra) = tokio::join!(network, infra);
         if let (Ok(Some(_)), Some(netns)) = (&network, &record.netns) {
             undo.push(Undo::Cni(netns.clone()));

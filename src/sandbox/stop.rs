@@ -149,7 +149,9 @@ impl SandboxService {
         let task = match task {
             Some(t) => Some(t),
             None => {
-                reconnected = infra::reconnect(&record.bundle).await.ok();
+                reconnected = infra::reconnect(&*self.connector, &record.bundle)
+                    .await
+                    .ok();
                 reconnected.as_ref()
             }
         };
@@ -194,7 +196,7 @@ impl SandboxService {
         let reconnected;
         let task = match task {
             Some(t) => t,
-            None => match infra::reconnect(&record.bundle).await {
+            None => match infra::reconnect(&*self.connector, &record.bundle).await {
                 Ok(t) => {
                     reconnected = t;
                     &reconnected

@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::domain::SandboxPhase;
 use crate::domain::config::{NamespaceMode, SandboxConfig};
 use crate::image::ImageService;
-use crate::shim::fake::FakeTasks;
+use crate::shim::fake::{FakeShims, FakeTasks};
 use crate::shim::{ShimEnv, TaskClient};
 use crate::spec::HostFacts;
 use crate::store::{SandboxRecord, Store};
@@ -21,6 +21,8 @@ pub(crate) struct TestNode {
     pub names: Arc<NameIndex>,
     pub sandboxes: Arc<SandboxService>,
     pub host: HostFacts,
+    /// The shims pods reconnect to, by the address in their bundle.
+    pub shims: Arc<FakeShims>,
     _dir: tempfile::TempDir,
 }
 
@@ -47,21 +49,8 @@ impl TestNode {
             cgroup_v2: false,
             capabilities: u64::MAX,
         };
-        let shims = ShimEnv {
-            events_address: String::new(),
-            publish_binary: dir.path().join("no-berthd"),
-            socket_dir: config.state.join("s"),
-        };
-        let sandboxes = SandboxService::open(
-            config.clone(),
-            store.clone(),
-            shims,
-            names.clone(),
-            images.clone(),
-            host,
-        )
-        .await
-        .unwrap();
+        let shims = Arc::new(FakeShims::default());
+        let sandboxes = open_sandboxes(&config, &store, &images, &names, host, &shims).await;
         TestNode {
             config,
             store,
@@ -69,6 +58,7 @@ impl TestNode {
             names,
             sandboxes,
             host,
+            shims,
             _dir: dir,
         }
     }
@@ -76,6 +66,24 @@ impl TestNode {
     /// A Ready pod on the host's network (no netns, no CNI) whose shim is `shim`;
     /// the fake holds its running infra task.
     pub fn ready_pod(&self, id: &str, shim: &Arc<FakeTasks>) -> SandboxRecord {
+        let record = self.ready_pod_record(id, shim);
+        self.put_pod(record.clone(), Some(shim.client()));
+        record
+    }
+
+    /// The same pod, only recorded in the store (as a restarted berthd finds it),
+    /// with the address of `shim` in its bundle.
+    pub fn recorded_pod(&self, id: &str, shim: &Arc<FakeTasks>) -> SandboxRecord {
+        let record = self.ready_pod_record(id, shim);
+        std::fs::create_dir_all(&record.bundle).unwrap();
+        let address = format!("fake://{id}");
+        std::fs::write(record.bundle.join("address"), format!("{address}\n")).unwrap();
+        self.shims.serve(&address, shim);
+        self.store.write(|tx| tx.put(&record)).unwrap();
+        record
+    }
+
+    fn ready_pod_record(&self, id: &str, shim: &Arc<FakeTasks>) -> SandboxRecord {
         shim.set_task(
             id,
             crate::shim::TaskState {
@@ -91,19 +99,58 @@ impl TestNode {
             ..Default::default()
         };
         config.linux.security_context.namespace_options.network = NamespaceMode::Node;
-        let record = SandboxRecord {
+        SandboxRecord {
             id: id.to_string(),
             config,
             phase: SandboxPhase::Ready,
             bundle: self.config.state.join("pods").join(id),
             pid: 1,
             ..Default::default()
-        };
-        self.put_pod(record.clone(), Some(shim.client()));
-        record
+        }
     }
 
     pub fn put_pod(&self, record: SandboxRecord, task: Option<TaskClient>) {
         self.sandboxes.put_for_tests(record, task).unwrap();
     }
+
+    /// A second sandbox service on the same store, as berthd's after a restart:
+    /// it recovers the recorded pods.
+    pub async fn restart_sandboxes(&self) -> Arc<SandboxService> {
+        let names = Arc::new(NameIndex::default());
+        open_sandboxes(
+            &self.config,
+            &self.store,
+            &self.images,
+            &names,
+            self.host,
+            &self.shims,
+        )
+        .await
+    }
+}
+
+async fn open_sandboxes(
+    config: &Config,
+    store: &Arc<Store>,
+    images: &Arc<ImageService>,
+    names: &Arc<NameIndex>,
+    host: HostFacts,
+    shims: &Arc<FakeShims>,
+) -> Arc<SandboxService> {
+    let env = ShimEnv {
+        events_address: String::new(),
+        publish_binary: config.root.join("no-berthd"),
+        socket_dir: config.state.join("s"),
+    };
+    SandboxService::open_with(
+        config.clone(),
+        store.clone(),
+        env,
+        names.clone(),
+        images.clone(),
+        host,
+        shims.clone(),
+    )
+    .await
+    .unwrap()
 }

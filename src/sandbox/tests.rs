@@ -84,3 +84,45 @@ async fn an_infra_exit_makes_a_ready_pod_not_ready() {
         SandboxPhase::NotReady
     );
 }
+
+#[tokio::test]
+async fn recovery_reconnects_a_ready_pod_whose_infra_runs() {
+    let node = TestNode::open().await;
+    let shim = FakeTasks::new();
+    node.recorded_pod("p1", &shim);
+
+    let sandboxes = node.restart_sandboxes().await;
+    let pod = sandboxes.get("p1").unwrap();
+    assert_eq!(pod.record.phase, SandboxPhase::Ready);
+    assert!(pod.task.is_some());
+    assert!(shim.calls().contains(&"state p1".to_string()));
+    // Containers can be created in it again, through the same shim.
+    let ready = sandboxes.hold_ready("p1").await.unwrap();
+    ready.task.state("p1", "").await.unwrap();
+}
+
+#[tokio::test]
+async fn recovery_marks_a_pod_whose_infra_or_shim_is_gone_not_ready() {
+    let node = TestNode::open().await;
+    let exited = FakeTasks::new();
+    node.recorded_pod("p1", &exited);
+    exited.exit("p1", 0);
+    let gone = FakeTasks::new();
+    node.recorded_pod("p2", &gone);
+    gone.go_away();
+
+    let sandboxes = node.restart_sandboxes().await;
+    for id in ["p1", "p2"] {
+        let pod = sandboxes.get(id).unwrap();
+        assert_eq!(pod.record.phase, SandboxPhase::NotReady, "{id}");
+        let stored: SandboxRecord = node.store.get(id).unwrap().unwrap();
+        assert_eq!(stored.phase, SandboxPhase::NotReady, "{id}");
+        let refused = sandboxes.hold_ready(id).await.err().unwrap();
+        assert!(
+            matches!(refused, Error::FailedPrecondition(_)),
+            "{refused:?}"
+        );
+    }
+    // A shim that answers is kept, so Stop and Remove can use it.
+    assert!(sandboxes.get("p1").unwrap().task.is_some());
+}

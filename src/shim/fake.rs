@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use oci_spec::runtime::LinuxResources;
 use tokio::sync::watch;
 
-use super::task::{CreateTask, ExecTask, Exit, TaskClient, TaskState, TaskStatus, Tasks};
+use super::task::{Connect, CreateTask, ExecTask, Exit, TaskClient, TaskState, TaskStatus, Tasks};
 use crate::error::{Error, Result};
 
 /// The first pid the fake hands out; any nonzero value would do.
@@ -182,7 +182,9 @@ impl Tasks for FakeTasks {
         self.enter(format!("kill {} {signal}", who(id, exec_id)))?;
         self.with_task(id, exec_id, |t| {
             let deadly = [libc::SIGTERM as u32, libc::SIGKILL as u32].contains(&signal);
-            if t.status == TaskStatus::Running && deadly {
+            // runc kills a created task's waiting init as well.
+            let alive = matches!(t.status, TaskStatus::Created | TaskStatus::Running);
+            if alive && deadly {
                 finish(t, 128 + signal);
             }
             Ok(())
@@ -252,5 +254,35 @@ impl Tasks for FakeTasks {
 
     async fn shutdown(&self, id: &str) -> Result<()> {
         self.enter(format!("shutdown {id}"))
+    }
+}
+
+/// Fake shims by address: what the sandbox service connects to in tests. An
+/// address nobody registered is a shim that is gone.
+#[derive(Default)]
+pub struct FakeShims {
+    shims: Mutex<HashMap<String, Arc<FakeTasks>>>,
+}
+
+impl FakeShims {
+    /// `shim` answers at `address` from now on.
+    pub fn serve(&self, address: &str, shim: &Arc<FakeTasks>) {
+        self.shims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(address.to_string(), shim.clone());
+    }
+}
+
+#[async_trait]
+impl Connect for FakeShims {
+    async fn connect(&self, address: &str) -> Result<TaskClient> {
+        let shims = self.shims.lock().unwrap_or_else(|e| e.into_inner());
+        match shims.get(address) {
+            Some(shim) => Ok(shim.client()),
+            None => Err(Error::Unavailable(format!(
+                "connecting to shim at {address}: no such shim"
+            ))),
+        }
     }
 }

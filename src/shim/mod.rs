@@ -10,9 +10,9 @@ pub mod launch;
 mod options;
 mod task;
 
-pub use client::{TtrpcTasks, connect};
+pub use client::{TtrpcConnect, TtrpcTasks, connect};
 pub use events::{EventServer, ShimEvent};
 pub use launch::ShimEnv;
 pub use task::{
-    CreateTask, ExecTask, Exit, RuntimeOptions, TaskClient, TaskState, TaskStatus, Tasks,
+    Connect, CreateTask, ExecTask, Exit, RuntimeOptions, TaskClient, TaskState, TaskStatus, Tasks,
 };

@@ -85,6 +85,13 @@ pub struct TaskState {
     pub exit: Exit,
 }
 
+/// Connects to a shim by the address it printed when it started (and that its pod's
+/// bundle keeps, for reconnecting after a restart).
+#[async_trait]
+pub trait Connect: Send + Sync {
+    async fn connect(&self, address: &str) -> Result<TaskClient>;
+}
+
 /// The calls of the shim v2 Task service berthd makes. `exec_id` is empty for the
 /// task's own process. Failures use the domain error of the same meaning: NotFound
 /// for a task that is not there, Unavailable for a shim that does not answer,
