@@ -58,7 +58,7 @@ pub async fn run(config: Config) -> Result<()> {
             .context(|| "finding berthd's own executable".into())?,
         socket_dir: config.state.join("s"),
     };
-    let host = crate::container::spec::HostFacts::of_this_host();
+    let host = crate::spec::HostFacts::of_this_host();
     if host.min_oom_score_adj > -1000 {
         tracing::info!(
             floor = host.min_oom_score_adj,

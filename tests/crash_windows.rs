@@ -166,9 +166,7 @@ async fn remove_keeps_a_container_whose_process_still_runs() {
     // while the process runs, as a crash between start and record leaves it.
     let address = std::fs::read_to_string(w.env.state.join("pods").join(&pod.0).join("address"))
         .expect("the pod's shim address");
-    let shim = berth::shim::TaskClient::connect(address.trim())
-        .await
-        .unwrap();
+    let shim = berth::shim::connect(address.trim()).await.unwrap();
     let pid = shim.start(&id, "").await.expect("start through the shim");
     assert_eq!(w.status(&id).await.state, CREATED);
 
@@ -212,13 +210,13 @@ fn half_created_pod(env: &TestEnv, name: &str, blocker_source: &Path) -> (String
     let store = berth::store::Store::open(&env.root.join("meta.redb")).unwrap();
     let record = berth::store::SandboxRecord {
         id: id.clone(),
-        config: berth::container::config::SandboxConfig {
+        config: berth::domain::config::SandboxConfig {
             name: name.into(),
             namespace: "default".into(),
             uid: format!("uid-{name}"),
             ..Default::default()
         },
-        phase: berth::store::SandboxPhase::Creating,
+        phase: berth::domain::SandboxPhase::Creating,
         bundle,
         shim: binaries().0.clone(),
         ..Default::default()

@@ -426,13 +426,13 @@ async fn half_created_pod_is_undone_at_start() {
         let store = berth::store::Store::open(&env.root.join("meta.redb")).unwrap();
         let record = berth::store::SandboxRecord {
             id: id.clone(),
-            config: berth::container::config::SandboxConfig {
+            config: berth::domain::config::SandboxConfig {
                 name: "half".into(),
                 namespace: "default".into(),
                 uid: "uid-half".into(),
                 ..Default::default()
             },
-            phase: berth::store::SandboxPhase::Creating,
+            phase: berth::domain::SandboxPhase::Creating,
             bundle: bundle.clone(),
             shim: binaries().0.clone(),
             ..Default::default()

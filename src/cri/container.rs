@@ -6,10 +6,10 @@ use k8s_cri::v1 as cri;
 use serde_json::json;
 
 use super::convert::map;
-use crate::container::ContainerFilter;
-use crate::container::ImageNames;
-use crate::container::config::{MountPropagation, Resources};
-use crate::store::{ContainerPhase, ContainerRecord};
+use crate::container::{ContainerFilter, ImageNames};
+use crate::domain::ContainerPhase;
+use crate::domain::config::{MountPropagation, Resources};
+use crate::store::ContainerRecord;
 
 fn state(phase: ContainerPhase) -> i32 {
     let state = match phase {

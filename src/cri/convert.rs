@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use k8s_cri::v1 as cri;
 
-use crate::container::config::{
+use crate::domain::config::{
     Capabilities, ContainerConfig, Device, DnsConfig, HugepageLimit, LinuxContainerConfig,
     LinuxSandboxConfig, Mount, MountPropagation, NamespaceMode, NamespaceOptions, PortMapping,
     Protocol, Resources, SandboxConfig, SandboxSecurityContext, SeccompProfile, SecurityContext,

@@ -17,8 +17,8 @@ use tonic::{Request, Response, Status};
 
 use super::{container, convert, events, metrics, sandbox, span, stats, streaming};
 use crate::config::{CgroupDriver, Config};
-use crate::container::config::{ContainerConfig, SandboxConfig};
 use crate::container::{ContainerFilter, ContainerService};
+use crate::domain::config::{ContainerConfig, SandboxConfig};
 use crate::error::Error;
 use crate::sandbox::SandboxService;
 use crate::streaming::Streaming;

@@ -6,10 +6,11 @@ use k8s_cri::v1 as cri;
 use serde_json::json;
 
 use super::convert::map;
-use crate::container::config::NamespaceMode;
+use crate::domain::SandboxPhase;
+use crate::domain::config::NamespaceMode;
 use crate::error::Error;
 use crate::sandbox::{ObservedSandbox, Sandbox, SandboxFilter};
-use crate::store::{SandboxPhase, SandboxRecord};
+use crate::store::SandboxRecord;
 
 fn state(phase: SandboxPhase) -> i32 {
     match phase {

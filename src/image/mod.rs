@@ -2,6 +2,7 @@
 //! keeps the image records, answers list/status, removes images and collects garbage.
 
 pub mod archive;
+mod config_view;
 #[cfg(test)]
 mod fuzz_tests;
 mod gc;

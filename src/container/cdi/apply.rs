@@ -11,7 +11,7 @@ use oci_spec::runtime::{
 
 use super::CdiError;
 use super::spec::{ContainerEdits, DeviceNode, Hook, Mount};
-use crate::container::spec::{DeviceKind, DeviceLookup, HostDevice};
+use crate::spec::{DeviceKind, DeviceLookup, HostDevice};
 
 /// Applies each device's edits in order; `lookup` fills in what a device node
 /// leaves out (type, major/minor, mode, owner) from the host's node.

@@ -21,8 +21,8 @@ mod tests;
 
 use std::path::PathBuf;
 
-use crate::container::spec::DeviceLookup;
 use crate::error::Error;
+use crate::spec::DeviceLookup;
 
 pub use registry::{MAX_SPEC_BYTES, MAX_SPEC_FILES};
 

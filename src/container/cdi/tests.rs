@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxBuilder, LinuxResourcesBuilder, ProcessBuilder, Spec, SpecBuilder};
 
 use super::*;
-use crate::container::spec::{DeviceKind, DeviceLookup, HostDevice};
+use crate::spec::{DeviceKind, DeviceLookup, HostDevice};
 
 /// One host node: /dev/vendor0, char 240:7, 0660, owned by 0:44.
 struct OneNode;

@@ -19,7 +19,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::sys::stat::Mode;
 
 use super::copy_up::{self, Budget, CopyError};
-use crate::container::config::Mount;
+use crate::domain::config::Mount;
 use crate::error::{Error, IoContext, Result};
 use crate::snapshot::view::LayeredView;
 use crate::snapshot::view::tree::DirLookup;

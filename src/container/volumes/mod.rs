@@ -13,8 +13,8 @@ mod image_volume;
 
 use std::path::{Path, PathBuf};
 
-use super::config::ContainerConfig;
 use super::service::ContainerService;
+use crate::domain::config::ContainerConfig;
 use crate::error::{Error, Result};
 use crate::store::{ContainerRecord, ImageRecord};
 

@@ -5,7 +5,7 @@
 use k8s_cri::v1 as cri;
 
 use super::invalid;
-use crate::container::config::{AppArmorProfile, SelinuxOptions};
+use crate::domain::config::{AppArmorProfile, SelinuxOptions};
 use crate::error::{Error, quote};
 
 /// AppArmor profile names are paths or words; a longer one is not a profile.

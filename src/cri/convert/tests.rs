@@ -418,7 +418,7 @@ fn invalid_sandbox_fields_are_named() {
 #[test]
 #[allow(deprecated)]
 fn apparmor_selinux_image_and_cdi_fields_are_kept() {
-    use crate::container::config::{AppArmorProfile, SelinuxOptions};
+    use crate::domain::config::{AppArmorProfile, SelinuxOptions};
     let with = |sc: cri::LinuxContainerSecurityContext| {
         let mut c = container();
         c.linux.get_or_insert_default().security_context = Some(sc);

@@ -40,6 +40,7 @@ mod compression;
 mod entry;
 #[cfg(test)]
 pub(crate) mod fuzz;
+mod kind;
 mod meta;
 mod path;
 mod reader;

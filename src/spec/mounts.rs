@@ -10,7 +10,7 @@ use std::path::{Component, Path};
 use oci_spec::runtime::{Mount as OciMount, MountBuilder};
 
 use super::{PodFiles, SpecError};
-use crate::container::config::{ContainerConfig, Mount, MountPropagation, NamespaceMode};
+use crate::domain::config::{ContainerConfig, Mount, MountPropagation, NamespaceMode};
 
 const ETC_HOSTNAME: &str = "/etc/hostname";
 const ETC_HOSTS: &str = "/etc/hosts";

@@ -33,15 +33,15 @@ use oci_spec::runtime::{
     LinuxBuilder, LinuxCpuBuilder, LinuxResourcesBuilder, Process, ProcessBuilder, RootBuilder,
     Spec, SpecBuilder,
 };
-use serde::{Deserialize, Serialize};
 
-use crate::container::config::{ContainerConfig, NamespaceMode, Resources, SandboxConfig};
+use crate::domain::ImageConfigView;
+use crate::domain::config::{ContainerConfig, NamespaceMode, Resources, SandboxConfig};
 use crate::error::Error;
 
 pub use devices::{DeviceKind, DeviceLookup, HostDevice, HostDevices};
 pub use linux::{check_profile_location, check_supported};
 pub use lsm::LsmFacts;
-pub use user::UserFiles;
+pub use user::{UserFiles, user_files};
 
 /// containerd's score for infra containers: the last thing the OOM killer takes.
 pub const SANDBOX_OOM_SCORE_ADJ: i32 = -998;
@@ -72,24 +72,6 @@ impl From<SpecError> for Error {
             SpecError::Build(e) => Error::Internal(format!("building the OCI spec: {e}")),
         }
     }
-}
-
-/// What the spec needs from the image config (OCI image spec `config`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ImageConfigView {
-    pub entrypoint: Vec<String>,
-    pub cmd: Vec<String>,
-    /// "KEY=value" entries.
-    pub env: Vec<String>,
-    pub working_dir: String,
-    /// "name", "uid", "uid:gid", "name:group", ...; empty means root.
-    pub user: String,
-    /// Not used in the spec; kept here because Stop needs it from the same place.
-    pub stop_signal: String,
-    /// The declared volume paths (`Volumes`), as written: `container::volumes`
-    /// normalises them.
-    pub volumes: Vec<String>,
 }
 
 /// Host paths of the pod's shared files, bind-mounted into its containers. `None`

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::*;
 
-use crate::container::config::{
+use crate::domain::config::{
     Capabilities, Device, HugepageLimit, Mount, MountPropagation, Resources, SeccompProfile,
     SupplementalGroupsPolicy,
 };

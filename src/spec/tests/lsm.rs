@@ -2,9 +2,9 @@
 //! one with neither (this one), through the injected `LsmFacts`.
 
 use super::*;
-use crate::container::config::{AppArmorProfile, SelinuxOptions};
-use crate::container::spec::lsm::check_apparmor;
+use crate::domain::config::{AppArmorProfile, SelinuxOptions};
 use crate::error::Error;
+use crate::spec::lsm::check_apparmor;
 
 const BOTH: LsmFacts = LsmFacts {
     apparmor: true,

@@ -2,8 +2,24 @@
 
 use serde::Deserialize;
 
-use crate::container::spec::ImageConfigView;
+use super::ImageService;
+use crate::domain::ImageConfigView;
 use crate::error::{Error, Result};
+use crate::store::ImageRecord;
+
+/// Image configs are small; this only guards against garbage.
+const MAX_IMAGE_CONFIG: u64 = 8 << 20;
+
+impl ImageService {
+    /// What a container's spec needs from `image`'s config blob.
+    pub fn config_view(&self, image: &ImageRecord) -> Result<ImageConfigView> {
+        let digest = &image.config.digest;
+        parse(
+            &self.content_store().read(digest, MAX_IMAGE_CONFIG)?,
+            digest,
+        )
+    }
+}
 
 #[derive(Deserialize, Default)]
 #[serde(default)]

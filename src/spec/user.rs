@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use oci_spec::runtime::{User, UserBuilder};
 
 use super::{ImageConfigView, SpecError};
-use crate::container::config::{SandboxSecurityContext, SecurityContext, SupplementalGroupsPolicy};
+use crate::domain::config::{SandboxSecurityContext, SecurityContext, SupplementalGroupsPolicy};
+use crate::image::ContainerRootfs;
 use crate::snapshot::view::{LayeredView, ViewError};
 
 /// Account files bigger than this are refused: real ones are a few KiB, and the
@@ -50,6 +51,15 @@ impl UserFiles {
             group: read("/etc/group")?,
         })
     }
+}
+
+/// The image's /etc/passwd and /etc/group as a container on `rootfs` will see
+/// them: its writable layer over the image's.
+pub fn user_files(rootfs: &ContainerRootfs) -> Result<UserFiles, SpecError> {
+    let layers: Vec<PathBuf> = std::iter::once(rootfs.upper.clone())
+        .chain(rootfs.lowers.iter().cloned())
+        .collect();
+    UserFiles::read(&layers)
 }
 
 struct PasswdEntry {

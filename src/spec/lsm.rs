@@ -18,7 +18,7 @@
 use std::io::{self, Read};
 use std::sync::Once;
 
-use crate::container::config::{AppArmorProfile, SelinuxOptions};
+use crate::domain::config::{AppArmorProfile, SelinuxOptions};
 use crate::error::Error;
 
 /// The profile RuntimeDefault means (containerd's is "cri-containerd.apparmor.d").
