@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
@@ -14,10 +13,9 @@ use k8s_cri::v1::{
     ImageStatusResponse, ListImagesRequest, PullImageRequest, RemoveImageRequest, VersionRequest,
     VersionResponse,
 };
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
-use super::registry::tail;
+use berth_testkit::tail;
 
 pub const BERTHD: &str = env!("CARGO_BIN_EXE_berthd");
 pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
@@ -386,18 +384,7 @@ fn spec(reference: &str) -> Option<ImageSpec> {
 
 impl Cri {
     pub async fn connect(socket: &Path) -> Result<Cri, tonic::transport::Error> {
-        let socket = socket.to_path_buf();
-        // The URI is ignored: every connection goes to the socket.
-        let channel =
-            Endpoint::try_from("http://[::]:50051")?
-                .timeout(CALL_TIMEOUT)
-                .connect_with_connector(tower::service_fn(move |_: Uri| {
-                    let socket = socket.clone();
-                    async move {
-                        Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(socket).await?))
-                    }
-                }))
-                .await?;
+        let channel = berth_testkit::cri::connect(socket, CALL_TIMEOUT).await?;
         Ok(Cri {
             images: ImageServiceClient::new(channel.clone()),
             runtime: RuntimeServiceClient::new(channel),
