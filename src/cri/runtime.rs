@@ -1,6 +1,9 @@
-//! CRI RuntimeService. This stage serves Version, Status, RuntimeConfig,
-//! UpdateRuntimeConfig and the pod sandbox calls; container calls answer
-//! Unimplemented until the container service lands.
+//! CRI RuntimeService: the runtime calls (Version, Status, RuntimeConfig,
+//! UpdateRuntimeConfig) here, and each group of calls translated in its own
+//! module beside it: pod sandboxes (`sandbox`), containers (`container`),
+//! stats, streaming and container events. Only CheckpointContainer and the
+//! pod metrics calls (ListMetricDescriptors, ListPodSandboxMetrics) answer
+//! Unimplemented, as containerd's do without their feature gates.
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -143,8 +143,10 @@ pub fn dir_entries(dir: &Path) -> Vec<String> {
     names
 }
 
-/// One test's world: a fresh registry, a fresh temp root, a berthd on it and
-/// a CRI client. Fields drop in order: berthd is killed before its root goes.
+/// One test's world, the fixture every berthd test starts from: a fresh
+/// registry, a fresh temp root, a berthd on it and a CRI client. Fields drop in
+/// order: berthd is killed before its root goes. [`world::World`] is this with
+/// a pod network and an image pulled.
 pub struct TestBed {
     pub cri: Cri,
     pub berthd: Berthd,
@@ -162,16 +164,27 @@ impl TestBed {
         if !prerequisites_met() {
             return None;
         }
+        Some(Self::launch(opts, |_| {}).await)
+    }
+
+    /// The one construction every fixture goes through, prerequisites checked
+    /// by the caller: `configure` sees the root before berthd starts on it (a
+    /// pod network, a config of its own).
+    pub(crate) async fn launch(
+        opts: RegistryOpts<'_>,
+        configure: impl FnOnce(&TestEnv),
+    ) -> TestBed {
         let registry = Registry::start(opts).await;
         let env = TestEnv::new();
+        configure(&env);
         let berthd = Berthd::start(&env).await;
         let cri = berthd.cri().await;
-        Some(TestBed {
+        TestBed {
             cri,
             berthd,
             env,
             registry,
-        })
+        }
     }
 
     /// Pushes `image` as `repo:tag` to this bed's registry; returns the reference.

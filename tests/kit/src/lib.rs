@@ -19,30 +19,31 @@ pub use registry::{Registry, RegistryOpts};
 
 pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 
-/// What the integration tests need beyond root: the registry, htpasswd for its
-/// basic auth, skopeo for archives.
-const REQUIRED_TOOLS: [&str; 3] = [REGISTRY_BIN, "/usr/bin/htpasswd", "/usr/bin/skopeo"];
+/// What every integration test needs beyond root: the registry, htpasswd for
+/// its basic auth, skopeo for archives.
+pub const REGISTRY_TOOLS: [&str; 3] = [REGISTRY_BIN, "/usr/bin/htpasswd", "/usr/bin/skopeo"];
 
-/// Why this machine cannot run the integration tests, if it cannot: not root,
-/// or a tool missing. `None` when it can.
-pub fn missing_prerequisites() -> Option<String> {
+/// Why this machine cannot run tests that need `paths`, if it cannot: not
+/// root, or a path missing. `None` when it can.
+pub fn missing_prerequisites<S: AsRef<str>>(paths: impl IntoIterator<Item = S>) -> Option<String> {
     let mut missing = Vec::new();
     if unsafe { libc::geteuid() } != 0 {
         missing.push("must run as root".to_string());
     }
-    for tool in REQUIRED_TOOLS {
-        if !Path::new(tool).exists() {
-            missing.push(format!("{tool} is not installed"));
+    for path in paths {
+        let path = path.as_ref();
+        if !Path::new(path).exists() {
+            missing.push(format!("{path} is not installed"));
         }
     }
     (!missing.is_empty()).then(|| missing.join(", "))
 }
 
-/// Whether this machine can run the integration tests. Prints why not.
-/// Panics instead when running under CI (`CI` set), where the tests must
-/// really run, so the suite can never pass by skipping.
-pub fn prerequisites_met() -> bool {
-    let Some(reason) = missing_prerequisites() else {
+/// Whether this machine can run tests that need root and `paths`. Prints why
+/// not. Panics instead under CI (`CI` set), where the tests must really run,
+/// so a suite can never pass by skipping.
+pub fn prerequisites_met_for<S: AsRef<str>>(paths: impl IntoIterator<Item = S>) -> bool {
+    let Some(reason) = missing_prerequisites(paths) else {
         return true;
     };
     if std::env::var_os("CI").is_some() {
@@ -50,6 +51,11 @@ pub fn prerequisites_met() -> bool {
     }
     eprintln!("SKIPPED: {reason}");
     false
+}
+
+/// Whether this machine can run the tests that need a registry and berthd.
+pub fn prerequisites_met() -> bool {
+    prerequisites_met_for(REGISTRY_TOOLS)
 }
 
 /// `hex` of `sha256:hex`.
