@@ -231,7 +231,7 @@ async fn containers_survive_a_berthd_kill_9() {
     })
     .await;
     common::wait_until("the runner to write", Duration::from_secs(10), || {
-        std::fs::read(&runner_cmdline).is_ok_and(|c| c == b"sleep\01000\0")
+        std::fs::read(&runner_cmdline).is_ok_and(|c| c == b"sleep\x001000\x00")
     })
     .await;
     w.berthd.restart().await;
