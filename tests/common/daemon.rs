@@ -15,6 +15,7 @@ use k8s_cri::v1::{
 };
 use tonic::transport::Channel;
 
+use berth_testkit::daemon::{NotServing, wait_serving};
 use berth_testkit::tail;
 
 pub const BERTHD: &str = env!("CARGO_BIN_EXE_berthd");
@@ -210,29 +211,31 @@ impl Berthd {
             .stderr(log)
             .spawn()
             .expect("spawn berthd");
-        self.child = Some(child);
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+        let socket = &self.socket;
+        let child = self.child.insert(child);
+        let serving = wait_serving(child, READY_TIMEOUT, || async {
+            socket.exists()
+                && match Cri::connect(socket).await {
+                    Ok(cri) => cri.try_version().await.is_ok(),
+                    Err(_) => false,
+                }
+        })
+        .await;
+        match serving {
+            Ok(()) => {}
+            Err(NotServing::Exited(status)) => {
                 self.child = None;
                 panic!(
                     "berthd exited during startup with {status}; log:\n{}",
                     self.log_tail()
                 );
             }
-            if self.socket.exists()
-                && let Ok(cri) = Cri::connect(&self.socket).await
-                && cri.try_version().await.is_ok()
-            {
-                return;
-            }
-            if Instant::now() > deadline {
+            Err(NotServing::TimedOut(after)) => {
                 panic!(
-                    "berthd not ready after {READY_TIMEOUT:?}; log:\n{}",
+                    "berthd not ready after {after:?}; log:\n{}",
                     self.log_tail()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 

@@ -6,9 +6,11 @@
 //! - [`image`]: layers, images and indexes built in memory and pushed over the
 //!   distribution API;
 //! - [`cri`]: a gRPC channel to a CRI endpoint on a unix socket;
+//! - [`daemon`]: the wait until a daemon just started serves;
 //! - [`prerequisites_met`]: whether this machine can run them at all.
 
 pub mod cri;
+pub mod daemon;
 pub mod image;
 pub mod registry;
 
