@@ -22,3 +22,4 @@ pub mod shim;
 pub mod snapshot;
 pub mod store;
 pub mod streaming;
+pub mod userns;
