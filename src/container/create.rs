@@ -118,17 +118,27 @@ impl ContainerService {
         self.save(&record)?;
         std::fs::create_dir_all(bundle.join("rootfs"))
             .context(|| format!("creating {}", bundle.display()))?;
+        let joined = self.joined_userns(sandbox, &record.config)?;
         let rootfs = self.images.prepare_rootfs(id, &image).await?;
         create_mount_sources(&record.config)?;
+        let (rootfs_options, spec_config) = match &joined {
+            Some(joined) => {
+                let (options, config) = self
+                    .userns_prepare(id, sandbox, joined, &bundle, &rootfs, &record.config)
+                    .await?;
+                (options, Some(config))
+            }
+            None => (rootfs.options.clone(), None),
+        };
         let user_files = user_files(&rootfs)?;
         let node_hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_default();
         let pod_files = sandbox.pod_files();
-        let spec = spec::container_spec(&ContainerSpecInputs {
+        let mut spec = spec::container_spec(&ContainerSpecInputs {
             id,
             sandbox_id: sandbox.id(),
-            config: &record.config,
+            config: spec_config.as_ref().unwrap_or(&record.config),
             sandbox: pod,
             image: &view,
             image_name: &record.image_name,
@@ -141,6 +151,9 @@ impl ContainerService {
             devices: &HostDevices,
             host: self.host,
         })?;
+        if let Some(joined) = &joined {
+            super::userns::join(&mut spec, joined)?;
+        }
         record.user = spec.process().as_ref().map(|p| ProcessUser {
             uid: p.user().uid(),
             gid: p.user().gid(),
@@ -156,7 +169,10 @@ impl ContainerService {
         let request = api::CreateTaskRequest {
             id: id.to_string(),
             bundle: bundle.display().to_string(),
-            rootfs: vec![overlay_mount(&rootfs)],
+            rootfs: vec![api::Mount {
+                options: rootfs_options,
+                ..overlay_mount(&rootfs)
+            }],
             terminal: tty,
             stdin: if record.config.stdin {
                 io::stdin_path(&bundle).display().to_string()
@@ -215,6 +231,7 @@ impl ContainerService {
         {
             tracing::warn!(container_id = id, error = %e, "removing the bundle");
         }
+        self.userns_release(id).await;
         if let Err(e) = self.images.release_rootfs(id).await {
             tracing::warn!(container_id = id, error = %e, "releasing the rootfs");
         }

@@ -16,6 +16,7 @@ pub mod spec;
 mod stats;
 mod stdio;
 mod update;
+mod userns;
 
 pub use events::{ContainerEvent, ContainerEventKind};
 pub use exec::ExecOutput;

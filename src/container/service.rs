@@ -66,7 +66,13 @@ impl ContainerService {
             .values()
             .map(|h| h.runtime.clone())
             .collect();
-        let features = tokio::task::spawn_blocking(move || features::probe_all(runtimes)).await?;
+        let state = config.state.clone();
+        let features = tokio::task::spawn_blocking(move || {
+            // Before the runtimes: their user namespace feature needs its answer.
+            crate::userns::probe::probe(&state);
+            features::probe_all(runtimes)
+        })
+        .await?;
         let service = Arc::new(ContainerService {
             config,
             store,

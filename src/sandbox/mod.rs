@@ -20,6 +20,7 @@ mod recover;
 mod run;
 mod shim_log;
 mod stop;
+mod userns;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

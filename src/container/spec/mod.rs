@@ -21,6 +21,7 @@ mod mounts;
 mod process;
 mod seccomp;
 mod user;
+mod userns;
 
 #[cfg(test)]
 mod tests;
@@ -40,6 +41,7 @@ use crate::error::Error;
 pub use devices::{DeviceKind, DeviceLookup, HostDevice, HostDevices};
 pub use linux::{check_profile_location, check_supported};
 pub use user::UserFiles;
+pub use userns::join_user_namespace;
 
 /// containerd's score for infra containers: the last thing the OOM killer takes.
 pub const SANDBOX_OOM_SCORE_ADJ: i32 = -998;

@@ -259,7 +259,7 @@ fn invalid_container_fields_are_named() {
                         ..Default::default()
                     })
             },
-            "linux.security_context.namespace_options.userns_options",
+            "linux.security_context.namespace_options.userns_options.uids",
         ),
         (
             |c| {
