@@ -22,15 +22,15 @@ const HOST_BASE: u32 = 65536 * 37;
 const LENGTH: u32 = 65536;
 const FIELD: &str = "namespace_options.userns_options";
 
-/// A World whose state directory a pod's root can reach: the test's temporary
-/// directory is 0700, where /run (berthd's usual parent) is 0755.
-async fn world() -> Option<World> {
+/// A World whose test directory (the parent of berthd's state directory) has
+/// `mode`: 0711 lets a pod's root reach its files there, as /run does.
+async fn world(mode: u32) -> Option<World> {
     if !pod::prerequisites_met() {
         return None;
     }
     let registry = Registry::start(RegistryOpts::default()).await;
     let env = TestEnv::new();
-    std::fs::set_permissions(env.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    std::fs::set_permissions(env.path(), std::fs::Permissions::from_mode(mode)).unwrap();
     let net = PodNet::configure(&env, &[], None);
     let berthd = Berthd::start(&env).await;
     let cri = berthd.cri().await;
@@ -115,7 +115,7 @@ fn log_lines(w: &World, pod: &str, name: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn userns_pod_runs_as_mapped_root_with_idmapped_rootfs_and_volume() {
-    let Some(mut w) = world().await else {
+    let Some(mut w) = world(0o711).await else {
         return;
     };
     let status = w
@@ -164,6 +164,14 @@ async fn userns_pod_runs_as_mapped_root_with_idmapped_rootfs_and_volume() {
     let fields: Vec<&str> = listed.split(' ').collect();
     assert_eq!((fields[2], fields[3]), ("0", "0"), "{listed}");
     assert_eq!(w.status(&id).await.state, RUNNING);
+    let out = w
+        .exec(&id, &["sh", "-c", "id -u; cat /written"], 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.stdout.as_slice(), out.exit_code),
+        (&b"0\nrootfs\n"[..], 0)
+    );
     // Root inside, the mapped id outside.
     assert_eq!(host_uid_of(w.container_pid(&id).await), HOST_BASE);
     // Through the id-mapped volume, what container root writes is the host's root's.
@@ -176,7 +184,8 @@ async fn userns_pod_runs_as_mapped_root_with_idmapped_rootfs_and_volume() {
         .unwrap_err();
     common::assert_error(&err, tonic::Code::InvalidArgument, &[FIELD, "overlap"]);
 
-    // After a restart, a new container joins the same namespace.
+    // After berthd is killed and restarted, a new container joins the same namespace.
+    w.berthd.kill9();
     w.berthd.restart().await;
     w.cri = w.berthd.cri().await;
     let second = container_with_userns(w.container_config(
@@ -222,7 +231,7 @@ async fn userns_pod_runs_as_mapped_root_with_idmapped_rootfs_and_volume() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_user_namespace_modes_and_mappings_are_refused_naming_the_field() {
-    let Some(w) = world().await else {
+    let Some(w) = world(0o711).await else {
         return;
     };
     use cri::NamespaceMode::{Container, Node, Pod, Target};
@@ -297,5 +306,37 @@ async fn bad_user_namespace_modes_and_mappings_are_refused_naming_the_field() {
         &[FIELD, "host's user namespace"],
     );
     assert!(pod::list(&w.cri, Default::default()).await.len() == 1);
+    assert!(mounts_under(&w.env).iter().all(|m| !m.contains("/u/")));
+    pod::stop(&w.cri, &pod.0).await.unwrap();
+    pod::remove(&w.cri, &pod.0).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn userns_is_neither_advertised_nor_run_where_the_probe_fails() {
+    // A state directory under a 0700 directory, which a pod's root could not
+    // traverse: the start-up probe says no.
+    let Some(w) = world(0o700).await else {
+        return;
+    };
+    let status = w
+        .cri
+        .runtime_client()
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        status
+            .runtime_handlers
+            .iter()
+            .all(|h| h.features.as_ref().is_some_and(|f| !f.user_namespaces)),
+        "{:?}",
+        status.runtime_handlers
+    );
+    let err = pod::run_pod(&w.cri, with_userns(w.pod_config("refused"), pod_userns()))
+        .await
+        .unwrap_err();
+    common::assert_error(&err, tonic::Code::FailedPrecondition, &[FIELD, "id-map"]);
+    assert!(pod::list(&w.cri, Default::default()).await.is_empty());
     assert!(mounts_under(&w.env).iter().all(|m| !m.contains("/u/")));
 }

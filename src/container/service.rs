@@ -66,10 +66,10 @@ impl ContainerService {
             .values()
             .map(|h| h.runtime.clone())
             .collect();
-        let state = config.state.clone();
+        let (root, state) = (config.root.clone(), config.state.clone());
         let features = tokio::task::spawn_blocking(move || {
             // Before the runtimes: their user namespace feature needs its answer.
-            crate::userns::probe::probe(&state);
+            crate::userns::probe::probe(&root, &state);
             features::probe_all(runtimes)
         })
         .await?;

@@ -5,7 +5,7 @@
 
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use nix::mount::{MsFlags, mount};
@@ -24,14 +24,18 @@ pub fn supported() -> bool {
     SUPPORTED.get().copied().unwrap_or(false)
 }
 
-/// Runs the probe in a scratch directory under `state` once and caches the
-/// answer. Blocks: call it from `spawn_blocking`.
-pub fn probe(state: &Path) -> bool {
+/// Runs the probe once and caches the answer: the layer in a scratch directory
+/// under `root` (the snapshots' filesystem must allow id-mapping), the mounts
+/// under `state`. Blocks: call it from `spawn_blocking`.
+pub fn probe(root: &Path, state: &Path) -> bool {
     *SUPPORTED.get_or_init(|| {
-        let dir = state.join("u-probe");
+        let scratch = Scratch {
+            layers: root.join("u-probe"),
+            mounts: state.join("u-probe"),
+        };
         let result = traversable(state).and_then(|()| {
-            let tried = try_idmapped_overlay(&dir);
-            cleanup(&dir);
+            let tried = try_idmapped_overlay(&scratch);
+            scratch.cleanup();
             tried
         });
         match result {
@@ -60,12 +64,26 @@ fn traversable(state: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn try_idmapped_overlay(dir: &Path) -> io::Result<()> {
-    cleanup(dir);
-    for sub in ["lower", "upper", "work", "view", "merged"] {
-        std::fs::create_dir_all(dir.join(sub))?;
+/// Where the probe works: the layer dirs, and the namespace and mount points.
+struct Scratch {
+    layers: PathBuf,
+    mounts: PathBuf,
+}
+
+fn try_idmapped_overlay(scratch: &Scratch) -> io::Result<()> {
+    scratch.cleanup();
+    let (layers, mounts) = (&scratch.layers, &scratch.mounts);
+    for dir in [
+        layers.join("lower"),
+        layers.join("upper"),
+        layers.join("work"),
+    ] {
+        std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(dir.join("lower/file"), b"")?;
+    for dir in [mounts.join("view"), mounts.join("merged")] {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(layers.join("lower/file"), b"")?;
     let range = vec![IdMapping {
         container_id: 0,
         host_id: PROBE_HOST_ID,
@@ -75,21 +93,22 @@ fn try_idmapped_overlay(dir: &Path) -> io::Result<()> {
         uids: range.clone(),
         gids: range,
     };
-    ns::create(&userns, &dir.join("ns"), None)?;
+    let ns_path = mounts.join("ns");
+    ns::create(&userns, &ns_path, None)?;
     idmap::bind(
-        &dir.join("lower"),
-        &dir.join("view"),
-        &ns::open(&dir.join("ns"))?,
+        &layers.join("lower"),
+        &mounts.join("view"),
+        &ns::open(&ns_path)?,
     )?;
     let options = format!(
         "lowerdir={},upperdir={},workdir={}",
-        dir.join("view").display(),
-        dir.join("upper").display(),
-        dir.join("work").display()
+        mounts.join("view").display(),
+        layers.join("upper").display(),
+        layers.join("work").display()
     );
     mount(
         Some("overlay"),
-        &dir.join("merged"),
+        &mounts.join("merged"),
         Some("overlay"),
         MsFlags::empty(),
         Some(options.as_str()),
@@ -100,7 +119,7 @@ fn try_idmapped_overlay(dir: &Path) -> io::Result<()> {
             format!("overlay on an id-mapped layer: {e}"),
         )
     })?;
-    let uid = std::fs::metadata(dir.join("merged/file"))?.uid();
+    let uid = std::fs::metadata(mounts.join("merged/file"))?.uid();
     if uid != PROBE_HOST_ID {
         return Err(io::Error::other(format!(
             "the overlay shows the mapped file as uid {uid}, not {PROBE_HOST_ID}"
@@ -109,13 +128,16 @@ fn try_idmapped_overlay(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn cleanup(dir: &Path) {
-    let unmounted = ["merged", "view"]
-        .iter()
-        .all(|m| idmap::unmount(&dir.join(m)).is_ok());
-    let _ = ns::remove(&dir.join("ns"));
-    // Only with nothing mounted in it is a recursive delete safe.
-    if unmounted {
-        let _ = std::fs::remove_dir_all(dir);
+impl Scratch {
+    fn cleanup(&self) {
+        let unmounted = ["merged", "view"]
+            .iter()
+            .all(|m| idmap::unmount(&self.mounts.join(m)).is_ok());
+        let _ = ns::remove(&self.mounts.join("ns"));
+        // Only with nothing mounted in them is a recursive delete safe.
+        if unmounted {
+            let _ = std::fs::remove_dir_all(&self.mounts);
+            let _ = std::fs::remove_dir_all(&self.layers);
+        }
     }
 }
