@@ -296,6 +296,19 @@ async fn bad_user_namespace_modes_and_mappings_are_refused_naming_the_field() {
     let err = pod::run_pod(&w.cri, host_net).await.unwrap_err();
     common::assert_error(&err, tonic::Code::InvalidArgument, &[FIELD, "host network"]);
 
+    // Two pods run at once with the same host ids: one runs, one is refused.
+    let (a, b) = tokio::join!(
+        pod::run_pod(&w.cri, with_userns(w.pod_config("race-a"), pod_userns())),
+        pod::run_pod(&w.cri, with_userns(w.pod_config("race-b"), pod_userns())),
+    );
+    let (ran, refused) = match (a, b) {
+        (Ok(id), Err(e)) | (Err(e), Ok(id)) => (id, e),
+        other => panic!("exactly one of two overlapping pods must run: {other:?}"),
+    };
+    common::assert_error(&refused, tonic::Code::InvalidArgument, &[FIELD, "overlap"]);
+    pod::stop(&w.cri, &ran).await.unwrap();
+    pod::remove(&w.cri, &ran).await.unwrap();
+
     // A container may not leave its pod's user namespace, nor ask for another.
     let pod = w.run_pod_with(w.pod_config("plain")).await;
     let config = container_with_userns(w.container_config("app", "true"));

@@ -91,6 +91,8 @@ pub struct SandboxService {
     locks: IdLocks,
     /// Readers of each pod's shim log, dropped with the pod.
     shim_logs: Mutex<HashMap<String, shim_log::ShimLog>>,
+    /// User namespaces of pods being run, not indexed yet.
+    userns_claims: userns::Claims,
 }
 
 impl SandboxService {
@@ -128,6 +130,7 @@ impl SandboxService {
             shims,
             pause_rootfs,
             images,
+            userns_claims: Default::default(),
             names,
             pods: RwLock::new(HashMap::new()),
             locks: IdLocks::default(),

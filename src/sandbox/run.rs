@@ -61,7 +61,6 @@ impl SandboxService {
             &self.config.seccomp_profile_roots,
             "linux.security_context.seccomp",
         )?;
-        self.check_userns(&config)?;
         let (handler_name, handler) = self.config.runtime_handler(handler)?;
         let runtime = Runtime {
             shim: infra::resolve_shim(handler)?,
@@ -71,6 +70,7 @@ impl SandboxService {
         };
         let id = new_id();
         tracing::Span::current().record("pod_id", id.as_str());
+        let _userns_claim = self.claim_userns(&id, &config)?;
         let mut record = SandboxRecord {
             id: id.clone(),
             config,

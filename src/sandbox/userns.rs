@@ -3,7 +3,9 @@
 //! network namespace it owns), and torn down with the pod. The kernel work is in
 //! `crate::userns`; this only says when.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use super::{Sandbox, SandboxService, files};
 use crate::container::config::SandboxConfig;
@@ -12,6 +14,25 @@ use crate::userns::{PodUserns, UserNamespace, pod, probe};
 
 /// The field the kubelet fills, for messages.
 const FIELD: &str = "config.linux.security_context.namespace_options.userns_options";
+
+/// The user namespaces of pods being run, by pod id: checked with the indexed
+/// pods', so two pods run at once cannot both take the same host ids.
+#[derive(Default)]
+pub(super) struct Claims(Arc<Mutex<HashMap<String, UserNamespace>>>);
+
+/// A pod's claim, released when its run ends (by then a run that worked has
+/// indexed the pod, whose user namespace the check sees from there on).
+pub(super) struct Claim {
+    claims: Arc<Mutex<HashMap<String, UserNamespace>>>,
+    pod_id: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+        claims.remove(&self.pod_id);
+    }
+}
 
 /// The pod's requested user namespace, if any.
 pub(super) fn requested(config: &SandboxConfig) -> Option<&UserNamespace> {
@@ -33,10 +54,11 @@ impl Sandbox {
 
 impl SandboxService {
     /// Refuses a user namespace this host cannot give, or whose host ids another
-    /// live pod has.
-    pub(super) fn check_userns(&self, config: &SandboxConfig) -> Result<()> {
+    /// live pod (or one being run) has; else claims them for pod `id` until the
+    /// returned claim is dropped.
+    pub(super) fn claim_userns(&self, id: &str, config: &SandboxConfig) -> Result<Option<Claim>> {
         let Some(userns) = requested(config) else {
-            return Ok(());
+            return Ok(None);
         };
         if !probe::supported() {
             return Err(Error::FailedPrecondition(format!(
@@ -44,16 +66,30 @@ impl SandboxService {
                  user namespaces (see the runtime handler's features in Status)"
             )));
         }
+        // Claims first, then the index: a run indexes its pod before dropping
+        // its claim, so no pod is ever in neither.
+        let mut claims = self
+            .userns_claims
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let pods = self.pods.read().unwrap_or_else(|p| p.into_inner());
-        for other in pods.values() {
-            if let Some(which) = requested(&other.record.config).and_then(|o| userns.overlaps(o)) {
+        let indexed = pods
+            .values()
+            .filter_map(|p| requested(&p.record.config).map(|u| (p.id(), u)));
+        let claimed = claims.iter().map(|(id, u)| (id.as_str(), u));
+        for (other, theirs) in indexed.chain(claimed) {
+            if let Some(which) = userns.overlaps(theirs) {
                 return Err(Error::InvalidArgument(format!(
-                    "{FIELD}.{which}: host ids overlap those of pod {}",
-                    other.id()
+                    "{FIELD}.{which}: host ids overlap those of pod {other}"
                 )));
             }
         }
-        Ok(())
+        claims.insert(id.to_string(), userns.clone());
+        Ok(Some(Claim {
+            claims: Arc::clone(&self.userns_claims.0),
+            pod_id: id.to_string(),
+        }))
     }
 
     /// Makes the pod's user namespace and, unless on the host network, its
