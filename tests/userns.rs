@@ -353,3 +353,57 @@ async fn userns_is_neither_advertised_nor_run_where_the_probe_fails() {
     assert!(pod::list(&w.cri, Default::default()).await.is_empty());
     assert!(mounts_under(&w.env).iter().all(|m| !m.contains("/u/")));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn userns_pod_with_a_sandbox_image_runs_its_infra_as_the_mapped_root() {
+    let Some(mut w) = world(0o711).await else {
+        return;
+    };
+    let sleeper = common::image::Image::oci()
+        .layer(
+            common::world::busybox_layer(&["sleep"], "root:x:0:0::/:/bin/sh\n", "root:x:0:\n")
+                .gzip(),
+        )
+        .cmd(&["sleep", "1000000"])
+        .build();
+    sleeper.push(&w.registry, "test/sleeper", "1").await;
+    let reference = w.registry.reference("test/sleeper", "1");
+    let config = std::fs::read_to_string(&w.env.config).unwrap();
+    std::fs::write(
+        &w.env.config,
+        format!("sandbox_image = {reference:?}\n{config}"),
+    )
+    .unwrap();
+    w.berthd.restart().await;
+    w.cri = w.berthd.cri().await;
+
+    let pod = w
+        .run_pod_with(with_userns(w.pod_config("infra-image"), pod_userns()))
+        .await;
+    let infra = pod::info(&w.cri, &pod.0).await["pid"]
+        .as_u64()
+        .expect("pid") as u32;
+    assert_eq!(
+        host_uid_of(infra),
+        HOST_BASE,
+        "the infra runs as the mapped root"
+    );
+    let id = w
+        .run(
+            &pod,
+            "app",
+            "echo written > /file && cat /file && exec sleep 1000",
+        )
+        .await;
+    w.wait_log("infra-image", "app", "written").await;
+    assert_eq!(host_uid_of(w.container_pid(&id).await), HOST_BASE);
+
+    w.stop(&id, 0).await;
+    w.remove(&id).await.unwrap();
+    pod::stop(&w.cri, &pod.0).await.unwrap();
+    pod::remove(&w.cri, &pod.0).await.unwrap();
+    common::wait_until("no mounts left", Duration::from_secs(5), || {
+        mounts_under(&w.env).iter().all(|m| m.ends_with("/netns"))
+    })
+    .await;
+}
