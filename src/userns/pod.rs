@@ -44,9 +44,8 @@ pub struct PodUserns {
 
 impl PodUserns {
     pub fn of(state: &Path, pod_id: &str) -> PodUserns {
-        let short = &pod_id[..pod_id.len().min(SHORT_ID)];
         PodUserns {
-            dir: state.join("u").join(short),
+            dir: state.join("u").join(short(pod_id)),
         }
     }
 
@@ -253,8 +252,9 @@ impl PodUserns {
     }
 }
 
+/// berthd's ids are hex; `get` keeps any other id from splitting a character.
 fn short(id: &str) -> &str {
-    &id[..id.len().min(SHORT_ID)]
+    id.get(..SHORT_ID).unwrap_or(id)
 }
 
 /// Unmounts a view and deletes its (now empty) mount point; never recursive.
@@ -275,5 +275,29 @@ fn remove_empty(path: &Path) -> io::Result<()> {
             format!("removing {}: {e}", path.display()),
         )),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pod_dir_is_named_by_its_id_prefix_whatever_the_id() {
+        let state = Path::new("/run/berth");
+        let id = "0123456789abcdef0123456789abcdef";
+        let dirs = PodUserns::of(state, id);
+        assert_eq!(
+            dirs.ns_path(),
+            Path::new("/run/berth/u/0123456789abcdef/ns")
+        );
+        assert!(dirs.is_of(id) && !dirs.is_of("fedcba9876543210"));
+        // Short or non-hex ids neither panic nor leave the directory.
+        assert_eq!(
+            PodUserns::of(state, "abc").ns_path(),
+            Path::new("/run/berth/u/abc/ns")
+        );
+        let odd = PodUserns::of(state, "€€€€€€");
+        assert!(odd.ns_path().starts_with("/run/berth/u/"));
     }
 }
