@@ -23,6 +23,9 @@ deps:
 		echo "installing:$$missing"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+	@# tests/any_authority.rs: a gRPC core client with its defaults (Debian's
+	@# python3-grpcio predates the percent-encoded unix authority, so PyPI's).
+	@python3 -c 'import grpc' 2>/dev/null || python3 -m pip install -q grpcio
 
 ## The pause binary runs alone in a rootfs of its own, so the static build replaces
 ## the dynamic one next to berthd, where berthd looks for it.

@@ -16,6 +16,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::admin::AdminService;
 use crate::admin::proto::admin_server::AdminServer;
+use crate::authority::AnyAuthority;
 use crate::config::Config;
 use crate::container::ContainerService;
 use crate::cri::{CriImageService, CriRuntimeService, RuntimeInfo};
@@ -122,11 +123,10 @@ pub async fn run(config: Config) -> Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(streaming_server.serve(stop_rx.clone()));
-    let serve =
-        server.serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
-            let mut rx = stop_rx;
-            let _ = rx.wait_for(|stop| *stop).await;
-        });
+    let serve = server.serve_with_incoming_shutdown(accept_any_authority(listener), async move {
+        let mut rx = stop_rx;
+        let _ = rx.wait_for(|stop| *stop).await;
+    });
     tokio::pin!(serve);
     let result = tokio::select! {
         r = &mut serve => r,
@@ -145,6 +145,14 @@ pub async fn run(config: Config) -> Result<()> {
     let _ = fs::remove_file(&socket);
     events.stop().await;
     result.map_err(|e| Error::Unavailable(format!("serving {}: {e}", socket.display())))
+}
+
+/// Accepted connections, each taking any `:authority` (see `crate::authority`).
+fn accept_any_authority(
+    listener: UnixListener,
+) -> impl futures::Stream<Item = std::io::Result<AnyAuthority<tokio::net::UnixStream>>> {
+    use futures::StreamExt;
+    UnixListenerStream::new(listener).map(|conn| conn.map(AnyAuthority::new))
 }
 
 async fn shutdown_signal() -> &'static str {

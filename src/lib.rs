@@ -2,6 +2,7 @@
 //! RuntimeService and ImageService on a unix socket; see DESIGN.md for the map.
 
 pub mod admin;
+pub mod authority;
 pub mod cgroups;
 pub mod cli;
 pub mod config;
