@@ -96,6 +96,7 @@ pub async fn run(config: Config) -> Result<()> {
     });
     let (streaming, streaming_server) = streaming::bind(&config.streaming, backend).await?;
 
+    let shutdown = shutdown_signal();
     let listener = bind_socket(&config.socket)?;
     let socket = config.socket.clone();
     let info = Arc::new(RuntimeInfo {
@@ -128,10 +129,14 @@ pub async fn run(config: Config) -> Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     });
     tokio::pin!(serve);
+    // The socket is bound and listening: a client connecting now is served as
+    // soon as `serve` is first polled, just below.
+    crate::notify::ready();
     let result = tokio::select! {
         r = &mut serve => r,
-        signal = shutdown_signal() => {
+        signal = shutdown => {
             tracing::info!(%signal, "shutting down");
+            crate::notify::stopping();
             let _ = stop_tx.send(true);
             match tokio::time::timeout(SHUTDOWN_GRACE, &mut serve).await {
                 Ok(r) => r,
@@ -155,18 +160,24 @@ fn accept_any_authority(
     UnixListenerStream::new(listener).map(|conn| conn.map(AnyAuthority::new))
 }
 
-async fn shutdown_signal() -> &'static str {
+/// Installs the SIGTERM and SIGINT handlers now, before READY=1 tells systemd
+/// (or anyone) berthd is up, so a stop request from then on is never fatal, and
+/// returns the wait for either.
+fn shutdown_signal() -> impl std::future::Future<Output = &'static str> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; berthd stops only when killed");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; berthd stops only when killed");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     }
 }
 

@@ -18,6 +18,7 @@ pub mod layout;
 pub mod logs;
 pub mod malloc;
 pub mod network;
+pub mod notify;
 pub mod sandbox;
 pub mod shim;
 pub mod snapshot;
