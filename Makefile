@@ -8,7 +8,7 @@
 
 CARGO    ?= cargo
 PACKAGES := protobuf-compiler docker-registry apache2-utils skopeo runc containerd \
-            containernetworking-plugins busybox-static zstd iproute2
+            containernetworking-plugins busybox-static zstd iproute2 python3-pip
 BERTHD   := target/release/berthd
 
 .PHONY: run test deps build check unit integration e2e-containerd bench clean install deb
@@ -24,8 +24,11 @@ deps:
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 	@# tests/any_authority.rs: a gRPC core client with its defaults (Debian's
-	@# python3-grpcio predates the percent-encoded unix authority, so PyPI's).
-	@python3 -c 'import grpc' 2>/dev/null || python3 -m pip install -q grpcio
+	@# python3-grpcio predates the percent-encoded unix authority, so PyPI's;
+	@# Debian's own python3 refuses pip without --break-system-packages, which
+	@# installs into /usr/local and leaves Debian's packages alone).
+	@python3 -c 'import grpc' 2>/dev/null || python3 -m pip install -q grpcio 2>/dev/null || \
+		python3 -m pip install -q --break-system-packages grpcio
 
 ## The pause binary runs alone in a rootfs of its own, so the static build replaces
 ## the dynamic one next to berthd, where berthd looks for it.

@@ -288,7 +288,7 @@ fn make_deb_builds_a_package_of_the_installed_files() {
         assert_eq!(mode(&root.join("usr/bin").join(name)), 0o755, "{name}");
     }
     assert_eq!(mode(&root.join("etc/berth/config.toml")), 0o644);
-    let unit = root.join("lib/systemd/system/berthd.service");
+    let unit = root.join("usr/lib/systemd/system/berthd.service");
     let text = fs::read_to_string(&unit).unwrap();
     assert!(text.contains("\nExecStart=/usr/bin/berthd\n"), "{text}");
     let control = tmp.path().join("control");
