@@ -2,6 +2,7 @@
 //! RuntimeService and ImageService on a unix socket; see DESIGN.md for the map.
 
 pub mod admin;
+pub mod authority;
 pub mod cli;
 pub mod config;
 pub mod container;
@@ -17,6 +18,7 @@ pub mod layout;
 pub mod logs;
 pub mod malloc;
 pub mod network;
+pub mod notify;
 pub mod sandbox;
 pub mod shim;
 pub mod snapshot;
