@@ -30,10 +30,11 @@ fn rpc(service: &str, method: &str, code: &str) -> String {
 
 /// The address berthd logged it serves metrics on (the config asks for port 0).
 fn metrics_url(world: &World) -> String {
+    // The last start's: a restarted berthd picks another port.
     let log = strip_ansi(&world.berthd.log());
     let address = log
         .lines()
-        .find(|l| l.contains("serving metrics"))
+        .rfind(|l| l.contains("serving metrics"))
         .and_then(|l| l.split("address=").nth(1))
         .and_then(|a| a.split_whitespace().next())
         .unwrap_or_else(|| panic!("berthd did not log its metrics address:\n{log}"));
@@ -212,4 +213,43 @@ async fn non_loopback_address_is_refused_at_start() {
         stderr.contains("metrics.address") && stderr.contains("loopback"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn shim_reconnects_and_deaths_are_counted() {
+    let extra = "[metrics]\naddress = \"127.0.0.1:0\"\n";
+    let Some(mut world) = World::start_configured(&[], busybox_image(), extra).await else {
+        return;
+    };
+    let pod = world.run_pod("survivor").await;
+    world.run(&pod, "sleeper", "exec sleep 60").await;
+    world.berthd.restart().await;
+    let url = metrics_url(&world);
+    let restarted = scrape(&url).await;
+    assert_eq!(
+        must(&restarted, "berth_shim_reconnects_total{outcome=\"success\"}"),
+        1.0
+    );
+    assert_eq!(must(&restarted, "berth_shim_starts_total"), 0.0);
+    assert_eq!(must(&restarted, "berth_pods{state=\"ready\"}"), 1.0);
+    assert_eq!(must(&restarted, "berth_containers{state=\"running\"}"), 1.0);
+
+    // The shim dies under its running container.
+    let pid_file = world.env.state.join("pods").join(&pod.0).join("shim.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let died = common::wait_for("the shim's death counted", Duration::from_secs(10), || {
+        let url = url.clone();
+        async move {
+            let text = scrape(&url).await;
+            (value(&text, "berth_shim_deaths_total") == Some(1.0)).then_some(text)
+        }
+    })
+    .await;
+    assert_eq!(must(&died, "berth_containers{state=\"running\"}"), 0.0);
+    promtool_check(&died);
 }
