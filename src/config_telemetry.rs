@@ -104,10 +104,16 @@ mod tests {
         assert!(parse("[metrics]\naddress = \"[::1]:0\"\n").is_ok());
         for bad in ["0.0.0.0:1338", "10.1.2.3:9100", "[::]:1338"] {
             let err = parse(&format!("[metrics]\naddress = \"{bad}\"\n")).unwrap_err();
-            assert!(err.contains("metrics.address") && err.contains("loopback"), "{err}");
+            assert!(
+                err.contains("metrics.address") && err.contains("loopback"),
+                "{err}"
+            );
         }
         let err = parse("[metrics]\naddress = \"localhost\"\n").unwrap_err();
-        assert!(err.contains("metrics.address") && err.contains("IP:port"), "{err}");
+        assert!(
+            err.contains("metrics.address") && err.contains("IP:port"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -40,7 +40,10 @@ pub async fn run(config: Config) -> Result<()> {
     raise_open_files_limit();
     crate::layout::prepare(&config)?;
     let _lock = lock_root(&config.root)?;
-    let metrics_address = config.metrics.socket_address().map_err(Error::InvalidArgument)?;
+    let metrics_address = config
+        .metrics
+        .socket_address()
+        .map_err(Error::InvalidArgument)?;
     if metrics_address.is_some() {
         crate::metrics::enable();
     }
@@ -116,7 +119,10 @@ pub async fn run(config: Config) -> Result<()> {
 
     let server = tonic::transport::Server::builder()
         // otel.name: an exported span is named by its RPC (`service/Method`).
-        .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path(), otel.name = req.uri().path().trim_start_matches('/')))
+        .trace_fn(|req| {
+            let path = req.uri().path();
+            tracing::info_span!("rpc", method = %path, otel.name = path.trim_start_matches('/'))
+        })
         .layer(crate::metrics::GrpcMetricsLayer)
         .add_service(
             RuntimeServiceServer::new(CriRuntimeService::new(info))

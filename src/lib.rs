@@ -23,5 +23,5 @@ pub mod sandbox;
 pub mod shim;
 pub mod snapshot;
 pub mod store;
-pub mod traces;
 pub mod streaming;
+pub mod traces;

@@ -73,9 +73,7 @@ fn provider(config: &TracingConfig) -> Result<SdkTracerProvider> {
         .with_timeout(EXPORT_TIMEOUT)
         .build()
         .map_err(|e| Error::InvalidArgument(format!("tracing.endpoint: {e}")))?;
-    let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-        config.sampling_ratio,
-    )));
+    let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sampling_ratio)));
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_sampler(sampler)

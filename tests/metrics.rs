@@ -62,8 +62,14 @@ fn strip_ansi(text: &str) -> String {
 async fn scrape(url: &str) -> String {
     let response = reqwest::get(url).await.expect("scraping /metrics");
     assert!(response.status().is_success(), "{}", response.status());
-    let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
-    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
     response.text().await.unwrap()
 }
 
@@ -142,10 +148,19 @@ async fn scrape_counts_a_pod_lifecycle() {
     assert_eq!(missing.unwrap_err().code(), tonic::Code::NotFound);
 
     let running = scrape(&url).await;
-    assert_eq!(must(&running, &rpc("RuntimeService", "RunPodSandbox", "OK")), 1.0);
-    assert_eq!(must(&running, &rpc("RuntimeService", "StartContainer", "OK")), 1.0);
     assert_eq!(
-        must(&running, &rpc("RuntimeService", "PodSandboxStatus", "NotFound")),
+        must(&running, &rpc("RuntimeService", "RunPodSandbox", "OK")),
+        1.0
+    );
+    assert_eq!(
+        must(&running, &rpc("RuntimeService", "StartContainer", "OK")),
+        1.0
+    );
+    assert_eq!(
+        must(
+            &running,
+            &rpc("RuntimeService", "PodSandboxStatus", "NotFound")
+        ),
         1.0
     );
     assert!(
@@ -165,7 +180,10 @@ async fn scrape_counts_a_pod_lifecycle() {
         1.0
     );
     assert_eq!(
-        must(&running, "berth_streaming_requests_total{kind=\"exec\",code=\"400\"}"),
+        must(
+            &running,
+            "berth_streaming_requests_total{kind=\"exec\",code=\"400\"}"
+        ),
         1.0
     );
     assert!(must(&running, "berth_store_transaction_duration_seconds_count") >= 3.0);
@@ -187,7 +205,9 @@ async fn scrape_counts_a_pod_lifecycle() {
     promtool_check(&stopped);
 
     // Only /metrics is served.
-    let other = reqwest::get(url.replace("/metrics", "/debug")).await.unwrap();
+    let other = reqwest::get(url.replace("/metrics", "/debug"))
+        .await
+        .unwrap();
     assert_eq!(other.status().as_u16(), 404);
 }
 
@@ -227,7 +247,10 @@ async fn shim_reconnects_and_deaths_are_counted() {
     let url = metrics_url(&world);
     let restarted = scrape(&url).await;
     assert_eq!(
-        must(&restarted, "berth_shim_reconnects_total{outcome=\"success\"}"),
+        must(
+            &restarted,
+            "berth_shim_reconnects_total{outcome=\"success\"}"
+        ),
         1.0
     );
     assert_eq!(must(&restarted, "berth_shim_starts_total"), 0.0);

@@ -6,8 +6,8 @@ mod common;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
-use common::{Image, Layer};
 use common::world::{World, busybox_image};
+use common::{Image, Layer};
 use http_body_util::BodyExt;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -103,8 +103,12 @@ async fn rpc_and_layer_spans_reach_the_collector() {
     let reference = world.registry.reference("test/two", "1");
     world.cri.pull(&reference).await.expect("pull");
     let (pod_id, _) = world.run_pod("traced").await;
-    common::pod::stop(&world.cri, &pod_id).await.expect("StopPodSandbox");
-    common::pod::remove(&world.cri, &pod_id).await.expect("RemovePodSandbox");
+    common::pod::stop(&world.cri, &pod_id)
+        .await
+        .expect("StopPodSandbox");
+    common::pod::remove(&world.cri, &pod_id)
+        .await
+        .expect("RemovePodSandbox");
 
     // SIGTERM: berthd flushes what its batch still holds before it exits.
     let status = world.berthd.stop().await;

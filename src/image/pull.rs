@@ -212,12 +212,14 @@ impl ImageService {
                         .acquire()
                         .await
                         .map_err(|_| Error::Internal("download limiter closed".into()))?;
-                    let span = tracing::info_span!("download", digest = %layer.digest, size = layer.size);
+                    let span =
+                        tracing::info_span!("download", digest = %layer.digest, size = layer.size);
                     self.ensure_blob(source, layer, Some(tracker))
                         .instrument(span)
                         .await?;
                 }
-                let span = tracing::info_span!("unpack", digest = %layer.digest, chain_id = %chain_id);
+                let span =
+                    tracing::info_span!("unpack", digest = %layer.digest, chain_id = %chain_id);
                 self.ensure_snapshot(layer, diff_id, chain_id, parent, tracker)
                     .instrument(span)
                     .await

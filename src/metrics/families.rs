@@ -224,7 +224,13 @@ impl Families {
         r.register_collector(Box::new(ProcessCollector));
     }
 
-    pub(super) fn grpc_request(&self, service: &str, method: &str, code: &'static str, t: Duration) {
+    pub(super) fn grpc_request(
+        &self,
+        service: &str,
+        method: &str,
+        code: &'static str,
+        t: Duration,
+    ) {
         let (service, method) = (service.to_string(), method.to_string());
         let labels = MethodLabels { service, method };
         self.grpc_seconds

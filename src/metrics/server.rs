@@ -86,7 +86,9 @@ async fn respond<B>(
             let mut response = Response::new(text);
             response.headers_mut().insert(
                 CONTENT_TYPE,
-                HeaderValue::from_static(prometheus_client::encoding::prometheus_text::CONTENT_TYPE),
+                HeaderValue::from_static(
+                    prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+                ),
             );
             response
         }
