@@ -143,6 +143,18 @@ async fn rpc_and_layer_spans_reach_the_collector() {
         assert_eq!(digests.len(), 2, "one {kind} per layer: {digests:?}");
     }
 
+    // Each layer's download ends before its unpack starts: the spans time the phases.
+    for download in named(&spans, "download") {
+        let digest = attribute(download, "digest");
+        let unpack = named(&spans, "unpack")
+            .into_iter()
+            .find(|u| {
+                u.parent_span_id == download.parent_span_id && attribute(u, "digest") == digest
+            })
+            .expect("an unpack span for each download");
+        assert!(download.end_time_unix_nano <= unpack.start_time_unix_nano);
+    }
+
     // RunPodSandbox: its RPC span, and the pod's id on the span of the work it
     // started (and on the CNI call under it).
     let run = one(&spans, "runtime.v1.RuntimeService/RunPodSandbox");
