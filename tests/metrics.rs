@@ -276,3 +276,36 @@ async fn shim_reconnects_and_deaths_are_counted() {
     assert_eq!(must(&died, "berth_containers{state=\"running\"}"), 0.0);
     promtool_check(&died);
 }
+
+#[tokio::test]
+async fn container_exits_and_oom_kills_are_counted() {
+    let extra = "[metrics]\naddress = \"127.0.0.1:0\"\n";
+    let Some(world) = World::start_configured(&[], busybox_image(), extra).await else {
+        return;
+    };
+    let url = metrics_url(&world);
+    let pod = world.run_pod("jobs").await;
+    let failed = world.run(&pod, "failed", "exit 7").await;
+    let mut config = world.container_config("hog", "tail /dev/zero");
+    config.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 32 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let hog = world.create(&pod, config).await.expect("create hog");
+    world.start_container(&hog).await;
+    world.wait_exited(&failed).await;
+    let st = world.wait_exited(&hog).await;
+    assert_eq!(st.reason, "OOMKilled", "{st:?}");
+
+    let text = scrape(&url).await;
+    assert_eq!(must(&text, "berth_container_exits_total"), 2.0);
+    assert_eq!(must(&text, "berth_container_oom_kills_total"), 1.0);
+    assert_eq!(must(&text, "berth_containers{state=\"exited\"}"), 2.0);
+    pod::stop(&world.cri, &pod.0).await.expect("StopPodSandbox");
+    pod::remove(&world.cri, &pod.0)
+        .await
+        .expect("RemovePodSandbox");
+}
