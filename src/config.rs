@@ -36,6 +36,11 @@ pub struct Config {
     /// Directories Localhost seccomp profiles are read from (where the kubelet puts
     /// them); a profile anywhere else is refused.
     pub seccomp_profile_roots: Vec<PathBuf>,
+    /// CDI spec directories, lowest priority first (containerd's `cdi_spec_dirs`).
+    pub cdi_spec_dirs: Vec<PathBuf>,
+    /// Give containers no volume for the paths their image declares (`VOLUME`);
+    /// false copies the image's content there into a volume of the container's own.
+    pub ignore_image_defined_volumes: bool,
     /// Runtime handlers by name, as RunPodSandbox's `runtime_handler` names them.
     pub runtimes: BTreeMap<String, RuntimeHandler>,
     pub registry: RegistryConfig,
@@ -124,6 +129,8 @@ impl Default for Config {
             pause_binary: PathBuf::new(),
             default_runtime: "berth".to_string(),
             seccomp_profile_roots: vec![PathBuf::from("/var/lib/kubelet/seccomp")],
+            cdi_spec_dirs: vec![PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")],
+            ignore_image_defined_volumes: false,
             runtimes: BTreeMap::from([("berth".to_string(), RuntimeHandler::default())]),
             registry: RegistryConfig::default(),
             cni: CniConfig::default(),

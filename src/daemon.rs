@@ -49,11 +49,10 @@ pub async fn run(config: Config) -> Result<()> {
     }
 
     let store = Arc::new(Store::open(&config.root.join("meta.redb"))?);
-    let images = Arc::new(ImageService::open(
-        &config.root,
-        config.registry.clone(),
-        store.clone(),
-    )?);
+    let images = Arc::new(
+        ImageService::open(&config.root, config.registry.clone(), store.clone())?
+            .with_pinned(&[config.sandbox_image.as_str()]),
+    );
     if let Err(e) = images.collect_garbage().await {
         tracing::warn!(error = %e, "garbage collection at start-up failed");
     }
@@ -66,7 +65,7 @@ pub async fn run(config: Config) -> Result<()> {
             .context(|| "finding berthd's own executable".into())?,
         socket_dir: config.state.join("s"),
     };
-    let host = crate::container::spec::HostFacts::of_this_host();
+    let host = crate::spec::HostFacts::of_this_host();
     if host.min_oom_score_adj > -1000 {
         tracing::info!(
             floor = host.min_oom_score_adj,
@@ -110,7 +109,6 @@ pub async fn run(config: Config) -> Result<()> {
     let socket = config.socket.clone();
     let info = Arc::new(RuntimeInfo {
         config: config.clone(),
-        store,
         sandboxes,
         containers,
         streaming,
@@ -118,11 +116,7 @@ pub async fn run(config: Config) -> Result<()> {
     tracing::info!(socket = %socket.display(), root = %config.root.display(), version = env!("CARGO_PKG_VERSION"), "berthd serving");
 
     let server = tonic::transport::Server::builder()
-        // otel.name: an exported span is named by its RPC (`service/Method`).
-        .trace_fn(|req| {
-            let path = req.uri().path();
-            tracing::info_span!("rpc", method = %path, otel.name = path.trim_start_matches('/'))
-        })
+        .trace_fn(|req| crate::cri::rpc_span(req.uri().path()))
         .layer(crate::metrics::GrpcMetricsLayer)
         .add_service(
             RuntimeServiceServer::new(CriRuntimeService::new(info))

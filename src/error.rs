@@ -1,11 +1,12 @@
-//! berth's one domain error. Each variant says what kind of failure it is; `cri::status`
-//! maps them to gRPC codes in exactly one place. Messages name the object and the field.
-
-use crate::image::archive::ArchiveError;
-use crate::image::hosts::HostsError;
-use crate::image::reference::ReferenceError;
-use crate::image::registry::RegistryError;
-use crate::snapshot::apply::ApplyError;
+//! berth's one domain error. Each variant says what kind of failure it is; `cri`
+//! maps them to gRPC codes in exactly one place (`From<Error> for tonic::Status`).
+//! Messages name the object and the field.
+//!
+//! This module depends on no other of berth's: each module with an error type
+//! of its own (registry, reference, hosts, archive, layer apply) says in its own
+//! `From` impl which kind each of its failures is. I/O failures stay [`Error::Io`]
+//! with their source, so a full disk is found by [`Error::is_out_of_space`]
+//! wherever it happened.
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -19,6 +20,13 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A transfer that broke off midway (a reset connection, a stalled body):
+    /// Unavailable to a client, and worth resuming where it stopped.
+    #[error("{0}")]
+    Interrupted(String),
+    /// A registry refused the credentials berth has for it.
+    #[error("{0}")]
+    Unauthenticated(String),
     /// A bound on what one caller may hold at once (pending streaming sessions...).
     #[error("{0}")]
     ResourceExhausted(String),
@@ -36,16 +44,6 @@ pub enum Error {
     /// A bug: something berth itself got wrong.
     #[error("{0}")]
     Internal(String),
-    #[error(transparent)]
-    Reference(#[from] ReferenceError),
-    #[error(transparent)]
-    Hosts(#[from] HostsError),
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
-    #[error(transparent)]
-    Apply(#[from] ApplyError),
-    #[error(transparent)]
-    Archive(#[from] ArchiveError),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -74,8 +72,44 @@ impl<T> IoContext<T> for std::io::Result<T> {
 
 /// A full filesystem or an exhausted quota: the node's condition, not a bug
 /// and not the request's fault, and it clears when space frees.
+/// Also true of an error re-made with context around one.
 pub fn is_out_of_space(err: &std::io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+    matches!(os_errno(err), Some(libc::ENOSPC | libc::EDQUOT))
+        || err.kind() == std::io::ErrorKind::StorageFull
+}
+
+/// The errno of an I/O error, or of the I/O error it wraps with context (an
+/// `io::Error` made from an error whose source is the original).
+pub fn os_errno(err: &std::io::Error) -> Option<i32> {
+    let mut current = err;
+    // Bounded: a chain of context wrappers is a few deep, never a cycle.
+    for _ in 0..MAX_WRAPPED {
+        if let Some(errno) = current.raw_os_error() {
+            return Some(errno);
+        }
+        current = current
+            .get_ref()?
+            .source()?
+            .downcast_ref::<std::io::Error>()?;
+    }
+    None
+}
+
+/// How many context wrappers [`os_errno`] looks through: more than any path in
+/// berth adds around one I/O error.
+const MAX_WRAPPED: usize = 8;
+
+/// An I/O error that describes the node (its disks, memory, descriptors) rather
+/// than the input being read or written: whatever was being unpacked, the same
+/// request can succeed once the node recovers. Anything else an unpacker meets
+/// (a name too long, a path that is not a directory, a corrupt stream) is the
+/// input's fault.
+pub fn is_node_failure(err: &std::io::Error) -> bool {
+    is_out_of_space(err)
+        || matches!(
+            os_errno(err),
+            Some(libc::EIO | libc::EROFS | libc::ENOMEM | libc::EMFILE | libc::ENFILE)
+        )
 }
 
 impl Error {
@@ -101,6 +135,9 @@ impl Error {
             Error::InvalidArgument(m) => Error::InvalidArgument(format!("{what}: {m}")),
             Error::FailedPrecondition(m) => Error::FailedPrecondition(format!("{what}: {m}")),
             Error::Unavailable(m) => Error::Unavailable(format!("{what}: {m}")),
+            Error::Interrupted(m) => Error::Interrupted(format!("{what}: {m}")),
+            Error::Unauthenticated(m) => Error::Unauthenticated(format!("{what}: {m}")),
+            Error::Cancelled(m) => Error::Cancelled(format!("{what}: {m}")),
             Error::ResourceExhausted(m) => Error::ResourceExhausted(format!("{what}: {m}")),
             Error::DataLoss(m) => Error::DataLoss(format!("{what}: {m}")),
             Error::Internal(m) => Error::Internal(format!("{what}: {m}")),
@@ -110,7 +147,7 @@ impl Error {
                 context: format!("{what}: {context}"),
                 source,
             },
-            other => other,
+            Error::Store(m) => Error::Store(format!("{what}: {m}")),
         }
     }
 }

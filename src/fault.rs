@@ -6,6 +6,8 @@
 //! Points:
 //! - `after-shim-start`: StartContainer, after the shim started the task and before
 //!   the record says Running.
+//! - `after-volumes`: CreateContainer, after the container's image volumes are
+//!   mounted and its image-declared volumes filled, before its task exists.
 
 use std::sync::OnceLock;
 

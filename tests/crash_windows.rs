@@ -166,9 +166,7 @@ async fn remove_keeps_a_container_whose_process_still_runs() {
     // while the process runs, as a crash between start and record leaves it.
     let address = std::fs::read_to_string(w.env.state.join("pods").join(&pod.0).join("address"))
         .expect("the pod's shim address");
-    let shim = berth::shim::TaskClient::connect(address.trim())
-        .await
-        .unwrap();
+    let shim = berth::shim::connect(address.trim()).await.unwrap();
     let pid = shim.start(&id, "").await.expect("start through the shim");
     assert_eq!(w.status(&id).await.state, CREATED);
 
@@ -212,13 +210,13 @@ fn half_created_pod(env: &TestEnv, name: &str, blocker_source: &Path) -> (String
     let store = berth::store::Store::open(&env.root.join("meta.redb")).unwrap();
     let record = berth::store::SandboxRecord {
         id: id.clone(),
-        config: berth::container::config::SandboxConfig {
+        config: berth::domain::config::SandboxConfig {
             name: name.into(),
             namespace: "default".into(),
             uid: format!("uid-{name}"),
             ..Default::default()
         },
-        phase: berth::store::SandboxPhase::Creating,
+        phase: berth::domain::SandboxPhase::Creating,
         bundle,
         shim: binaries().0.clone(),
         ..Default::default()
@@ -343,4 +341,84 @@ async fn a_pull_cancelled_while_unpacking_leaves_no_orphan_snapshot() {
         "{:?}",
         common::dir_entries(&snapshots)
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn volumes_of_a_container_half_created_by_a_crash_are_undone() {
+    let image = Image::oci()
+        .layer(
+            common::world::busybox_layer(
+                common::world::APPLETS,
+                common::world::PASSWD,
+                common::world::GROUP,
+            )
+            .gzip(),
+        )
+        .layer(Layer::new().file("data/seed", "seed\n").gzip())
+        .env("PATH=/bin")
+        .volume("/data")
+        .build();
+    let Some(mut w) = World::start_with(&[], image).await else {
+        return;
+    };
+    let artifact = Image::oci()
+        .layer(Layer::new().file("hello", "hi\n").gzip())
+        .build();
+    let artifact_ref = w.add_image(&artifact, "artifact").await;
+    let pod = w.run_pod("halfvol").await;
+    let mut config = w.container_config("app", "exec sleep 1000");
+    config.mounts = vec![cri::Mount {
+        container_path: "/vol".into(),
+        readonly: true,
+        image: Some(cri::ImageSpec {
+            image: artifact_ref.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    w.berthd.kill9();
+    let request = cri::CreateContainerRequest {
+        pod_sandbox_id: pod.0.clone(),
+        config: Some(config),
+        sandbox_config: Some(pod.1.clone()),
+    };
+    with_faulty_berthd(&w.env, "after-volumes", |cri| async move {
+        cri.runtime_client()
+            .create_container(request)
+            .await
+            .expect_err("berthd aborts before it answers");
+    })
+    .await;
+    let containers = w.env.state.join("containers");
+    let bundles: Vec<PathBuf> = std::fs::read_dir(&containers)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(bundles.len(), 1, "the crash left a bundle");
+    let bundle = bundles[0].display().to_string();
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(&bundle)
+    };
+    assert!(mounted(), "and its image volume mounted");
+    let id = bundles[0].file_name().unwrap().to_owned();
+    let data = w.env.root.join("containers").join(&id);
+    assert!(
+        data.join("volumes/0/seed").exists(),
+        "and its filled volume"
+    );
+
+    w.berthd.restart().await;
+    w.cri = w.berthd.cri().await;
+    assert!(w.list(cri::ContainerFilter::default()).await.is_empty());
+    assert!(!mounted(), "recovery unmounts the image volume");
+    assert!(!bundles[0].exists(), "and removes the bundle");
+    assert!(!data.exists(), "and the image-declared volumes");
+    w.cri
+        .remove(&artifact_ref)
+        .await
+        .expect("the image is no longer held");
+    pod::stop(&w.cri, &pod.0).await.unwrap();
+    pod::remove(&w.cri, &pod.0).await.unwrap();
 }

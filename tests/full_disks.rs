@@ -400,3 +400,45 @@ async fn a_pull_that_fills_berths_disk_fails_clearly_and_the_next_succeeds() {
     assert!(unpacked == content, "the unpacked layer is the pushed one");
     assert_blobs_verified(&env);
 }
+
+/// Directories the second image's layer makes implicitly (parents of its files,
+/// one 4 KiB block each): far more than the room its first file leaves.
+const IMPLICIT_DIRS: usize = 4000;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unpack_that_runs_out_of_room_making_directories_is_resource_exhausted() {
+    if !common::prerequisites_met() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default()).await;
+    let env = TestEnv::new();
+    let disk = LoopFs::mount(&env.path().join("root.img"), &env.root, 32 * MIB);
+    let berthd = Berthd::start(&env).await;
+    let cri = berthd.cri().await;
+    // A file that takes nearly all the room, then files whose parent directories
+    // are not in the layer: the disk fills while the unpacker creates a parent, a
+    // failure it reports with what it was doing around the kernel's ENOSPC.
+    let first = LAYER / 2;
+    let mut layer = Layer::new().file("a", common::noise(first, 11));
+    for i in 0..IMPLICIT_DIRS {
+        layer = layer.raw_file(&format!("p{i:04}/f"), b"");
+    }
+    let image = Image::oci().layer(layer.uncompressed()).build();
+    image.push(&registry, "test/dirs", "1").await;
+    let reference = registry.reference("test/dirs", "1");
+    let blob = first as u64 + (IMPLICIT_DIRS as u64 + 2) * 512;
+    disk.leave_free(&env.root.join("filler"), blob + first as u64 + MIB);
+
+    let err = cri
+        .pull(&reference)
+        .await
+        .expect_err("an unpack onto a full disk fails");
+    // The node's condition, not a bad image.
+    common::assert_error(
+        &err,
+        tonic::Code::ResourceExhausted,
+        &["No space left on device", "creating parent"],
+    );
+    assert!(cri.image(&reference).await.is_none(), "no half image");
+    assert_eq!(env.snapshot_fs_dirs(), Vec::<PathBuf>::new());
+}

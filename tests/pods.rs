@@ -79,7 +79,7 @@ async fn pod_lifecycle_status_list_and_names() {
     assert_eq!(st.metadata.as_ref().unwrap().name, "web");
     assert_eq!(st.labels["app"], "web");
     assert_eq!(st.annotations["note"], "web");
-    assert_eq!(st.runtime_handler, "berth");
+    assert_eq!(st.runtime_handler, "", "the handler as asked (the default)");
     assert!(st.created_at > 0);
     let ip = st.network.unwrap().ip;
     assert!(net.contains(&ip), "{ip} not in 10.197.{}.0/24", net.octet);
@@ -426,13 +426,13 @@ async fn half_created_pod_is_undone_at_start() {
         let store = berth::store::Store::open(&env.root.join("meta.redb")).unwrap();
         let record = berth::store::SandboxRecord {
             id: id.clone(),
-            config: berth::container::config::SandboxConfig {
+            config: berth::domain::config::SandboxConfig {
                 name: "half".into(),
                 namespace: "default".into(),
                 uid: "uid-half".into(),
                 ..Default::default()
             },
-            phase: berth::store::SandboxPhase::Creating,
+            phase: berth::domain::SandboxPhase::Creating,
             bundle: bundle.clone(),
             shim: binaries().0.clone(),
             ..Default::default()

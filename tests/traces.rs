@@ -128,6 +128,7 @@ async fn rpc_and_layer_spans_reach_the_collector() {
         .find(|s| s.span_id == pull.parent_span_id)
         .expect("the pull's parent span");
     assert_eq!(rpc.name, "runtime.v1.ImageService/PullImage");
+    assert_eq!(attribute(rpc, "image").as_deref(), Some(reference.as_str()));
     assert_eq!(rpc.trace_id, pull.trace_id);
     for kind in ["download", "unpack"] {
         let children: Vec<&Span> = named(&spans, kind)
@@ -171,4 +172,6 @@ async fn rpc_and_layer_spans_reach_the_collector() {
         attribute(run, "method").as_deref(),
         Some("/runtime.v1.RuntimeService/RunPodSandbox")
     );
+    // The RPC span itself names the pod it made.
+    assert_eq!(attribute(run, "pod_id").as_deref(), Some(pod_id.as_str()));
 }

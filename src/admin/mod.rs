@@ -10,7 +10,6 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::cri::status;
 use crate::image::{Credentials, ImageService, PullProgress};
 
 #[allow(clippy::all, missing_docs)]
@@ -98,7 +97,9 @@ impl Admin for AdminService {
                     msg.image_id = image.id;
                     Ok(msg)
                 }
-                Err(e) => Err(status(e.within(&format!("pulling image {reference:?}")))),
+                Err(e) => Err(Status::from(
+                    e.within(&format!("pulling image {reference:?}")),
+                )),
             };
             let _ = tx.send(last).await;
         });
@@ -120,7 +121,7 @@ impl Admin for AdminService {
             .images
             .import(&path)
             .await
-            .map_err(|e| status(e.within(&format!("importing {}", path.display()))))?;
+            .map_err(|e| e.within(&format!("importing {}", path.display())))?;
         Ok(Response::new(proto::ImportImageResponse {
             images: images
                 .into_iter()
@@ -139,7 +140,7 @@ impl Admin for AdminService {
         let images = self.images.clone();
         let usage = tokio::task::spawn_blocking(move || images.disk_usage())
             .await
-            .map_err(|e| status(e.into()))?;
+            .map_err(crate::error::Error::from)?;
         Ok(Response::new(usage))
     }
 }

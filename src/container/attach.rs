@@ -16,13 +16,12 @@ use super::service::ContainerService;
 use super::stdio::{ProcessStreams, forward_resizes};
 use crate::error::{Error, Result};
 use crate::logs::Stream;
-use crate::store::ContainerPhase;
 
 impl ContainerService {
     /// Attaches `streams` to container `id` until the session ends.
     pub async fn attach(&self, id: &str, streams: ProcessStreams) -> Result<()> {
         let record = self.get(id)?;
-        if record.phase != ContainerPhase::Running {
+        if !record.phase.can_attach() {
             return Err(Error::FailedPrecondition(format!(
                 "container {} is not running",
                 record.id

@@ -2,25 +2,21 @@
 //! the OCI spec, open the output fifos and create the task in the pod's shim. A
 //! failure undoes each step in reverse.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use containerd_shim_protos::api;
-use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use oci_spec::runtime::Spec;
 
-use super::config::ContainerConfig;
 use super::io;
 use super::service::{ContainerService, container_name};
-use super::spec::{self, ContainerSpecInputs, HostDevices, UserFiles};
 use crate::config::CgroupDriver;
+use crate::domain::config::ContainerConfig;
+use crate::domain::{ContainerPhase, ProcessUser};
 use crate::error::{Error, IoContext, Result};
-use crate::image::ContainerRootfs;
 use crate::sandbox::Sandbox;
-use crate::shim::TaskClient;
-use crate::store::{ContainerPhase, ContainerRecord, ProcessUser};
-
-/// Image configs are small; this only guards against garbage.
-const MAX_IMAGE_CONFIG: u64 = 8 << 20;
+use crate::shim::{CreateTask, RuntimeOptions, TaskClient};
+use crate::spec::{self, ContainerSpecInputs, HostDevices};
+use crate::store::ContainerRecord;
 
 impl ContainerService {
     /// Creates a container in a Ready pod and returns its id. Runs to the end
@@ -54,6 +50,13 @@ impl ContainerService {
             &config.linux.security_context.seccomp,
             &self.config.seccomp_profile_roots,
             "linux.security_context.seccomp",
+        )?;
+        spec::lsm::check_apparmor(
+            "linux.security_context.apparmor",
+            &config.linux.security_context.apparmor,
+            config.linux.security_context.privileged,
+            self.host.lsm,
+            &spec::lsm::apparmor_profile_loaded,
         )?;
         spec::check_supported(&config.linux.resources, &self.host)?;
         let handler = &sandbox.record.runtime_handler;
@@ -90,15 +93,10 @@ impl ContainerService {
                 config.image
             ))
         })?;
-        let view = super::image_config::parse(
-            &self
-                .images
-                .content_store()
-                .read(&image.config.digest, MAX_IMAGE_CONFIG)?,
-            &image.config.digest,
-        )?;
+        let view = self.images.config_view(&image)?;
         let bundle = self.bundle(id);
         let pod = &sandbox.record.config;
+        super::log_location::check(&pod.log_directory, &config.log_path)?;
         let log_path = (!pod.log_directory.is_empty() && !config.log_path.is_empty())
             .then(|| Path::new(&pod.log_directory).join(&config.log_path));
         let mut record = ContainerRecord {
@@ -119,8 +117,16 @@ impl ContainerService {
         std::fs::create_dir_all(bundle.join("rootfs"))
             .context(|| format!("creating {}", bundle.display()))?;
         let rootfs = self.images.prepare_rootfs(id, &image).await?;
+        let held = self.hold_image_volumes(&mut record)?;
+        if !held.is_empty() {
+            self.save(&record)?;
+        }
         create_mount_sources(&record.config)?;
-        let user_files = user_files(&rootfs)?;
+        let spec_config = self
+            .prepare_volumes(&record, &view.volumes, rootfs.lowers.clone(), held)
+            .await?;
+        crate::fault::crash_point("after-volumes");
+        let user_files = spec::user_files(&rootfs)?;
         let node_hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_default();
@@ -128,7 +134,7 @@ impl ContainerService {
         let spec = spec::container_spec(&ContainerSpecInputs {
             id,
             sandbox_id: sandbox.id(),
-            config: &record.config,
+            config: &spec_config,
             sandbox: pod,
             image: &view,
             image_name: &record.image_name,
@@ -141,6 +147,7 @@ impl ContainerService {
             devices: &HostDevices,
             host: self.host,
         })?;
+        let spec = self.inject_cdi(spec, &record.config.cdi_devices).await?;
         record.user = spec.process().as_ref().map(|p| ProcessUser {
             uid: p.user().uid(),
             gid: p.user().gid(),
@@ -153,24 +160,15 @@ impl ContainerService {
         let tty = record.config.tty;
         io::make_fifos(&bundle, tty, record.config.stdin)?;
         self.attach_output(&record, io::LogOpening::Required)?;
-        let request = api::CreateTaskRequest {
+        let request = CreateTask {
             id: id.to_string(),
-            bundle: bundle.display().to_string(),
-            rootfs: vec![overlay_mount(&rootfs)],
+            bundle: bundle.clone(),
+            rootfs: vec![rootfs.mount.clone()],
             terminal: tty,
-            stdin: if record.config.stdin {
-                io::stdin_path(&bundle).display().to_string()
-            } else {
-                String::new()
-            },
-            stdout: io::stdout_path(&bundle).display().to_string(),
-            stderr: if tty {
-                String::new()
-            } else {
-                io::stderr_path(&bundle).display().to_string()
-            },
-            options: Some(self.task_options(&sandbox.record.runtime_handler)?).into(),
-            ..Default::default()
+            stdin: record.config.stdin.then(|| io::stdin_path(&bundle)),
+            stdout: Some(io::stdout_path(&bundle)),
+            stderr: (!tty).then(|| io::stderr_path(&bundle)),
+            options: self.task_options(&sandbox.record.runtime_handler)?,
         };
         record.pid = task.create(&request).await?;
         record.phase = ContainerPhase::Created;
@@ -210,6 +208,7 @@ impl ContainerService {
     pub(super) async fn remove_files(&self, id: &str) {
         let bundle = self.bundle(id);
         let _ = nix::mount::umount2(&bundle.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
+        self.release_volumes(id, &bundle).await;
         if let Err(e) = std::fs::remove_dir_all(&bundle)
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -243,15 +242,30 @@ impl ContainerService {
         }
     }
 
+    /// Applies the CDI devices the container asks for, off the executor: it reads
+    /// the spec directories and stats host device nodes.
+    async fn inject_cdi(&self, mut spec: Spec, devices: &[String]) -> Result<Spec> {
+        if devices.is_empty() {
+            return Ok(spec);
+        }
+        let devices = devices.to_vec();
+        let dirs = self.config.cdi_spec_dirs.clone();
+        tokio::task::spawn_blocking(move || {
+            super::cdi::inject(&mut spec, &devices, &dirs, &HostDevices)?;
+            Ok(spec)
+        })
+        .await?
+    }
+
     /// The options Create carries: the OCI runtime binary and its state directory,
     /// the same as for the pod's infra container.
-    fn task_options(&self, handler: &str) -> Result<Any> {
+    fn task_options(&self, handler: &str) -> Result<RuntimeOptions> {
         let (_, runtime) = self.config.runtime_handler(handler)?;
-        crate::sandbox::runc_options(
-            &runtime.runtime,
-            &self.config.state.join("runc"),
-            self.config.cgroup_driver == CgroupDriver::Systemd,
-        )
+        Ok(RuntimeOptions {
+            binary_name: runtime.runtime.clone(),
+            root: self.config.state.join("runc"),
+            systemd_cgroup: self.config.cgroup_driver == CgroupDriver::Systemd,
+        })
     }
 
     /// For PID namespace mode Target: the pid of the target container.
@@ -269,28 +283,11 @@ impl ContainerService {
     }
 }
 
-pub(crate) fn overlay_mount(rootfs: &ContainerRootfs) -> api::Mount {
-    api::Mount {
-        type_: "overlay".to_string(),
-        source: "overlay".to_string(),
-        options: rootfs.options.clone(),
-        ..Default::default()
-    }
-}
-
-/// The image's /etc/passwd and /etc/group as the container will see them: the
-/// writable layer over the image's, resolved inside them.
-pub(crate) fn user_files(rootfs: &ContainerRootfs) -> Result<UserFiles> {
-    let layers: Vec<PathBuf> = std::iter::once(rootfs.upper.clone())
-        .chain(rootfs.lowers.iter().cloned())
-        .collect();
-    Ok(UserFiles::read(&layers)?)
-}
-
 /// CRI mounts of host directories that do not exist yet are created, 0755, as
-/// containerd and the kubelet's hostPath DirectoryOrCreate expect.
+/// containerd and the kubelet's hostPath DirectoryOrCreate expect. Image volumes
+/// have no host path of the kubelet's.
 fn create_mount_sources(config: &ContainerConfig) -> Result<()> {
-    for mount in &config.mounts {
+    for mount in config.mounts.iter().filter(|m| m.image.is_empty()) {
         let source = Path::new(&mount.host_path);
         if !source.exists() {
             crate::layout::shared_dir_all(source)

@@ -6,8 +6,9 @@
 
 use std::sync::Arc;
 
+use crate::domain::ContainerPhase;
 use crate::sandbox::Sandbox;
-use crate::store::{ContainerPhase, ContainerRecord};
+use crate::store::ContainerRecord;
 
 /// How many events a slow subscriber may fall behind before it loses some.
 pub const EVENT_BACKLOG: usize = 1024;

@@ -13,8 +13,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use containerd_shim_protos::api;
-use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use tokio::sync::{mpsc, watch};
 
 use super::service::ContainerService;
@@ -22,8 +20,8 @@ use super::stdio::{
     ProcessStreams, forward_resizes, make_fifo, open_reader, open_writer, pump_in, pump_out,
 };
 use crate::error::{Error, IoContext, Result};
-use crate::shim::TaskClient;
-use crate::store::{ContainerPhase, ContainerRecord};
+use crate::shim::{ExecTask, TaskClient};
+use crate::store::ContainerRecord;
 
 /// ExecSync output kept per stream; the rest is read and dropped so the process
 /// never blocks. Both streams together stay under the 16 MiB a kubelet (and most
@@ -32,7 +30,6 @@ pub const MAX_EXEC_OUTPUT: usize = (16 << 20) / 2 - (64 << 10);
 /// ExecSync without a deadline: how long output is drained after the process
 /// exited before whatever still holds it open (a background writer) is killed.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(5);
-const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 const KILL_WAIT: Duration = Duration::from_secs(10);
 /// Output chunks in flight between a fifo and its reader.
 const OUTPUT_QUEUE: usize = 16;
@@ -102,7 +99,7 @@ impl ContainerService {
             return Err(Error::InvalidArgument("cmd is empty".into()));
         }
         let record = self.get(id)?;
-        if record.phase != ContainerPhase::Running {
+        if !record.phase.can_exec() {
             return Err(Error::FailedPrecondition(format!(
                 "container {} is not running",
                 record.id
@@ -191,12 +188,14 @@ impl ExecProcess {
         // A terminal merges both outputs into one.
         let stderr = stderr.filter(|_| !tty);
         let (exited, watcher) = watch::channel(false);
-        let mut request = api::ExecProcessRequest {
+        let mut request = ExecTask {
             id: self.id.clone(),
             exec_id: self.exec_id.clone(),
             terminal: tty,
-            spec: Some(process_spec(&record.bundle, cmd, tty)?).into(),
-            ..Default::default()
+            stdin: None,
+            stdout: None,
+            stderr: None,
+            process: process_spec(&record.bundle, cmd, tty)?,
         };
         let mut pumps = Vec::new();
         for (name, sink) in [("stdout", stdout), ("stderr", stderr)] {
@@ -205,10 +204,9 @@ impl ExecProcess {
             make_fifo(&path)?;
             let reader = open_reader(&path)?;
             pumps.push(tokio::spawn(pump_out(reader, sink, watcher.clone())));
-            let path = path.display().to_string();
             match name {
-                "stdout" => request.stdout = path,
-                _ => request.stderr = path,
+                "stdout" => request.stdout = Some(path),
+                _ => request.stderr = Some(path),
             }
         }
         let input = match stdin {
@@ -216,7 +214,7 @@ impl ExecProcess {
                 let path = dir.join("stdin");
                 make_fifo(&path)?;
                 let writer = open_writer(&path)?;
-                request.stdin = path.display().to_string();
+                request.stdin = Some(path);
                 Some((from, writer))
             }
             None => None,
@@ -252,7 +250,7 @@ impl ExecProcess {
             task.abort();
         }
         self.delete().await;
-        exit.map(|(status, _)| status as i32)
+        exit.map(|exit| exit.status as i32)
     }
 
     /// Copies the client's input; at its end, closes the process's stdin (ours and
@@ -306,7 +304,7 @@ impl ExecProcess {
 }
 
 /// The container's own process (user, env, cwd, capabilities) with other args.
-fn process_spec(bundle: &Path, cmd: &[String], tty: bool) -> Result<Any> {
+fn process_spec(bundle: &Path, cmd: &[String], tty: bool) -> Result<serde_json::Value> {
     let path = bundle.join("config.json");
     let spec: serde_json::Value = serde_json::from_slice(
         &std::fs::read(&path).context(|| format!("reading {}", path.display()))?,
@@ -315,12 +313,7 @@ fn process_spec(bundle: &Path, cmd: &[String], tty: bool) -> Result<Any> {
     let mut process = spec["process"].clone();
     process["args"] = serde_json::json!(cmd);
     process["terminal"] = serde_json::json!(tty);
-    Ok(Any {
-        type_url: PROCESS_TYPE_URL.to_string(),
-        value: serde_json::to_vec(&process)
-            .map_err(|e| Error::Internal(format!("encoding the exec process: {e}")))?,
-        ..Default::default()
-    })
+    Ok(process)
 }
 
 /// Gathers output up to the cap; the rest is dropped.

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use super::io::LogOpening;
 use super::service::ContainerService;
+use crate::domain::ContainerPhase;
 use crate::error::{Error, Result};
-use crate::shim::TaskClient;
-use crate::store::{ContainerPhase, ContainerRecord};
+use crate::shim::{Exit, TaskClient, TaskStatus};
+use crate::store::ContainerRecord;
 
 /// How long a SIGKILLed container may take to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(10);
@@ -26,7 +27,7 @@ impl ContainerService {
         let pod = self.sandboxes.hold_ready(&record.sandbox_id).await?;
         let _guard = self.lock(&id).await;
         let mut record = self.get(&id)?;
-        if record.phase != ContainerPhase::Created {
+        if !record.phase.can_start() {
             return Err(Error::FailedPrecondition(format!(
                 "container {id} is {:?}, not Created",
                 record.phase
@@ -63,11 +64,11 @@ impl ContainerService {
     pub(super) fn wait_for_exit(self: Arc<Self>, id: String, task: TaskClient) {
         tokio::spawn(async move {
             match task.wait(&id, "").await {
-                Ok((status, at)) => {
-                    if status == SIGKILLED {
+                Ok(exit) => {
+                    if exit.status == SIGKILLED {
                         self.await_oom_event(&id).await;
                     }
-                    self.record_exit(&id, status, at)
+                    self.record_exit(&id, exit)
                 }
                 Err(e) => {
                     tracing::warn!(container_id = %id, error = %e, "lost the container's shim");
@@ -97,9 +98,9 @@ impl ContainerService {
     }
 
     /// Records an exit once; later calls for the same exit change nothing.
-    pub(super) fn record_exit(&self, id: &str, status: u32, exited_at: i64) {
+    pub(super) fn record_exit(&self, id: &str, exit: Exit) {
         let Ok(mut record) = self.get(id) else { return };
-        if record.phase == ContainerPhase::Exited {
+        if !record.phase.can_record_exit() {
             return;
         }
         let oom = self
@@ -109,15 +110,15 @@ impl ContainerService {
             .remove(id);
         crate::metrics::container_exit(oom);
         record.phase = ContainerPhase::Exited;
-        record.exit_code = status as i32;
-        record.finished_at = if exited_at > 0 {
-            exited_at
+        record.exit_code = exit.status as i32;
+        record.finished_at = if exit.at > 0 {
+            exit.at
         } else {
             crate::image::now_nanos()
         };
         record.reason = if oom {
             "OOMKilled"
-        } else if status == 0 {
+        } else if exit.status == 0 {
             "Completed"
         } else {
             "Error"
@@ -134,7 +135,7 @@ impl ContainerService {
     /// The shim is gone: what became of the container cannot be known.
     pub(super) fn record_lost(&self, id: &str, why: &str) {
         let Ok(mut record) = self.get(id) else { return };
-        if record.phase == ContainerPhase::Exited {
+        if !record.phase.can_record_exit() {
             return;
         }
         record.phase = ContainerPhase::Exited;
@@ -170,17 +171,17 @@ impl ContainerService {
             Err(Error::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
-        if record.phase != ContainerPhase::Running {
+        if !record.phase.must_signal_to_stop() {
             return Ok(());
         }
         let (_, task) = self.task_of(&record)?;
         if !timeout.is_zero() {
             let signal = stop_signal(&record.stop_signal);
-            if let Some((status, at)) = self
+            if let Some(exit) = self
                 .signal_and_wait(&task, id, signal, false, timeout)
                 .await?
             {
-                self.record_exit(id, status, at);
+                self.record_exit(id, exit);
                 return Ok(());
             }
         }
@@ -188,8 +189,8 @@ impl ContainerService {
             .signal_and_wait(&task, id, libc::SIGKILL as u32, true, KILL_WAIT)
             .await?
         {
-            Some((status, at)) => {
-                self.record_exit(id, status, at);
+            Some(exit) => {
+                self.record_exit(id, exit);
                 Ok(())
             }
             None => Err(Error::Unavailable(format!(
@@ -206,7 +207,7 @@ impl ContainerService {
         signal: u32,
         all: bool,
         timeout: Duration,
-    ) -> Result<Option<(u32, i64)>> {
+    ) -> Result<Option<Exit>> {
         match task.kill(id, "", signal, all).await {
             Ok(()) | Err(Error::NotFound(_)) => {}
             Err(e) => return Err(e),
@@ -231,7 +232,7 @@ impl ContainerService {
             Err(Error::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
-        if record.phase == ContainerPhase::Running {
+        if record.phase.must_signal_to_stop() {
             self.stop_locked(&id, Duration::ZERO).await?;
         }
         match self.task_of(&record) {
@@ -255,7 +256,7 @@ impl ContainerService {
         self.remove_files(id).await;
     }
 
-    fn pod_config(&self, record: &ContainerRecord) -> super::config::SandboxConfig {
+    fn pod_config(&self, record: &ContainerRecord) -> crate::domain::config::SandboxConfig {
         self.sandboxes
             .get(&record.sandbox_id)
             .map(|s| s.record.config.clone())
@@ -266,7 +267,7 @@ impl ContainerService {
     pub(super) async fn recover_one(self: Arc<Self>, mut record: ContainerRecord) -> Result<()> {
         let id = record.id.clone();
         let task = self.task_of(&record).map(|(_, t)| t);
-        if record.phase == ContainerPhase::Creating {
+        if record.phase.is_half_created() {
             tracing::info!(container_id = %id, "undoing a container a crash left half-created");
             match &task {
                 Ok(task) => self.undo_create(&id, task).await,
@@ -274,10 +275,7 @@ impl ContainerService {
             }
             return Ok(());
         }
-        if !matches!(
-            record.phase,
-            ContainerPhase::Created | ContainerPhase::Running
-        ) {
+        if !record.phase.has_live_task() {
             return Ok(());
         }
         let task = match task {
@@ -294,14 +292,9 @@ impl ContainerService {
                 return Ok(());
             }
         };
-        use containerd_shim_protos::api::Status;
-        let status = state.status.value();
-        if status == Status::STOPPED as i32 {
-            let at = state
-                .exited_at
-                .as_ref()
-                .map_or(0, |t| t.seconds * 1_000_000_000 + i64::from(t.nanos));
-            if record.phase == ContainerPhase::Created {
+        if state.status == TaskStatus::Stopped {
+            let at = state.exit.at;
+            if record.phase.can_start() {
                 // Started, then exited, while the record still said Created: a
                 // crash came between the start and its record. When it started is
                 // lost with its process; its end is the closest known time.
@@ -310,12 +303,12 @@ impl ContainerService {
             }
             // Drain what it wrote while berthd was away before recording the end.
             self.attach_output(&record, LogOpening::Retried)?;
-            self.record_exit(&id, state.exit_status, at);
+            self.record_exit(&id, state.exit);
             return Ok(());
         }
         self.attach_output(&record, LogOpening::Retried)?;
-        if status == Status::RUNNING as i32 {
-            if record.phase == ContainerPhase::Created {
+        if state.status == TaskStatus::Running {
+            if record.phase.can_start() {
                 tracing::info!(container_id = %id, pid = state.pid, "started before a crash; recording it Running");
                 record.phase = ContainerPhase::Running;
                 record.started_at =

@@ -10,15 +10,16 @@ use tokio::sync::broadcast;
 
 use super::events::{self, ContainerEvent, ContainerEventKind};
 use super::io::{LogOpening, Output};
-use super::spec::HostFacts;
 use crate::config::Config;
+use crate::domain::ContainerPhase;
 use crate::error::{Error, Result};
 use crate::id_locks::{IdGuard, IdLocks};
 use crate::image::ImageService;
 use crate::sandbox::{NameIndex, Sandbox, SandboxService};
 use crate::shim::features::{self, HandlerFeatures};
 use crate::shim::{ShimEvent, TaskClient};
-use crate::store::{ContainerPhase, ContainerRecord, Store};
+use crate::spec::HostFacts;
+use crate::store::{ContainerRecord, Store};
 
 pub struct ContainerService {
     pub(super) config: Config,
@@ -67,6 +68,24 @@ impl ContainerService {
             .map(|h| h.runtime.clone())
             .collect();
         let features = tokio::task::spawn_blocking(move || features::probe_all(runtimes)).await?;
+        Self::open_with(
+            config, store, images, sandboxes, names, host, events, features,
+        )
+        .await
+    }
+
+    /// `open` with the runtimes' features already known (tests give none).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn open_with(
+        config: Config,
+        store: Arc<Store>,
+        images: Arc<ImageService>,
+        sandboxes: Arc<SandboxService>,
+        names: Arc<NameIndex>,
+        host: HostFacts,
+        events: &broadcast::Sender<ShimEvent>,
+        features: BTreeMap<String, HandlerFeatures>,
+    ) -> Result<Arc<ContainerService>> {
         // One channel for pod and container events, so they stay in order.
         let lifecycle = sandboxes.events().clone();
         let service = Arc::new(ContainerService {
@@ -153,7 +172,7 @@ impl ContainerService {
         let containers = self.containers.read().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<Arc<ContainerRecord>> = containers
             .values()
-            .filter(|c| c.phase != ContainerPhase::Creating)
+            .filter(|c| !c.phase.is_half_created())
             .filter(|c| filter.id.is_empty() || c.id.starts_with(&filter.id))
             .filter(|c| {
                 filter.sandbox_id.is_empty() || c.sandbox_id.starts_with(&filter.sandbox_id)
@@ -183,7 +202,7 @@ impl ContainerService {
 
     pub fn reopen_log(&self, id: &str) -> Result<()> {
         let c = self.get(id)?;
-        if c.phase != ContainerPhase::Running {
+        if !c.phase.can_reopen_log() {
             return Err(Error::FailedPrecondition(format!(
                 "container {} is not running",
                 c.id
@@ -299,7 +318,7 @@ impl ContainerService {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
-        if let Some(record) = removed.filter(|r| r.phase != ContainerPhase::Creating) {
+        if let Some(record) = removed.filter(|r| !r.phase.is_half_created()) {
             self.publish(&record, ContainerEventKind::Deleted);
         }
         self.outputs
@@ -321,6 +340,8 @@ impl ContainerService {
     /// undone.
     async fn recover(self: &Arc<Self>) -> Result<()> {
         for record in self.store.all::<ContainerRecord>()? {
+            self.images
+                .restore_volume_holds(&record.id, &record.image_volumes);
             self.containers
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
@@ -335,8 +356,8 @@ impl ContainerService {
 
 /// `<name>_<pod name>_<pod namespace>_<pod uid>_<attempt>`, as containerd reserves.
 pub(super) fn container_name(
-    config: &super::config::ContainerConfig,
-    pod: &super::config::SandboxConfig,
+    config: &crate::domain::config::ContainerConfig,
+    pod: &crate::domain::config::SandboxConfig,
 ) -> String {
     format!(
         "{}_{}_{}_{}_{}",

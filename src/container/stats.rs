@@ -13,7 +13,7 @@ use crate::cgroups::{Cgroup, Hierarchies, Memory};
 use crate::error::Result;
 use crate::image::{ImageService, now_nanos};
 use crate::sandbox::{Sandbox, SandboxFilter};
-use crate::store::{ContainerPhase, ContainerRecord, SandboxRecord};
+use crate::store::{ContainerRecord, SandboxRecord};
 
 /// Below this interval a new CPU reading would make a noisy rate: the last rate
 /// stands instead.
@@ -213,7 +213,7 @@ fn read_container(
     c: Arc<ContainerRecord>,
 ) -> ContainerStats {
     let timestamp = now_nanos();
-    let usage = (c.phase == ContainerPhase::Running && c.pid > 0)
+    let usage = (c.phase.has_usage() && c.pid > 0)
         .then(|| sampler.cgroup(&c.id, c.pid))
         .flatten()
         .map(|cg| cg.read_cpu_memory());

@@ -1,17 +1,12 @@
 //! UpdateContainerResources: new cgroup limits for a created or running container,
 //! applied by its shim (runc update) and recorded, so that ContainerStatus shows
-//! them and they survive a restart.
+//! them and they survive a restart; the bundle's spec is updated to match.
 
-use containerd_shim_protos::protobuf::well_known_types::any::Any;
-
-use super::config::Resources;
+use super::bundle_spec;
 use super::service::ContainerService;
-use super::spec;
-use crate::error::{Error, Result};
-use crate::store::ContainerPhase;
-
-/// How containerd names an OCI `LinuxResources` carried as JSON in an `Any`.
-const RESOURCES_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
+use crate::domain::config::Resources;
+use crate::error::Result;
+use crate::spec;
 
 impl ContainerService {
     /// Replaces the container's limits. A container that has exited only has its
@@ -25,24 +20,15 @@ impl ContainerService {
             oom_score_adj: record.config.linux.resources.oom_score_adj,
             ..resources
         };
-        if matches!(
-            record.phase,
-            ContainerPhase::Created | ContainerPhase::Running
-        ) {
-            let limits = spec::resources_update(&resources)?;
-            let value = serde_json::to_vec(&limits)
-                .map_err(|e| Error::Internal(format!("encoding resources of {id}: {e}")))?;
+        let limits = spec::resources_update(&resources)?;
+        if record.phase.has_live_task() {
             let (_, task) = self.task_of(&record)?;
-            task.update(
-                &id,
-                Any {
-                    type_url: RESOURCES_TYPE_URL.to_string(),
-                    value,
-                    ..Default::default()
-                },
-            )
-            .await?;
+            task.update(&id, &limits).await?;
         }
+        // The bundle's spec says what the container runs with (verbose status).
+        let bundle = record.bundle.clone();
+        tokio::task::spawn_blocking(move || bundle_spec::write_resources(&bundle, &limits))
+            .await??;
         record.config.linux.resources = resources;
         self.save(&record)
     }

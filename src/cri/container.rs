@@ -1,13 +1,15 @@
-//! CRI <-> domain for the container calls: status, list items, filters, ExecSync.
+//! CRI <-> domain for the container calls: status, list items, filters.
 
 use std::collections::HashMap;
 
 use k8s_cri::v1 as cri;
 use serde_json::json;
 
-use crate::container::config::{MountPropagation, Resources};
-use crate::container::{ContainerEvent, ContainerEventKind, ContainerFilter};
-use crate::store::{ContainerPhase, ContainerRecord};
+use super::convert::map;
+use crate::container::{ContainerFilter, ImageNames};
+use crate::domain::ContainerPhase;
+use crate::domain::config::{MountPropagation, Resources};
+use crate::store::ContainerRecord;
 
 fn state(phase: ContainerPhase) -> i32 {
     let state = match phase {
@@ -35,15 +37,14 @@ pub(super) fn metadata(c: &ContainerRecord) -> cri::ContainerMetadata {
     }
 }
 
+/// The image as the container was created from it, with the runtime handler
+/// CreateContainer named for it (`""` stays `""`).
 fn image_spec(c: &ContainerRecord) -> cri::ImageSpec {
     cri::ImageSpec {
         image: c.image_name.clone(),
+        runtime_handler: c.config.image_runtime_handler.clone(),
         ..Default::default()
     }
-}
-
-pub(super) fn map(m: &std::collections::BTreeMap<String, String>) -> HashMap<String, String> {
-    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 pub fn filter(f: Option<cri::ContainerFilter>) -> ContainerFilter {
@@ -76,7 +77,8 @@ pub fn list_item(c: &ContainerRecord) -> cri::Container {
     }
 }
 
-pub fn status(c: &ContainerRecord) -> cri::ContainerStatus {
+/// `image` is what the container service reports of the container's image.
+pub fn status(c: &ContainerRecord, image: &ImageNames) -> cri::ContainerStatus {
     let mounts = c
         .config
         .mounts
@@ -92,6 +94,10 @@ pub fn status(c: &ContainerRecord) -> cri::ContainerStatus {
                 }
                 MountPropagation::Bidirectional => cri::MountPropagation::PropagationBidirectional,
             } as i32,
+            image: (!m.image.is_empty()).then(|| cri::ImageSpec {
+                image: m.image.clone(),
+                ..Default::default()
+            }),
             ..Default::default()
         })
         .collect();
@@ -103,8 +109,12 @@ pub fn status(c: &ContainerRecord) -> cri::ContainerStatus {
         started_at: c.started_at,
         finished_at: c.finished_at,
         exit_code: c.exit_code,
-        image: Some(image_spec(c)),
-        image_ref: c.image_id.clone(),
+        image: Some(cri::ImageSpec {
+            image: image.image.clone(),
+            user_specified_image: image.user_specified_image.clone(),
+            ..Default::default()
+        }),
+        image_ref: image.image_ref.clone(),
         reason: c.reason.clone(),
         message: c.message.clone(),
         labels: map(&c.config.labels),
@@ -115,7 +125,7 @@ pub fn status(c: &ContainerRecord) -> cri::ContainerStatus {
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
-        image_id: c.image_id.clone(),
+        image_id: image.image_id.clone(),
         resources: Some(resources(&c.config.linux.resources)),
         user: c.user.as_ref().map(|u| cri::ContainerUser {
             linux: Some(cri::LinuxContainerUser {
@@ -154,11 +164,8 @@ fn resources(r: &Resources) -> cri::ContainerResources {
 }
 
 /// The verbose `info` of ContainerStatus, as containerd shapes it.
-pub fn verbose_info(c: &ContainerRecord) -> HashMap<String, String> {
-    let spec: serde_json::Value = std::fs::read(c.bundle.join("config.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(serde_json::Value::Null);
+/// `spec` is the bundle's spec as it stands (the container service reads it).
+pub fn verbose_info(c: &ContainerRecord, spec: serde_json::Value) -> HashMap<String, String> {
     let info = json!({
         "sandboxID": c.sandbox_id,
         "pid": c.pid,
@@ -167,21 +174,4 @@ pub fn verbose_info(c: &ContainerRecord) -> HashMap<String, String> {
         "config": c.config,
     });
     HashMap::from([("info".to_string(), info.to_string())])
-}
-
-/// A lifecycle event with the pod's status and its containers' as they were then.
-pub fn event(e: &ContainerEvent) -> cri::ContainerEventResponse {
-    let kind = match e.kind {
-        ContainerEventKind::Created => cri::ContainerEventType::ContainerCreatedEvent,
-        ContainerEventKind::Started => cri::ContainerEventType::ContainerStartedEvent,
-        ContainerEventKind::Stopped => cri::ContainerEventType::ContainerStoppedEvent,
-        ContainerEventKind::Deleted => cri::ContainerEventType::ContainerDeletedEvent,
-    };
-    cri::ContainerEventResponse {
-        container_id: e.container_id.clone(),
-        container_event_type: kind as i32,
-        created_at: e.at,
-        pod_sandbox_status: e.pod.as_deref().map(super::sandbox::status),
-        containers_statuses: e.containers.iter().map(|c| status(c)).collect(),
-    }
 }

@@ -2,11 +2,12 @@
 //! protobuf messages are read field by field; every value the kubelet could get wrong
 //! is checked here and refused with InvalidArgument naming the field.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use k8s_cri::v1 as cri;
 
-use crate::container::config::{
+use crate::domain::config::{
     Capabilities, ContainerConfig, Device, DnsConfig, HugepageLimit, LinuxContainerConfig,
     LinuxSandboxConfig, Mount, MountPropagation, NamespaceMode, NamespaceOptions, PortMapping,
     Protocol, Resources, SandboxConfig, SandboxSecurityContext, SeccompProfile, SecurityContext,
@@ -15,6 +16,7 @@ use crate::container::config::{
 use crate::error::{Error, quote};
 
 mod fields;
+mod lsm;
 
 fn invalid(field: &str, problem: impl std::fmt::Display) -> Error {
     Error::InvalidArgument(format!("{field}: {problem}"))
@@ -43,14 +45,18 @@ impl TryFrom<&cri::ContainerConfig> for ContainerConfig {
         if !c.working_dir.is_empty() {
             fields::container_path("working_dir", &c.working_dir)?;
         }
+        let annotations: BTreeMap<String, String> = c.annotations.clone().into_iter().collect();
+        let cdi_names: Vec<String> = c.cdi_devices.iter().map(|d| d.name.clone()).collect();
+        let cdi_devices = crate::container::cdi::names::requested(&cdi_names, &annotations)
+            .map_err(|(field, problem)| invalid(&field, problem))?;
+        let image = c.image.clone().unwrap_or_default();
         Ok(ContainerConfig {
             name: metadata.name.clone(),
             attempt: metadata.attempt,
-            image: c
-                .image
-                .as_ref()
-                .map(|i| i.image.clone())
-                .unwrap_or_default(),
+            image: image.image,
+            user_specified_image: image.user_specified_image,
+            image_runtime_handler: image.runtime_handler,
+            cdi_devices,
             command: c.command.clone(),
             args: c.args.clone(),
             working_dir: c.working_dir.clone(),
@@ -72,7 +78,7 @@ impl TryFrom<&cri::ContainerConfig> for ContainerConfig {
                 .map(|(i, d)| device(i, d))
                 .collect::<Result<_, _>>()?,
             labels: c.labels.clone().into_iter().collect(),
-            annotations: c.annotations.clone().into_iter().collect(),
+            annotations,
             log_path: c.log_path.clone(),
             stdin: c.stdin,
             stdin_once: c.stdin_once,
@@ -118,6 +124,7 @@ impl TryFrom<&cri::PodSandboxConfig> for SandboxConfig {
         let field = "linux.security_context";
         let namespaces = namespace_options(field, sc.namespace_options.as_ref())?;
         sysctls(&linux.sysctls, &namespaces)?;
+        host_network_hostname(&c.hostname, &namespaces)?;
         Ok(SandboxConfig {
             name: metadata.name.clone(),
             uid: metadata.uid.clone(),
@@ -150,10 +157,31 @@ impl TryFrom<&cri::PodSandboxConfig> for SandboxConfig {
                     supplemental_groups: sc.supplemental_groups,
                     #[allow(deprecated)] // the kubelet still fills the old field
                     seccomp: seccomp(field, sc.seccomp.as_ref(), &sc.seccomp_profile_path)?,
+                    apparmor: lsm::apparmor(field, sc.apparmor.as_ref(), "")?,
+                    selinux: lsm::selinux(field, sc.selinux_options.as_ref())?,
                 },
             },
         })
     }
+}
+
+/// A pod on the host's network shares the host's UTS namespace too: a hostname
+/// of its own would be written to its /etc/hostname while `hostname` says the
+/// node's, two names for one pod. (runc refuses it as well, "unable to set
+/// hostname without a new UTS namespace", which containerd passes on.)
+fn host_network_hostname(hostname: &str, namespaces: &NamespaceOptions) -> Result<(), Error> {
+    if namespaces.network == NamespaceMode::Node && !hostname.is_empty() {
+        return Err(invalid(
+            "hostname",
+            format!(
+                "{} cannot be set for a pod on the host's network \
+                 (linux.security_context.namespace_options.network is NODE): \
+                 it shares the node's hostname",
+                quote(hostname)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A pod's sysctls: kernel names, namespaced, and only in namespaces the pod does
@@ -200,8 +228,17 @@ fn mount(i: usize, m: &cri::Mount) -> Result<Mount, Error> {
             "a mount over the container's root filesystem",
         ));
     }
-    // Empty for image-volume mounts (`image` set), which are not supported.
-    fields::host_path(&field("host_path"), &m.host_path)?;
+    let image = m.image.as_ref().map_or("", |i| i.image.as_str());
+    if image.is_empty() {
+        fields::host_path(&field("host_path"), &m.host_path)?;
+    } else if !m.host_path.is_empty() {
+        return Err(invalid(
+            &field("host_path"),
+            "set together with image: a mount is a host path or an image volume",
+        ));
+    } else {
+        fields::text(&field("image.image"), image)?;
+    }
     if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
         return Err(invalid(
             &field("uidMappings"),
@@ -232,6 +269,7 @@ fn mount(i: usize, m: &cri::Mount) -> Result<Mount, Error> {
         readonly: m.readonly,
         recursive_read_only: m.recursive_read_only,
         propagation,
+        image: image.to_string(),
     })
 }
 
@@ -375,6 +413,9 @@ fn security_context(s: &cri::LinuxContainerSecurityContext) -> Result<SecurityCo
         readonly_paths: s.readonly_paths.clone(),
         #[allow(deprecated)] // the kubelet still fills the old field
         seccomp: seccomp(field, s.seccomp.as_ref(), &s.seccomp_profile_path)?,
+        #[allow(deprecated)] // the kubelet still fills the old field
+        apparmor: lsm::apparmor(field, s.apparmor.as_ref(), &s.apparmor_profile)?,
+        selinux: lsm::selinux(field, s.selinux_options.as_ref())?,
     })
 }
 
@@ -489,6 +530,13 @@ fn port_mapping(i: usize, p: &cri::PortMapping) -> Result<PortMapping, Error> {
         host_port: p.host_port,
         host_ip: p.host_ip.clone(),
     })
+}
+
+/// Labels and annotations as CRI carries them.
+pub(super) fn map(
+    m: &std::collections::BTreeMap<String, String>,
+) -> std::collections::HashMap<String, String> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_server::ImageService;
 use tonic::{Request, Response, Status};
 
-use super::{now_nanos, status};
+use super::{now_nanos, span};
+use crate::error::Error;
 use crate::image::{Credentials, ImageService as Images, PullProgress, oci};
 use crate::store::ImageRecord;
 
@@ -21,10 +22,10 @@ impl CriImageService {
     }
 }
 
-fn image_spec(req: Option<&cri::ImageSpec>, field: &str) -> Result<String, Status> {
+fn image_spec(req: Option<&cri::ImageSpec>, field: &str) -> Result<String, Error> {
     match req.map(|s| s.image.trim()) {
         Some(image) if !image.is_empty() => Ok(image.to_string()),
-        _ => Err(Status::invalid_argument(format!("{field} is empty"))),
+        _ => Err(Error::InvalidArgument(format!("{field} is empty"))),
     }
 }
 
@@ -46,7 +47,7 @@ fn to_cri(image: &ImageRecord) -> cri::Image {
 }
 
 /// Credentials from a CRI AuthConfig; an empty one means anonymous.
-fn credentials(auth: Option<&cri::AuthConfig>) -> Result<Option<Credentials>, Status> {
+fn credentials(auth: Option<&cri::AuthConfig>) -> Result<Option<Credentials>, Error> {
     let Some(a) = auth else { return Ok(None) };
     Credentials::from_cri(
         &a.username,
@@ -56,7 +57,7 @@ fn credentials(auth: Option<&cri::AuthConfig>) -> Result<Option<Credentials>, St
         &a.registry_token,
         &a.server_address,
     )
-    .map_err(|e| status(e.into()))
+    .map_err(Error::from)
 }
 
 #[tonic::async_trait]
@@ -72,12 +73,7 @@ impl ImageService for CriImageService {
             .map(|s| s.image)
             .filter(|s| !s.is_empty());
         let images = match filter {
-            Some(spec) => self
-                .images
-                .get(&spec)
-                .map_err(status)?
-                .into_iter()
-                .collect(),
+            Some(spec) => self.images.get(&spec)?.into_iter().collect(),
             None => self.images.list(),
         };
         Ok(Response::new(cri::ListImagesResponse {
@@ -89,15 +85,17 @@ impl ImageService for CriImageService {
         &self,
         request: Request<cri::ImageStatusRequest>,
     ) -> Result<Response<cri::ImageStatusResponse>, Status> {
+        span::record(&request);
         let req = request.into_inner();
         let spec = image_spec(req.image.as_ref(), "image")?;
-        let Some(image) = self.images.get(&spec).map_err(status)? else {
+        let Some(image) = self.images.get(&spec)? else {
             // CRI: an unknown image is not an error, just no image.
             return Ok(Response::new(cri::ImageStatusResponse::default()));
         };
         let mut info = HashMap::new();
         if req.verbose {
-            info.insert("info".to_string(), self.verbose_info(&image));
+            let config = self.images.config_document(&image).await;
+            info.insert("info".to_string(), verbose_info(&image, config));
         }
         Ok(Response::new(cri::ImageStatusResponse {
             image: Some(to_cri(&image)),
@@ -109,6 +107,7 @@ impl ImageService for CriImageService {
         &self,
         request: Request<cri::PullImageRequest>,
     ) -> Result<Response<cri::PullImageResponse>, Status> {
+        span::record(&request);
         let req = request.into_inner();
         let reference = image_spec(req.image.as_ref(), "image")?;
         let credentials = credentials(req.auth.as_ref())?;
@@ -116,7 +115,7 @@ impl ImageService for CriImageService {
             .images
             .pull(&reference, credentials, Arc::new(PullProgress::default()))
             .await
-            .map_err(|e| status(e.within(&format!("pulling image {reference:?}"))))?;
+            .map_err(|e| e.within(&format!("pulling image {reference:?}")))?;
         Ok(Response::new(cri::PullImageResponse {
             image_ref: image.id,
         }))
@@ -126,8 +125,9 @@ impl ImageService for CriImageService {
         &self,
         request: Request<cri::RemoveImageRequest>,
     ) -> Result<Response<cri::RemoveImageResponse>, Status> {
+        span::record(&request);
         let spec = image_spec(request.get_ref().image.as_ref(), "image")?;
-        self.images.remove(&spec).await.map_err(status)?;
+        self.images.remove(&spec).await?;
         Ok(Response::new(cri::RemoveImageResponse {}))
     }
 
@@ -135,7 +135,7 @@ impl ImageService for CriImageService {
         &self,
         _request: Request<cri::ImageFsInfoRequest>,
     ) -> Result<Response<cri::ImageFsInfoResponse>, Status> {
-        let usage = self.images.fs_usage().await.map_err(status)?;
+        let usage = self.images.fs_usage().await?;
         let fs = |used_bytes, inodes_used| cri::FilesystemUsage {
             timestamp: now_nanos(),
             fs_id: Some(cri::FilesystemIdentifier {
@@ -155,22 +155,13 @@ impl ImageService for CriImageService {
     }
 }
 
-impl CriImageService {
-    /// The verbose `info` of ImageStatus: the image config and how it is stored.
-    fn verbose_info(&self, image: &ImageRecord) -> String {
-        let config: serde_json::Value = self
-            .images
-            .content_store()
-            .read(&image.config.digest, 64 << 20)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(serde_json::Value::Null);
-        serde_json::json!({
-            "imageSpec": config,
-            "manifestDigest": image.manifest.digest,
-            "chainIDs": image.chain_ids,
-            "snapshotter": "overlayfs",
-        })
-        .to_string()
-    }
+/// The verbose `info` of ImageStatus: the image config and how it is stored.
+fn verbose_info(image: &ImageRecord, config: serde_json::Value) -> String {
+    serde_json::json!({
+        "imageSpec": config,
+        "manifestDigest": image.manifest.digest,
+        "chainIDs": image.chain_ids,
+        "snapshotter": "overlayfs",
+    })
+    .to_string()
 }

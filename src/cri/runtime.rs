@@ -1,6 +1,7 @@
-//! CRI RuntimeService. This stage serves Version, Status, RuntimeConfig,
-//! UpdateRuntimeConfig and the pod sandbox calls; container calls answer
-//! Unimplemented until the container service lands.
+//! CRI RuntimeService: runtime, pod sandbox, container, streaming and stats
+//! calls. Each handler translates the request, calls a service and translates
+//! the answer; errors become gRPC codes through `From<Error> for Status`.
+//! Checkpointing and the metrics calls answer Unimplemented.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,13 +15,12 @@ use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
-use super::{container, convert, metrics, sandbox, stats, status, streaming};
+use super::{container, convert, events, metrics, sandbox, span, stats, streaming};
 use crate::config::{CgroupDriver, Config};
-use crate::container::config::{ContainerConfig, SandboxConfig};
 use crate::container::{ContainerFilter, ContainerService};
+use crate::domain::config::{ContainerConfig, SandboxConfig};
 use crate::error::Error;
 use crate::sandbox::SandboxService;
-use crate::store::Store;
 use crate::streaming::Streaming;
 
 /// The CRI API version berth serves.
@@ -29,10 +29,9 @@ const RUNTIME_NAME: &str = "berth";
 /// The kubelet checks this field; it names the CRI API, not berth's own version.
 const KUBE_API_VERSION: &str = "0.1.0";
 
-/// What the runtime-level calls need: the config, the store and the services.
+/// What the runtime-level calls need: the config and the services.
 pub struct RuntimeInfo {
     pub config: Config,
-    pub store: Arc<Store>,
     pub sandboxes: Arc<SandboxService>,
     pub containers: Arc<ContainerService>,
     /// Issues the URLs of exec, attach and port-forward sessions.
@@ -134,7 +133,7 @@ impl RuntimeService for CriRuntimeService {
         let mut info = HashMap::new();
         if request.get_ref().verbose {
             let config = serde_json::to_string(&self.info.config)
-                .map_err(|e| status(Error::Internal(format!("encoding config: {e}"))))?;
+                .map_err(|e| Error::Internal(format!("encoding config: {e}")))?;
             info.insert("config".to_string(), config);
             let pod_cidr = self.info.sandboxes.pod_cidrs();
             info.insert(
@@ -181,7 +180,7 @@ impl RuntimeService for CriRuntimeService {
             .unwrap_or_default();
         // An empty CIDR changes nothing, as in containerd.
         if !cidr.is_empty() {
-            self.info.sandboxes.set_pod_cidrs(&cidr).map_err(status)?;
+            self.info.sandboxes.set_pod_cidrs(&cidr)?;
         }
         Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
     }
@@ -193,10 +192,14 @@ impl RuntimeService for CriRuntimeService {
         _request: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
         let receiver = self.info.containers.subscribe();
-        let events = futures::stream::unfold(receiver, |mut receiver| async move {
+        let info = self.info.clone();
+        let events = futures::stream::unfold((receiver, info), |(mut receiver, info)| async move {
             loop {
                 match receiver.recv().await {
-                    Ok(event) => return Some((Ok(container::event(&event)), receiver)),
+                    Ok(event) => {
+                        let response = events::event(&event, |c| info.containers.image_names(c));
+                        return Some((Ok(response), (receiver, info)));
+                    }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(missed = n, "a container event subscriber fell behind");
                     }
@@ -216,14 +219,13 @@ impl RuntimeService for CriRuntimeService {
             .config
             .as_ref()
             .ok_or_else(|| Error::InvalidArgument("config: missing".into()))
-            .and_then(SandboxConfig::try_from)
-            .map_err(status)?;
+            .and_then(SandboxConfig::try_from)?;
         let id = self
             .info
             .sandboxes
             .run(config, &request.runtime_handler)
-            .await
-            .map_err(status)?;
+            .await?;
+        span::record_made("pod_id", &id);
         Ok(Response::new(cri::RunPodSandboxResponse {
             pod_sandbox_id: id,
         }))
@@ -233,12 +235,9 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::StopPodSandboxRequest>,
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
+        span::record(&request);
         let id = request.into_inner().pod_sandbox_id;
-        self.info
-            .containers
-            .stop_pod_sandbox(&id)
-            .await
-            .map_err(status)?;
+        self.info.containers.stop_pod_sandbox(&id).await?;
         Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
 
@@ -246,12 +245,9 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
+        span::record(&request);
         let id = request.into_inner().pod_sandbox_id;
-        self.info
-            .containers
-            .remove_pod_sandbox(&id)
-            .await
-            .map_err(status)?;
+        self.info.containers.remove_pod_sandbox(&id).await?;
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
 
@@ -259,27 +255,27 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::PodSandboxStatusRequest>,
     ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
+        span::record(&request);
         let request = request.into_inner();
-        let pod = self
-            .info
-            .sandboxes
-            .get(&request.pod_sandbox_id)
-            .map_err(status)?;
+        let pod = self.info.sandboxes.observe(&request.pod_sandbox_id).await?;
         let info = if request.verbose {
-            sandbox::info(&pod).map_err(status)?
+            sandbox::info(&pod)?
         } else {
             HashMap::new()
         };
         // The containers and the time they were read, always: the kubelet's evented
         // PLEG takes them from here instead of listing containers.
         let containers = self.info.containers.list(&ContainerFilter {
-            sandbox_id: pod.record.id.clone(),
+            sandbox_id: pod.pod.record.id.clone(),
             ..Default::default()
         });
         Ok(Response::new(cri::PodSandboxStatusResponse {
             status: Some(sandbox::status(&pod)),
             info,
-            containers_statuses: containers.iter().map(|c| container::status(c)).collect(),
+            containers_statuses: containers
+                .iter()
+                .map(|c| container::status(c, &self.info.containers.image_names(c)))
+                .collect(),
             timestamp: crate::image::now_nanos(),
         }))
     }
@@ -303,19 +299,19 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::CreateContainerRequest>,
     ) -> Result<Response<cri::CreateContainerResponse>, Status> {
+        span::record(&request);
         let request = request.into_inner();
         let config = request
             .config
             .as_ref()
             .ok_or_else(|| Error::InvalidArgument("config: missing".into()))
-            .and_then(ContainerConfig::try_from)
-            .map_err(status)?;
+            .and_then(ContainerConfig::try_from)?;
         let id = self
             .info
             .containers
             .create(&request.pod_sandbox_id, config)
-            .await
-            .map_err(status)?;
+            .await?;
+        span::record_made("container_id", &id);
         Ok(Response::new(cri::CreateContainerResponse {
             container_id: id,
         }))
@@ -325,8 +321,9 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::StartContainerRequest>,
     ) -> Result<Response<cri::StartContainerResponse>, Status> {
+        span::record(&request);
         let id = request.into_inner().container_id;
-        self.info.containers.start(&id).await.map_err(status)?;
+        self.info.containers.start(&id).await?;
         Ok(Response::new(cri::StartContainerResponse {}))
     }
 
@@ -334,13 +331,13 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::StopContainerRequest>,
     ) -> Result<Response<cri::StopContainerResponse>, Status> {
+        span::record(&request);
         let request = request.into_inner();
         let timeout = Duration::from_secs(request.timeout.max(0) as u64);
         self.info
             .containers
             .stop(&request.container_id, timeout)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(cri::StopContainerResponse {}))
     }
 
@@ -348,8 +345,9 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::RemoveContainerRequest>,
     ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
+        span::record(&request);
         let id = request.into_inner().container_id;
-        self.info.containers.remove(&id).await.map_err(status)?;
+        self.info.containers.remove(&id).await?;
         Ok(Response::new(cri::RemoveContainerResponse {}))
     }
 
@@ -372,19 +370,19 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::ContainerStatusRequest>,
     ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
+        span::record(&request);
         let request = request.into_inner();
-        let record = self
-            .info
-            .containers
-            .get(&request.container_id)
-            .map_err(status)?;
+        let record = self.info.containers.get(&request.container_id)?;
         let info = if request.verbose {
-            container::verbose_info(&record)
+            container::verbose_info(&record, self.info.containers.current_spec(&record).await)
         } else {
             HashMap::new()
         };
         Ok(Response::new(cri::ContainerStatusResponse {
-            status: Some(container::status(&record)),
+            status: Some(container::status(
+                &record,
+                &self.info.containers.image_names(&record),
+            )),
             info,
         }))
     }
@@ -393,8 +391,9 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::ReopenContainerLogRequest>,
     ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
+        span::record(&request);
         let id = request.into_inner().container_id;
-        self.info.containers.reopen_log(&id).map_err(status)?;
+        self.info.containers.reopen_log(&id)?;
         Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
@@ -402,14 +401,14 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::ExecSyncRequest>,
     ) -> Result<Response<cri::ExecSyncResponse>, Status> {
+        span::record(&request);
         let request = request.into_inner();
         let timeout = Duration::from_secs(request.timeout.max(0) as u64);
         let output = self
             .info
             .containers
             .exec_sync(&request.container_id, &request.cmd, timeout)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(cri::ExecSyncResponse {
             stdout: output.stdout,
             stderr: output.stderr,
@@ -421,8 +420,9 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::ContainerStatsRequest>,
     ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
+        span::record(&request);
         let id = request.into_inner().container_id;
-        let found = self.info.containers.stats(&id).await.map_err(status)?;
+        let found = self.info.containers.stats(&id).await?;
         Ok(Response::new(cri::ContainerStatsResponse {
             stats: Some(stats::container_stats(&found)),
         }))
@@ -442,8 +442,7 @@ impl RuntimeService for CriRuntimeService {
             .info
             .containers
             .list_stats(&container::filter(filter))
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(cri::ListContainerStatsResponse {
             stats: found.iter().map(stats::container_stats).collect(),
         }))
@@ -453,8 +452,9 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::PodSandboxStatsRequest>,
     ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
+        span::record(&request);
         let id = request.into_inner().pod_sandbox_id;
-        let found = self.info.containers.pod_stats(&id).await.map_err(status)?;
+        let found = self.info.containers.pod_stats(&id).await?;
         Ok(Response::new(cri::PodSandboxStatsResponse {
             stats: Some(stats::pod_stats(&found)),
         }))
@@ -470,12 +470,7 @@ impl RuntimeService for CriRuntimeService {
             state: None,
         });
         let pods = self.info.sandboxes.list(&sandbox::filter(filter));
-        let found = self
-            .info
-            .containers
-            .list_pod_stats(pods)
-            .await
-            .map_err(status)?;
+        let found = self.info.containers.list_pod_stats(pods).await?;
         Ok(Response::new(cri::ListPodSandboxStatsResponse {
             stats: found.iter().map(stats::pod_stats).collect(),
         }))
@@ -485,13 +480,13 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
+        span::record(&request);
         let request = request.into_inner();
-        let resources = convert::resources(&request.linux.unwrap_or_default()).map_err(status)?;
+        let resources = convert::resources(&request.linux.unwrap_or_default())?;
         self.info
             .containers
             .update_resources(&request.container_id, resources)
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
 
@@ -499,8 +494,9 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::ExecRequest>,
     ) -> Result<Response<cri::ExecResponse>, Status> {
+        span::record(&request);
         let request = streaming::exec_request(request.into_inner());
-        let url = self.info.streaming.exec_url(request).map_err(status)?;
+        let url = self.info.streaming.exec_url(request)?;
         Ok(Response::new(cri::ExecResponse { url }))
     }
 
@@ -508,8 +504,9 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::AttachRequest>,
     ) -> Result<Response<cri::AttachResponse>, Status> {
+        span::record(&request);
         let request = streaming::attach_request(request.into_inner());
-        let url = self.info.streaming.attach_url(request).map_err(status)?;
+        let url = self.info.streaming.attach_url(request)?;
         Ok(Response::new(cri::AttachResponse { url }))
     }
 
@@ -517,12 +514,9 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
+        span::record(&request);
         let request = streaming::port_forward_request(request.into_inner());
-        let url = self
-            .info
-            .streaming
-            .port_forward_url(request)
-            .map_err(status)?;
+        let url = self.info.streaming.port_forward_url(request)?;
         Ok(Response::new(cri::PortForwardResponse { url }))
     }
 
@@ -539,7 +533,7 @@ impl RuntimeService for CriRuntimeService {
         &self,
         _request: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
-        let found = self.info.containers.pod_metrics().await.map_err(status)?;
+        let found = self.info.containers.pod_metrics().await?;
         Ok(Response::new(cri::ListPodSandboxMetricsResponse {
             pod_metrics: found.iter().map(metrics::pod).collect(),
         }))

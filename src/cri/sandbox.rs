@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use k8s_cri::v1 as cri;
 use serde_json::json;
 
-use super::container::map;
-use crate::container::config::NamespaceMode;
+use super::convert::map;
+use crate::domain::SandboxPhase;
+use crate::domain::config::NamespaceMode;
 use crate::error::Error;
-use crate::sandbox::{Sandbox, SandboxFilter};
-use crate::store::{SandboxPhase, SandboxRecord};
+use crate::sandbox::{ObservedSandbox, Sandbox, SandboxFilter};
+use crate::store::SandboxRecord;
 
 fn state(phase: SandboxPhase) -> i32 {
     match phase {
@@ -40,10 +41,15 @@ pub(super) fn metadata(record: &SandboxRecord) -> cri::PodSandboxMetadata {
     }
 }
 
-pub fn status(pod: &Sandbox) -> cri::PodSandboxStatus {
+/// The pod's status. Its addresses are reported only while its network
+/// namespace is there: once that is gone (stopped, or unmounted from outside)
+/// the pod has no network, as containerd reports it.
+pub fn status(observed: &ObservedSandbox) -> cri::PodSandboxStatus {
+    let pod = &observed.pod;
     let r = &pod.record;
     let ns = &r.config.linux.security_context.namespace_options;
-    let mut ips = r.ips.iter().map(|ip| ip.to_string());
+    let ips: &[std::net::IpAddr] = if observed.netns_closed { &[] } else { &r.ips };
+    let mut ips = ips.iter().map(|ip| ip.to_string());
     cri::PodSandboxStatus {
         id: r.id.clone(),
         metadata: Some(metadata(&pod.record)),
@@ -66,17 +72,18 @@ pub fn status(pod: &Sandbox) -> cri::PodSandboxStatus {
         }),
         labels: map(&r.config.labels),
         annotations: map(&r.config.annotations),
-        runtime_handler: r.runtime_handler.clone(),
+        runtime_handler: r.handler_as_requested().to_string(),
     }
 }
 
 /// Verbose status: one `info` entry, JSON, in the spirit of containerd's.
-pub fn info(pod: &Sandbox) -> Result<HashMap<String, String>, Error> {
-    let r = &pod.record;
+/// `netNamespaceClosed` is what was observed now, as containerd's `NetNSClosed`.
+pub fn info(observed: &ObservedSandbox) -> Result<HashMap<String, String>, Error> {
+    let r = &observed.pod.record;
     let info = json!({
         "pid": r.pid,
         "netNamespacePath": r.netns.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-        "netNamespaceClosed": r.netns.is_none(),
+        "netNamespaceClosed": observed.netns_closed,
         "runtimeHandler": r.runtime_handler,
         "shim": r.shim.display().to_string(),
         "bundle": r.bundle.display().to_string(),
@@ -98,7 +105,7 @@ pub fn list_item(pod: &Sandbox) -> cri::PodSandbox {
         created_at: r.created_at,
         labels: map(&r.config.labels),
         annotations: map(&r.config.annotations),
-        runtime_handler: r.runtime_handler.clone(),
+        runtime_handler: r.handler_as_requested().to_string(),
     }
 }
 
@@ -116,5 +123,51 @@ pub fn filter(f: Option<cri::PodSandboxFilter>) -> SandboxFilter {
             }
         }),
         labels: f.label_selector.into_iter().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(record: SandboxRecord) -> ObservedSandbox {
+        ObservedSandbox {
+            pod: std::sync::Arc::new(Sandbox { record, task: None }),
+            netns_closed: false,
+        }
+    }
+
+    #[test]
+    fn the_handler_is_echoed_as_it_was_asked() {
+        let asked = |requested: &str| SandboxRecord {
+            runtime_handler: "berth".into(),
+            requested_handler: Some(requested.into()),
+            ..Default::default()
+        };
+        assert_eq!(status(&pod(asked(""))).runtime_handler, "");
+        assert_eq!(list_item(&pod(asked("")).pod).runtime_handler, "");
+        assert_eq!(status(&pod(asked("berth"))).runtime_handler, "berth");
+        // A record written by a berth that did not keep the request says what
+        // it always said: the resolved handler.
+        let old: SandboxRecord =
+            serde_json::from_str(r#"{"id":"p","runtime_handler":"berth"}"#).unwrap();
+        assert_eq!(old.requested_handler, None);
+        assert_eq!(status(&pod(old)).runtime_handler, "berth");
+    }
+
+    #[test]
+    fn a_closed_namespace_has_no_addresses() {
+        let record = SandboxRecord {
+            netns: Some("/run/berth/netns/p".into()),
+            ips: vec!["10.1.0.2".parse().unwrap()],
+            ..Default::default()
+        };
+        let mut observed = pod(record);
+        assert_eq!(status(&observed).network.unwrap().ip, "10.1.0.2");
+        observed.netns_closed = true;
+        assert_eq!(status(&observed).network.unwrap().ip, "");
+        let info: serde_json::Value =
+            serde_json::from_str(&info(&observed).unwrap()["info"]).unwrap();
+        assert_eq!(info["netNamespaceClosed"], true);
     }
 }

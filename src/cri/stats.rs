@@ -2,7 +2,7 @@
 
 use k8s_cri::v1 as cri;
 
-use super::{container, sandbox};
+use super::{container, convert, sandbox};
 use crate::cgroups::Memory;
 use crate::container::{ContainerStats, Cpu, Interface, LayerUsage, PodStats};
 
@@ -47,8 +47,8 @@ pub fn container_stats(s: &ContainerStats) -> cri::ContainerStats {
         attributes: Some(cri::ContainerAttributes {
             id: c.id.clone(),
             metadata: Some(container::metadata(c)),
-            labels: container::map(&c.config.labels),
-            annotations: container::map(&c.config.annotations),
+            labels: convert::map(&c.config.labels),
+            annotations: convert::map(&c.config.annotations),
         }),
         cpu: s.cpu.map(|c| cpu(s.timestamp, c)),
         memory: s.memory.map(|m| memory(s.timestamp, m)),
@@ -84,8 +84,8 @@ pub fn pod_stats(s: &PodStats) -> cri::PodSandboxStats {
         attributes: Some(cri::PodSandboxAttributes {
             id: r.id.clone(),
             metadata: Some(sandbox::metadata(r)),
-            labels: container::map(&r.config.labels),
-            annotations: container::map(&r.config.annotations),
+            labels: convert::map(&r.config.labels),
+            annotations: convert::map(&r.config.annotations),
         }),
         linux: Some(cri::LinuxPodSandboxStats {
             cpu: s.cpu.map(|c| cpu(s.timestamp, c)),

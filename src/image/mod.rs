@@ -2,18 +2,22 @@
 //! keeps the image records, answers list/status, removes images and collects garbage.
 
 pub mod archive;
+mod config_view;
 #[cfg(test)]
 mod fuzz_tests;
 mod gc;
 pub mod hosts;
 mod import;
+mod inspect;
 mod locks;
 pub mod oci;
+mod pinned;
 mod progress;
 mod pull;
 pub mod reference;
 pub mod registry;
 mod rootfs;
+mod volume_holds;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -47,6 +51,10 @@ pub struct ImageService {
     pins: Pins,
     /// Layer unpacks running at once, across all pulls and imports.
     unpacks: tokio::sync::Semaphore,
+    /// Normalised references of the images reported pinned (`pinned.rs`).
+    pinned: Vec<String>,
+    /// Images mounted by containers' image volumes: not removable.
+    volume_holds: volume_holds::VolumeHolds,
 }
 
 /// Disk usage of the image stores.
@@ -102,11 +110,17 @@ impl ImageService {
             locks: KeyedLocks::default(),
             pins: Pins::default(),
             unpacks: tokio::sync::Semaphore::new(pull::MAX_CONCURRENT_UNPACKS),
+            pinned: Vec::new(),
+            volume_holds: Default::default(),
         })
     }
 
     pub fn list(&self) -> Vec<ImageRecord> {
-        let mut out: Vec<ImageRecord> = self.read_images().values().cloned().collect();
+        let mut out: Vec<ImageRecord> = self
+            .read_images()
+            .values()
+            .map(|i| self.mark_pinned(i.clone()))
+            .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
     }
@@ -114,7 +128,7 @@ impl ImageService {
     /// Finds an image by id (`sha256:<hex>` or bare hex), tag or digest reference.
     /// Unknown images are `Ok(None)`; a malformed reference is InvalidArgument.
     pub fn get(&self, spec: &str) -> Result<Option<ImageRecord>> {
-        Ok(self.lookup(spec)?.map(|(image, _)| image))
+        Ok(self.lookup(spec)?.map(|(image, _)| self.mark_pinned(image)))
     }
 
     fn lookup(&self, spec: &str) -> Result<Option<(ImageRecord, Named)>> {
@@ -168,6 +182,7 @@ impl ImageService {
                 images.insert(kept.id.clone(), kept);
                 return Ok(());
             }
+            self.check_not_held(&image.id)?;
             self.store.write(|tx| tx.delete::<ImageRecord>(&image.id))?;
             images.remove(&image.id);
         }

@@ -20,7 +20,7 @@ use super::reference::Reference;
 use super::registry::{Credentials, RegistryClient, RegistryError};
 use super::{ImageService, hosts, now_nanos};
 use crate::content::{ContentStore, sha256_digest};
-use crate::error::{Error, Result, is_out_of_space};
+use crate::error::{Error, Result};
 use crate::snapshot::SnapshotStore;
 use crate::snapshot::apply::{ApplyError, Compression, apply_layer};
 use crate::store::{ContentRecord, Descriptor, ImageRecord, LeaseRecord, SnapshotRecord};
@@ -368,7 +368,7 @@ impl ImageService {
         loop {
             let before = self.content.ingest_len(&desc.digest);
             let error = match download_once(&self.content, client, desc, tracker).await {
-                Err(Error::Registry(error)) if is_resumable(&error) => error,
+                Err(error @ Error::Interrupted(_)) => error,
                 other => return other,
             };
             // An attempt that got bytes in is progress: only attempts that got
@@ -379,7 +379,7 @@ impl ImageService {
                 fruitless += 1;
             }
             if fruitless >= FRUITLESS_ATTEMPTS || attempts >= MAX_DOWNLOAD_ATTEMPTS {
-                return Err(error.into());
+                return Err(error);
             }
             tracing::warn!(digest = %desc.digest, %error, attempts, "download broke off; resuming");
             tokio::time::sleep(RESUME_PAUSE * fruitless.max(1) as u32).await;
@@ -514,7 +514,7 @@ pub(super) fn read_archive_blob(archive: &Archive, digest: &str, limit: u64) -> 
     reader
         .take(limit + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| Error::InvalidArgument(format!("reading {digest} from the archive: {e}")))?;
+        .map_err(|e| archive_read_error(digest, e))?;
     if bytes.len() as u64 > limit {
         return Err(Error::InvalidArgument(format!(
             "manifest {digest} is over the limit of {limit} bytes"
@@ -535,15 +535,6 @@ fn blobs_size(
         manifests += manifest.bytes.len() as u64;
     }
     manifests + config.size + layers.iter().map(|l| l.size).sum::<u64>()
-}
-
-/// Whether a download that failed with `error` may resume: the connection
-/// broke or stalled, not the content or the registry's answer.
-fn is_resumable(error: &RegistryError) -> bool {
-    matches!(
-        error,
-        RegistryError::Transport { .. } | RegistryError::Stalled { .. }
-    )
 }
 
 enum Chunk {
@@ -653,9 +644,9 @@ async fn copy_from_archive(
         ingest.reset()?;
         let mut buf = vec![0u8; 1 << 16];
         loop {
-            let n = reader.read(&mut buf).map_err(|e| {
-                Error::InvalidArgument(format!("reading {} from the archive: {e}", desc.digest))
-            })?;
+            let n = reader
+                .read(&mut buf)
+                .map_err(|e| archive_read_error(&desc.digest, e))?;
             if n == 0 {
                 break;
             }
@@ -705,16 +696,30 @@ fn unpack(
     Ok((id, applied.unpacked_bytes))
 }
 
-/// What went wrong applying a layer is the layer's fault (InvalidArgument), except
-/// a disk too full to hold it: that is the node's condition, and the same pull
-/// succeeds once space frees.
+/// What went wrong applying a layer, as the layer module classifies it (the
+/// layer's fault, or an I/O failure of the node such as a full disk), with the
+/// layer named.
 fn layer_error(digest: &str, e: ApplyError) -> Error {
-    match e {
-        ApplyError::Entry { entry, source } if is_out_of_space(&source) => Error::Io {
-            context: bounded(format!("layer {digest}: layer entry {entry:?}")),
+    match Error::from(e) {
+        Error::InvalidArgument(m) => {
+            Error::InvalidArgument(bounded(format!("layer {digest}: {m}")))
+        }
+        Error::Io { context, source } => Error::Io {
+            context: bounded(format!("layer {digest}: {context}")),
             source,
         },
-        e => Error::InvalidArgument(bounded(format!("layer {digest}: {e}"))),
+        other => other.within(&format!("layer {digest}")),
+    }
+}
+
+/// A failed read of an archive member: the node's I/O failure, or an archive
+/// that is not what it says (truncated, corrupt).
+fn archive_read_error(digest: &str, e: std::io::Error) -> Error {
+    let context = format!("reading {digest} from the archive");
+    if crate::error::is_node_failure(&e) {
+        Error::Io { context, source: e }
+    } else {
+        Error::InvalidArgument(format!("{context}: {e}"))
     }
 }
 

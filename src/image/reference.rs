@@ -35,6 +35,13 @@ pub struct ReferenceError {
     pub reason: String,
 }
 
+/// A reference that does not parse is the request's fault.
+impl From<ReferenceError> for crate::error::Error {
+    fn from(e: ReferenceError) -> Self {
+        crate::error::Error::InvalidArgument(e.to_string())
+    }
+}
+
 impl Reference {
     /// Parses and normalises `s`. A reference with both a tag and a digest
     /// keeps only the digest (the digest is what gets pulled); one with
@@ -214,11 +221,17 @@ fn validate_registry(registry: &str) -> Result<(), String> {
         Some(inner) => inner.strip_suffix(']').is_some_and(is_ipv6_text),
         None => host.split('.').all(is_domain_component),
     };
-    let port_ok = port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-    if host_ok && port_ok {
-        Ok(())
-    } else {
-        Err(invalid())
+    if !host_ok {
+        return Err(invalid());
+    }
+    match port {
+        Some(p) if !p.bytes().all(|b| b.is_ascii_digit()) || p.is_empty() => Err(invalid()),
+        // A TCP port: what does not fit in 1..=65535 names no registry (it
+        // reached the dialer before, and came back as Unavailable).
+        Some(p) if !p.parse::<u16>().is_ok_and(|n| n > 0) => Err(format!(
+            "registry {registry:?}: port {p} is not a TCP port (1-65535)"
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -425,6 +438,9 @@ mod tests {
             ("a..com/b", "registry"),
             ("a.com:/b", "registry"),
             ("a.com:50x/b", "registry"),
+            ("127.0.0.1:99999/b", "port 99999 is not a TCP port"),
+            ("a.com:0/b", "port 0"),
+            ("localhost:65536/b", "port 65536"),
             ("[::1/b", "registry"),
             ("[::1]x/b", "registry"),
             ("[]:5000/b", "registry"),

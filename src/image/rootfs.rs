@@ -7,13 +7,14 @@ use std::path::PathBuf;
 
 use super::{ImageService, now_nanos};
 use crate::error::{Error, IoContext, Result};
+use crate::snapshot::overlay::{self, Mount};
 use crate::store::{ImageRecord, LeaseRecord, SnapshotRecord};
 
 /// A container's root filesystem, ready for the shim to mount.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerRootfs {
-    /// Overlay mount options: `lowerdir=<top>:...:<base>`, `upperdir=`, `workdir=`.
-    pub options: Vec<String>,
+    /// The overlay of the writable layer on the image's.
+    pub mount: Mount,
     /// The image layers, top first: where /etc/passwd and /etc/group are found.
     pub lowers: Vec<PathBuf>,
     pub upper: PathBuf,
@@ -94,17 +95,8 @@ impl ImageService {
         .await??;
         let upper = self.snapshots.fs_path(snapshot_id);
         let work = self.snapshots.work_path(snapshot_id);
-        let lowerdir = lowers
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(":");
         Ok(ContainerRootfs {
-            options: vec![
-                format!("lowerdir={lowerdir}"),
-                format!("upperdir={}", upper.display()),
-                format!("workdir={}", work.display()),
-            ],
+            mount: overlay::overlay(&lowers, &upper, &work),
             lowers,
             upper,
         })
@@ -120,7 +112,7 @@ impl ImageService {
     }
 
     /// The directories of `image`'s layers, top first.
-    fn lower_dirs(&self, image: &ImageRecord) -> Result<Vec<PathBuf>> {
+    pub fn lower_dirs(&self, image: &ImageRecord) -> Result<Vec<PathBuf>> {
         let index = self
             .snapshot_index
             .lock()

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::families::Inventory;
 use crate::container::{ContainerFilter, ContainerService};
+use crate::domain::{ContainerPhase, SandboxPhase};
 use crate::sandbox::{SandboxFilter, SandboxService};
-use crate::store::ContainerPhase;
 
 pub struct NodeInventory {
     pub sandboxes: Arc<SandboxService>,
@@ -16,7 +16,10 @@ pub struct NodeInventory {
 impl Inventory for NodeInventory {
     fn pods_by_state(&self) -> Vec<(&'static str, i64)> {
         let pods = self.sandboxes.list(&SandboxFilter::default());
-        let ready = pods.iter().filter(|p| p.is_ready()).count() as i64;
+        let ready = pods
+            .iter()
+            .filter(|p| p.record.phase == SandboxPhase::Ready)
+            .count() as i64;
         vec![("ready", ready), ("notready", pods.len() as i64 - ready)]
     }
 

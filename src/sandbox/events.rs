@@ -11,7 +11,8 @@ use tokio::sync::broadcast;
 
 use super::{Sandbox, SandboxService};
 use crate::container::{ContainerEvent, ContainerEventKind};
-use crate::store::{ContainerRecord, SandboxPhase};
+use crate::domain::SandboxPhase;
+use crate::store::ContainerRecord;
 
 /// Looks up a pod's containers; given by the container service, which owns them.
 pub type PodContainers = Box<dyn Fn(&str) -> Vec<Arc<ContainerRecord>> + Send + Sync>;

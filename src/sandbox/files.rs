@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
-use crate::container::config::{DnsConfig, NamespaceMode, SandboxConfig};
-use crate::container::spec::PodFiles;
+use crate::domain::config::{DnsConfig, NamespaceMode, SandboxConfig};
 use crate::error::{IoContext, Result};
+use crate::spec::PodFiles;
 
 /// The pod's /dev/shm: 64 MiB, as Docker and containerd size it.
 const SHM_OPTIONS: &str = "mode=1777,size=65536k";

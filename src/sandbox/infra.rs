@@ -5,20 +5,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use containerd_shim_protos::api;
-use containerd_shim_protos::protobuf::Message;
-use containerd_shim_protos::protobuf::well_known_types::any::Any;
-use containerd_shim_protos::shim::oci::Options;
-
 use super::pause::beside_berthd;
 use crate::config::RuntimeHandler;
 use crate::error::{Error, IoContext, Result};
-use crate::shim::{ShimEnv, TaskClient};
+use crate::shim::{Connect, CreateTask, RuntimeOptions, ShimEnv, TaskClient, TaskStatus};
+use crate::snapshot::overlay::Mount;
 
 /// The pause process exits on SIGTERM at once; this is only for a stuck one.
 const TERM_GRACE: Duration = Duration::from_secs(2);
 const KILL_WAIT: Duration = Duration::from_secs(10);
-const RUNC_OPTIONS_TYPE: &str = "containerd.runc.v1.Options";
 
 /// How the pod's tasks are run: the shim binary and the options Create carries.
 #[derive(Debug, Clone)]
@@ -31,27 +26,13 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    fn options(&self) -> Result<Any> {
-        runc_options(&self.binary_name, &self.root, self.systemd_cgroup)
+    fn options(&self) -> RuntimeOptions {
+        RuntimeOptions {
+            binary_name: self.binary_name.clone(),
+            root: self.root.clone(),
+            systemd_cgroup: self.systemd_cgroup,
+        }
     }
-}
-
-/// The options Create carries for every task of a pod, infra and containers alike:
-/// the OCI runtime binary, its state directory, the cgroup driver.
-pub fn runc_options(binary_name: &str, root: &Path, systemd_cgroup: bool) -> Result<Any> {
-    let options = Options {
-        binary_name: binary_name.to_string(),
-        root: root.display().to_string(),
-        systemd_cgroup,
-        ..Default::default()
-    };
-    Ok(Any {
-        type_url: RUNC_OPTIONS_TYPE.to_string(),
-        value: options
-            .write_to_bytes()
-            .map_err(|e| Error::Internal(format!("encoding runtime options: {e}")))?,
-        ..Default::default()
-    })
 }
 
 /// A handler's shim as a path: absolute or relative as given, a bare name next to
@@ -82,25 +63,29 @@ pub fn resolve_shim(handler: &RuntimeHandler) -> Result<PathBuf> {
 /// left running.
 pub async fn start(
     shims: &ShimEnv,
+    connector: &dyn Connect,
     runtime: &Runtime,
     id: &str,
     bundle: &Path,
-    rootfs: Vec<api::Mount>,
+    rootfs: Vec<Mount>,
 ) -> Result<(TaskClient, u32)> {
     let address = shims.start(&runtime.shim, id, bundle).await?;
-    let client = match TaskClient::connect(&address).await {
+    let client = match connector.connect(&address).await {
         Ok(c) => c,
         Err(e) => {
             let _ = shims.delete(&runtime.shim, id, bundle).await;
             return Err(e);
         }
     };
-    let request = api::CreateTaskRequest {
+    let request = CreateTask {
         id: id.to_string(),
-        bundle: bundle.display().to_string(),
+        bundle: bundle.to_path_buf(),
         rootfs,
-        options: Some(runtime.options()?).into(),
-        ..Default::default()
+        terminal: false,
+        stdin: None,
+        stdout: None,
+        stderr: None,
+        options: runtime.options(),
     };
     let started = async {
         client.create(&request).await?;
@@ -129,7 +114,7 @@ pub async fn stop(client: &TaskClient, id: &str) -> Result<()> {
     // Anything but stopped may hold a process: a task berthd was starting when it
     // died can be created now and running a moment later, as the shim finishes.
     let alive = match client.state(id, "").await {
-        Ok(state) => state.status.value() != api::Status::STOPPED as i32,
+        Ok(state) => state.status != TaskStatus::Stopped,
         Err(Error::NotFound(_)) => return Ok(()),
         Err(e) => return Err(e),
     };
@@ -189,10 +174,10 @@ async fn kill_and_wait(client: &TaskClient, id: &str) -> Result<()> {
 }
 
 /// Reconnects to the shim whose address is in the bundle.
-pub async fn reconnect(bundle: &Path) -> Result<TaskClient> {
+pub async fn reconnect(connector: &dyn Connect, bundle: &Path) -> Result<TaskClient> {
     let path = bundle.join("address");
     let connected = match tokio::fs::read_to_string(&path).await {
-        Ok(address) => TaskClient::connect(address.trim()).await,
+        Ok(address) => connector.connect(address.trim()).await,
         Err(e) => Err(e).context(|| format!("reading {}", path.display())),
     };
     crate::metrics::shim_reconnect(connected.is_ok());
@@ -202,5 +187,5 @@ pub async fn reconnect(bundle: &Path) -> Result<TaskClient> {
 /// Whether the shim still runs the infra task, and its pid.
 pub async fn running_pid(client: &TaskClient, id: &str) -> Option<u32> {
     let state = client.state(id, "").await.ok()?;
-    (state.status.value() == api::Status::RUNNING as i32).then_some(state.pid)
+    (state.status == TaskStatus::Running).then_some(state.pid)
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{Sandbox, SandboxService};
-use crate::store::SandboxPhase;
+use crate::domain::SandboxPhase;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SandboxFilter {

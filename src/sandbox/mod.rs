@@ -15,6 +15,7 @@ mod infra;
 mod list;
 mod names;
 mod net;
+mod observe;
 mod pause;
 mod pod_cidr;
 mod port_forward;
@@ -22,23 +23,27 @@ mod recover;
 mod run;
 mod shim_log;
 mod stop;
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use crate::config::Config;
-use crate::container::spec::{HostFacts, PodFiles};
 use crate::error::{Error, Result};
 use crate::id_locks::{IdGuard, IdLocks};
 use crate::image::ImageService;
 use crate::network::Cni;
-use crate::shim::{ShimEnv, TaskClient};
-use crate::store::{SandboxPhase, SandboxRecord, Store};
+use crate::shim::{Connect, ShimEnv, TaskClient, TtrpcConnect};
+use crate::spec::{HostFacts, PodFiles};
+use crate::store::{SandboxRecord, Store};
 
-pub use infra::runc_options;
 pub use list::SandboxFilter;
 pub use names::{NameIndex, sandbox_name};
+pub use observe::ObservedSandbox;
 pub use stop::{ExclusivePod, ReadyPod};
 
 /// A pod as the index holds it: its record and, while its shim answers, a client.
@@ -52,10 +57,6 @@ pub struct Sandbox {
 impl Sandbox {
     pub fn id(&self) -> &str {
         &self.record.id
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.record.phase == SandboxPhase::Ready
     }
 
     /// The pinned network namespace; `None` with host network or once stopped.
@@ -79,6 +80,8 @@ pub struct SandboxService {
     store: Arc<Store>,
     cni: Cni,
     shims: ShimEnv,
+    /// How the pods' shims are reached: over ttrpc, or an in-memory fake in tests.
+    connector: Arc<dyn Connect>,
     /// The built-in infra rootfs, or why there is none.
     pause_rootfs: std::result::Result<PathBuf, String>,
     /// For a configured `sandbox_image`.
@@ -108,6 +111,20 @@ impl SandboxService {
         images: Arc<ImageService>,
         host: HostFacts,
     ) -> Result<Arc<SandboxService>> {
+        let connector = Arc::new(TtrpcConnect);
+        Self::open_with(config, store, shims, names, images, host, connector).await
+    }
+
+    /// `open` with the way to reach shims given (tests give a fake).
+    pub(crate) async fn open_with(
+        config: Config,
+        store: Arc<Store>,
+        shims: ShimEnv,
+        names: Arc<NameIndex>,
+        images: Arc<ImageService>,
+        host: HostFacts,
+        connector: Arc<dyn Connect>,
+    ) -> Result<Arc<SandboxService>> {
         // Without a pause binary berthd still serves images; RunPodSandbox says why not.
         let root = config.root.clone();
         let configured = config.pause_binary.clone();
@@ -130,6 +147,7 @@ impl SandboxService {
             store,
             cni,
             shims,
+            connector,
             pause_rootfs,
             images,
             names,
@@ -216,6 +234,16 @@ impl SandboxService {
     fn unfollow_shim_log(&self, id: &str) {
         let mut logs = self.shim_logs.lock().unwrap_or_else(|p| p.into_inner());
         logs.remove(id);
+    }
+
+    /// Records and indexes a pod as a test sets it up, with `task` as its shim.
+    #[cfg(test)]
+    pub(crate) fn put_for_tests(
+        &self,
+        record: SandboxRecord,
+        task: Option<TaskClient>,
+    ) -> Result<()> {
+        self.save(record, task)
     }
 
     fn unindex(&self, id: &str) {

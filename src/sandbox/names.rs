@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::container::config::SandboxConfig;
+use crate::domain::config::SandboxConfig;
 use crate::error::{Error, Result};
 
 /// Name -> the id holding it. A plain map behind a lock that no await crosses.

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::SandboxService;
-use crate::container::config::{Protocol, SandboxConfig};
+use crate::domain::config::{Protocol, SandboxConfig};
 use crate::error::{Error, Result};
 use crate::network::{self, Attached, Bandwidth, Dns, NetworkError, PodNetwork, PortMapping};
 

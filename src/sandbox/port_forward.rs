@@ -29,7 +29,7 @@ impl SandboxService {
     /// Connects to `port` on the loopback of pod `id`.
     pub async fn connect_port(&self, id: &str, port: u16) -> Result<TcpStream> {
         let pod = self.get(id)?;
-        if !pod.is_ready() {
+        if !pod.record.phase.can_port_forward() {
             return Err(Error::FailedPrecondition(format!(
                 "pod sandbox {} is not ready",
                 pod.id()

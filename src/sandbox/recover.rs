@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{SandboxService, files, infra, names};
+use crate::domain::SandboxPhase;
 use crate::error::{Error, Result};
-use crate::store::{SandboxPhase, SandboxRecord};
+use crate::store::SandboxRecord;
 
 const RECOVER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -40,7 +41,7 @@ impl SandboxService {
     }
 
     async fn recover_one(&self, mut record: SandboxRecord) -> Result<()> {
-        if record.phase == SandboxPhase::Creating {
+        if record.phase.is_half_created() {
             return self.undo_half_created(record).await;
         }
         let name = names::sandbox_name(&record.config);
@@ -48,12 +49,14 @@ impl SandboxService {
         if record.bundle.join("log").exists() {
             self.follow_shim_log(&record.id, &record.bundle);
         }
-        let task = infra::reconnect(&record.bundle).await.ok();
+        let task = infra::reconnect(&*self.connector, &record.bundle)
+            .await
+            .ok();
         let pid = match &task {
             Some(t) => infra::running_pid(t, &record.id).await,
             None => None,
         };
-        if record.phase == SandboxPhase::Ready && pid.is_none() {
+        if record.phase.expects_infra() && pid.is_none() {
             tracing::info!(pod_id = %record.id, "infra container or shim gone; NotReady");
             record.phase = SandboxPhase::NotReady;
         }
@@ -61,7 +64,7 @@ impl SandboxService {
     }
 
     fn index_not_ready(&self, record: SandboxRecord) {
-        let mut record = if record.phase == SandboxPhase::Creating {
+        let mut record = if record.phase.is_half_created() {
             self.half_created_view(record)
         } else {
             record
@@ -82,7 +85,9 @@ impl SandboxService {
     async fn undo_half_created(&self, record: SandboxRecord) -> Result<()> {
         tracing::info!(pod_id = %record.id, "undoing a pod sandbox a crash left half-created");
         let mut record = self.half_created_view(record);
-        let task = infra::reconnect(&record.bundle).await.ok();
+        let task = infra::reconnect(&*self.connector, &record.bundle)
+            .await
+            .ok();
         self.teardown(&mut record, task.as_ref()).await?;
         self.shutdown_shim(&record, task.as_ref()).await?;
         let bundle = record.bundle.clone();

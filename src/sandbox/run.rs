@@ -11,13 +11,14 @@ use tracing::Instrument;
 use super::infra::{self, Runtime};
 use super::{SandboxService, files, names, net};
 use crate::config::CgroupDriver;
-use crate::container::config::SandboxConfig;
-use crate::container::spec::{ImageConfigView, SandboxSpecInputs, UserFiles, sandbox_spec};
-use crate::container::{create, image_config};
+use crate::domain::ImageConfigView;
+use crate::domain::SandboxPhase;
+use crate::domain::config::SandboxConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::image::{ContainerRootfs, PullProgress};
 use crate::shim::TaskClient;
-use crate::store::{SandboxPhase, SandboxRecord};
+use crate::spec::{SandboxSpecInputs, UserFiles, sandbox_spec};
+use crate::store::SandboxRecord;
 
 /// The image name the infra container's annotation carries for the built-in pause.
 const BUILTIN_PAUSE: &str = "berth/pause:builtin";
@@ -51,11 +52,19 @@ impl SandboxService {
             return Err(Error::FailedPrecondition(format!("no pause rootfs: {why}")));
         }
         net::bandwidth(&config.annotations)?;
-        crate::container::spec::check_profile_location(
+        crate::spec::check_profile_location(
             &config.linux.security_context.seccomp,
             &self.config.seccomp_profile_roots,
             "linux.security_context.seccomp",
         )?;
+        crate::spec::lsm::check_apparmor(
+            "linux.security_context.apparmor",
+            &config.linux.security_context.apparmor,
+            false,
+            self.host.lsm,
+            &crate::spec::lsm::apparmor_profile_loaded,
+        )?;
+        let requested_handler = Some(handler.to_string());
         let (handler_name, handler) = self.config.runtime_handler(handler)?;
         let runtime = Runtime {
             shim: infra::resolve_shim(handler)?,
@@ -71,6 +80,7 @@ impl SandboxService {
             phase: SandboxPhase::Creating,
             created_at: crate::image::now_nanos(),
             runtime_handler: handler_name,
+            requested_handler,
             shim: runtime.shim.clone(),
             bundle: self.bundle(&id),
             ..Default::default()
@@ -129,7 +139,7 @@ impl SandboxService {
         self.write_spec(record, image.as_ref()).await?;
         let mounts = image
             .as_ref()
-            .map(|(_, rootfs)| vec![create::overlay_mount(rootfs)])
+            .map(|(_, rootfs)| vec![rootfs.mount.clone()])
             .unwrap_or_default();
         self.follow_shim_log(&id, &record.bundle);
 
@@ -140,7 +150,14 @@ impl SandboxService {
                 None => Ok(None),
             }
         };
-        let infra = infra::start(&self.shims, runtime, &id, &record.bundle, mounts);
+        let infra = infra::start(
+            &self.shims,
+            &*self.connector,
+            runtime,
+            &id,
+            &record.bundle,
+            mounts,
+        );
         let (network, infra) = tokio::join!(network, infra);
         if let (Ok(Some(_)), Some(netns)) = (&network, &record.netns) {
             undo.push(Undo::Cni(netns.clone()));
@@ -174,13 +191,7 @@ impl SandboxService {
                 .await
                 .map_err(|e| e.within(&format!("pulling sandbox_image {reference:?}")))?,
         };
-        let view = image_config::parse(
-            &self
-                .images
-                .content_store()
-                .read(&image.config.digest, 8 << 20)?,
-            &image.config.digest,
-        )?;
+        let view = self.images.config_view(&image)?;
         let dir = record.bundle.join("rootfs");
         tokio::fs::create_dir_all(&dir)
             .await
@@ -204,7 +215,7 @@ impl SandboxService {
             Some((view, rootfs)) => (
                 view,
                 std::path::Path::new("rootfs"),
-                create::user_files(rootfs)?,
+                crate::spec::user_files(rootfs)?,
                 self.config.sandbox_image.as_str(),
             ),
             None => {

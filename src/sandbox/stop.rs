@@ -8,10 +8,11 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use super::{Sandbox, SandboxService, files, infra, names};
+use crate::domain::SandboxPhase;
 use crate::error::{Error, Result};
 use crate::id_locks::IdGuard;
 use crate::shim::{ShimEvent, TaskClient};
-use crate::store::{SandboxPhase, SandboxRecord};
+use crate::store::SandboxRecord;
 
 /// A pod held exclusively: no container is created or started in it until this
 /// is dropped, so a caller sees every container the pod will have.
@@ -99,7 +100,7 @@ impl SandboxService {
         let id = self.get(id)?.record.id.clone();
         let guard = self.locks.read(&id).await;
         let pod = self.get(&id)?;
-        if !pod.is_ready() {
+        if !pod.record.phase.can_hold_containers() {
             return Err(Error::FailedPrecondition(format!(
                 "pod sandbox {id} is not ready"
             )));
@@ -149,7 +150,9 @@ impl SandboxService {
         let task = match task {
             Some(t) => Some(t),
             None => {
-                reconnected = infra::reconnect(&record.bundle).await.ok();
+                reconnected = infra::reconnect(&*self.connector, &record.bundle)
+                    .await
+                    .ok();
                 reconnected.as_ref()
             }
         };
@@ -195,7 +198,7 @@ impl SandboxService {
         let reconnected;
         let task = match task {
             Some(t) => t,
-            None => match infra::reconnect(&record.bundle).await {
+            None => match infra::reconnect(&*self.connector, &record.bundle).await {
                 Ok(t) => {
                     reconnected = t;
                     &reconnected
@@ -249,7 +252,7 @@ impl SandboxService {
             return;
         };
         let Ok(pod) = self.get(id) else { return };
-        if pod.record.phase != SandboxPhase::Ready {
+        if !pod.record.phase.expects_infra() {
             return;
         }
         let mut record = pod.record.clone();

@@ -45,10 +45,7 @@ pub fn decode(topic: &str, event: &Any) -> Result<Option<ShimEvent>> {
     Ok(match topic {
         TOPIC_EXIT => {
             let exit = TaskExit::parse_from_bytes(&event.value).map_err(bad)?;
-            let exited_at = exit
-                .exited_at
-                .as_ref()
-                .map_or(0, |t| t.seconds * 1_000_000_000 + i64::from(t.nanos));
+            let exited_at = super::client::timestamp_nanos(exit.exited_at.as_ref());
             Some(ShimEvent::Exit {
                 container_id: exit.container_id,
                 process_id: exit.id,

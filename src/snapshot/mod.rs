@@ -4,6 +4,7 @@
 //! exist, so recovery deletes any directory without one.
 
 pub mod apply;
+pub mod overlay;
 pub mod view;
 
 use std::collections::HashSet;

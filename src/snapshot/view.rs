@@ -39,6 +39,8 @@ const OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque\0";
 pub enum ViewError {
     #[error("{path} is larger than {limit} bytes")]
     TooLarge { path: String, limit: u64 },
+    #[error("{path} has more than {limit} entries")]
+    TooManyEntries { path: String, limit: usize },
     #[error("{path}: more than {MAX_LINKS} symlinks")]
     Loop { path: String },
     #[error("reading {path}: {source}")]
@@ -51,9 +53,21 @@ pub struct LayeredView<'a> {
 }
 
 /// One directory of the view: the layers' directories that merge into it, top first.
-type MergedDir = Vec<OwnedFd>;
+pub(crate) type MergedDir = Vec<OwnedFd>;
 
-enum Found {
+/// What a path of the view leads to, its symlinks followed inside the view.
+pub(crate) enum Walked {
+    /// Nothing, a whiteout, or a path that climbs out of the view.
+    Missing,
+    /// A directory, and its path in the view with no symlink in it.
+    Dir { merged: MergedDir, path: PathBuf },
+    /// A regular file, by its parent directory and name.
+    File(OwnedFd, OsString),
+    /// A fifo, socket or device.
+    Other,
+}
+
+pub(crate) enum Found {
     Missing,
     Dir(MergedDir),
     Link(OwnedFd, OsString),
@@ -72,26 +86,48 @@ impl<'a> LayeredView<'a> {
     /// `None` when the view has no regular file there, or only one reached by
     /// climbing out of it.
     pub fn read(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>, ViewError> {
+        match self.walk(path)? {
+            Walked::File(parent, name) => read_capped(&parent, &name, path, limit),
+            Walked::Missing | Walked::Dir { .. } | Walked::Other => Ok(None),
+        }
+    }
+
+    /// Resolves `path` inside the view, following symlinks as the container would
+    /// (never out of the view), and says what is there.
+    pub(crate) fn walk(&self, path: &str) -> Result<Walked, ViewError> {
         let io_err = |source| ViewError::Io {
             path: path.to_string(),
             source,
         };
         let root = self.root().map_err(io_err)?;
+        // The merged directories from the root down, and their names.
         let mut stack: Vec<MergedDir> = vec![root];
+        let mut names: Vec<OsString> = Vec::new();
         let mut pending: VecDeque<OsString> = components(Path::new(path));
         let mut links = 0;
         while let Some(name) = pending.pop_front() {
             if name == ".." {
                 if stack.len() == 1 {
-                    return Ok(None);
+                    return Ok(Walked::Missing);
                 }
                 stack.pop();
+                names.pop();
                 continue;
             }
             let dir = stack.last().expect("the root is never popped");
             match lookup(dir, &name).map_err(io_err)? {
-                Found::Missing | Found::Other => return Ok(None),
-                Found::Dir(merged) => stack.push(merged),
+                Found::Missing => return Ok(Walked::Missing),
+                Found::Other => {
+                    return Ok(if pending.is_empty() {
+                        Walked::Other
+                    } else {
+                        Walked::Missing
+                    });
+                }
+                Found::Dir(merged) => {
+                    stack.push(merged);
+                    names.push(name);
+                }
                 Found::Link(parent, name) => {
                     links += 1;
                     if links > MAX_LINKS {
@@ -104,6 +140,7 @@ impl<'a> LayeredView<'a> {
                     let target = Path::new(&target);
                     if target.is_absolute() {
                         stack.truncate(1);
+                        names.clear();
                     }
                     for c in components(target).into_iter().rev() {
                         pending.push_front(c);
@@ -111,14 +148,17 @@ impl<'a> LayeredView<'a> {
                 }
                 Found::File(parent, name) => {
                     if !pending.is_empty() {
-                        return Ok(None);
+                        return Ok(Walked::Missing);
                     }
-                    return read_capped(&parent, &name, path, limit);
+                    return Ok(Walked::File(parent, name));
                 }
             }
         }
-        // The path named a directory.
-        Ok(None)
+        let merged = stack.pop().expect("the root is never popped");
+        let path: PathBuf = std::iter::once(OsStr::new("/"))
+            .chain(names.iter().map(OsString::as_os_str))
+            .collect();
+        Ok(Walked::Dir { merged, path })
     }
 
     fn root(&self) -> io::Result<MergedDir> {
@@ -146,7 +186,7 @@ fn components(path: &Path) -> VecDeque<OsString> {
 }
 
 /// `name` in a merged directory, looked up layer by layer as overlayfs does.
-fn lookup(dir: &MergedDir, name: &OsStr) -> io::Result<Found> {
+pub(crate) fn lookup(dir: &MergedDir, name: &OsStr) -> io::Result<Found> {
     let mut merged = Vec::new();
     for parent in dir {
         let stat = match fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
@@ -245,6 +285,8 @@ fn read_capped(
     }
     Ok(Some(bytes))
 }
+
+pub mod tree;
 
 #[cfg(test)]
 mod tests;

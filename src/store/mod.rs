@@ -11,8 +11,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use records::{
-    ContainerPhase, ContainerRecord, ContentRecord, Descriptor, ImageRecord, LeaseRecord,
-    ProcessUser, SandboxPhase, SandboxRecord, SnapshotRecord,
+    ContainerRecord, ContentRecord, Descriptor, ImageRecord, LeaseRecord, SandboxRecord,
+    SnapshotRecord,
 };
 
 use crate::error::{Error, Result};

@@ -4,6 +4,8 @@ use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 
 use super::Record;
+use crate::domain::config::{ContainerConfig, SandboxConfig};
+use crate::domain::{ContainerPhase, ProcessUser, SandboxPhase};
 
 /// An OCI content descriptor, as far as berth needs it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,29 +116,19 @@ impl Record for LeaseRecord {
     }
 }
 
-/// Where a pod is in its life, as recorded.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SandboxPhase {
-    /// RunPodSandbox has begun; a record left in this phase by a crash is undone
-    /// at start-up.
-    #[default]
-    Creating,
-    /// The infra container runs and the network is attached.
-    Ready,
-    /// Stopped, or its infra container or shim is gone.
-    NotReady,
-}
-
 /// A pod sandbox, keyed by its id.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SandboxRecord {
     pub id: String,
-    pub config: crate::container::config::SandboxConfig,
+    pub config: SandboxConfig,
     pub phase: SandboxPhase,
     pub created_at: i64,
     /// The runtime handler's name, and the shim binary it resolved to.
     pub runtime_handler: String,
+    /// The handler as RunPodSandbox named it (`""` for the default), echoed
+    /// by PodSandboxStatus; `None` in records from a berth that did not keep it.
+    pub requested_handler: Option<String>,
     pub shim: std::path::PathBuf,
     /// `<state>/pods/<id>`: the bundle and the pod's files.
     pub bundle: std::path::PathBuf,
@@ -155,6 +147,15 @@ pub struct SandboxRecord {
     pub image_id: String,
 }
 
+impl SandboxRecord {
+    /// The handler as the client named it; the resolved name for older records.
+    pub fn handler_as_requested(&self) -> &str {
+        self.requested_handler
+            .as_deref()
+            .unwrap_or(&self.runtime_handler)
+    }
+}
+
 impl Record for SandboxRecord {
     const TABLE: TableDefinition<'static, &'static str, &'static [u8]> =
         TableDefinition::new("sandboxes");
@@ -163,27 +164,13 @@ impl Record for SandboxRecord {
     }
 }
 
-/// Where a container is in its life, as CRI names the states.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ContainerPhase {
-    /// CreateContainer has begun; a record left in this phase by a crash is undone
-    /// at start-up.
-    #[default]
-    Creating,
-    Created,
-    Running,
-    Exited,
-    /// Its shim is gone and its fate cannot be known.
-    Unknown,
-}
-
 /// A container, keyed by its id.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ContainerRecord {
     pub id: String,
     pub sandbox_id: String,
-    pub config: crate::container::config::ContainerConfig,
+    pub config: ContainerConfig,
     pub phase: ContainerPhase,
     /// The image's id, and the name the kubelet asked for.
     pub image_id: String,
@@ -204,15 +191,9 @@ pub struct ContainerRecord {
     pub message: String,
     /// Who the container's process runs as, as resolved into its spec.
     pub user: Option<ProcessUser>,
-}
-
-/// A process's identity: what ContainerStatus reports as `user`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ProcessUser {
-    pub uid: u32,
-    pub gid: u32,
-    pub additional_gids: Vec<u32>,
+    /// Ids of the images its image volumes (CRI `Mount.image`) mount: held against
+    /// RemoveImage until the container is removed.
+    pub image_volumes: Vec<String>,
 }
 
 impl Record for ContainerRecord {

@@ -10,7 +10,6 @@ use tokio::net::TcpStream;
 use crate::container::{ContainerService, ProcessStreams};
 use crate::error::{Error, Result};
 use crate::sandbox::SandboxService;
-use crate::store::ContainerPhase;
 
 pub trait Backend: Send + Sync + 'static {
     /// The full id of running container `id` (an id or unique prefix).
@@ -42,7 +41,7 @@ pub struct Node {
 impl Backend for Node {
     fn running_container(&self, id: &str) -> Result<String> {
         let record = self.containers.get(id)?;
-        if record.phase != ContainerPhase::Running {
+        if !record.phase.can_exec() {
             return Err(Error::FailedPrecondition(format!(
                 "container {} is {:?}, not running",
                 record.id, record.phase
@@ -53,7 +52,7 @@ impl Backend for Node {
 
     fn ready_sandbox(&self, id: &str) -> Result<String> {
         let pod = self.sandboxes.get(id)?;
-        if !pod.is_ready() {
+        if !pod.record.phase.can_port_forward() {
             return Err(Error::FailedPrecondition(format!(
                 "pod sandbox {} is not ready",
                 pod.id()

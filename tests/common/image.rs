@@ -351,9 +351,17 @@ pub struct ImageBuilder {
     cmd: Vec<String>,
     layers: Vec<LayerBlob>,
     annotations: BTreeMap<String, String>,
+    /// The config's `Volumes` keys, as written (odd forms included).
+    volumes: Vec<String>,
 }
 
 impl ImageBuilder {
+    /// A declared volume (`VOLUME` in a Dockerfile), written into the config as given.
+    pub fn volume(mut self, path: &str) -> Self {
+        self.volumes.push(path.to_string());
+        self
+    }
+
     pub fn layer(mut self, layer: LayerBlob) -> Self {
         self.layers.push(layer);
         self
@@ -394,6 +402,14 @@ impl ImageBuilder {
         let mut container_config = json!({ "Env": self.env, "Cmd": self.cmd });
         if let Some(user) = &self.user {
             container_config["User"] = json!(user);
+        }
+        if !self.volumes.is_empty() {
+            let volumes: serde_json::Map<String, Value> = self
+                .volumes
+                .iter()
+                .map(|v| (v.clone(), json!({})))
+                .collect();
+            container_config["Volumes"] = Value::Object(volumes);
         }
         let diff_ids: Vec<&str> = self.layers.iter().map(|l| l.diff_id.as_str()).collect();
         let config_value = json!({
@@ -465,6 +481,7 @@ impl Image {
             cmd: vec!["/bin/sh".into()],
             layers: Vec::new(),
             annotations: BTreeMap::new(),
+            volumes: Vec::new(),
         }
     }
 

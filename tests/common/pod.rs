@@ -240,7 +240,10 @@ pub fn pod_config(name: &str, labels: &[(&str, &str)]) -> cri::PodSandboxConfig 
     }
 }
 
+/// `config` on the host's network, with no hostname of its own (as the kubelet
+/// sends a host-network pod: it has the node's).
 pub fn host_network(mut config: cri::PodSandboxConfig) -> cri::PodSandboxConfig {
+    config.hostname.clear();
     config.linux = Some(cri::LinuxPodSandboxConfig {
         security_context: Some(cri::LinuxSandboxSecurityContext {
             namespace_options: Some(cri::NamespaceOption {

@@ -187,6 +187,33 @@ fn invalid_container_fields_are_named() {
         ),
         (
             |c| {
+                c.mounts = vec![cri::Mount {
+                    container_path: "/a".into(),
+                    host_path: "/srv".into(),
+                    image: Some(cri::ImageSpec {
+                        image: "busybox".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]
+            },
+            "mounts[0].host_path",
+        ),
+        (
+            |c| {
+                c.mounts = vec![cri::Mount {
+                    container_path: "/a".into(),
+                    image: Some(cri::ImageSpec {
+                        image: "bad\0ref".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]
+            },
+            "mounts[0].image.image",
+        ),
+        (
+            |c| {
                 c.devices = vec![cri::Device {
                     host_path: "/dev/x".into(),
                     permissions: "rx".into(),
@@ -335,12 +362,14 @@ fn a_sandbox_config_converts() {
         }),
         ..Default::default()
     });
+    // On the host's network the pod has the node's hostname: none of its own.
+    s.hostname.clear();
     let d = SandboxConfig::try_from(&s).expect("converts");
     assert_eq!(
         (d.name.as_str(), d.uid.as_str(), d.namespace.as_str()),
         ("web", "uid-1", "default")
     );
-    assert_eq!(d.hostname, "web-1");
+    assert_eq!(d.hostname, "");
     assert_eq!(d.dns.options, ["ndots:5"]);
     assert_eq!(d.port_mappings[0].protocol, Protocol::Udp);
     assert_eq!(d.port_mappings[0].host_port, 5353);
@@ -367,4 +396,131 @@ fn invalid_sandbox_fields_are_named() {
     }];
     let m = message(SandboxConfig::try_from(&s).unwrap_err());
     assert!(m.starts_with("port_mappings[0].container_port:"), "{m}");
+    let mut s = sandbox();
+    assert_eq!(s.hostname, "web-1");
+    SandboxConfig::try_from(&s).expect("a hostname in the pod's own network");
+    s.linux.get_or_insert_default().security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: Some(cri::NamespaceOption {
+            network: cri::NamespaceMode::Node as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let err = SandboxConfig::try_from(&s).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    let m = message(err);
+    assert!(
+        m.starts_with("hostname:") && m.contains("host's network"),
+        "{m}"
+    );
+}
+
+#[test]
+#[allow(deprecated)]
+fn apparmor_selinux_image_and_cdi_fields_are_kept() {
+    use crate::domain::config::{AppArmorProfile, SelinuxOptions};
+    let with = |sc: cri::LinuxContainerSecurityContext| {
+        let mut c = container();
+        c.linux.get_or_insert_default().security_context = Some(sc);
+        ContainerConfig::try_from(&c).map(|d| d.linux.security_context)
+    };
+    let profile = |t: cri::security_profile::ProfileType, r: &str| cri::SecurityProfile {
+        profile_type: t as i32,
+        localhost_ref: r.into(),
+    };
+    use cri::security_profile::ProfileType as T;
+    for (sc, want) in [
+        (Default::default(), AppArmorProfile::Unset),
+        (
+            cri::LinuxContainerSecurityContext {
+                apparmor: Some(profile(T::Localhost, "localhost/p1")),
+                ..Default::default()
+            },
+            AppArmorProfile::Localhost("p1".into()),
+        ),
+        (
+            cri::LinuxContainerSecurityContext {
+                apparmor: Some(profile(T::RuntimeDefault, "")),
+                ..Default::default()
+            },
+            AppArmorProfile::RuntimeDefault,
+        ),
+        (
+            cri::LinuxContainerSecurityContext {
+                apparmor_profile: "localhost/p2".into(),
+                ..Default::default()
+            },
+            AppArmorProfile::Localhost("p2".into()),
+        ),
+        (
+            cri::LinuxContainerSecurityContext {
+                apparmor_profile: "unconfined".into(),
+                ..Default::default()
+            },
+            AppArmorProfile::Unconfined,
+        ),
+    ] {
+        assert_eq!(with(sc).expect("converts").apparmor, want);
+    }
+    for (sc, field) in [
+        (
+            cri::LinuxContainerSecurityContext {
+                apparmor_profile: "bogus".into(),
+                ..Default::default()
+            },
+            "linux.security_context.apparmor_profile",
+        ),
+        (
+            cri::LinuxContainerSecurityContext {
+                apparmor: Some(profile(T::Localhost, "")),
+                ..Default::default()
+            },
+            "linux.security_context.apparmor.localhost_ref",
+        ),
+        (
+            cri::LinuxContainerSecurityContext {
+                selinux_options: Some(cri::SeLinuxOption {
+                    r#type: "a:b".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            "linux.security_context.selinux_options.type",
+        ),
+    ] {
+        let m = message(with(sc).unwrap_err());
+        assert!(m.starts_with(&format!("{field}:")), "{field}: got {m}");
+    }
+    let sc = with(cri::LinuxContainerSecurityContext {
+        selinux_options: Some(cri::SeLinuxOption {
+            level: "s0:c1,c2".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(
+        sc.selinux,
+        Some(SelinuxOptions {
+            level: "s0:c1,c2".into(),
+            ..Default::default()
+        })
+    );
+
+    let mut c = container();
+    c.image.as_mut().unwrap().user_specified_image = "busybox:1".into();
+    c.cdi_devices = vec![cri::CdiDevice {
+        name: "vendor.com/gpu=g0".into(),
+    }];
+    c.annotations
+        .insert("cdi.k8s.io/x".into(), "vendor.com/gpu=g1".into());
+    let d = ContainerConfig::try_from(&c).unwrap();
+    assert_eq!(d.user_specified_image, "busybox:1");
+    assert_eq!(
+        d.cdi_devices,
+        vec!["vendor.com/gpu=g0", "vendor.com/gpu=g1"]
+    );
+    c.cdi_devices[0].name = "g0".into();
+    let m = message(ContainerConfig::try_from(&c).unwrap_err());
+    assert!(m.starts_with("cdi_devices[0].name:"), "{m}");
 }

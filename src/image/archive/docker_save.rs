@@ -9,11 +9,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::member::Exact;
-use super::oci_layout::push_image;
 use super::tar_index::Span;
 use super::{
     Archive, ArchiveError, DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LAYER_GZIP, DOCKER_MANIFEST,
-    Descriptor, GZIP_MAGIC, HASH_BUFFER, OCI_LAYER_ZSTD, Source, ZSTD_MAGIC,
+    Descriptor, GZIP_MAGIC, HASH_BUFFER, OCI_LAYER_ZSTD, Source, ZSTD_MAGIC, push_image,
 };
 
 /// One entry of a docker-save `manifest.json`.

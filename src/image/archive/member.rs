@@ -2,7 +2,6 @@
 //! exactly its bytes, and the errors that name the archive.
 
 use std::io::{self, Read};
-use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
@@ -79,15 +78,7 @@ impl Archive {
     }
 
     pub(super) fn io_error(&self, what: impl Into<String>, source: io::Error) -> ArchiveError {
-        io_error(&self.path, what, source)
-    }
-}
-
-pub(super) fn io_error(path: &Path, what: impl Into<String>, source: io::Error) -> ArchiveError {
-    ArchiveError::Io {
-        path: path.to_owned(),
-        what: what.into(),
-        source,
+        ArchiveError::io(&self.path, what, source)
     }
 }
 

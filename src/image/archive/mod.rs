@@ -119,6 +119,55 @@ pub enum ArchiveError {
     },
 }
 
+/// An archive that is not what it says is the request's fault; one that cannot
+/// be read is an I/O failure (a full disk, a bad device), not a bad archive.
+impl From<ArchiveError> for crate::error::Error {
+    fn from(e: ArchiveError) -> Self {
+        use crate::error::{Error, is_node_failure};
+        match e {
+            ArchiveError::Io { path, what, source } if is_node_failure(&source) => Error::Io {
+                context: format!("{}: {what}", path.display()),
+                source,
+            },
+            e => Error::InvalidArgument(e.to_string()),
+        }
+    }
+}
+
+impl ArchiveError {
+    /// An I/O failure on the archive file at `path`, while doing `what`.
+    fn io(path: &Path, what: impl Into<String>, source: io::Error) -> ArchiveError {
+        ArchiveError::Io {
+            path: path.to_owned(),
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// Adds an image, or merges its names into an earlier one with the same target.
+pub(super) fn push_image(images: &mut Vec<ArchiveImage>, names: Vec<String>, target: Descriptor) {
+    match images.iter_mut().find(|i| i.target.digest == target.digest) {
+        Some(image) => add_names(&mut image.names, names),
+        None => {
+            let mut image = ArchiveImage {
+                names: Vec::new(),
+                target,
+            };
+            add_names(&mut image.names, names);
+            images.push(image);
+        }
+    }
+}
+
+pub(super) fn add_names(names: &mut Vec<String>, new: impl IntoIterator<Item = String>) {
+    for name in new {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+}
+
 /// Where a blob's bytes come from.
 #[derive(Debug, Clone)]
 enum Source {

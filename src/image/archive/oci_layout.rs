@@ -8,8 +8,8 @@ use serde::Deserialize;
 
 use super::docker_save::{DockerSaveEntry, MemberHasher};
 use super::{
-    Archive, ArchiveError, ArchiveImage, CONTAINERD_NAME, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST,
-    Descriptor, MAX_INDEX_DEPTH, OCI_INDEX, OCI_MANIFEST, REF_NAME, Source,
+    Archive, ArchiveError, CONTAINERD_NAME, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Descriptor,
+    MAX_INDEX_DEPTH, OCI_INDEX, OCI_MANIFEST, REF_NAME, Source, add_names, push_image,
 };
 
 /// Descriptor as found in OCI and Docker JSON.
@@ -302,27 +302,4 @@ fn is_valid_digest(digest: &str) -> bool {
         _ => return false,
     };
     hex.len() == length && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// Adds an image, or merges its names into an earlier one with the same target.
-pub(super) fn push_image(images: &mut Vec<ArchiveImage>, names: Vec<String>, target: Descriptor) {
-    match images.iter_mut().find(|i| i.target.digest == target.digest) {
-        Some(image) => add_names(&mut image.names, names),
-        None => {
-            let mut image = ArchiveImage {
-                names: Vec::new(),
-                target,
-            };
-            add_names(&mut image.names, names);
-            images.push(image);
-        }
-    }
-}
-
-fn add_names(names: &mut Vec<String>, new: impl IntoIterator<Item = String>) {
-    for name in new {
-        if !names.contains(&name) {
-            names.push(name);
-        }
-    }
 }

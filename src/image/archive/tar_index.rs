@@ -6,7 +6,6 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
-use super::member::io_error;
 use super::{ArchiveError, GZIP_MAGIC, MAX_LINK_HOPS, ZSTD_MAGIC};
 use crate::snapshot::apply::{SeekingFile, TarEntry, TarReader};
 
@@ -37,13 +36,13 @@ pub(super) struct TarIndex {
 
 impl TarIndex {
     pub(super) fn read(path: &Path) -> Result<TarIndex, ArchiveError> {
-        let file = File::open(path).map_err(|e| io_error(path, "cannot open", e))?;
+        let file = File::open(path).map_err(|e| ArchiveError::io(path, "cannot open", e))?;
         let length = file
             .metadata()
-            .map_err(|e| io_error(path, "cannot stat", e))?
+            .map_err(|e| ArchiveError::io(path, "cannot stat", e))?
             .len();
         // Extension headers (long names, PAX) are bounded there; data is seeked over.
-        let file = SeekingFile::new(file).map_err(|e| io_error(path, "cannot stat", e))?;
+        let file = SeekingFile::new(file).map_err(|e| ArchiveError::io(path, "cannot stat", e))?;
         let mut tar = TarReader::new(file);
         let mut index = TarIndex::default();
         let mut count = 0;

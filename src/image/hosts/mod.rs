@@ -104,6 +104,23 @@ pub enum HostsError {
     InvalidRegistry { registry: String },
 }
 
+/// A hosts directory the operator got wrong is the node's precondition; a
+/// registry name no directory can have is the request's fault; a file that
+/// cannot be read is an I/O failure.
+impl From<HostsError> for crate::error::Error {
+    fn from(e: HostsError) -> Self {
+        use crate::error::Error;
+        match e {
+            HostsError::Io { path, source } => Error::Io {
+                context: format!("reading {}", path.display()),
+                source,
+            },
+            e @ HostsError::InvalidRegistry { .. } => Error::InvalidArgument(e.to_string()),
+            e => Error::FailedPrecondition(e.to_string()),
+        }
+    }
+}
+
 /// Hosts to try for `registry` ("docker.io", "127.0.0.1:5000"), in order:
 /// the mirrors of `<config_path>/<registry>/hosts.toml` (falling back to
 /// `<config_path>/_default/hosts.toml`) in file order, then the upstream

@@ -68,6 +68,30 @@ pub enum RegistryError {
     Invalid { what: String, message: String },
 }
 
+/// What each registry failure means to a client: the registry's answer where it
+/// gave one, Unavailable (retry later) where it could not be reached, and
+/// Interrupted where a transfer broke off and can be resumed.
+impl From<RegistryError> for crate::error::Error {
+    fn from(e: RegistryError) -> Self {
+        use crate::error::Error;
+        let message = e.to_string();
+        match e {
+            RegistryError::NotFound { .. } => Error::NotFound(message),
+            RegistryError::Unauthorized { .. } => Error::Unauthenticated(message),
+            RegistryError::TooLarge { .. } | RegistryError::Invalid { .. } => {
+                Error::InvalidArgument(message)
+            }
+            RegistryError::DigestMismatch { .. } => Error::DataLoss(message),
+            RegistryError::Transport { .. } | RegistryError::Stalled { .. } => {
+                Error::Interrupted(message)
+            }
+            RegistryError::Http { .. } | RegistryError::Redirect { .. } => {
+                Error::Unavailable(message)
+            }
+        }
+    }
+}
+
 /// A client for one repository; cheap to clone.
 #[derive(Clone)]
 pub struct RegistryClient {

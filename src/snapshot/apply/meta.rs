@@ -12,7 +12,7 @@ use nix::fcntl::AT_FDCWD;
 use nix::sys::stat::{UtimensatFlags, utimensat};
 use nix::sys::time::TimeSpec;
 
-use super::entry::Kind;
+use super::kind::Kind;
 use super::reader::TarEntry;
 use super::{Applier, Failure, context};
 

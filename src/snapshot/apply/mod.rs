@@ -40,6 +40,7 @@ mod compression;
 mod entry;
 #[cfg(test)]
 pub(crate) mod fuzz;
+mod kind;
 mod meta;
 mod path;
 mod reader;
@@ -91,6 +92,26 @@ pub enum ApplyError {
     },
     #[error("reading layer: {0}")]
     Read(#[source] std::io::Error),
+}
+
+/// A layer that is unsafe or malformed is the image's fault (InvalidArgument); a
+/// write or read that fails (a full disk, a bad device) is an I/O failure, so a
+/// full disk reaches the client as the node's condition, not as a bad image.
+impl From<ApplyError> for crate::error::Error {
+    fn from(e: ApplyError) -> Self {
+        use crate::error::{Error, is_node_failure};
+        match e {
+            ApplyError::Entry { entry, source } if is_node_failure(&source) => Error::Io {
+                context: format!("layer entry {entry:?}"),
+                source,
+            },
+            ApplyError::Read(source) if is_node_failure(&source) => Error::Io {
+                context: "reading layer".into(),
+                source,
+            },
+            e => Error::InvalidArgument(e.to_string()),
+        }
+    }
 }
 
 /// Apply the layer read from `reader` into `dest`, an existing empty directory.
@@ -185,9 +206,35 @@ fn refuse(reason: impl Into<String>) -> Failure {
     Failure::Unsafe(reason.into())
 }
 
-/// Prefixes an I/O error with what we were doing, keeping its kind.
+/// Prefixes an I/O error with what we were doing, keeping its kind and the
+/// error itself as the source, so its errno (a full disk, a failing device)
+/// still says whose fault it is ([`crate::error::os_errno`]).
 fn context(e: io::Error, what: impl Display) -> io::Error {
-    io::Error::new(e.kind(), format!("{what}: {e}"))
+    io::Error::new(
+        e.kind(),
+        Context {
+            what: what.to_string(),
+            source: e,
+        },
+    )
+}
+
+#[derive(Debug)]
+struct Context {
+    what: String,
+    source: io::Error,
+}
+
+impl Display for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.what, self.source)
+    }
+}
+
+impl std::error::Error for Context {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
 }
 
 /// Applies entries one by one into `dest`, keeping what must be done last.

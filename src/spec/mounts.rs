@@ -10,7 +10,7 @@ use std::path::{Component, Path};
 use oci_spec::runtime::{Mount as OciMount, MountBuilder};
 
 use super::{PodFiles, SpecError};
-use crate::container::config::{ContainerConfig, Mount, MountPropagation, NamespaceMode};
+use crate::domain::config::{ContainerConfig, Mount, MountPropagation, NamespaceMode};
 
 const ETC_HOSTNAME: &str = "/etc/hostname";
 const ETC_HOSTS: &str = "/etc/hosts";
@@ -167,8 +167,16 @@ fn cri_mount(m: &Mount) -> Result<OciMount, SpecError> {
         MountPropagation::Bidirectional => "rshared",
     };
     // A read-only rootfs does not make bind mounts read-only: each says for itself.
-    let mode = if m.readonly { "ro" } else { "rw" };
+    let mode = if m.readonly || !m.image.is_empty() {
+        "ro"
+    } else {
+        "rw"
+    };
     let mut options = vec!["rbind", propagation, mode];
+    if !m.image.is_empty() {
+        // An image volume is data, as containerd mounts it: nothing runs from it.
+        options.extend(["nosuid", "nodev", "noexec"]);
+    }
     if m.recursive_read_only {
         options.push("rro");
     }

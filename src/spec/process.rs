@@ -4,7 +4,7 @@
 use oci_spec::runtime::{Capabilities as CapSet, Capability, LinuxCapabilities};
 
 use super::{ImageConfigView, SpecError};
-use crate::container::config::{Capabilities, ContainerConfig};
+use crate::domain::config::{Capabilities, ContainerConfig};
 
 /// Used when neither the image nor the CRI config sets PATH.
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -149,11 +149,11 @@ fn masked_and_readonly_paths_default_unless_given() {
     let spec = f.container();
     assert_eq!(
         spec["linux"]["maskedPaths"],
-        json!(crate::container::spec::linux::DEFAULT_MASKED_PATHS)
+        json!(crate::spec::linux::DEFAULT_MASKED_PATHS)
     );
     assert_eq!(
         spec["linux"]["readonlyPaths"],
-        json!(crate::container::spec::linux::DEFAULT_READONLY_PATHS)
+        json!(crate::spec::linux::DEFAULT_READONLY_PATHS)
     );
     let sc = &mut f.config.linux.security_context;
     sc.masked_paths = vec!["/proc/kcore".into()];

@@ -11,7 +11,7 @@ use oci_spec::runtime::{
 };
 
 use super::SpecError;
-use crate::container::config::{NamespaceMode, NamespaceOptions, Resources, SeccompProfile};
+use crate::domain::config::{NamespaceMode, NamespaceOptions, Resources, SeccompProfile};
 
 /// Paths hidden from unprivileged containers unless CRI lists its own.
 pub(super) const DEFAULT_MASKED_PATHS: [&str; 10] = [

@@ -118,3 +118,21 @@ fn cri_mounts_replace_pod_files_and_set_propagation() {
     assert!(mount(&spec, "/dev/pts").is_none() && mount(&spec, "/dev/mqueue").is_none());
     assert_eq!(mount(&spec, "/dev").expect("dev")["type"], "bind");
 }
+
+#[test]
+fn image_volumes_are_read_only_and_noexec_whatever_readonly_says() {
+    let mut f = Fixture::new();
+    f.config.mounts = vec![Mount {
+        container_path: "/models".into(),
+        host_path: "/run/berth/containers/c1/image-volumes/0".into(),
+        readonly: false,
+        image: "registry.example/models:1".into(),
+        ..Default::default()
+    }];
+    let spec = f.container();
+    let models = mount(&spec, "/models").expect("models");
+    assert_eq!(
+        models["options"],
+        json!(["rbind", "rprivate", "ro", "nosuid", "nodev", "noexec"])
+    );
+}

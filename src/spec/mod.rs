@@ -10,13 +10,14 @@
 //! resolving their symlinks, checking that Bidirectional / HostToContainer sources sit
 //! on shared mounts, and writing the pod's hostname/hosts/resolv.conf files.
 //!
-//! Not generated: AppArmor and SELinux labels (the
-//! host has neither), user namespaces (refused in `cri::convert`), rlimits (runc's
+//! AppArmor and SELinux labels follow the host's [`LsmFacts`] (`lsm.rs`). Not
+//! generated: user namespaces (refused in `cri::convert`), rlimits (runc's
 //! defaults, as containerd leaves them).
 
 pub mod annotations;
 mod devices;
 mod linux;
+pub mod lsm;
 mod mounts;
 mod process;
 mod seccomp;
@@ -32,14 +33,15 @@ use oci_spec::runtime::{
     LinuxBuilder, LinuxCpuBuilder, LinuxResourcesBuilder, Process, ProcessBuilder, RootBuilder,
     Spec, SpecBuilder,
 };
-use serde::{Deserialize, Serialize};
 
-use crate::container::config::{ContainerConfig, NamespaceMode, Resources, SandboxConfig};
+use crate::domain::ImageConfigView;
+use crate::domain::config::{ContainerConfig, NamespaceMode, Resources, SandboxConfig};
 use crate::error::Error;
 
 pub use devices::{DeviceKind, DeviceLookup, HostDevice, HostDevices};
 pub use linux::{check_profile_location, check_supported};
-pub use user::UserFiles;
+pub use lsm::LsmFacts;
+pub use user::{UserFiles, user_files};
 
 /// containerd's score for infra containers: the last thing the OOM killer takes.
 pub const SANDBOX_OOM_SCORE_ADJ: i32 = -998;
@@ -72,21 +74,6 @@ impl From<SpecError> for Error {
     }
 }
 
-/// What the spec needs from the image config (OCI image spec `config`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ImageConfigView {
-    pub entrypoint: Vec<String>,
-    pub cmd: Vec<String>,
-    /// "KEY=value" entries.
-    pub env: Vec<String>,
-    pub working_dir: String,
-    /// "name", "uid", "uid:gid", "name:group", ...; empty means root.
-    pub user: String,
-    /// Not used in the spec; kept here because Stop needs it from the same place.
-    pub stop_signal: String,
-}
-
 /// Host paths of the pod's shared files, bind-mounted into its containers. `None`
 /// leaves the image's own file (or, for `shm`, a private tmpfs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -108,6 +95,9 @@ pub struct HostFacts {
     /// berthd's effective capabilities, a bit per capability number: the most a
     /// privileged container can get.
     pub capabilities: u64,
+    /// The LSMs the host enforces: AppArmor profiles and SELinux labels apply only
+    /// where they do.
+    pub lsm: LsmFacts,
 }
 
 impl HostFacts {
@@ -131,6 +121,7 @@ impl HostFacts {
             min_oom_score_adj,
             cgroup_v2: Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
             capabilities,
+            lsm: LsmFacts::of_this_host(),
         }
     }
 }
@@ -193,7 +184,12 @@ pub fn sandbox_spec(inputs: &SandboxSpecInputs) -> Result<Spec, SpecError> {
             inputs.host.min_oom_score_adj,
         ))
         .build()?;
-    let process = without_builder_defaults(process);
+    let mut process = without_builder_defaults(process);
+    let (process_label, mount_label) =
+        lsm::selinux_labels(sc.selinux.as_ref(), None, false, inputs.host.lsm);
+    process
+        .set_apparmor_profile(lsm::apparmor_profile(&sc.apparmor, false, inputs.host.lsm))
+        .set_selinux_label(process_label);
     let host_network = config.host_network();
     let mut linux = LinuxBuilder::default()
         .namespaces(linux::sandbox_namespaces(
@@ -225,6 +221,7 @@ pub fn sandbox_spec(inputs: &SandboxSpecInputs) -> Result<Spec, SpecError> {
     if let Some(path) = linux::cgroups_path(&config.linux.cgroup_parent, inputs.id) {
         linux.set_cgroups_path(Some(path));
     }
+    linux.set_mount_label(mount_label);
     if !sc.privileged {
         linux.set_seccomp(linux::seccomp(&sc.seccomp, &bounding_set(&process))?);
     }
@@ -300,7 +297,21 @@ pub fn container_spec(inputs: &ContainerSpecInputs) -> Result<Spec, SpecError> {
             inputs.host.min_oom_score_adj,
         ))
         .build()?;
-    let process = without_builder_defaults(process);
+    let mut process = without_builder_defaults(process);
+    let pod_sc = &inputs.sandbox.linux.security_context;
+    let (process_label, mount_label) = lsm::selinux_labels(
+        sc.selinux.as_ref(),
+        pod_sc.selinux.as_ref(),
+        sc.privileged,
+        inputs.host.lsm,
+    );
+    process
+        .set_apparmor_profile(lsm::apparmor_profile(
+            &sc.apparmor,
+            sc.privileged,
+            inputs.host.lsm,
+        ))
+        .set_selinux_label(process_label);
     let (mounts, rootfs_propagation) = mounts::container_mounts(config, inputs.pod_files)?;
     let container_devices = devices::devices(config, inputs.devices)?;
     let mut linux = LinuxBuilder::default()
@@ -326,6 +337,7 @@ pub fn container_spec(inputs: &ContainerSpecInputs) -> Result<Spec, SpecError> {
     if let Some(path) = linux::cgroups_path(&inputs.sandbox.linux.cgroup_parent, inputs.id) {
         linux.set_cgroups_path(Some(path));
     }
+    linux.set_mount_label(mount_label);
     if let Some(propagation) = rootfs_propagation {
         linux.set_rootfs_propagation(Some(propagation.into()));
     }
@@ -368,7 +380,8 @@ fn bounding_set(process: &Process) -> HashSet<String> {
 }
 
 /// oci-spec's builders start from its own defaults; drop the ones containerd does not
-/// set, so runc's (and the shim's) apply: rlimits, and an AppArmor/SELinux label.
+/// set, so runc's (and the shim's) apply: rlimits, and an AppArmor/SELinux label
+/// (`lsm` sets those that are asked for).
 fn without_builder_defaults(mut process: Process) -> Process {
     process
         .set_rlimits(None)

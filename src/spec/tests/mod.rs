@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::*;
 
-use crate::container::config::{
+use crate::domain::config::{
     Capabilities, Device, HugepageLimit, Mount, MountPropagation, Resources, SeccompProfile,
     SupplementalGroupsPolicy,
 };
@@ -109,6 +109,7 @@ impl Fixture {
                 min_oom_score_adj: -999,
                 cgroup_v2: true,
                 capabilities: ALL_HELD,
+                lsm: Default::default(),
             },
         }
     }
@@ -202,6 +203,7 @@ fn caps(f: &Fixture) -> Vec<String> {
 }
 
 mod linux;
+mod lsm;
 mod mounts;
 mod process;
 mod sandbox;

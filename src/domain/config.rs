@@ -22,6 +22,15 @@ pub struct ContainerConfig {
     pub attempt: u32,
     /// `image.image`: the image reference or id the kubelet resolved.
     pub image: String,
+    /// `image.user_specified_image`: the image as the pod spec names it, which
+    /// ContainerStatus reports back; empty when the kubelet sent none.
+    pub user_specified_image: String,
+    /// Fully qualified CDI device names (`vendor.com/class=name`), from `cdi_devices`
+    /// and the `cdi.k8s.io/*` annotations, in request order without repeats.
+    pub cdi_devices: Vec<String>,
+    /// `image.runtime_handler`: the handler the image was pulled for, echoed
+    /// in ContainerStatus as it was asked.
+    pub image_runtime_handler: String,
     pub command: Vec<String>,
     pub args: Vec<String>,
     pub working_dir: String,
@@ -39,8 +48,8 @@ pub struct ContainerConfig {
     pub linux: LinuxContainerConfig,
 }
 
-/// A bind mount from the host (CRI `Mount`). SELinux relabelling, id-mapped and
-/// image-volume mounts are not supported.
+/// A bind mount from the host, or an image volume (CRI `Mount`). SELinux
+/// relabelling and id-mapped mounts are not supported.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Mount {
@@ -50,6 +59,9 @@ pub struct Mount {
     /// Submounts read-only too (`rro`); needs `readonly` and private propagation.
     pub recursive_read_only: bool,
     pub propagation: MountPropagation,
+    /// `image.image`: for an image volume, the image as the kubelet named it (id,
+    /// digest or tag); `host_path` is then empty. Mounted read-only, noexec.
+    pub image: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,8 +118,7 @@ pub struct HugepageLimit {
     pub limit: u64,
 }
 
-/// CRI `LinuxContainerSecurityContext`, without SELinux and AppArmor (the host has
-/// neither).
+/// CRI `LinuxContainerSecurityContext`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SecurityContext {
@@ -126,6 +137,32 @@ pub struct SecurityContext {
     pub masked_paths: Vec<String>,
     pub readonly_paths: Vec<String>,
     pub seccomp: SeccompProfile,
+    pub apparmor: AppArmorProfile,
+    pub selinux: Option<SelinuxOptions>,
+}
+
+/// Which AppArmor profile to confine a process with (CRI `apparmor`, or the
+/// deprecated `apparmor_profile` string).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppArmorProfile {
+    /// Nothing asked: unconfined, as berth loads no default profile (containerd
+    /// would apply its own here).
+    #[default]
+    Unset,
+    RuntimeDefault,
+    /// A profile loaded on the node, by name.
+    Localhost(String),
+    Unconfined,
+}
+
+/// CRI `SELinuxOption`: the parts of a label; empty parts take the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SelinuxOptions {
+    pub user: String,
+    pub role: String,
+    pub r#type: String,
+    pub level: String,
 }
 
 /// Capability names as the kubelet sends them ("NET_ADMIN", "ALL"), without `CAP_`.
@@ -235,7 +272,7 @@ pub struct LinuxSandboxConfig {
     pub security_context: SandboxSecurityContext,
 }
 
-/// CRI `LinuxSandboxSecurityContext`, without SELinux and AppArmor.
+/// CRI `LinuxSandboxSecurityContext`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SandboxSecurityContext {
@@ -248,6 +285,8 @@ pub struct SandboxSecurityContext {
     pub readonly_rootfs: bool,
     pub supplemental_groups: Vec<i64>,
     pub seccomp: SeccompProfile,
+    pub apparmor: AppArmorProfile,
+    pub selinux: Option<SelinuxOptions>,
 }
 
 impl SandboxConfig {

@@ -11,7 +11,7 @@ use oci_spec::runtime::{
 };
 
 use super::SpecError;
-use crate::container::config::ContainerConfig;
+use crate::domain::config::ContainerConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceKind {

@@ -2,8 +2,24 @@
 
 use serde::Deserialize;
 
-use crate::container::spec::ImageConfigView;
+use super::ImageService;
+use crate::domain::ImageConfigView;
 use crate::error::{Error, Result};
+use crate::store::ImageRecord;
+
+/// Image configs are small; this only guards against garbage.
+const MAX_IMAGE_CONFIG: u64 = 8 << 20;
+
+impl ImageService {
+    /// What a container's spec needs from `image`'s config blob.
+    pub fn config_view(&self, image: &ImageRecord) -> Result<ImageConfigView> {
+        let digest = &image.config.digest;
+        parse(
+            &self.content_store().read(digest, MAX_IMAGE_CONFIG)?,
+            digest,
+        )
+    }
+}
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -20,6 +36,8 @@ struct Fields {
     working_dir: Option<String>,
     user: Option<String>,
     stop_signal: Option<String>,
+    /// Docker writes `{"/path": {}}`; the values mean nothing.
+    volumes: Option<std::collections::BTreeMap<String, serde::de::IgnoredAny>>,
 }
 
 /// Reads an image config blob (`application/vnd.oci.image.config.v1+json`).
@@ -34,6 +52,7 @@ pub fn parse(bytes: &[u8], digest: &str) -> Result<ImageConfigView> {
         working_dir: f.working_dir.unwrap_or_default(),
         user: f.user.unwrap_or_default(),
         stop_signal: f.stop_signal.unwrap_or_default(),
+        volumes: f.volumes.unwrap_or_default().into_keys().collect(),
     })
 }
 

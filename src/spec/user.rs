@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use oci_spec::runtime::{User, UserBuilder};
 
 use super::{ImageConfigView, SpecError};
-use crate::container::config::{SandboxSecurityContext, SecurityContext, SupplementalGroupsPolicy};
+use crate::domain::config::{SandboxSecurityContext, SecurityContext, SupplementalGroupsPolicy};
+use crate::image::ContainerRootfs;
 use crate::snapshot::view::{LayeredView, ViewError};
 
 /// Account files bigger than this are refused: real ones are a few KiB, and the
@@ -34,9 +35,11 @@ impl UserFiles {
         let read = |path: &str| -> Result<Vec<u8>, SpecError> {
             match view.read(path, MAX_ACCOUNT_FILE) {
                 Ok(bytes) => Ok(bytes.unwrap_or_default()),
-                Err(e @ (ViewError::TooLarge { .. } | ViewError::Loop { .. })) => {
-                    Err(SpecError::InvalidArgument(format!("the image's {e}")))
-                }
+                Err(
+                    e @ (ViewError::TooLarge { .. }
+                    | ViewError::TooManyEntries { .. }
+                    | ViewError::Loop { .. }),
+                ) => Err(SpecError::InvalidArgument(format!("the image's {e}"))),
                 Err(ViewError::Io { path, source }) => Err(SpecError::Io {
                     context: format!("reading the image's {path}"),
                     source,
@@ -48,6 +51,15 @@ impl UserFiles {
             group: read("/etc/group")?,
         })
     }
+}
+
+/// The image's /etc/passwd and /etc/group as a container on `rootfs` will see
+/// them: its writable layer over the image's.
+pub fn user_files(rootfs: &ContainerRootfs) -> Result<UserFiles, SpecError> {
+    let layers: Vec<PathBuf> = std::iter::once(rootfs.upper.clone())
+        .chain(rootfs.lowers.iter().cloned())
+        .collect();
+    UserFiles::read(&layers)
 }
 
 struct PasswdEntry {
