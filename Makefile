@@ -57,16 +57,17 @@ test: check
 ## Not in CI: berth's shim under a real containerd 1.6 driven by crictl (needs the
 ## Debian package containerd and crictl on PATH; skips when they are missing).
 e2e-containerd: build
-	shims/containerd/run-crictl.sh
+	tests/containerd/run-crictl.sh
 
-## Not in CI: `berth bench` with the release berthd, shim and static pause, side by
-## side with containerd when installed; results in target/bench (results.json,
-## results.txt, ratios.png). Takes 15-20 minutes; BENCH_ARGS adds options
-## (`target/release/berth bench --help`). The chart's font comes from fonts-dejavu-core.
+## Not in CI: the benchmark (tests/bench, binary berth-bench, also run as `berth
+## bench`) with the release berthd, shim and static pause, side by side with
+## containerd when installed; results in target/bench (results.json, results.txt,
+## ratios.png). Takes 15-20 minutes; BENCH_ARGS adds options
+## (`target/release/berth-bench --help`). The chart's font comes from fonts-dejavu-core.
 bench: build
 	@dpkg-query -W -f='$${Status}' fonts-dejavu-core 2>/dev/null | grep -q "install ok installed" || \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends fonts-dejavu-core
-	target/release/berth bench --out target/bench $(BENCH_ARGS)
+	target/release/berth-bench --out target/bench $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean

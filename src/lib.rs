@@ -2,7 +2,6 @@
 //! RuntimeService and ImageService on a unix socket; see DESIGN.md for the map.
 
 pub mod admin;
-pub mod cgroups;
 pub mod cli;
 pub mod config;
 mod config_telemetry;

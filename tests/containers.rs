@@ -217,11 +217,23 @@ async fn containers_survive_a_berthd_kill_9() {
         )
         .await;
     let quitter = w.run(&pod, "quitter", "sleep 1; exit 5").await;
+    let quitter_pid = w.container_pid(&quitter).await;
+    let runner_pid = w.container_pid(&runner).await;
     w.wait_log("survivor", "runner", "before").await;
 
     w.berthd.kill9();
-    // The quitter exits and the runner writes while berthd is away.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The quitter exits and the runner writes while berthd is away: the runner
+    // has written "during" once its shell has exec'd the last sleep.
+    let quitter_proc = PathBuf::from(format!("/proc/{quitter_pid}"));
+    let runner_cmdline = PathBuf::from(format!("/proc/{runner_pid}/cmdline"));
+    common::wait_until("the quitter to exit", Duration::from_secs(10), || {
+        !quitter_proc.exists()
+    })
+    .await;
+    common::wait_until("the runner to write", Duration::from_secs(10), || {
+        std::fs::read(&runner_cmdline).is_ok_and(|c| c == b"sleep\x001000\x00")
+    })
+    .await;
     w.berthd.restart().await;
     w.cri = w.berthd.cri().await;
 

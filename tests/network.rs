@@ -19,30 +19,17 @@ use rand::Rng;
 
 const CNI_BIN: &str = "/usr/lib/cni";
 
-/// Whether this machine can run these tests; prints why not. Under CI a missing
-/// prerequisite is a failure, so the suite cannot pass by skipping.
+/// Whether this machine can run these tests (root, the CNI plugins they call,
+/// and the tools that look into a namespace); prints why not, or fails under CI.
 fn prerequisites_met() -> bool {
-    let mut missing = Vec::new();
-    if unsafe { libc::geteuid() } != 0 {
-        missing.push("must run as root".to_string());
-    }
     let plugins = ["bridge", "host-local", "loopback", "portmap"];
-    let plugin_paths = plugins.iter().map(|p| format!("{CNI_BIN}/{p}"));
     let tools = ["/usr/bin/nsenter", "/usr/bin/busybox", "/usr/sbin/ip"].map(String::from);
-    for path in plugin_paths.chain(tools) {
-        if !Path::new(&path).exists() {
-            missing.push(format!("{path} is not installed"));
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let reason = missing.join(", ");
-    if std::env::var_os("CI").is_some() {
-        panic!("network test prerequisites missing under CI: {reason}");
-    }
-    eprintln!("SKIPPED: {reason}");
-    false
+    berth_testkit::prerequisites_met_for(
+        plugins
+            .iter()
+            .map(|p| format!("{CNI_BIN}/{p}"))
+            .chain(tools),
+    )
 }
 
 /// Subnets taken by tests of this process; others are checked against the routes.

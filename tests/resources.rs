@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use berth::cgroups::{Cgroup, Hierarchies};
+use berth_cgroup::{Cgroup, Hierarchies};
 use common::pod;
 use common::world::{self, GROUP, PASSWD, World};
 use k8s_cri::v1 as cri;
@@ -67,6 +67,7 @@ fn value(v: &Option<cri::UInt64Value>) -> u64 {
 async fn cgroup_of(w: &World, id: &str) -> Cgroup {
     let pid = w.container_pid(id).await;
     Hierarchies::of_this_host()
+        .expect("mountinfo")
         .of_process(pid)
         .expect("the container's cgroup")
 }
@@ -366,7 +367,7 @@ async fn update_container_resources_reaches_the_cgroup_and_survives_a_restart() 
         return;
     };
     let limit_file = cg
-        .memory
+        .memory()
         .expect("memory cgroup")
         .join("memory.limit_in_bytes");
 

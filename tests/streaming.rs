@@ -112,6 +112,20 @@ fn exec_request(id: &str, cmd: &[&str], stdin: bool, tty: bool) -> cri::ExecRequ
 
 const RESIZE_100X30: &[u8] = b"{\"Width\":100,\"Height\":30}\n";
 
+/// Shell that waits (up to 20 s) for the terminal to be 100x30 before it reads a
+/// line, so the resize and the input may arrive in either order; a resize that
+/// never arrives shows as the wrong `stty size`.
+macro_rules! after_resize {
+    ($rest:literal) => {
+        concat!(
+            "i=0; until case \"$(stty size)\" in '30 100') true;; *) false;; esac; do ",
+            "i=$((i+1)); case $i in 400) break;; esac; sleep 0.05; done; ",
+            $rest
+        )
+    };
+}
+const AFTER_RESIZE: &str = after_resize!("read line; stty size; tty; echo got:$line");
+
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_carries_output_input_terminal_and_exit_codes() {
     let Some(bed) = Bed::start().await else {
@@ -168,7 +182,7 @@ async fn exec_carries_output_input_terminal_and_exit_codes() {
 
     // A terminal: one output, the size the client sets, input through the line
     // discipline.
-    let script = ["sh", "-c", "read line; stty size; tty; echo got:$line"];
+    let script = ["sh", "-c", AFTER_RESIZE];
     let url = bed
         .exec(exec_request(&id, &script, true, true))
         .await
@@ -179,8 +193,6 @@ async fn exec_carries_output_input_terminal_and_exit_codes() {
     let stdout = c.open(&[("streamType", "stdout")]).await;
     let resize = c.open(&[("streamType", "resize")]).await;
     c.send(resize, RESIZE_100X30, false).await;
-    // The resize reaches the shim before the line that lets the script go on.
-    tokio::time::sleep(Duration::from_millis(300)).await;
     c.send(stdin, b"x\n", false).await;
     let out = String::from_utf8(c.read_to_end(stdout).await).unwrap();
     assert!(out.contains("30 100\r\n"), "{out:?}");
@@ -315,7 +327,11 @@ async fn attach_follows_output_and_feeds_stdin() {
     // A terminal container: one output, the size the client sets.
     let mut config = bed.config(
         "term",
-        &["sh", "-c", "read line; stty size; echo got:$line"],
+        &[
+            "sh",
+            "-c",
+            after_resize!("read line; stty size; echo got:$line"),
+        ],
     );
     config.stdin = true;
     config.tty = true;
@@ -336,7 +352,6 @@ async fn attach_follows_output_and_feeds_stdin() {
     let stdout = c.open(&[("streamType", "stdout")]).await;
     let resize = c.open(&[("streamType", "resize")]).await;
     c.send(resize, RESIZE_100X30, false).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     c.send(stdin, b"y\n", false).await;
     let out = String::from_utf8(c.read_to_end(stdout).await).unwrap();
     assert!(
@@ -446,15 +461,15 @@ async fn port_forward_reaches_the_pod_loopback() {
     let mut payload = b"ping\n".to_vec();
     payload.extend(common::noise(100_000, 3));
     // The server may not listen yet.
-    for attempt in 0.. {
+    common::wait_for("the pod's echo server", Duration::from_secs(10), || async {
         let url = bed.port_forward(&pod.0).await.unwrap();
         let mut probe = Client::connect(&url, spdy::PORTFORWARD).await.unwrap();
-        if forward_echo(&mut probe, "0", 8080, b"").await.is_empty() {
-            break;
-        }
-        assert!(attempt < 100, "the echo server never listened");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        forward_echo(&mut probe, "0", 8080, b"")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
     assert_eq!(forward_echo(&mut c, "0", 8080, &payload).await, "");
     // More connections on the same session, one to a closed port.
     assert_eq!(forward_echo(&mut c, "1", 8080, b"again").await, "");

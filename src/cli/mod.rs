@@ -1,6 +1,7 @@
 //! The `berth` admin CLI: talks to berthd over its socket (CRI for list/remove, the
-//! admin API for pulls with progress, import and disk usage), and runs the
-//! benchmark suite (`berth bench`, which starts daemons of its own).
+//! admin API for pulls with progress, import and disk usage). `berth bench` hands
+//! over to the benchmark, a binary of its own (`tests/bench`) so that none of it
+//! is linked into the product.
 
 mod bench;
 mod display;
@@ -35,8 +36,13 @@ enum Command {
     /// Space used by images, snapshots and content
     Du,
     /// Benchmark berth against containerd and the physical floors (as root;
-    /// starts its own berthd, containerd and registry)
-    Bench(bench::BenchArgs),
+    /// starts its own berthd, containerd and registry): runs `berth-bench`
+    /// from beside this binary with the same arguments (`berth bench --help`)
+    #[command(disable_help_flag = true)]
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -62,8 +68,8 @@ enum ImageCommand {
 type CliResult = Result<(), String>;
 
 pub async fn run(cli: Cli) -> CliResult {
-    if let Command::Bench(args) = cli.command {
-        return bench::run(args).await;
+    if let Command::Bench { args } = cli.command {
+        return Err(bench::exec(&args));
     }
     let channel = connect(&cli.socket).await?;
     match cli.command {
@@ -74,7 +80,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Image(ImageCommand::Ls) => list(channel).await,
         Command::Image(ImageCommand::Rm { images }) => remove(channel, images).await,
         Command::Du => disk_usage(channel).await,
-        Command::Bench(_) => unreachable!("handled before connecting"),
+        Command::Bench { .. } => unreachable!("handled before connecting"),
     }
 }
 

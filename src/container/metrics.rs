@@ -15,12 +15,12 @@ use std::sync::Arc;
 
 use super::stats::{ContainerStats, Interface, PodStats};
 use super::{ContainerFilter, ContainerService};
-use crate::cgroups::Memory;
 use crate::domain::{ContainerPhase, SandboxPhase};
 use crate::error::Result;
 use crate::image::now_nanos;
 use crate::sandbox::SandboxFilter;
 use crate::store::ContainerRecord;
+use berth_cgroup::Memory;
 
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
 

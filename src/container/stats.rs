@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{ContainerFilter, ContainerService};
-use crate::cgroups::{Cgroup, Hierarchies, Memory};
 use crate::error::Result;
 use crate::image::{ImageService, now_nanos};
 use crate::sandbox::{Sandbox, SandboxFilter};
 use crate::store::{ContainerRecord, SandboxRecord};
+use berth_cgroup::{Cgroup, Hierarchies, Memory};
 
 /// Below this interval a new CPU reading would make a noisy rate: the last rate
 /// stands instead.
@@ -99,7 +99,10 @@ struct CpuSample {
 impl Sampler {
     pub(super) fn new() -> Sampler {
         Sampler {
-            hierarchies: Hierarchies::of_this_host(),
+            hierarchies: Hierarchies::of_this_host().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "reading /proc/self/mountinfo: no cgroup stats");
+                Hierarchies::default()
+            }),
             readers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cgroups: Mutex::new(HashMap::new()),
             cpu: Mutex::new(HashMap::new()),

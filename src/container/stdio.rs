@@ -249,14 +249,15 @@ mod tests {
         let mut lingering = open_writer(&path).unwrap();
         lingering.write_all(b"bye").await.unwrap();
         exited_tx.send(true).unwrap();
-        let started = std::time::Instant::now();
-        assert_eq!(collect(rx).await, b"bye");
-        assert!(
-            started.elapsed() < DRAIN_QUIET * 3,
-            "{:?}",
-            started.elapsed()
+        // The writer stays open to the end of the test: a pump that waited for
+        // it would never finish, so the guard turns that hang into a failure.
+        let drained = tokio::time::timeout(DEPARTED_CLIENT_DEADLINE, collect(rx)).await;
+        assert_eq!(
+            drained.expect("waited for a writer that outlived the process"),
+            b"bye"
         );
         pump.await.unwrap();
+        drop(lingering);
     }
 
     #[tokio::test]
@@ -270,12 +271,22 @@ mod tests {
         drop(rx);
         let (exited_tx, exited) = watch::channel(false);
         let pump = tokio::spawn(pump_out(fifo, tx, exited));
-        // Far more than a fifo holds.
-        writer.write_all(&vec![b'x'; 1 << 20]).await.unwrap();
-        drop(writer);
-        exited_tx.send(true).unwrap();
-        pump.await.unwrap();
+        // Far more than a fifo holds: the write finishes only if the pump keeps
+        // draining with no one to hand the output to. A regression would block
+        // here, so the test fails on a deadline instead of hanging.
+        let run = async move {
+            writer.write_all(&vec![b'x'; 1 << 20]).await.unwrap();
+            drop(writer);
+            exited_tx.send(true).unwrap();
+            pump.await.unwrap();
+        };
+        tokio::time::timeout(DEPARTED_CLIENT_DEADLINE, run)
+            .await
+            .expect("the pump blocked on a departed client");
     }
+
+    /// Draining 1 MiB through a fifo takes milliseconds; this only stops a hang.
+    const DEPARTED_CLIENT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
 
     #[tokio::test]
     async fn input_is_pumped_until_the_channel_closes() {

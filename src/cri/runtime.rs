@@ -1,7 +1,8 @@
-//! CRI RuntimeService: runtime, pod sandbox, container, streaming and stats
-//! calls. Each handler translates the request, calls a service and translates
-//! the answer; errors become gRPC codes through `From<Error> for Status`.
-//! Checkpointing and the metrics calls answer Unimplemented.
+//! CRI RuntimeService: runtime, pod sandbox, container, streaming, stats, events
+//! and pod metrics calls. Each handler translates the request, calls a service
+//! and translates the answer (each group of calls in its own module beside this
+//! one); errors become gRPC codes through `From<Error> for Status`. Only
+//! CheckpointContainer answers Unimplemented.
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -3,8 +3,8 @@
 use k8s_cri::v1 as cri;
 
 use super::{container, convert, sandbox};
-use crate::cgroups::Memory;
 use crate::container::{ContainerStats, Cpu, Interface, LayerUsage, PodStats};
+use berth_cgroup::Memory;
 
 fn value(value: u64) -> Option<cri::UInt64Value> {
     Some(cri::UInt64Value { value })

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
@@ -14,10 +13,10 @@ use k8s_cri::v1::{
     ImageStatusResponse, ListImagesRequest, PullImageRequest, RemoveImageRequest, VersionRequest,
     VersionResponse,
 };
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
-use super::registry::tail;
+use berth_testkit::daemon::{NotServing, wait_serving};
+use berth_testkit::tail;
 
 pub const BERTHD: &str = env!("CARGO_BIN_EXE_berthd");
 pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
@@ -212,29 +211,31 @@ impl Berthd {
             .stderr(log)
             .spawn()
             .expect("spawn berthd");
-        self.child = Some(child);
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+        let socket = &self.socket;
+        let child = self.child.insert(child);
+        let serving = wait_serving(child, READY_TIMEOUT, || async {
+            socket.exists()
+                && match Cri::connect(socket).await {
+                    Ok(cri) => cri.try_version().await.is_ok(),
+                    Err(_) => false,
+                }
+        })
+        .await;
+        match serving {
+            Ok(()) => {}
+            Err(NotServing::Exited(status)) => {
                 self.child = None;
                 panic!(
                     "berthd exited during startup with {status}; log:\n{}",
                     self.log_tail()
                 );
             }
-            if self.socket.exists()
-                && let Ok(cri) = Cri::connect(&self.socket).await
-                && cri.try_version().await.is_ok()
-            {
-                return;
-            }
-            if Instant::now() > deadline {
+            Err(NotServing::TimedOut(after)) => {
                 panic!(
-                    "berthd not ready after {READY_TIMEOUT:?}; log:\n{}",
+                    "berthd not ready after {after:?}; log:\n{}",
                     self.log_tail()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 
@@ -386,18 +387,7 @@ fn spec(reference: &str) -> Option<ImageSpec> {
 
 impl Cri {
     pub async fn connect(socket: &Path) -> Result<Cri, tonic::transport::Error> {
-        let socket = socket.to_path_buf();
-        // The URI is ignored: every connection goes to the socket.
-        let channel =
-            Endpoint::try_from("http://[::]:50051")?
-                .timeout(CALL_TIMEOUT)
-                .connect_with_connector(tower::service_fn(move |_: Uri| {
-                    let socket = socket.clone();
-                    async move {
-                        Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(socket).await?))
-                    }
-                }))
-                .await?;
+        let channel = berth_testkit::cri::connect(socket, CALL_TIMEOUT).await?;
         Ok(Cri {
             images: ImageServiceClient::new(channel.clone()),
             runtime: RuntimeServiceClient::new(channel),

@@ -1,4 +1,5 @@
-//! Shared harness for berth's integration tests.
+//! Shared harness for berth's integration tests. What the benchmark needs too
+//! lives in the `berth-testkit` crate (`tests/kit`) and is re-exported here:
 //!
 //! - [`registry`]: a throwaway `docker-registry` (distribution v2.8) on loopback,
 //!   with its access log parsed so tests can count blob fetches.
@@ -21,11 +22,9 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod daemon;
-pub mod image;
 pub mod pod;
 pub mod proxy;
 pub mod recorder;
-pub mod registry;
 pub mod rng;
 pub mod spdy;
 pub mod static_registry;
@@ -36,36 +35,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub use berth_testkit::{
+    Compression, Format, Image, Index, Layer, REGISTRY_BIN, Registry, RegistryOpts, hex_of, image,
+    prerequisites_met, registry, sha256_digest,
+};
 pub use daemon::{Berthd, Cri, TestEnv};
-pub use image::{Compression, Format, Image, Index, Layer};
 pub use proxy::ThrottleProxy;
-pub use registry::{Registry, RegistryOpts};
 pub use static_registry::StaticRegistry;
-
-pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
-
-/// Whether this machine can run the integration tests. Prints why not.
-/// Panics instead when running under CI, where the tests must really run.
-pub fn prerequisites_met() -> bool {
-    let mut missing = Vec::new();
-    if unsafe { libc::geteuid() } != 0 {
-        missing.push("must run as root".to_string());
-    }
-    for tool in [REGISTRY_BIN, "/usr/bin/htpasswd", "/usr/bin/skopeo"] {
-        if !Path::new(tool).exists() {
-            missing.push(format!("{tool} is not installed"));
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let reason = missing.join(", ");
-    if std::env::var_os("CI").is_some() {
-        panic!("integration test prerequisites missing under CI: {reason}");
-    }
-    eprintln!("SKIPPED: {reason}");
-    false
-}
 
 /// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout`
 /// with `what` in the message.
@@ -93,17 +69,6 @@ pub async fn wait_until<F: FnMut() -> bool>(what: &str, timeout: Duration, mut c
         async move { ok.then_some(()) }
     })
     .await
-}
-
-/// `hex` of `sha256:hex`.
-pub fn hex_of(digest: &str) -> &str {
-    digest.strip_prefix("sha256:").unwrap_or(digest)
-}
-
-/// sha256 digest in `sha256:<hex>` form.
-pub fn sha256_digest(data: &[u8]) -> String {
-    use sha2::Digest;
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
 }
 
 /// Deterministic incompressible bytes (xorshift), fast even in debug builds.
@@ -178,8 +143,10 @@ pub fn dir_entries(dir: &Path) -> Vec<String> {
     names
 }
 
-/// One test's world: a fresh registry, a fresh temp root, a berthd on it and
-/// a CRI client. Fields drop in order: berthd is killed before its root goes.
+/// One test's world, the fixture every berthd test starts from: a fresh
+/// registry, a fresh temp root, a berthd on it and a CRI client. Fields drop in
+/// order: berthd is killed before its root goes. [`world::World`] is this with
+/// a pod network and an image pulled.
 pub struct TestBed {
     pub cri: Cri,
     pub berthd: Berthd,
@@ -197,16 +164,27 @@ impl TestBed {
         if !prerequisites_met() {
             return None;
         }
+        Some(Self::launch(opts, |_| {}).await)
+    }
+
+    /// The one construction every fixture goes through, prerequisites checked
+    /// by the caller: `configure` sees the root before berthd starts on it (a
+    /// pod network, a config of its own).
+    pub(crate) async fn launch(
+        opts: RegistryOpts<'_>,
+        configure: impl FnOnce(&TestEnv),
+    ) -> TestBed {
         let registry = Registry::start(opts).await;
         let env = TestEnv::new();
+        configure(&env);
         let berthd = Berthd::start(&env).await;
         let cri = berthd.cri().await;
-        Some(TestBed {
+        TestBed {
             cri,
             berthd,
             env,
             registry,
-        })
+        }
     }
 
     /// Pushes `image` as `repo:tag` to this bed's registry; returns the reference.

@@ -22,37 +22,30 @@ use super::daemon::{BERTHD, Cri, TestEnv};
 
 const CNI_BIN: &str = "/usr/lib/cni";
 
+/// CNI plugins every pod test's network uses.
+pub const CNI_PLUGINS: [&str; 3] = ["bridge", "host-local", "loopback"];
+
+/// Tools the pod tests run beyond the registry's: the runtime, the container
+/// image's busybox, and what inspects a pod's network namespace.
+const POD_TOOLS: [&str; 4] = [
+    "/usr/sbin/runc",
+    "/usr/bin/busybox",
+    "/usr/bin/nsenter",
+    "/usr/sbin/ip",
+];
+
+/// Whether this machine can run pods (and the registry tests' needs); prints
+/// why not, or fails under CI.
 pub fn prerequisites_met() -> bool {
-    if !super::prerequisites_met() {
-        return false;
-    }
-    let mut missing = Vec::new();
-    for path in [
-        "/usr/sbin/runc",
-        "/usr/bin/busybox",
-        "/usr/bin/nsenter",
-        "/usr/sbin/ip",
-    ]
-    .into_iter()
-    .map(String::from)
-    .chain(
-        ["bridge", "host-local", "loopback"]
-            .iter()
-            .map(|p| format!("{CNI_BIN}/{p}")),
-    ) {
-        if !Path::new(&path).exists() {
-            missing.push(format!("{path} is not installed"));
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let reason = missing.join(", ");
-    if std::env::var_os("CI").is_some() {
-        panic!("pod test prerequisites missing under CI: {reason}");
-    }
-    eprintln!("SKIPPED: {reason}");
-    false
+    prerequisites_for_plugins(&CNI_PLUGINS)
+}
+
+/// Like [`prerequisites_met`], with these CNI plugins.
+pub fn prerequisites_for_plugins(plugins: &[&str]) -> bool {
+    let paths = (berth_testkit::REGISTRY_TOOLS.iter().map(|t| t.to_string()))
+        .chain(POD_TOOLS.iter().map(|t| t.to_string()))
+        .chain(plugins.iter().map(|p| format!("{CNI_BIN}/{p}")));
+    berth_testkit::prerequisites_met_for(paths)
 }
 
 /// The shim and the static pause binary, built once per test process if needed.

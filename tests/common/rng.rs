@@ -1,6 +1,6 @@
 //! A deterministic generator for the randomised tests (faults, races, fuzzing):
 //! xorshift64*, no dependency, replayable from the printed seed. The bench's crash
-//! loop (`src/cli/bench/crash.rs`) draws the same sequence.
+//! loop (`tests/bench/src/bench/crash.rs`) draws the same sequence.
 
 /// xorshift64*: the same sequence for the same seed.
 #[derive(Clone)]

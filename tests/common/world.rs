@@ -4,29 +4,53 @@
 //! the tests repeat.
 
 use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1 as cri;
 
-use super::daemon::{Berthd, Cri, TestEnv};
+use super::TestBed;
 use super::image::{Image, Layer};
 use super::pod::{self, PodNet};
-use super::registry::{Registry, RegistryOpts};
+use super::registry::RegistryOpts;
 
 pub const RUNNING: i32 = cri::ContainerState::ContainerRunning as i32;
 pub const EXITED: i32 = cri::ContainerState::ContainerExited as i32;
 
-/// A berthd with a pod network, a registry holding a busybox image, and that image
-/// pulled.
+/// A [`TestBed`] (its fields read through `Deref`: `w.cri`, `w.berthd`,
+/// `w.env`, `w.registry`) with a pod network, a busybox image in its registry,
+/// and that image pulled.
 pub struct World {
-    pub cri: Cri,
-    pub berthd: Berthd,
+    /// Torn down after berthd is killed (see `Drop`), before the root goes.
     pub net: PodNet,
-    pub env: TestEnv,
-    pub registry: Registry,
+    pub bed: TestBed,
     pub image: String,
     pub logs: PathBuf,
+}
+
+impl Deref for World {
+    type Target = TestBed;
+
+    fn deref(&self) -> &TestBed {
+        &self.bed
+    }
+}
+
+impl DerefMut for World {
+    fn deref_mut(&mut self) -> &mut TestBed {
+        &mut self.bed
+    }
+}
+
+impl Drop for World {
+    /// berthd goes first, as in a plain [`TestBed`], so the network's teardown
+    /// never races it; then `net`, then the bed's root and registry.
+    fn drop(&mut self) {
+        if self.bed.berthd.is_running() {
+            self.bed.berthd.kill9();
+        }
+    }
 }
 
 impl World {
@@ -50,25 +74,23 @@ impl World {
         if !pod::prerequisites_met() {
             return None;
         }
-        let registry = Registry::start(RegistryOpts::default()).await;
-        let env = TestEnv::new();
-        let net = PodNet::configure(&env, plugins, None);
-        if !extra_config.is_empty() {
-            let config = std::fs::read_to_string(&env.config).unwrap();
-            std::fs::write(&env.config, format!("{config}\n{extra_config}")).unwrap();
-        }
-        let berthd = Berthd::start(&env).await;
-        let cri = berthd.cri().await;
-        image.push(&registry, "test/busybox", "1").await;
-        let image = format!("{}/test/busybox:1", registry.host());
-        cri.pull(&image).await.expect("pull busybox");
-        let logs = env.path().join("pod-logs");
+        let mut net = None;
+        let bed = TestBed::launch(RegistryOpts::default(), |env| {
+            net = Some(PodNet::configure(env, plugins, None));
+            if !extra_config.is_empty() {
+                let config = std::fs::read_to_string(&env.config).unwrap();
+                std::fs::write(&env.config, format!("{config}\n{extra_config}")).unwrap();
+            }
+        })
+        .await;
+        let net = net.expect("configured before berthd started");
+        image.push(&bed.registry, "test/busybox", "1").await;
+        let image = format!("{}/test/busybox:1", bed.registry.host());
+        bed.cri.pull(&image).await.expect("pull busybox");
+        let logs = bed.env.path().join("pod-logs");
         Some(World {
-            cri,
-            berthd,
             net,
-            env,
-            registry,
+            bed,
             image,
             logs,
         })

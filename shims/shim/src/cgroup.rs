@@ -1,148 +1,53 @@
-//! Finding a container's cgroup and reading its statistics (v1 and v2) into
-//! containerd's metrics types.
-//!
-//! A hybrid host mounts v1 controllers and a v2 tree side by side; when the
-//! memory controller is on v1 (as on this project's hosts) the v1 files are
-//! the ones the kernel fills, so v1 wins.
+//! A container's cgroup statistics as containerd's Stats call returns them
+//! (v1 and v2 metrics). Finding the cgroup and reading its files is
+//! `berth_cgroup`'s, shared with berthd.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+pub use berth_cgroup::{Cgroup, CgroupV1, oom_kills};
+use berth_cgroup::{Hierarchies, read_flat};
 use containerd_shim_protos::cgroups::metrics as v1;
 use containerd_shim_protos::cgroups_v2::metrics as v2;
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum Cgroup {
-    /// Per-controller directories of a v1 hierarchy.
-    V1 {
-        controllers: HashMap<String, PathBuf>,
-    },
-    /// The unified directory.
-    V2 { dir: PathBuf },
+/// The cgroup of `pid`, from `/proc/<pid>/cgroup` and the mount table.
+pub fn of_pid(pid: u32) -> Option<Cgroup> {
+    Hierarchies::of_this_host().ok()?.of_process(pid)
 }
 
-impl Cgroup {
-    /// The cgroup of `pid`, from `/proc/<pid>/cgroup` and the mount table.
-    pub fn of_pid(pid: u32) -> Option<Cgroup> {
-        let membership = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-        resolve(&membership, &mounts)
-    }
-
-    pub fn memory_dir(&self) -> Option<&Path> {
-        match self {
-            Cgroup::V1 { controllers } => controllers.get("memory").map(PathBuf::as_path),
-            Cgroup::V2 { dir } => Some(dir),
-        }
-    }
-
-    /// Metrics as containerd's Stats call returns them.
-    pub fn stats(&self) -> Any {
-        match self {
-            Cgroup::V1 { controllers } => {
-                let m = v1_metrics(controllers);
-                Any {
-                    type_url: "io.containerd.cgroups.v1.Metrics".into(),
-                    value: m.write_to_bytes().unwrap_or_default(),
-                    ..Default::default()
-                }
-            }
-            Cgroup::V2 { dir } => {
-                let m = v2_metrics(dir);
-                Any {
-                    type_url: "io.containerd.cgroups.v2.Metrics".into(),
-                    value: m.write_to_bytes().unwrap_or_default(),
-                    ..Default::default()
-                }
-            }
-        }
-    }
-}
-
-/// Pure part of [`Cgroup::of_pid`], testable from fixtures.
-fn resolve(membership: &str, mountinfo: &str) -> Option<Cgroup> {
-    // mountinfo: id parent major:minor root mountpoint opts - fstype source superopts
-    let mut v1_mounts: Vec<(Vec<String>, String, String)> = Vec::new();
-    let mut v2_mount: Option<(String, String)> = None;
-    for line in mountinfo.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        let pre: Vec<&str> = pre.split(' ').collect();
-        let post: Vec<&str> = post.split(' ').collect();
-        if pre.len() < 5 || post.len() < 3 {
-            continue;
-        }
-        let (root, point) = (pre[3].to_string(), pre[4].to_string());
-        match post[0] {
-            "cgroup" => {
-                let ctrls = post[2].split(',').map(String::from).collect();
-                v1_mounts.push((ctrls, root, point));
-            }
-            "cgroup2" => v2_mount = Some((root, point)),
-            _ => {}
-        }
-    }
-    let join = |root: &str, point: &str, path: &str| {
-        let rel = path
-            .strip_prefix(root)
-            .unwrap_or(path)
-            .trim_start_matches('/');
-        Path::new(point).join(rel)
+/// Metrics as containerd's Stats call returns them.
+pub fn stats(cg: &Cgroup) -> Any {
+    let (type_url, value) = match cg {
+        Cgroup::V1(c) => (
+            "io.containerd.cgroups.v1.Metrics",
+            v1_metrics(c).write_to_bytes(),
+        ),
+        Cgroup::V2(dir) => (
+            "io.containerd.cgroups.v2.Metrics",
+            v2_metrics(dir).write_to_bytes(),
+        ),
     };
-    let mut controllers = HashMap::new();
-    let mut unified = None;
-    for line in membership.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(_), Some(names), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
-            continue;
-        };
-        if names.is_empty() {
-            unified = Some(path.to_string());
-            continue;
-        }
-        for name in names.split(',') {
-            if let Some((_, root, point)) = v1_mounts
-                .iter()
-                .find(|(c, _, _)| c.iter().any(|c| c == name))
-            {
-                controllers.insert(name.to_string(), join(root, point, path));
-            }
-        }
+    Any {
+        type_url: type_url.into(),
+        value: value.unwrap_or_default(),
+        ..Default::default()
     }
-    if controllers.contains_key("memory") {
-        return Some(Cgroup::V1 { controllers });
-    }
-    let (root, point) = v2_mount?;
-    Some(Cgroup::V2 {
-        dir: join(&root, &point, &unified?),
-    })
 }
 
+/// A counter file, 0 when missing (containerd's metrics have no "unknown").
 fn read_u64(path: &Path) -> u64 {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
+    berth_cgroup::read_u64(path).unwrap_or(0)
 }
 
-/// `key value` lines (memory.stat, cpu.stat, memory.events).
-fn read_flat(path: &Path) -> HashMap<String, u64> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            Some((k.to_string(), v.trim().parse().ok()?))
-        })
-        .collect()
+/// A v2 limit file, `u64::MAX` for "max", 0 when missing.
+fn read_limit(path: &Path) -> u64 {
+    berth_cgroup::read_limit(path).unwrap_or(0)
 }
 
-fn v1_metrics(c: &HashMap<String, PathBuf>) -> v1::Metrics {
+fn v1_metrics(c: &CgroupV1) -> v1::Metrics {
     let mut m = v1::Metrics::new();
-    if let Some(dir) = c.get("pids") {
+    if let Some(dir) = c.dir("pids") {
         m.pids = Some(v1::PidsStat {
             current: read_u64(&dir.join("pids.current")),
             limit: read_u64(&dir.join("pids.max")),
@@ -150,7 +55,7 @@ fn v1_metrics(c: &HashMap<String, PathBuf>) -> v1::Metrics {
         })
         .into();
     }
-    if let Some(dir) = c.get("cpuacct") {
+    if let Some(dir) = c.dir("cpuacct") {
         let stat = read_flat(&dir.join("cpuacct.stat"));
         // cpuacct.stat is in USER_HZ ticks; containerd reports nanoseconds.
         let tick = 1_000_000_000 / 100;
@@ -168,7 +73,7 @@ fn v1_metrics(c: &HashMap<String, PathBuf>) -> v1::Metrics {
             ..Default::default()
         })
         .into();
-        if let Some(cpu_dir) = c.get("cpu") {
+        if let Some(cpu_dir) = c.dir("cpu") {
             let t = read_flat(&cpu_dir.join("cpu.stat"));
             cpu.throttling = Some(v1::Throttle {
                 periods: t.get("nr_periods").copied().unwrap_or(0),
@@ -180,7 +85,7 @@ fn v1_metrics(c: &HashMap<String, PathBuf>) -> v1::Metrics {
         }
         m.cpu = Some(cpu).into();
     }
-    if let Some(dir) = c.get("memory") {
+    if let Some(dir) = c.dir("memory") {
         let s = read_flat(&dir.join("memory.stat"));
         let g = |k: &str| s.get(k).copied().unwrap_or(0);
         let entry = |prefix: &str| v1::MemoryEntry {
@@ -240,15 +145,6 @@ fn v1_metrics(c: &HashMap<String, PathBuf>) -> v1::Metrics {
         .into();
     }
     m
-}
-
-/// A v2 limit file: "max" means unlimited.
-fn read_limit(path: &Path) -> u64 {
-    match std::fs::read_to_string(path) {
-        Ok(s) if s.trim() == "max" => u64::MAX,
-        Ok(s) => s.trim().parse().unwrap_or(0),
-        Err(_) => 0,
-    }
 }
 
 fn v2_metrics(dir: &Path) -> v2::Metrics {
@@ -314,71 +210,4 @@ fn v2_metrics(dir: &Path) -> v2::Metrics {
     })
     .into();
     m
-}
-
-/// The OOM kill counter the kernel keeps for a memory cgroup directory.
-pub fn oom_kills(memory_dir: &Path, v2: bool) -> Option<u64> {
-    let file = if v2 {
-        "memory.events"
-    } else {
-        "memory.oom_control"
-    };
-    let text = std::fs::read_to_string(memory_dir.join(file)).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("oom_kill "))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const HYBRID_MOUNTS: &str = "\
-32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
-33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
-35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
-39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw";
-
-    #[test]
-    fn hybrid_prefers_v1_memory() {
-        let membership =
-            "8:pids:/pod/c1\n4:memory:/pod/c1\n2:cpuacct:/pod/c1\n1:cpu:/pod/c1\n0::/\n";
-        let cg = resolve(membership, HYBRID_MOUNTS).unwrap();
-        assert_eq!(
-            cg.memory_dir(),
-            Some(Path::new("/sys/fs/cgroup/memory/pod/c1"))
-        );
-        let Cgroup::V1 { controllers } = cg else {
-            panic!("v1 expected")
-        };
-        assert_eq!(
-            controllers["pids"],
-            PathBuf::from("/sys/fs/cgroup/pids/pod/c1")
-        );
-    }
-
-    #[test]
-    fn pure_v2() {
-        let mounts = "30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate";
-        let cg = resolve("0::/kubepods/pod1/c1\n", mounts).unwrap();
-        assert_eq!(
-            cg,
-            Cgroup::V2 {
-                dir: PathBuf::from("/sys/fs/cgroup/kubepods/pod1/c1")
-            }
-        );
-    }
-
-    #[test]
-    fn mount_root_is_stripped() {
-        let mounts = "35 31 0:32 /outer /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory";
-        let cg = resolve("4:memory:/outer/c1\n", mounts).unwrap();
-        assert_eq!(cg.memory_dir(), Some(Path::new("/sys/fs/cgroup/memory/c1")));
-    }
-
-    #[test]
-    fn no_cgroup_info_is_none() {
-        assert_eq!(resolve("", HYBRID_MOUNTS), None);
-    }
 }

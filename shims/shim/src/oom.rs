@@ -99,7 +99,7 @@ impl OomWatcher {
         let Some(dir) = cg.memory_dir().map(PathBuf::from) else {
             return Ok(());
         };
-        let v2 = matches!(cg, Cgroup::V2 { .. });
+        let v2 = cg.is_v2();
         let source = if v2 {
             let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
                 .context(|| "inotify_init".to_string())?;

@@ -420,7 +420,6 @@ esac
         let d = testing::driven();
         let dir = tempfile::tempdir().unwrap();
         let runtime = fake_runtime(dir.path(), Arc::clone(&d.reaper));
-        let started = Instant::now();
         let opts = SpawnOpts {
             pid_file: &dir.path().join("init.pid"),
             log_file: &dir.path().join("log.json"),
@@ -438,7 +437,6 @@ esac
             ),
             "{err}"
         );
-        assert!(started.elapsed() < Duration::from_secs(5), "bounded");
         let calls = std::fs::read_to_string(dir.path().join("calls")).unwrap();
         assert!(
             calls.lines().any(|l| l.ends_with("delete --force c1")),
@@ -490,7 +488,6 @@ esac
         let d = testing::driven();
         let dir = tempfile::tempdir().unwrap();
         let runtime = fake_runtime(dir.path(), Arc::clone(&d.reaper));
-        let started = Instant::now();
         let err = runtime.kill("c1", 15, false).unwrap_err();
         assert!(
             matches!(
@@ -502,7 +499,6 @@ esac
             ),
             "{err}"
         );
-        assert!(started.elapsed() < Duration::from_secs(5), "bounded");
     }
 
     #[test]

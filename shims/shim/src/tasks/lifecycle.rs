@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use super::exec::file_safe;
 use super::table::Container;
 use super::{CreateRequest, Tasks};
-use crate::cgroup::Cgroup;
+use crate::cgroup;
 use crate::console::{Console, ConsoleSocket};
 use crate::error::{Context, Error, Result};
 use crate::mount;
@@ -42,7 +42,7 @@ impl Tasks {
         }
         match self.create_init(&req, &runtime) {
             Ok((pid, console, io, mounted)) => {
-                let cgroup = Cgroup::of_pid(pid);
+                let cgroup = cgroup::of_pid(pid);
                 if let Some(cg) = &cgroup
                     && let Err(e) = self.oom.watch(&req.id, cg)
                 {

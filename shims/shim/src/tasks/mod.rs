@@ -22,7 +22,7 @@ use std::time::SystemTime;
 use containerd_shim_protos::api::Mount;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 
-use crate::cgroup::Cgroup;
+use crate::cgroup;
 use crate::error::{Context, Error, Result};
 use crate::events::Publisher;
 use crate::oom::OomWatcher;
@@ -235,7 +235,7 @@ impl Tasks {
         let c = t.get(id)?;
         c.cgroup
             .as_ref()
-            .map(Cgroup::stats)
+            .map(cgroup::stats)
             .ok_or_else(|| Error::NotFound(format!("cgroup of container {id}")))
     }
 

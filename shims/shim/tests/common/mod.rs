@@ -67,20 +67,14 @@ pub struct Env {
     spec: Value,
 }
 
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
+/// What the shim's tests run: the runtime, and the busybox the containers hold.
+const PREREQUISITES: [&str; 2] = ["/usr/sbin/runc", BUSYBOX];
 
 impl Env {
-    /// None (after saying why) when this machine cannot run containers.
+    /// None (after saying why) when this machine cannot run containers; under
+    /// CI that is a failure instead, as for the integration tests.
     pub fn new() -> Option<Env> {
-        if !is_root() {
-            eprintln!("skipping: needs root");
-            return None;
-        }
-        if Command::new("runc").arg("--version").output().is_err() || !Path::new(BUSYBOX).exists() {
-            eprintln!("skipping: needs runc and a static busybox at {BUSYBOX}");
+        if !berth_testkit::prerequisites_met_for(PREREQUISITES) {
             return None;
         }
         let dir = tempfile::Builder::new()
@@ -534,5 +528,28 @@ impl EventSink {
             .iter()
             .map(|(t, _, _)| t.clone())
             .collect()
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether process `pid` is gone (or a zombie nobody reaped yet).
+pub fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => true,
     }
 }

@@ -14,12 +14,12 @@
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{REGISTRY_BIN, hex_of};
+use crate::{REGISTRY_BIN, hex_of, tail};
 
 #[derive(Default, Clone, Copy)]
 pub struct RegistryOpts<'a> {
@@ -88,11 +88,21 @@ impl AccessLogEntry {
 
 impl Registry {
     /// Starts a registry with empty storage on a free loopback port and waits
-    /// until `GET /v2/` answers.
+    /// until `GET /v2/` answers. Its storage is in a fresh temporary directory.
     pub async fn start(opts: RegistryOpts<'_>) -> Registry {
+        Self::launch(&std::env::temp_dir(), opts).await
+    }
+
+    /// Like [`Registry::start`], with its directory (storage, logs) made in
+    /// `parent`: the benchmark keeps its big images off a tmpfs `/tmp`.
+    pub async fn start_in(parent: &Path, opts: RegistryOpts<'_>) -> Registry {
+        Self::launch(parent, opts).await
+    }
+
+    async fn launch(parent: &Path, opts: RegistryOpts<'_>) -> Registry {
         let mut last_error = String::new();
         for _attempt in 0..3 {
-            match Self::try_start(opts).await {
+            match Self::try_start(parent, opts).await {
                 Ok(registry) => return registry,
                 // Another test may have grabbed the port between our probe and the bind.
                 Err(e) if e.contains("address already in use") => last_error = e,
@@ -102,11 +112,11 @@ impl Registry {
         panic!("docker-registry did not start: {last_error}");
     }
 
-    async fn try_start(opts: RegistryOpts<'_>) -> Result<Registry, String> {
+    async fn try_start(parent: &Path, opts: RegistryOpts<'_>) -> Result<Registry, String> {
         let dir = tempfile::Builder::new()
             .prefix("berth-registry-")
-            .tempdir()
-            .expect("registry tempdir");
+            .tempdir_in(parent)
+            .map_err(|e| format!("registry directory in {}: {e}", parent.display()))?;
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let storage = dir.path().join("storage");
@@ -323,9 +333,4 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-pub(crate) fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }

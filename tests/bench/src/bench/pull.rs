@@ -16,9 +16,9 @@ use super::Result;
 use super::client::{container_config, pod_config};
 use super::floors;
 use super::memory::side;
-use super::registry::Registry;
 use super::report::{Report, Side};
 use super::runtimes::Runtime;
+use berth_testkit::Registry;
 
 pub struct Options {
     pub settle: Duration,

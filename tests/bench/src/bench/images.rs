@@ -9,74 +9,33 @@
 //!   seed so that every run pushes the same bytes, and every pull run its own
 //!   image (cold for every side without deleting anything between runs).
 
-use std::io::Write;
 use std::path::Path;
 
-use bytes::Bytes;
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-use tar::{EntryType, Header};
+use berth_testkit::image::{Image, ImageBuilder, Layer, LayerBlob};
 
 use super::Result;
 
-const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-/// A fixed mtime: the same seed gives the same digests.
-const MTIME: u64 = 1_700_000_000;
+/// gzip level of the bench's layers: gzip's default, as image builders use, so
+/// the big image is the size (about 100 MB) a registry would serve.
+const GZIP_LEVEL: u32 = 6;
 
-#[derive(Clone)]
-pub struct Blob {
-    pub media_type: String,
-    pub digest: String,
-    pub data: Bytes,
-}
-
-impl Blob {
-    fn new(media_type: &str, data: Vec<u8>) -> Blob {
-        Blob {
-            media_type: media_type.to_string(),
-            digest: sha256(&data),
-            data: Bytes::from(data),
-        }
-    }
-
-    pub fn size(&self) -> u64 {
-        self.data.len() as u64
-    }
-}
-
-pub struct LayerBlob {
-    pub blob: Blob,
-    pub diff_id: String,
-    /// Size of the uncompressed tar.
-    pub tar_size: u64,
-    pub files: usize,
-}
-
-/// An image as pushed: manifest, config and gzip layers.
+/// An image as pushed (the test kit's), and what its layers hold uncompressed.
 pub struct ImageBlobs {
-    pub manifest: Blob,
-    pub config: Blob,
-    pub layers: Vec<LayerBlob>,
+    pub image: Image,
+    /// Sizes of the uncompressed tars, layer by layer.
+    pub tar_sizes: Vec<u64>,
+    /// Regular files and hard links in all layers.
+    pub files: usize,
 }
 
 impl ImageBlobs {
     pub fn compressed_size(&self) -> u64 {
-        self.layers.iter().map(|l| l.blob.size()).sum()
+        self.image.layers.iter().map(LayerBlob::size).sum()
     }
 
     pub fn tar_size(&self) -> u64 {
-        self.layers.iter().map(|l| l.tar_size).sum()
+        self.tar_sizes.iter().sum()
     }
-
-    pub fn files(&self) -> usize {
-        self.layers.iter().map(|l| l.files).sum()
-    }
-}
-
-fn sha256(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
 /// An uncompressed layer and how many files (regular files and hard links) it holds.
@@ -85,58 +44,45 @@ pub struct Tarball {
     pub files: usize,
 }
 
-/// An uncompressed layer tar under construction.
+/// An uncompressed layer tar under construction: the test kit's layer
+/// builder (fixed owner and mtime, so a seed gives the same digests), counting
+/// the files it is given.
 struct LayerTar {
-    tar: tar::Builder<Vec<u8>>,
+    layer: Layer,
     files: usize,
 }
 
 impl LayerTar {
     fn new() -> LayerTar {
         LayerTar {
-            tar: tar::Builder::new(Vec::new()),
+            layer: Layer::new(),
             files: 0,
         }
     }
 
-    fn header(kind: EntryType, mode: u32, size: u64) -> Header {
-        let mut h = Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_mode(mode);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_size(size);
-        h.set_mtime(MTIME);
-        h
+    fn with(&mut self, add: impl FnOnce(Layer) -> Layer) {
+        self.layer = add(std::mem::take(&mut self.layer));
     }
 
-    fn dir(&mut self, path: &str, mode: u32) -> Result<()> {
-        let mut h = Self::header(EntryType::Directory, mode, 0);
-        self.tar
-            .append_data(&mut h, path, std::io::empty())
-            .map_err(|e| format!("tar {path}: {e}"))
+    fn dir(&mut self, path: &str, mode: u32) {
+        self.with(|l| l.dir_with(path, mode, 0, 0));
     }
 
-    fn file(&mut self, path: &str, mode: u32, data: &[u8]) -> Result<()> {
-        let mut h = Self::header(EntryType::Regular, mode, data.len() as u64);
+    fn file(&mut self, path: &str, mode: u32, data: &[u8]) {
         self.files += 1;
-        self.tar
-            .append_data(&mut h, path, data)
-            .map_err(|e| format!("tar {path}: {e}"))
+        self.with(|l| l.file_with(path, data, mode, 0, 0));
     }
 
-    fn hard_link(&mut self, path: &str, target: &str) -> Result<()> {
-        let mut h = Self::header(EntryType::Link, 0o755, 0);
+    fn hard_link(&mut self, path: &str, target: &str) {
         self.files += 1;
-        self.tar
-            .append_link(&mut h, path, target)
-            .map_err(|e| format!("tar {path}: {e}"))
+        self.with(|l| l.hardlink(path, target));
     }
 
-    fn finish(self) -> Result<Tarball> {
-        let files = self.files;
-        let tar = self.tar.into_inner().map_err(|e| e.to_string())?;
-        Ok(Tarball { tar, files })
+    fn finish(self) -> Tarball {
+        Tarball {
+            tar: self.layer.into_tar(),
+            files: self.files,
+        }
     }
 }
 
@@ -151,38 +97,35 @@ pub fn busybox_layer() -> Result<Tarball> {
         .map_err(|e| format!("busybox --list: {e}"))?;
     let mut layer = LayerTar::new();
     for (dir, mode) in [("bin", 0o755), ("etc", 0o755), ("tmp", 0o1777)] {
-        layer.dir(dir, mode)?;
+        layer.dir(dir, mode);
     }
-    layer.file("bin/busybox", 0o755, &busybox)?;
+    layer.file("bin/busybox", 0o755, &busybox);
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         if !applet.is_empty() && applet != "busybox" && !applet.contains('/') {
-            layer.hard_link(&format!("bin/{applet}"), "bin/busybox")?;
+            layer.hard_link(&format!("bin/{applet}"), "bin/busybox");
         }
     }
-    layer.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")?;
-    layer.file("etc/group", 0o644, b"root:x:0:\n")?;
-    layer.finish()
+    layer.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n");
+    layer.file("etc/group", 0o644, b"root:x:0:\n");
+    Ok(layer.finish())
 }
 
 /// The pause layer (uncompressed): the static pause binary as `/pause`.
 pub fn pause_layer(binary: &Path) -> Result<Tarball> {
     let data = std::fs::read(binary).map_err(|e| format!("{}: {e}", binary.display()))?;
     let mut layer = LayerTar::new();
-    layer.file("pause", 0o755, &data)?;
-    layer.finish()
+    layer.file("pause", 0o755, &data);
+    Ok(layer.finish())
 }
 
 pub fn busybox_image(layer: &Tarball) -> Result<ImageBlobs> {
-    image(
-        std::slice::from_ref(layer),
-        json!({"Env": ["PATH=/bin"], "Cmd": ["sh"]}),
-    )
+    image(std::slice::from_ref(layer), Image::oci().cmd(&["sh"]))
 }
 
 pub fn pause_image(layer: &Tarball) -> Result<ImageBlobs> {
     image(
         std::slice::from_ref(layer),
-        json!({"Env": ["PATH=/"], "Entrypoint": ["/pause"]}),
+        Image::oci().entrypoint(&["/pause"]).cmd(&[]),
     )
 }
 
@@ -195,12 +138,9 @@ pub fn extra_image(seed: u64) -> Result<ImageBlobs> {
         .flat_map(|_| rng.next().to_le_bytes())
         .collect();
     let mut layer = LayerTar::new();
-    layer.dir("extra", 0o755)?;
-    layer.file("extra/data", 0o644, &data)?;
-    image(
-        &[layer.finish()?],
-        json!({"Env": ["PATH=/bin"], "Cmd": ["sh"]}),
-    )
+    layer.dir("extra", 0o755);
+    layer.file("extra/data", 0o644, &data);
+    image(&[layer.finish()], Image::oci().cmd(&["sh"]))
 }
 
 /// The extra image's payload: the size tests/faults.rs uses.
@@ -237,7 +177,7 @@ pub fn big_image(seed: u64) -> Result<ImageBlobs> {
             })
             .collect::<Result<Vec<_>>>()
     })?;
-    image(&layers, json!({"Env": ["PATH=/bin"], "Cmd": ["/bin/true"]}))
+    image(&layers, Image::oci().cmd(&["/bin/true"]))
 }
 
 /// One layer of about `bytes` (plus busybox, when given): directories of 24
@@ -249,21 +189,21 @@ fn big_layer(seed: u64, index: usize, bytes: u64, busybox: Option<&[u8]>) -> Res
     let vocabulary = Vocabulary::new(&mut rng);
     let mut layer = LayerTar::new();
     if let Some(busybox) = busybox {
-        layer.dir("bin", 0o755)?;
-        layer.file("bin/busybox", 0o755, busybox)?;
-        layer.hard_link("bin/sh", "bin/busybox")?;
-        layer.hard_link("bin/true", "bin/busybox")?;
+        layer.dir("bin", 0o755);
+        layer.file("bin/busybox", 0o755, busybox);
+        layer.hard_link("bin/sh", "bin/busybox");
+        layer.hard_link("bin/true", "bin/busybox");
     }
     let top = format!("usr/share/bench{index}");
-    layer.dir("usr", 0o755)?;
-    layer.dir("usr/share", 0o755)?;
-    layer.dir(&top, 0o755)?;
+    layer.dir("usr", 0o755);
+    layer.dir("usr/share", 0o755);
+    layer.dir(&top, 0o755);
     let (mut written, mut file, mut dir) = (0u64, 0usize, String::new());
     let mut content = Vec::new();
     while written < bytes {
         if file % 24 == 0 {
             dir = format!("{top}/d{:03}", file / 24);
-            layer.dir(&dir, 0o755)?;
+            layer.dir(&dir, 0o755);
         }
         let large = rng.below(100) == 0;
         let size = if large {
@@ -290,74 +230,34 @@ fn big_layer(seed: u64, index: usize, bytes: u64, busybox: Option<&[u8]>) -> Res
             vocabulary.fill_text(&mut rng, &mut content, size);
             ["py", "txt", "json", "html"][rng.below(4) as usize]
         };
-        layer.file(&format!("{dir}/f{file:05}.{ext}"), 0o644, &content)?;
+        layer.file(&format!("{dir}/f{file:05}.{ext}"), 0o644, &content);
         written += size as u64;
         file += 1;
     }
-    layer.finish()
+    Ok(layer.finish())
 }
 
-/// Gzips the layers (in parallel) and writes config and manifest.
-fn image(layers: &[Tarball], config: Value) -> Result<ImageBlobs> {
+/// Gzips the layers (in parallel) and adds them to `builder`'s image.
+fn image(layers: &[Tarball], builder: ImageBuilder) -> Result<ImageBlobs> {
     let compressed = std::thread::scope(|s| {
         let handles: Vec<_> = layers
             .iter()
-            .map(|layer| s.spawn(move || gzip(&layer.tar)))
+            .map(|layer| s.spawn(move || LayerBlob::gzip_at(&layer.tar, GZIP_LEVEL)))
             .collect();
         handles
             .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("gzip thread panicked".into()))
-            })
+            .map(|h| h.join().map_err(|_| "gzip thread panicked".to_string()))
             .collect::<Result<Vec<_>>>()
     })?;
-    let layers: Vec<LayerBlob> = layers
-        .iter()
-        .zip(compressed)
-        .map(|(layer, gz)| LayerBlob {
-            blob: Blob::new(LAYER_GZIP, gz),
-            diff_id: sha256(&layer.tar),
-            tar_size: layer.tar.len() as u64,
-            files: layer.files,
-        })
-        .collect();
-    let config = json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": config,
-        "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| &l.diff_id).collect::<Vec<_>>()},
-    });
-    let config = Blob::new(
-        CONFIG,
-        serde_json::to_vec(&config).map_err(|e| e.to_string())?,
-    );
-    let descriptor =
-        |b: &Blob| json!({"mediaType": b.media_type, "digest": b.digest, "size": b.size()});
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": MANIFEST,
-        "config": descriptor(&config),
-        "layers": layers.iter().map(|l| descriptor(&l.blob)).collect::<Vec<_>>(),
-    });
-    let manifest = Blob::new(
-        MANIFEST,
-        serde_json::to_vec(&manifest).map_err(|e| e.to_string())?,
-    );
+    let image = compressed
+        .into_iter()
+        .fold(builder, ImageBuilder::layer)
+        .build();
     Ok(ImageBlobs {
-        manifest,
-        config,
-        layers,
+        image,
+        tar_sizes: layers.iter().map(|l| l.tar.len() as u64).collect(),
+        files: layers.iter().map(|l| l.files).sum(),
     })
-}
-
-fn gzip(data: &[u8]) -> Result<Vec<u8>> {
-    let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(data.len() / 2),
-        flate2::Compression::default(),
-    );
-    encoder.write_all(data).map_err(|e| e.to_string())?;
-    encoder.finish().map_err(|e| e.to_string())
 }
 
 /// splitmix64: small, fast, and the same sequence on every machine and version.
@@ -428,6 +328,8 @@ impl Vocabulary {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
     #[test]
@@ -435,10 +337,10 @@ mod tests {
         let a = big_layer(7, 0, 4 << 20, None).unwrap();
         let b = big_layer(7, 0, 4 << 20, None).unwrap();
         let c = big_layer(8, 0, 4 << 20, None).unwrap();
-        assert_eq!(sha256(&a.tar), sha256(&b.tar));
-        assert_ne!(sha256(&a.tar), sha256(&c.tar));
+        assert_eq!(a.tar, b.tar);
+        assert_ne!(a.tar, c.tar);
         assert!(a.files > 10, "{} files", a.files);
-        let ratio = gzip(&a.tar).unwrap().len() as f64 / a.tar.len() as f64;
+        let ratio = LayerBlob::gzip_at(&a.tar, GZIP_LEVEL).size() as f64 / a.tar.len() as f64;
         assert!((0.3..0.9).contains(&ratio), "gzip ratio {ratio}");
     }
 
@@ -448,13 +350,16 @@ mod tests {
             tar: b"not really a tar".to_vec(),
             files: 1,
         };
-        let image = pause_image(&layer).unwrap();
+        let blobs = pause_image(&layer).unwrap();
+        let image = &blobs.image;
         let manifest: Value = serde_json::from_slice(&image.manifest.data).unwrap();
-        assert_eq!(manifest["layers"][0]["digest"], image.layers[0].blob.digest);
+        assert_eq!(manifest["layers"][0]["digest"], image.layers[0].digest);
         let config: Value = serde_json::from_slice(&image.config.data).unwrap();
         assert_eq!(
             config["rootfs"]["diff_ids"][0],
             image.layers[0].diff_id.as_str()
         );
+        assert_eq!(config["config"]["Entrypoint"][0], "/pause");
+        assert_eq!((blobs.tar_size(), blobs.files), (16, 1));
     }
 }

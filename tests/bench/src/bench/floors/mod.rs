@@ -36,8 +36,8 @@ use super::client::SLEEPER;
 use super::images::Tarball;
 use super::network::PodNetwork;
 use super::procfs;
-use crate::network::NetNs;
-use crate::network::netns as berth_netns;
+use berth::network::NetNs;
+use berth::network::netns as berth_netns;
 
 /// One pod's life on the floor, as the latency scenario times it for the runtimes.
 #[derive(Debug, Clone, Default)]

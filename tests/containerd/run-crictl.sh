@@ -8,7 +8,7 @@
 # processes this script started are stopped, by pid. Prints the shim's memory
 # beside containerd-shim-runc-v2's for the same pod.
 #
-# usage: sudo shims/containerd/run-crictl.sh        (exit 0 = all steps passed)
+# usage: sudo tests/containerd/run-crictl.sh        (exit 0 = all steps passed)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)

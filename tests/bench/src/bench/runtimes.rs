@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_testkit::daemon::{NotServing, wait_serving};
+
 use super::Result;
 use super::client::Cri;
 use super::network::{CNI_BIN, PodNetwork};
@@ -351,31 +353,35 @@ async fn spawn_ready(
         .process_group(0)
         .spawn()
         .map_err(|e| format!("starting {}: {e}", kind.name()))?;
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
+    let serving = wait_serving(&mut child, READY_TIMEOUT, || async {
+        match Cri::connect(socket).await {
+            Ok(cri) => cri.ready().await == Ok(true),
+            Err(_) => false,
+        }
+    })
+    .await;
+    match serving {
+        Ok(()) => {}
+        Err(NotServing::Exited(status)) => {
             return Err(format!(
                 "{} exited with {status} while starting; its log:\n{}",
                 kind.name(),
                 tail(log_path, 20)
             ));
         }
-        if let Ok(cri) = Cri::connect(socket).await
-            && cri.ready().await == Ok(true)
-        {
-            return Ok((child, cri));
-        }
-        if Instant::now() > deadline {
+        Err(NotServing::TimedOut(after)) => {
             let _ = child.kill();
             let _ = child.wait();
             return Err(format!(
-                "{} not ready (RuntimeReady and NetworkReady) after {READY_TIMEOUT:?}; its log:\n{}",
+                "{} not ready (RuntimeReady and NetworkReady) after {after:?}; its log:\n{}",
                 kind.name(),
                 tail(log_path, 20)
             ));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The probe's client is dropped with its closure; this one is the caller's.
+    let cri = Cri::connect(socket).await?;
+    Ok((child, cri))
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {

@@ -21,7 +21,6 @@ mod network;
 mod procfs;
 mod profile;
 mod pull;
-mod registry;
 mod report;
 mod runtimes;
 mod samples;
@@ -31,10 +30,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use berth_testkit::{REGISTRY_BIN, Registry, RegistryOpts};
 use serde_json::json;
 
 use floors::Floor;
-use registry::Registry;
 use report::{Metric, Report, Target, Unit};
 use runtimes::{Binaries, CONTAINERD_BIN, Runtime};
 
@@ -210,42 +209,40 @@ impl Bench {
 
     async fn run(&mut self) -> Result<()> {
         eprintln!("work directory: {}", self.work.display());
-        let registry = Registry::start(&self.work.join("registry")).await?;
-        let certs_d = registry.write_hosts_toml(&self.work.join("certs.d"))?;
+        let registry = Registry::start_in(&self.work, RegistryOpts::default()).await;
+        let certs_d = write_hosts_toml(&registry.host(), &self.work.join("certs.d"))?;
 
         eprintln!("building and pushing images");
         let busybox_layer = images::busybox_layer()?;
         let pause_layer = images::pause_layer(&self.bins.pause)?;
-        registry
-            .push(
-                "bench/busybox",
-                "1",
-                &images::busybox_image(&busybox_layer)?,
-            )
-            .await?;
-        registry
-            .push("bench/pause", "1", &images::pause_image(&pause_layer)?)
-            .await?;
+        images::busybox_image(&busybox_layer)?
+            .image
+            .push(&registry, "bench/busybox", "1")
+            .await;
+        images::pause_image(&pause_layer)?
+            .image
+            .push(&registry, "bench/pause", "1")
+            .await;
         let busybox = registry.reference("bench/busybox", "1");
         let pause = registry.reference("bench/pause", "1");
         let mut bigs = Vec::new();
         if self.args.runs(Scenario::Pull) {
             for i in 0..self.args.pull_runs {
                 let seed = i as u64 + 1;
-                let image = tokio::task::spawn_blocking(move || images::big_image(seed))
+                let big = tokio::task::spawn_blocking(move || images::big_image(seed))
                     .await
                     .map_err(|e| e.to_string())??;
                 let tag = i.to_string();
-                registry.push("bench/big", &tag, &image).await?;
+                big.image.push(&registry, "bench/big", &tag).await;
                 if i == 0 {
                     self.report.meta.insert(
                         "big_image".into(),
                         json!({
-                            "layers": image.layers.len(),
-                            "compressed_bytes": image.compressed_size(),
-                            "layer_bytes": image.layers.iter().map(|l| l.blob.size()).collect::<Vec<_>>(),
-                            "tar_bytes": image.tar_size(),
-                            "files": image.files(),
+                            "layers": big.image.layers.len(),
+                            "compressed_bytes": big.compressed_size(),
+                            "layer_bytes": big.image.layers.iter().map(|l| l.size()).collect::<Vec<_>>(),
+                            "tar_bytes": big.tar_size(),
+                            "files": big.files,
                         }),
                     );
                 }
@@ -259,9 +256,10 @@ impl Bench {
         let crash_seed = self.args.crash_seed.unwrap_or_else(clock_seed);
         let extra = registry.reference("bench/extra", "1");
         if self.args.runs(Scenario::Crash) {
-            registry
-                .push("bench/extra", "1", &images::extra_image(crash_seed)?)
-                .await?;
+            images::extra_image(crash_seed)?
+                .image
+                .push(&registry, "bench/extra", "1")
+                .await;
         }
         self.registry = Some(registry);
 
@@ -570,12 +568,24 @@ fn suite(a: &BenchArgs) -> Vec<Metric> {
     ]
 }
 
+/// `<certs_d>/<host>/hosts.toml` saying the registry at `host` speaks plain
+/// http, in containerd's format, which berth reads too. Returns `certs_d`.
+fn write_hosts_toml(host: &str, certs_d: &Path) -> Result<PathBuf> {
+    let dir = certs_d.join(host);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let toml = format!(
+        "server = \"http://{host}\"\n\n[host.\"http://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+    );
+    std::fs::write(dir.join("hosts.toml"), toml).map_err(|e| e.to_string())?;
+    Ok(certs_d.to_path_buf())
+}
+
 /// Root, and the tools every side needs.
 fn preflight() -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         return Err("berth bench must run as root".into());
     }
-    let mut missing: Vec<String> = [registry::REGISTRY_BIN, "/bin/busybox"]
+    let mut missing: Vec<String> = [REGISTRY_BIN, "/bin/busybox"]
         .into_iter()
         .map(String::from)
         .chain(

@@ -8,8 +8,8 @@ use std::io::Write;
 use serde_json::{Value, json};
 use tar::{EntryType, Header};
 
-use super::registry::Registry;
-use super::sha256_digest;
+use crate::registry::Registry;
+use crate::sha256_digest;
 
 /// Fixed mtime so that the same entries always give the same digests.
 const MTIME: u64 = 1_700_000_000;
@@ -51,9 +51,45 @@ pub struct LayerBlob {
     pub diff_id: String,
 }
 
+/// gzip level of test layers: fast, since tests push many of them.
+const GZIP_LEVEL_FAST: u32 = 1;
+/// zstd level of test layers: zstd's own default.
+const ZSTD_LEVEL: i32 = 3;
+
 impl LayerBlob {
     pub fn size(&self) -> u64 {
         self.data.len() as u64
+    }
+
+    /// `tar` compressed as tests push layers (gzip at its fastest level).
+    pub fn from_tar(tar: &[u8], compression: Compression) -> LayerBlob {
+        match compression {
+            Compression::Gzip => Self::gzip_at(tar, GZIP_LEVEL_FAST),
+            Compression::None => Self::new(compression, tar.to_vec(), tar),
+            Compression::Zstd => {
+                Self::new(compression, zstd::encode_all(tar, ZSTD_LEVEL).unwrap(), tar)
+            }
+        }
+    }
+
+    /// `tar` gzipped at `level` (0-9): the benchmark uses gzip's default, 6,
+    /// as image builders do, so its layers are the size registries serve.
+    pub fn gzip_at(tar: &[u8], level: u32) -> LayerBlob {
+        let mut enc = flate2::write::GzEncoder::new(
+            Vec::with_capacity(tar.len() / 2),
+            flate2::Compression::new(level),
+        );
+        enc.write_all(tar).unwrap();
+        Self::new(Compression::Gzip, enc.finish().unwrap(), tar)
+    }
+
+    fn new(compression: Compression, data: Vec<u8>, tar: &[u8]) -> LayerBlob {
+        LayerBlob {
+            compression,
+            digest: sha256_digest(&data),
+            diff_id: sha256_digest(tar),
+            data,
+        }
     }
 }
 
@@ -252,24 +288,7 @@ impl Layer {
     }
 
     pub fn build(self, compression: Compression) -> LayerBlob {
-        let tar = self.into_tar();
-        let diff_id = sha256_digest(&tar);
-        let data = match compression {
-            Compression::None => tar,
-            Compression::Gzip => {
-                let mut enc =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                enc.write_all(&tar).unwrap();
-                enc.finish().unwrap()
-            }
-            Compression::Zstd => zstd::encode_all(tar.as_slice(), 3).unwrap(),
-        };
-        LayerBlob {
-            compression,
-            digest: sha256_digest(&data),
-            data,
-            diff_id,
-        }
+        LayerBlob::from_tar(&self.into_tar(), compression)
     }
 
     pub fn gzip(self) -> LayerBlob {
@@ -349,6 +368,7 @@ pub struct ImageBuilder {
     user: Option<String>,
     env: Vec<String>,
     cmd: Vec<String>,
+    entrypoint: Vec<String>,
     layers: Vec<LayerBlob>,
     annotations: BTreeMap<String, String>,
     /// The config's `Volumes` keys, as written (odd forms included).
@@ -382,6 +402,12 @@ impl ImageBuilder {
         self
     }
 
+    /// The image's Entrypoint (none by default); `cmd(&[])` leaves it alone.
+    pub fn entrypoint(mut self, args: &[&str]) -> Self {
+        self.entrypoint = args.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
     pub fn arch(mut self, arch: &str) -> Self {
         self.arch = arch.to_string();
         self
@@ -400,6 +426,9 @@ impl ImageBuilder {
 
     pub fn build(self) -> Image {
         let mut container_config = json!({ "Env": self.env, "Cmd": self.cmd });
+        if !self.entrypoint.is_empty() {
+            container_config["Entrypoint"] = json!(self.entrypoint);
+        }
         if let Some(user) = &self.user {
             container_config["User"] = json!(user);
         }
@@ -479,6 +508,7 @@ impl Image {
             user: None,
             env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
             cmd: vec!["/bin/sh".into()],
+            entrypoint: Vec::new(),
             layers: Vec::new(),
             annotations: BTreeMap::new(),
             volumes: Vec::new(),

@@ -6,12 +6,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 use super::Result;
 
@@ -37,14 +35,7 @@ fn failed(call: &'static str) -> impl Fn(tonic::Status) -> String {
 
 impl Cri {
     pub async fn connect(socket: &Path) -> Result<Cri> {
-        let path = socket.to_path_buf();
-        let channel = Endpoint::try_from("http://cri")
-            .map_err(|e| e.to_string())?
-            .timeout(CALL_TIMEOUT)
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move { UnixStream::connect(path).await.map(TokioIo::new) }
-            }))
+        let channel = berth_testkit::cri::connect(socket, CALL_TIMEOUT)
             .await
             .map_err(|e| format!("connecting to {}: {e}", socket.display()))?;
         Ok(Cri {

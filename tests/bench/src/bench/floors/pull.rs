@@ -11,7 +11,7 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use super::super::Result;
-use super::super::registry::Registry;
+use berth_testkit::Registry;
 
 /// The pull floor for `repo:tag`: manifest, config, then every layer at once,
 /// each gunzipped and untarred into `dest/<n>` as it streams in; with `sync`, a
@@ -23,10 +23,10 @@ pub async fn pull(
     dest: &Path,
     sync: bool,
 ) -> Result<Duration> {
-    let http = registry.http();
+    let http = &reqwest::Client::new();
     let t = Instant::now();
     let manifest = http
-        .get(registry.url(&format!("/v2/{repo}/manifests/{tag}")))
+        .get(format!("{}/v2/{repo}/manifests/{tag}", registry.url()))
         .header("Accept", "application/vnd.oci.image.manifest.v1+json")
         .send()
         .await
@@ -37,8 +37,13 @@ pub async fn pull(
         .map_err(|e| format!("manifest: {e}"))?;
     let manifest: Value =
         serde_json::from_slice(&manifest).map_err(|e| format!("manifest: {e}"))?;
-    let blob_url =
-        |d: &Value| registry.url(&format!("/v2/{repo}/blobs/{}", d.as_str().unwrap_or("")));
+    let blob_url = |d: &Value| {
+        format!(
+            "{}/v2/{repo}/blobs/{}",
+            registry.url(),
+            d.as_str().unwrap_or("")
+        )
+    };
     http.get(blob_url(&manifest["config"]["digest"]))
         .send()
         .await
