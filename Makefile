@@ -9,11 +9,11 @@
 CARGO    ?= cargo
 # prometheus: its promtool checks the text tests/metrics.rs scrapes.
 PACKAGES := protobuf-compiler docker-registry apache2-utils skopeo runc containerd \
-            containernetworking-plugins busybox-static zstd iproute2 \
+            containernetworking-plugins busybox-static zstd iproute2 python3-pip \
             prometheus
 BERTHD   := target/release/berthd
 
-.PHONY: run test deps build check unit integration e2e-containerd bench clean
+.PHONY: run test deps build check unit integration e2e-containerd bench clean install deb
 
 ## Install the Debian packages berth and its tests need, only those missing.
 deps:
@@ -25,6 +25,12 @@ deps:
 		echo "installing:$$missing"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+	@# tests/any_authority.rs: a gRPC core client with its defaults (Debian's
+	@# python3-grpcio predates the percent-encoded unix authority, so PyPI's;
+	@# Debian's own python3 refuses pip without --break-system-packages, which
+	@# installs into /usr/local and leaves Debian's packages alone).
+	@python3 -c 'import grpc' 2>/dev/null || python3 -m pip install -q grpcio 2>/dev/null || \
+		python3 -m pip install -q --break-system-packages grpcio
 
 ## The pause binary runs alone in a rootfs of its own, so the static build replaces
 ## the dynamic one next to berthd, where berthd looks for it.
@@ -78,3 +84,40 @@ clean:
 .PHONY: critest
 critest:
 	critest/run.sh
+
+## Install what `make build` built, as packagers expect (DESTDIR, PREFIX):
+## berthd, berth, the shim and the static pause binary side by side in BINDIR
+## (berthd looks for the shim and berth-pause in its own directory), the systemd
+## unit with ExecStart pointing there, and config/config.toml as
+## /etc/berth/config.toml only when there is none (an operator's is kept).
+## BUILD_DIR says where the four binaries are (make build leaves them in target/release).
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+SYSCONFDIR ?= /etc
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+BUILD_DIR  ?= target/release
+INSTALLED_BINS := berthd berth containerd-shim-berth-v2 berth-pause
+
+install:
+	@for b in $(INSTALLED_BINS); do \
+		[ -x "$(BUILD_DIR)/$$b" ] || { echo "$(BUILD_DIR)/$$b is missing: run make build first" >&2; exit 1; }; \
+	done
+	install -d -m 0755 "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(SYSCONFDIR)/berth" "$(DESTDIR)$(UNITDIR)"
+	for b in $(INSTALLED_BINS); do install -m 0755 "$(BUILD_DIR)/$$b" "$(DESTDIR)$(BINDIR)/$$b"; done
+	sed 's|^ExecStart=/usr/local/bin/berthd|ExecStart=$(BINDIR)/berthd|' config/berthd.service > "$(DESTDIR)$(UNITDIR)/berthd.service.tmp"
+	chmod 0644 "$(DESTDIR)$(UNITDIR)/berthd.service.tmp"
+	mv "$(DESTDIR)$(UNITDIR)/berthd.service.tmp" "$(DESTDIR)$(UNITDIR)/berthd.service"
+	@if [ -e "$(DESTDIR)$(SYSCONFDIR)/berth/config.toml" ]; then \
+		echo "keeping the existing $(DESTDIR)$(SYSCONFDIR)/berth/config.toml (the new defaults are in config/config.toml)"; \
+	else \
+		install -m 0644 config/config.toml "$(DESTDIR)$(SYSCONFDIR)/berth/config.toml"; \
+	fi
+
+## A Debian package of the same files (target/debian/berth_*.deb), with cargo-deb
+## (installed from crates.io when missing); `apt install ./target/debian/berth_*.deb`.
+## Its layout is in Cargo.toml's [package.metadata.deb]. Not in CI's default run.
+deb: build
+	@$(CARGO) deb --version >/dev/null 2>&1 || $(CARGO) install cargo-deb --locked
+	mkdir -p target/deb
+	sed 's|^ExecStart=/usr/local/bin/berthd|ExecStart=/usr/bin/berthd|' config/berthd.service > target/deb/berthd.service
+	$(CARGO) deb --no-build -p berth

@@ -16,6 +16,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::admin::AdminService;
 use crate::admin::proto::admin_server::AdminServer;
+use crate::authority::AnyAuthority;
 use crate::config::Config;
 use crate::container::ContainerService;
 use crate::cri::{CriImageService, CriRuntimeService, RuntimeInfo};
@@ -105,6 +106,7 @@ pub async fn run(config: Config) -> Result<()> {
         sandboxes: sandboxes.clone(),
         containers: containers.clone(),
     });
+    let shutdown = shutdown_signal();
     let listener = bind_socket(&config.socket)?;
     let socket = config.socket.clone();
     let info = Arc::new(RuntimeInfo {
@@ -136,16 +138,19 @@ pub async fn run(config: Config) -> Result<()> {
         tracing::info!(address = %bound, "serving metrics at /metrics");
     }
     tokio::spawn(streaming_server.serve(stop_rx.clone()));
-    let serve =
-        server.serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
-            let mut rx = stop_rx;
-            let _ = rx.wait_for(|stop| *stop).await;
-        });
+    let serve = server.serve_with_incoming_shutdown(accept_any_authority(listener), async move {
+        let mut rx = stop_rx;
+        let _ = rx.wait_for(|stop| *stop).await;
+    });
     tokio::pin!(serve);
+    // The socket is bound and listening: a client connecting now is served as
+    // soon as `serve` is first polled, just below.
+    crate::notify::ready();
     let result = tokio::select! {
         r = &mut serve => r,
-        signal = shutdown_signal() => {
+        signal = shutdown => {
             tracing::info!(%signal, "shutting down");
+            crate::notify::stopping();
             let _ = stop_tx.send(true);
             match tokio::time::timeout(SHUTDOWN_GRACE, &mut serve).await {
                 Ok(r) => r,
@@ -161,18 +166,32 @@ pub async fn run(config: Config) -> Result<()> {
     result.map_err(|e| Error::Unavailable(format!("serving {}: {e}", socket.display())))
 }
 
-async fn shutdown_signal() -> &'static str {
+/// Accepted connections, each taking any `:authority` (see `crate::authority`).
+fn accept_any_authority(
+    listener: UnixListener,
+) -> impl futures::Stream<Item = std::io::Result<AnyAuthority<tokio::net::UnixStream>>> {
+    use futures::StreamExt;
+    UnixListenerStream::new(listener).map(|conn| conn.map(AnyAuthority::new))
+}
+
+/// Installs the SIGTERM and SIGINT handlers now, before READY=1 tells systemd
+/// (or anyone) berthd is up, so a stop request from then on is never fatal, and
+/// returns the wait for either.
+fn shutdown_signal() -> impl std::future::Future<Output = &'static str> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; berthd stops only when killed");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; berthd stops only when killed");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     }
 }
 

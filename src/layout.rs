@@ -120,6 +120,11 @@ pub fn prepare(config: &Config) -> Result<()> {
     for dir in PRIVATE_STATE_DIRS {
         private_dir(&config.state.join(dir))?;
     }
+    for dir in BUNDLE_DIRS {
+        let path = config.state.join(dir);
+        fs::create_dir_all(&path).context(|| format!("creating {}", path.display()))?;
+        set_mode(&path, TRAVERSE_ONLY)?;
+    }
     for file in PRIVATE_ROOT_FILES {
         let path = config.root.join(file);
         if path.exists() {
@@ -134,8 +139,12 @@ pub fn prepare(config: &Config) -> Result<()> {
 
 /// Under the root: image and container filesystems, blobs, CNI results, the pause rootfs.
 const PRIVATE_ROOT_DIRS: [&str; 4] = ["content", "snapshots", "cni", "pause"];
-/// Under the state directory: bundles, pod files, shim and runc state, netns mounts.
-const PRIVATE_STATE_DIRS: [&str; 5] = ["containers", "pods", "s", "runc", "netns"];
+/// Under the state directory: shim and runc state, netns mounts.
+const PRIVATE_STATE_DIRS: [&str; 3] = ["s", "runc", "netns"];
+/// The bundle and pod-file directories: traversable, since a container in a user
+/// namespace of its pod resolves its rootfs and mount sources there as the pod's
+/// root; each bundle in them stays 0700 (0710 to the pod's root group).
+const BUNDLE_DIRS: [&str; 2] = ["containers", "pods"];
 const PRIVATE_ROOT_FILES: [&str; 2] = ["meta.redb", "berthd.lock"];
 
 /// Each bundle's `config.json` (it holds the env) made 0600.

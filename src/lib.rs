@@ -2,6 +2,7 @@
 //! RuntimeService and ImageService on a unix socket; see DESIGN.md for the map.
 
 pub mod admin;
+pub mod authority;
 pub mod cli;
 pub mod config;
 mod config_telemetry;
@@ -19,6 +20,7 @@ pub mod logs;
 pub mod malloc;
 pub mod metrics;
 pub mod network;
+pub mod notify;
 pub mod sandbox;
 pub mod shim;
 pub mod snapshot;
@@ -26,3 +28,4 @@ pub mod spec;
 pub mod store;
 pub mod streaming;
 pub mod traces;
+pub mod userns;

@@ -48,6 +48,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // SAFETY: no other thread exists yet (the async runtime starts below).
+    unsafe { berth::notify::take_from_env() };
     let mut args = Args::parse();
     if let Some(Command::Publish { topic, namespace }) = args.command.take() {
         return publish(args.address.as_deref(), &topic, &namespace);

@@ -5,6 +5,7 @@
 
 mod bench;
 mod display;
+pub mod from_containerd;
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +36,9 @@ enum Command {
     Image(ImageCommand),
     /// Space used by images, snapshots and content
     Du,
+    /// Berth's configuration
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Benchmark berth against containerd and the physical floors (as root;
     /// starts its own berthd, containerd and registry): runs `berth-bench`
     /// from beside this binary with the same arguments (`berth bench --help`)
@@ -42,6 +46,25 @@ enum Command {
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print a berth config (TOML) equivalent to a containerd CRI config;
+    /// what cannot be carried over is listed in comments at its top
+    FromContainerd {
+        /// containerd's config (version 2 or 3)
+        #[arg(default_value = from_containerd::DEFAULT_CONTAINERD_CONFIG)]
+        path: PathBuf,
+        /// Write the hosts.toml files for containerd's deprecated
+        /// registry.mirrors here (the printed registry.config_path names it);
+        /// without it they are printed as comments
+        #[arg(long, default_value = "/etc/berth/certs.d")]
+        hosts_dir: PathBuf,
+        /// Write the hosts.toml files into --hosts-dir instead of printing them
+        #[arg(long)]
+        write_hosts: bool,
     },
 }
 
@@ -71,6 +94,14 @@ pub async fn run(cli: Cli) -> CliResult {
     if let Command::Bench { args } = cli.command {
         return Err(bench::exec(&args));
     }
+    if let Command::Config(ConfigCommand::FromContainerd {
+        path,
+        hosts_dir,
+        write_hosts,
+    }) = &cli.command
+    {
+        return config_from_containerd(path, hosts_dir, *write_hosts);
+    }
     let channel = connect(&cli.socket).await?;
     match cli.command {
         Command::Image(ImageCommand::Pull { reference, creds }) => {
@@ -80,7 +111,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Image(ImageCommand::Ls) => list(channel).await,
         Command::Image(ImageCommand::Rm { images }) => remove(channel, images).await,
         Command::Du => disk_usage(channel).await,
-        Command::Bench { .. } => unreachable!("handled before connecting"),
+        Command::Bench { .. } | Command::Config(_) => unreachable!("handled before connecting"),
     }
 }
 
@@ -251,5 +282,34 @@ async fn disk_usage(channel: Channel) -> CliResult {
         du.snapshot_inodes,
         du.snapshots
     );
+    Ok(())
+}
+
+/// `berth config from-containerd`: the config on stdout, the mirrors' hosts.toml
+/// files written or printed as comments, what was left out also on stderr.
+fn config_from_containerd(path: &Path, hosts_dir: &Path, write_hosts: bool) -> CliResult {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let conversion = from_containerd::convert(&text, hosts_dir)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    print!("{}", from_containerd::document(&conversion, path));
+    if write_hosts {
+        for written in from_containerd::write_hosts(hosts_dir, &conversion.hosts)? {
+            eprintln!("wrote {}", written.display());
+        }
+    } else {
+        for file in &conversion.hosts {
+            let target = hosts_dir.join(&file.dir).join("hosts.toml");
+            println!(
+                "\n# ---- {} (--write-hosts writes it) ----",
+                target.display()
+            );
+            for line in file.text.lines() {
+                println!("# {line}");
+            }
+        }
+    }
+    for dropped in &conversion.dropped {
+        eprintln!("not carried over: {dropped}");
+    }
     Ok(())
 }

@@ -116,6 +116,7 @@ impl ContainerService {
         self.save(&record)?;
         std::fs::create_dir_all(bundle.join("rootfs"))
             .context(|| format!("creating {}", bundle.display()))?;
+        let joined = self.joined_userns(sandbox, &record.config)?;
         let rootfs = self.images.prepare_rootfs(id, &image).await?;
         let held = self.hold_image_volumes(&mut record)?;
         if !held.is_empty() {
@@ -126,12 +127,21 @@ impl ContainerService {
             .prepare_volumes(&record, &view.volumes, rootfs.lowers.clone(), held)
             .await?;
         crate::fault::crash_point("after-volumes");
+        // In a user namespace the rootfs and the volumes are read through
+        // id-mapped views.
+        let (rootfs_options, spec_config) = match &joined {
+            Some(joined) => {
+                self.userns_prepare(id, sandbox, joined, &bundle, &rootfs, &spec_config)
+                    .await?
+            }
+            None => (rootfs.mount.options.clone(), spec_config),
+        };
         let user_files = spec::user_files(&rootfs)?;
         let node_hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_default();
         let pod_files = sandbox.pod_files();
-        let spec = spec::container_spec(&ContainerSpecInputs {
+        let mut spec = spec::container_spec(&ContainerSpecInputs {
             id,
             sandbox_id: sandbox.id(),
             config: &spec_config,
@@ -147,6 +157,9 @@ impl ContainerService {
             devices: &HostDevices,
             host: self.host,
         })?;
+        if let Some(joined) = &joined {
+            super::userns::join(&mut spec, joined)?;
+        }
         let spec = self.inject_cdi(spec, &record.config.cdi_devices).await?;
         record.user = spec.process().as_ref().map(|p| ProcessUser {
             uid: p.user().uid(),
@@ -163,7 +176,10 @@ impl ContainerService {
         let request = CreateTask {
             id: id.to_string(),
             bundle: bundle.clone(),
-            rootfs: vec![rootfs.mount.clone()],
+            rootfs: vec![crate::snapshot::overlay::Mount {
+                options: rootfs_options,
+                ..rootfs.mount.clone()
+            }],
             terminal: tty,
             stdin: record.config.stdin.then(|| io::stdin_path(&bundle)),
             stdout: Some(io::stdout_path(&bundle)),
@@ -214,6 +230,7 @@ impl ContainerService {
         {
             tracing::warn!(container_id = id, error = %e, "removing the bundle");
         }
+        self.userns_release(id).await;
         if let Err(e) = self.images.release_rootfs(id).await {
             tracing::warn!(container_id = id, error = %e, "releasing the rootfs");
         }

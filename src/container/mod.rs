@@ -22,6 +22,7 @@ mod stdio;
 #[cfg(test)]
 mod tests;
 mod update;
+mod userns;
 mod volumes;
 
 pub use events::{ContainerEvent, ContainerEventKind, EVENT_BACKLOG};

@@ -67,7 +67,13 @@ impl ContainerService {
             .values()
             .map(|h| h.runtime.clone())
             .collect();
-        let features = tokio::task::spawn_blocking(move || features::probe_all(runtimes)).await?;
+        let (root, state) = (config.root.clone(), config.state.clone());
+        let features = tokio::task::spawn_blocking(move || {
+            // Before the runtimes: their user namespace feature needs its answer.
+            crate::userns::probe::probe(&root, &state);
+            features::probe_all(runtimes)
+        })
+        .await?;
         Self::open_with(
             config, store, images, sandboxes, names, host, events, features,
         )

@@ -427,20 +427,20 @@ fn namespace_options(
         return Ok(NamespaceOptions::default());
     };
     let field = |f: &str| format!("{parent}.namespace_options.{f}");
-    if let Some(userns) = &n.userns_options
-        && userns.mode != cri::NamespaceMode::Node as i32
-    {
-        return Err(invalid(
-            &field("userns_options"),
-            "user namespaces are not supported",
-        ));
-    }
     let options = NamespaceOptions {
         network: namespace_mode(&field("network"), n.network)?,
         pid: namespace_mode(&field("pid"), n.pid)?,
         ipc: namespace_mode(&field("ipc"), n.ipc)?,
         target_id: n.target_id.clone(),
+        userns: user_namespace(&field("userns_options"), n.userns_options.as_ref())?,
     };
+    if options.userns.is_some() && options.network == NamespaceMode::Node {
+        // The pod's user namespace must own its network namespace (sysfs, setns).
+        return Err(invalid(
+            &field("userns_options"),
+            "a pod on the host network cannot have a user namespace of its own",
+        ));
+    }
     if options.network == NamespaceMode::Target || options.ipc == NamespaceMode::Target {
         return Err(invalid(&field("network"), "TARGET is only valid for pid"));
     }
@@ -448,6 +448,48 @@ fn namespace_options(
         return Err(invalid(&field("target_id"), "empty with pid TARGET"));
     }
     Ok(options)
+}
+
+/// NODE (or nothing) is the host's user namespace; POD is the pod's own, with
+/// mappings that must hold up; CONTAINER and TARGET are not in the CRI contract
+/// for user namespaces (the kubelet never sends them).
+fn user_namespace(
+    field: &str,
+    userns: Option<&cri::UserNamespace>,
+) -> Result<Option<crate::userns::UserNamespace>, Error> {
+    let Some(userns) = userns else {
+        return Ok(None);
+    };
+    let ids = |list: &[cri::IdMapping]| {
+        list.iter()
+            .map(|m| crate::userns::IdMapping {
+                container_id: m.container_id,
+                host_id: m.host_id,
+                length: m.length,
+            })
+            .collect()
+    };
+    match namespace_mode(&format!("{field}.mode"), userns.mode)? {
+        NamespaceMode::Node if userns.uids.is_empty() && userns.gids.is_empty() => Ok(None),
+        NamespaceMode::Node => Err(invalid(
+            &format!("{field}.uids"),
+            "mappings with mode NODE: the host's namespace maps nothing",
+        )),
+        NamespaceMode::Pod => {
+            let mapped = crate::userns::UserNamespace {
+                uids: ids(&userns.uids),
+                gids: ids(&userns.gids),
+            };
+            mapped
+                .check()
+                .map_err(|why| Error::InvalidArgument(format!("{field}.{why}")))?;
+            Ok(Some(mapped))
+        }
+        mode => Err(invalid(
+            &format!("{field}.mode"),
+            format!("{mode:?}: a user namespace is the pod's (POD) or the host's (NODE)"),
+        )),
+    }
 }
 
 fn namespace_mode(field: &str, mode: i32) -> Result<NamespaceMode, Error> {

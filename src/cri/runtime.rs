@@ -64,8 +64,9 @@ impl CriRuntimeService {
 
 impl CriRuntimeService {
     /// The configured handlers; the one named "" is the default, as the kubelet
-    /// reads it. User namespaces for pods need idmapped mounts, which runc 1.1
-    /// lacks, so no handler claims them.
+    /// reads it. User namespaces need id-mapped mounts, which berthd makes
+    /// itself (runc 1.1 cannot): a handler claims them where its runtime joins
+    /// user namespaces and the start-up probe id-mapped an overlay layer.
     fn runtime_handlers(&self) -> Vec<cri::RuntimeHandler> {
         std::iter::once(String::new())
             .chain(self.info.config.runtimes.keys().cloned())
@@ -75,7 +76,7 @@ impl CriRuntimeService {
                     name,
                     features: Some(cri::RuntimeHandlerFeatures {
                         recursive_read_only_mounts: features.recursive_read_only_mounts,
-                        user_namespaces: false,
+                        user_namespaces: features.user_namespaces,
                     }),
                 }
             })

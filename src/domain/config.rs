@@ -191,6 +191,8 @@ pub struct NamespaceOptions {
     pub ipc: NamespaceMode,
     /// The container whose PID namespace to join when `pid` is `Target`.
     pub target_id: String,
+    /// The pod's own user namespace (CRI mode POD); `None` is the host's (NODE).
+    pub userns: Option<crate::userns::UserNamespace>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -101,6 +101,14 @@ fn pin_new_netns(target: &Path) -> io::Result<()> {
     .map_err(io::Error::from)
 }
 
+/// Makes `dir` (created if missing) the shared mount point namespace files are
+/// pinned under, for namespaces pinned by other code (a pod's user namespace
+/// owns its network namespace, so it is made there).
+pub fn prepare_dir(dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    make_shared_mount_point(dir)
+}
+
 /// As `ip netns` does for /run/netns: the directory becomes a mount point with
 /// shared propagation, so the namespace mounts under it reach mount namespaces
 /// copied later (shims, containers) and their unmounts do too, instead of leaving

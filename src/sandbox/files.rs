@@ -54,6 +54,12 @@ pub fn write(bundle: &Path, config: &SandboxConfig) -> Result<()> {
     super::shim_log::create_fifo(bundle)
 }
 
+/// The files a pod's own root must own (its user namespace maps no one else's
+/// ids to root): its hostname, hosts and resolv.conf.
+pub fn owned_by_pod_root(bundle: &Path) -> [PathBuf; 3] {
+    ["hostname", "hosts", "resolv.conf"].map(|name| bundle.join(name))
+}
+
 /// The pod's files are bound into every container, whichever user it runs as.
 fn write_file(path: &Path, text: &str) -> Result<()> {
     crate::layout::write_shared_file(path, text.as_bytes())

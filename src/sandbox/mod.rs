@@ -27,6 +27,7 @@ mod stop;
 pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
+mod userns;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -98,6 +99,8 @@ pub struct SandboxService {
     /// Pod and container lifecycle events (GetContainerEvents).
     events: tokio::sync::broadcast::Sender<crate::container::ContainerEvent>,
     pod_containers: OnceLock<events::PodContainers>,
+    /// User namespaces of pods being run, not indexed yet.
+    userns_claims: userns::Claims,
 }
 
 impl SandboxService {
@@ -150,6 +153,7 @@ impl SandboxService {
             connector,
             pause_rootfs,
             images,
+            userns_claims: Default::default(),
             names,
             pods: RwLock::new(HashMap::new()),
             locks: IdLocks::default(),

@@ -37,6 +37,7 @@ impl SandboxService {
                 }
             }
         }
+        self.sweep_userns().await;
         Ok(())
     }
 
@@ -94,6 +95,7 @@ impl SandboxService {
         tokio::task::spawn_blocking(move || files::remove(&bundle))
             .await
             .map_err(Error::from)??;
+        self.teardown_userns(&record.id).await?;
         // A `sandbox_image` layer may have been leased before the crash; ending a
         // lease that does not exist is harmless.
         self.images.release_rootfs(&record.id).await?;

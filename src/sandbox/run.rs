@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tracing::Instrument;
 
 use super::infra::{self, Runtime};
-use super::{SandboxService, files, names, net};
+use super::{SandboxService, files, names, net, userns};
 use crate::config::CgroupDriver;
 use crate::domain::ImageConfigView;
 use crate::domain::SandboxPhase;
@@ -17,8 +17,10 @@ use crate::domain::config::SandboxConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::image::{ContainerRootfs, PullProgress};
 use crate::shim::TaskClient;
-use crate::spec::{SandboxSpecInputs, UserFiles, sandbox_spec};
+use crate::snapshot::overlay::Mount;
+use crate::spec::{SandboxSpecInputs, UserFiles, join_user_namespace, sandbox_spec};
 use crate::store::SandboxRecord;
+use crate::userns::PodUserns;
 
 /// The image name the infra container's annotation carries for the built-in pause.
 const BUILTIN_PAUSE: &str = "berth/pause:builtin";
@@ -34,6 +36,8 @@ enum Undo {
     Infra(TaskClient),
     /// The writable layer of a `sandbox_image`.
     Rootfs,
+    /// The pod's user namespace and its id-mapped views.
+    Userns,
 }
 
 impl SandboxService {
@@ -74,6 +78,7 @@ impl SandboxService {
         };
         let id = new_id();
         tracing::Span::current().record("pod_id", id.as_str());
+        let _userns_claim = self.claim_userns(&id, &config)?;
         let mut record = SandboxRecord {
             id: id.clone(),
             config,
@@ -127,7 +132,17 @@ impl SandboxService {
             record.shm_mounted = true;
             undo.push(Undo::Shm);
         }
-        if !record.config.host_network() {
+        if let Some(userns) = userns::requested(&record.config).cloned() {
+            let with_netns = !record.config.host_network();
+            let netns = self
+                .setup_userns(&id, &record.bundle, &userns, with_netns)
+                .await?;
+            undo.push(Undo::Userns);
+            if let Some(netns) = netns {
+                undo.push(Undo::Netns(netns.clone()));
+                record.netns = Some(netns);
+            }
+        } else if !record.config.host_network() {
             let netns = self.create_netns(&id).await?;
             undo.push(Undo::Netns(netns.clone()));
             record.netns = Some(netns);
@@ -137,10 +152,10 @@ impl SandboxService {
             undo.push(Undo::Rootfs);
         }
         self.write_spec(record, image.as_ref()).await?;
-        let mounts = image
-            .as_ref()
-            .map(|(_, rootfs)| vec![rootfs.mount.clone()])
-            .unwrap_or_default();
+        let mounts = match &image {
+            Some((_, rootfs)) => vec![self.infra_rootfs_mount(record, rootfs).await?],
+            None => Vec::new(),
+        };
         self.follow_shim_log(&id, &record.bundle);
 
         // The infra container needs only the netns; CNI and the shim run side by side.
@@ -211,6 +226,9 @@ impl SandboxService {
             entrypoint: vec!["/pause".to_string()],
             ..Default::default()
         };
+        // In a user namespace the built-in pause is run from its id-mapped view.
+        let pause_view = userns::requested(&record.config)
+            .map(|_| PodUserns::of(&self.config.state, &record.id).pause_rootfs());
         let (view, rootfs, user_files, image_name) = match image {
             Some((view, rootfs)) => (
                 view,
@@ -225,14 +243,14 @@ impl SandboxService {
                     .map_err(|why| Error::FailedPrecondition(format!("no pause rootfs: {why}")))?;
                 (
                     &pause,
-                    rootfs.as_path(),
+                    pause_view.as_deref().unwrap_or(rootfs.as_path()),
                     UserFiles::read(std::slice::from_ref(rootfs))?,
                     BUILTIN_PAUSE,
                 )
             }
         };
         let pod_files = files::pod_files(&record.bundle, record.shm_mounted);
-        let spec = sandbox_spec(&SandboxSpecInputs {
+        let mut spec = sandbox_spec(&SandboxSpecInputs {
             id: &record.id,
             config: &record.config,
             image: view,
@@ -243,10 +261,30 @@ impl SandboxService {
             pod_files: &pod_files,
             host: self.host,
         })?;
+        if let Some(userns) = userns::requested(&record.config) {
+            let path = PodUserns::of(&self.config.state, &record.id).ns_path();
+            join_user_namespace(&mut spec, &path, userns)?;
+        }
         let json = serde_json::to_vec_pretty(&spec)
             .map_err(|e| Error::Internal(format!("encoding the infra spec: {e}")))?;
         let path = record.bundle.join("config.json");
         tokio::task::spawn_blocking(move || crate::layout::write_private_file(&path, &json)).await?
+    }
+
+    /// The overlay of a `sandbox_image`'s writable layer; in a user namespace,
+    /// with the image's layers read through the pod's id-mapped view.
+    async fn infra_rootfs_mount(
+        &self,
+        record: &SandboxRecord,
+        rootfs: &ContainerRootfs,
+    ) -> Result<Mount> {
+        let mut mount = rootfs.mount.clone();
+        if let Some(userns) = userns::requested(&record.config) {
+            mount.options = self
+                .userns_rootfs_options(&record.id, userns, rootfs)
+                .await?;
+        }
+        Ok(mount)
     }
 
     /// Undoes a failed run, newest step first; failures are logged, not returned,
@@ -260,6 +298,7 @@ impl SandboxService {
                 }
                 Undo::Cni(netns) => self.cni_del(&record.id, &netns, &record.config).await,
                 Undo::Rootfs => self.images.release_rootfs(&record.id).await,
+                Undo::Userns => self.teardown_userns(&record.id).await,
                 Undo::Netns(netns) => self.remove_netns(&netns).await,
                 Undo::Shm => {
                     let bundle = record.bundle.clone();

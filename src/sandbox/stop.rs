@@ -65,6 +65,7 @@ impl SandboxService {
         self.unfollow_shim_log(&id);
         let bundle = record.bundle.clone();
         tokio::task::spawn_blocking(move || files::remove(&bundle)).await??;
+        self.teardown_userns(&id).await?;
         // Whatever the record says: a pod a crash left half-created may hold a
         // `sandbox_image` layer its record does not name yet.
         self.images.release_rootfs(&id).await?;

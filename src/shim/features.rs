@@ -9,6 +9,9 @@ use std::process::{Command, Stdio};
 pub struct HandlerFeatures {
     /// The runtime knows the `rro` mount option (and the kernel has mount_setattr).
     pub recursive_read_only_mounts: bool,
+    /// The runtime joins user namespaces (and the host id-maps overlay layers,
+    /// which berthd does for it: see `crate::userns::probe`).
+    pub user_namespaces: bool,
 }
 
 /// The features of each OCI runtime binary, asked once however many handlers
@@ -51,8 +54,14 @@ fn parse(json: &[u8]) -> HandlerFeatures {
             .as_array()
             .is_some_and(|opts| opts.iter().any(|o| o == name))
     };
+    let has_namespace = |name: &str| {
+        doc["linux"]["namespaces"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(|n| n == name))
+    };
     HandlerFeatures {
         recursive_read_only_mounts: has_option("rro"),
+        user_namespaces: has_namespace("user") && crate::userns::probe::supported(),
     }
 }
 
@@ -66,5 +75,6 @@ mod tests {
         assert!(f.recursive_read_only_mounts);
         assert!(!parse(br#"{"mountOptions":["ro","rbind"]}"#).recursive_read_only_mounts);
         assert!(!parse(b"not json").recursive_read_only_mounts);
+        assert!(!parse(br#"{"linux":{"namespaces":["mount","network"]}}"#).user_namespaces);
     }
 }

@@ -22,6 +22,7 @@ mod mounts;
 mod process;
 mod seccomp;
 mod user;
+mod userns;
 
 #[cfg(test)]
 mod tests;
@@ -42,6 +43,7 @@ pub use devices::{DeviceKind, DeviceLookup, HostDevice, HostDevices};
 pub use linux::{check_profile_location, check_supported};
 pub use lsm::LsmFacts;
 pub use user::{UserFiles, user_files};
+pub use userns::join_user_namespace;
 
 /// containerd's score for infra containers: the last thing the OOM killer takes.
 pub const SANDBOX_OOM_SCORE_ADJ: i32 = -998;

@@ -286,7 +286,7 @@ fn invalid_container_fields_are_named() {
                         ..Default::default()
                     })
             },
-            "linux.security_context.namespace_options.userns_options",
+            "linux.security_context.namespace_options.userns_options.uids",
         ),
         (
             |c| {
@@ -523,4 +523,42 @@ fn apparmor_selinux_image_and_cdi_fields_are_kept() {
     c.cdi_devices[0].name = "g0".into();
     let m = message(ContainerConfig::try_from(&c).unwrap_err());
     assert!(m.starts_with("cdi_devices[0].name:"), "{m}");
+}
+
+#[test]
+fn a_pod_user_namespace_converts_and_node_mode_is_none() {
+    let with_userns = |mode: cri::NamespaceMode, ids: Vec<cri::IdMapping>| {
+        let mut s = sandbox();
+        s.linux = Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    userns_options: Some(cri::UserNamespace {
+                        mode: mode as i32,
+                        uids: ids.clone(),
+                        gids: ids,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        SandboxConfig::try_from(&s)
+    };
+    let kubelet = vec![cri::IdMapping {
+        host_id: 65536 * 5,
+        container_id: 0,
+        length: 65536,
+    }];
+    let d = with_userns(cri::NamespaceMode::Pod, kubelet).expect("converts");
+    let userns = d.linux.security_context.namespace_options.userns.unwrap();
+    assert_eq!(userns.host_root(), (327680, 327680));
+    assert_eq!(userns.uids.len(), 1);
+    let d = with_userns(cri::NamespaceMode::Node, vec![]).expect("converts");
+    assert_eq!(d.linux.security_context.namespace_options.userns, None);
+    let err = message(with_userns(cri::NamespaceMode::Container, vec![]).unwrap_err());
+    assert!(
+        err.starts_with("linux.security_context.namespace_options.userns_options.mode:"),
+        "{err}"
+    );
 }
