@@ -7,8 +7,10 @@
 # Everything else comes from Debian's packages; nothing is fetched from elsewhere.
 
 CARGO    ?= cargo
+# prometheus: its promtool checks the text tests/metrics.rs scrapes.
 PACKAGES := protobuf-compiler docker-registry apache2-utils skopeo runc containerd \
-            containernetworking-plugins busybox-static zstd iproute2 python3-pip
+            containernetworking-plugins busybox-static zstd iproute2 python3-pip \
+            prometheus
 BERTHD   := target/release/berthd
 
 .PHONY: run test deps build check unit integration e2e-containerd bench clean install deb

@@ -46,6 +46,8 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub cni: CniConfig,
     pub streaming: StreamingConfig,
+    pub metrics: MetricsConfig,
+    pub tracing: TracingConfig,
 }
 
 /// One runtime handler: which shim to start and which OCI runtime it drives.
@@ -113,6 +115,8 @@ pub struct StreamingConfig {
     pub port: u16,
 }
 
+pub use crate::config_telemetry::{MetricsConfig, TracingConfig};
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -131,6 +135,8 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             cni: CniConfig::default(),
             streaming: StreamingConfig::default(),
+            metrics: MetricsConfig::default(),
+            tracing: TracingConfig::default(),
         }
     }
 }
@@ -251,6 +257,12 @@ impl Config {
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return bad("log_level", &e.to_string());
+        }
+        if let Err(why) = self.metrics.socket_address() {
+            return bad("metrics.address", &why);
+        }
+        if let Err(why) = self.tracing.validate() {
+            return bad(why.0, &why.1);
         }
         Ok(())
     }

@@ -41,6 +41,13 @@ pub async fn run(config: Config) -> Result<()> {
     raise_open_files_limit();
     crate::layout::prepare(&config)?;
     let _lock = lock_root(&config.root)?;
+    let metrics_address = config
+        .metrics
+        .socket_address()
+        .map_err(Error::InvalidArgument)?;
+    if metrics_address.is_some() {
+        crate::metrics::enable();
+    }
 
     let store = Arc::new(Store::open(&config.root.join("meta.redb"))?);
     let images = Arc::new(
@@ -95,6 +102,10 @@ pub async fn run(config: Config) -> Result<()> {
     });
     let (streaming, streaming_server) = streaming::bind(&config.streaming, backend).await?;
 
+    let inventory = Arc::new(crate::metrics::NodeInventory {
+        sandboxes: sandboxes.clone(),
+        containers: containers.clone(),
+    });
     let shutdown = shutdown_signal();
     let listener = bind_socket(&config.socket)?;
     let socket = config.socket.clone();
@@ -108,6 +119,7 @@ pub async fn run(config: Config) -> Result<()> {
 
     let server = tonic::transport::Server::builder()
         .trace_fn(|req| crate::cri::rpc_span(req.uri().path()))
+        .layer(crate::metrics::GrpcMetricsLayer)
         .add_service(
             RuntimeServiceServer::new(CriRuntimeService::new(info))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -121,6 +133,10 @@ pub async fn run(config: Config) -> Result<()> {
         .add_service(AdminServer::new(AdminService::new(images)));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(address) = metrics_address {
+        let bound = crate::metrics::serve(address, inventory, stop_rx.clone()).await?;
+        tracing::info!(address = %bound, "serving metrics at /metrics");
+    }
     tokio::spawn(streaming_server.serve(stop_rx.clone()));
     let serve = server.serve_with_incoming_shutdown(accept_any_authority(listener), async move {
         let mut rx = stop_rx;

@@ -61,12 +61,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(log_filter(
-            &config.log_level,
-        )))
-        .with_writer(std::io::stderr)
-        .init();
+    let traces = match berth::traces::init(&log_filter(&config.log_level), &config.tracing) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("berthd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     limit_malloc_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -79,7 +80,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(berth::daemon::run(config)) {
+    let result = runtime.block_on(berth::daemon::run(config));
+    // Spans still queued go out before berthd exits (off the runtime: the
+    // exporter's HTTP client blocks).
+    traces.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "berthd failed");

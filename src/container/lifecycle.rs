@@ -72,6 +72,7 @@ impl ContainerService {
                 }
                 Err(e) => {
                     tracing::warn!(container_id = %id, error = %e, "lost the container's shim");
+                    crate::metrics::shim_death();
                     self.record_lost(&id, &e.to_string());
                 }
             }
@@ -107,6 +108,7 @@ impl ContainerService {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+        crate::metrics::container_exit(oom);
         record.phase = ContainerPhase::Exited;
         record.exit_code = exit.status as i32;
         record.finished_at = if exit.at > 0 {

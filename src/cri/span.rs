@@ -18,6 +18,8 @@ pub fn rpc_span(method: &str) -> Span {
     tracing::info_span!(
         "rpc",
         method = %method,
+        // An exported (OTLP) span is named by its RPC: `service/Method`.
+        otel.name = method.trim_start_matches('/'),
         pod_id = Empty,
         container_id = Empty,
         image = Empty

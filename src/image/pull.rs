@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{Semaphore, mpsc};
+use tracing::Instrument;
 
 use super::archive::Archive;
 use super::oci::{self, Parsed};
@@ -62,6 +63,22 @@ const MAX_IMAGE_LAYERS: usize = 500;
 impl ImageService {
     /// Pulls `reference` and returns the recorded image.
     pub async fn pull(
+        &self,
+        reference: &str,
+        credentials: Option<Credentials>,
+        progress: Arc<PullProgress>,
+    ) -> Result<ImageRecord> {
+        let timer = crate::metrics::Timer::start();
+        let span = tracing::info_span!("pull", image = %reference);
+        let pulled = self
+            .pull_unmeasured(reference, credentials, progress)
+            .instrument(span)
+            .await;
+        crate::metrics::image_pull(pulled.is_ok(), timer.elapsed());
+        pulled
+    }
+
+    async fn pull_unmeasured(
         &self,
         reference: &str,
         credentials: Option<Credentials>,
@@ -195,9 +212,16 @@ impl ImageService {
                         .acquire()
                         .await
                         .map_err(|_| Error::Internal("download limiter closed".into()))?;
-                    self.ensure_blob(source, layer, Some(tracker)).await?;
+                    let span =
+                        tracing::info_span!("download", digest = %layer.digest, size = layer.size);
+                    self.ensure_blob(source, layer, Some(tracker))
+                        .instrument(span)
+                        .await?;
                 }
+                let span =
+                    tracing::info_span!("unpack", digest = %layer.digest, chain_id = %chain_id);
                 self.ensure_snapshot(layer, diff_id, chain_id, parent, tracker)
+                    .instrument(span)
                     .await
             }
         });
@@ -394,7 +418,9 @@ impl ImageService {
         // lease keeps it for the next attempt) rather than a directory without a
         // record.
         tokio::task::spawn_blocking(move || {
+            let timer = crate::metrics::Timer::start();
             let (id, size) = unpack(&content, &snapshots, &layer, &diff_id)?;
+            crate::metrics::layer_unpack(timer.elapsed());
             let (disk_bytes, inodes) = snapshots.usage_of(id);
             let record = SnapshotRecord {
                 chain_id,
@@ -577,6 +603,7 @@ async fn download_once(
             if tx.send(Chunk::Data(chunk)).await.is_err() {
                 return Ok(()); // the writer failed; its error is the one to report
             }
+            crate::metrics::image_pull_bytes(len);
             if let Some(t) = tracker {
                 t.add_downloaded(len);
             }

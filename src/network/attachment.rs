@@ -100,7 +100,9 @@ impl Attachment<'_> {
             bin_dirs: self.bin_dirs,
         };
         let started = std::time::Instant::now();
-        let out = plugin::run(&call, &binary, &env, &config, PLUGIN_TIMEOUT).await?;
+        let out = plugin::run(&call, &binary, &env, &config, PLUGIN_TIMEOUT).await;
+        crate::metrics::cni_call(&call.plugin, command, out.is_ok(), started.elapsed());
+        let out = out?;
         tracing::debug!(
             command,
             network = %call.network,

@@ -176,10 +176,12 @@ async fn kill_and_wait(client: &TaskClient, id: &str) -> Result<()> {
 /// Reconnects to the shim whose address is in the bundle.
 pub async fn reconnect(connector: &dyn Connect, bundle: &Path) -> Result<TaskClient> {
     let path = bundle.join("address");
-    let address = tokio::fs::read_to_string(&path)
-        .await
-        .context(|| format!("reading {}", path.display()))?;
-    connector.connect(address.trim()).await
+    let connected = match tokio::fs::read_to_string(&path).await {
+        Ok(address) => connector.connect(address.trim()).await,
+        Err(e) => Err(e).context(|| format!("reading {}", path.display())),
+    };
+    crate::metrics::shim_reconnect(connected.is_ok());
+    connected
 }
 
 /// Whether the shim still runs the infra task, and its pid.

@@ -162,6 +162,7 @@ impl SandboxService {
                 Ok(()) => return Ok(()),
                 Err(Error::Unavailable(e)) => {
                     tracing::info!(pod_id = %record.id, error = %e, "shim gone; cleaning up without it");
+                    crate::metrics::shim_death();
                 }
                 Err(e) => return Err(e),
             }

@@ -52,6 +52,7 @@ impl ShimEnv {
     pub async fn start(&self, binary: &Path, id: &str, bundle: &Path) -> Result<String> {
         let cmd = self.command(binary, id, bundle, "start");
         let output = run(cmd, binary, "start").await?;
+        crate::metrics::shim_start();
         parse_address(&output).ok_or_else(|| {
             Error::Unavailable(format!(
                 "shim {} printed no address: {output:?}",

@@ -101,10 +101,12 @@ impl Store {
 
     /// Runs `f` in one write transaction, committed (durably) only if `f` succeeds.
     pub fn write<R>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<R>) -> Result<R> {
+        let timer = crate::metrics::Timer::start();
         let txn = self.db.begin_write()?;
         let mut tx = Tx { txn: &txn };
         let out = f(&mut tx)?;
         txn.commit()?;
+        crate::metrics::store_transaction(timer.elapsed());
         Ok(out)
     }
 }

@@ -94,7 +94,9 @@ impl Server {
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let limits = (&sessions, &forwards);
+                    let kind = kind_of_path(req.uri().path());
                     let response = respond(req, &tokens, limits, &backend);
+                    crate::metrics::streaming_request(kind, response.status().as_u16());
                     async move { Ok::<_, Infallible>(response) }
                 });
                 // The place is given back once the connection is upgraded or
@@ -244,12 +246,25 @@ fn respond(
         match upgrade.await {
             Ok(upgraded) => {
                 let io = TokioIo::new(upgraded);
-                run(session, protocol, transport, io, backend, forwards).await
+                let (kind, timer) = (session.kind(), crate::metrics::Timer::start());
+                run(session, protocol, transport, io, backend, forwards).await;
+                crate::metrics::streaming_session(kind, timer.elapsed());
             }
             Err(e) => tracing::debug!(error = %e, "streaming upgrade failed"),
         }
     });
     response
+}
+
+/// The session kind a request path names, for metrics: one of a fixed few, as
+/// the path is the client's to choose.
+fn kind_of_path(path: &str) -> &'static str {
+    match path.trim_matches('/').split('/').next() {
+        Some("exec") => "exec",
+        Some("attach") => "attach",
+        Some("portforward") => "portforward",
+        _ => "other",
+    }
 }
 
 /// Runs a session in its own span, naming what it targets.

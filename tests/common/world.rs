@@ -61,12 +61,26 @@ impl World {
     /// A world whose pod network has `plugins` after the bridge, and whose
     /// [`World::image`] is `image`.
     pub async fn start_with(plugins: &[serde_json::Value], image: Image) -> Option<World> {
+        World::start_configured(plugins, image, "").await
+    }
+
+    /// Like [`World::start_with`], with `extra_config` (TOML tables) appended to
+    /// berthd's config.
+    pub async fn start_configured(
+        plugins: &[serde_json::Value],
+        image: Image,
+        extra_config: &str,
+    ) -> Option<World> {
         if !pod::prerequisites_met() {
             return None;
         }
         let mut net = None;
         let bed = TestBed::launch(RegistryOpts::default(), |env| {
             net = Some(PodNet::configure(env, plugins, None));
+            if !extra_config.is_empty() {
+                let config = std::fs::read_to_string(&env.config).unwrap();
+                std::fs::write(&env.config, format!("{config}\n{extra_config}")).unwrap();
+            }
         })
         .await;
         let net = net.expect("configured before berthd started");

@@ -99,6 +99,7 @@ impl Converter<'_> {
         self.streaming(&cri)?;
         self.cni(&format!("{cri}.cni"))?;
         self.runtimes(&format!("{cri}.containerd"))?;
+        self.metrics()?;
         self.registry(&format!("{cri}.registry"), hosts_dir)
     }
 
@@ -110,7 +111,25 @@ impl Converter<'_> {
         self.streaming(&format!("plugins.{V2_CRI}"))?;
         self.cni(&format!("{runtime}.cni"))?;
         self.runtimes(&format!("{runtime}.containerd"))?;
+        self.metrics()?;
         self.registry(&format!("{images}.registry"), hosts_dir)
+    }
+
+    /// containerd's `[metrics] address` (the same key in both versions) becomes
+    /// berth's, which serves only loopback: any other address is left out, with why.
+    fn metrics(&mut self) -> Result<(), String> {
+        let Some(address) = self.take_str("metrics.address")? else {
+            return Ok(());
+        };
+        let berth = crate::config::MetricsConfig {
+            address: address.clone(),
+        };
+        match berth.socket_address() {
+            Ok(None) => {}
+            Ok(Some(_)) => self.set("metrics.address", Value::String(address)),
+            Err(why) => self.out.dropped.push(format!("metrics.address: {why}")),
+        }
+        Ok(())
     }
 
     /// The value at a dotted path (plugin names are single segments).

@@ -221,3 +221,18 @@ fn document_lists_what_was_left_out_as_comments_and_parses() {
     assert!(doc.contains("# not carried over: root:"));
     Config::parse(&doc, Path::new("doc")).unwrap();
 }
+
+#[test]
+fn metrics_address_carries_over_on_loopback_only() {
+    for base in [V2, V3] {
+        let text = format!("{base}\n[metrics]\n  address = \"127.0.0.1:1338\"\n");
+        let c = convert(&text, Path::new("/h")).unwrap();
+        assert_eq!(parsed(&c).metrics.address, "127.0.0.1:1338");
+        assert!(!dropped(&c, "metrics.address"), "{:?}", c.dropped);
+
+        let text = format!("{base}\n[metrics]\n  address = \"0.0.0.0:1338\"\n");
+        let c = convert(&text, Path::new("/h")).unwrap();
+        assert_eq!(parsed(&c).metrics.address, "");
+        assert!(dropped(&c, "metrics.address"), "{:?}", c.dropped);
+    }
+}
