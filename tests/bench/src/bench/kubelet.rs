@@ -196,8 +196,13 @@ async fn relist(rt: &Runtime, image: &str, opts: &Options, pid: u32) -> super::R
     Ok((p50, 100.0 * cpu_s / elapsed))
 }
 
-fn figure(p: &Point, key: &str) -> Option<f64> {
+pub fn figure(p: &Point, key: &str) -> Option<f64> {
     p.figures.iter().find(|f| f.0 == key).map(|f| f.1)
+}
+
+/// The figures and their units, for the chart.
+pub fn figures() -> Vec<(&'static str, &'static str)> {
+    FIGURES.to_vec()
 }
 
 /// Slope of `key` per pod over the runtime's points (least squares).

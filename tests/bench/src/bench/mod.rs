@@ -16,6 +16,7 @@ mod fit;
 mod floors;
 mod images;
 mod kubelet;
+mod kubelet_chart;
 mod latency;
 mod leaks;
 mod memory;
@@ -508,6 +509,12 @@ impl Bench {
         let png = out.join("ratios.png");
         if let Err(e) = chart::write(&self.report, &png) {
             self.report.note(format!("no chart: {e}"));
+        }
+        if !self.report.kubelet.is_empty() {
+            let png = out.join("kubelet_scale.png");
+            if let Err(e) = kubelet_chart::write(&self.report.kubelet, &png) {
+                self.report.note(format!("no kubelet scale chart: {e}"));
+            }
         }
         self.report.write(out)?;
         println!("{}", self.report.table());
