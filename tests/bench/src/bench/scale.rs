@@ -30,11 +30,12 @@ pub struct Options {
 
 /// Lets the daemons' allocations settle after the burst of starts.
 const SETTLE: Duration = Duration::from_secs(3);
-/// Untimed calls before a List is timed: the first calls pay for the client's
-/// and the daemon's first allocations of a response this size (buffers, h2
-/// windows, the daemon's kept list items), which a kubelet relisting every
-/// second paid long ago. Three were too few: the first timed calls still ran
-/// 1.5-2x the later ones, the source of the p50 moving between runs.
+/// Untimed calls before a List is timed, so that the client's and the daemon's
+/// first allocations for a response this size (buffers, h2 windows, the
+/// daemon's kept list items) are not timed: a kubelet relisting every second
+/// paid them long ago. With 20, the first timed calls were measured no slower
+/// than the later ones; what spread remains is the machine's noise, which 200
+/// calls and min/p50/p90 make visible instead of moving the p50.
 const LIST_WARMUP: usize = 20;
 
 pub async fn run(rt: &Runtime, image: &str, idle: &Footprint, opts: &Options, report: &mut Report) {
