@@ -11,6 +11,7 @@ mod events;
 mod exec;
 mod holders;
 mod image_names;
+mod index;
 mod io;
 mod lifecycle;
 mod log_location;

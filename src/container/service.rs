@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::broadcast;
 
 use super::events::{self, ContainerEvent, ContainerEventKind};
+use super::index::ContainerIndex;
 use super::io::{LogOpening, Output};
 use crate::config::Config;
 use crate::domain::ContainerPhase;
@@ -30,7 +31,7 @@ pub struct ContainerService {
     /// What this host imposes on every spec, read once at start.
     pub(super) host: HostFacts,
     /// Shared, so that a listing copies pointers rather than records.
-    containers: RwLock<HashMap<String, Arc<ContainerRecord>>>,
+    containers: RwLock<ContainerIndex>,
     /// Output copiers of containers that may still write.
     pub(super) outputs: Mutex<HashMap<String, Arc<Output>>>,
     /// Containers the kernel OOM-killed, until their exit is recorded.
@@ -101,7 +102,7 @@ impl ContainerService {
             sandboxes,
             names,
             host,
-            containers: RwLock::new(HashMap::new()),
+            containers: RwLock::new(ContainerIndex::default()),
             outputs: Mutex::new(HashMap::new()),
             oom_killed: Mutex::new(HashSet::new()),
             sampler: Arc::new(super::stats::Sampler::new()),
@@ -177,7 +178,7 @@ impl ContainerService {
     pub fn list(&self, filter: &ContainerFilter) -> Vec<Arc<ContainerRecord>> {
         let containers = self.containers.read().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<Arc<ContainerRecord>> = containers
-            .values()
+            .candidates(filter)
             .filter(|c| !c.phase.is_half_created())
             .filter(|c| filter.id.is_empty() || c.id.starts_with(&filter.id))
             .filter(|c| {
@@ -200,8 +201,7 @@ impl ContainerService {
     pub fn of_sandbox(&self, sandbox_id: &str) -> Vec<String> {
         let containers = self.containers.read().unwrap_or_else(|e| e.into_inner());
         containers
-            .values()
-            .filter(|c| c.sandbox_id == sandbox_id)
+            .of_pod(sandbox_id)
             .map(|c| c.id.clone())
             .collect()
     }
@@ -294,8 +294,8 @@ impl ContainerService {
     fn pod_containers(&self, pod_id: &str) -> Vec<Arc<ContainerRecord>> {
         let containers = self.containers.read().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<Arc<ContainerRecord>> = containers
-            .values()
-            .filter(|c| c.sandbox_id == pod_id && c.phase != ContainerPhase::Creating)
+            .of_pod(pod_id)
+            .filter(|c| c.phase != ContainerPhase::Creating)
             .cloned()
             .collect();
         out.sort_by_key(|c| c.created_at);

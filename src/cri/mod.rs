@@ -6,6 +6,7 @@ mod container;
 mod convert;
 mod events;
 mod image;
+mod list_memo;
 mod metrics;
 mod runtime;
 mod sandbox;

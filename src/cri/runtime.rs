@@ -16,12 +16,14 @@ use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
+use super::list_memo::ListMemo;
 use super::{container, convert, events, metrics, sandbox, span, stats, streaming};
 use crate::config::{CgroupDriver, Config};
 use crate::container::{ContainerFilter, ContainerService};
 use crate::domain::config::{ContainerConfig, SandboxConfig};
 use crate::error::Error;
-use crate::sandbox::SandboxService;
+use crate::sandbox::{Sandbox, SandboxService};
+use crate::store::ContainerRecord;
 use crate::streaming::Streaming;
 
 /// The CRI API version berth serves.
@@ -41,11 +43,18 @@ pub struct RuntimeInfo {
 
 pub struct CriRuntimeService {
     info: Arc<RuntimeInfo>,
+    /// The list items of pods and containers, kept while their records last.
+    pod_items: ListMemo<Sandbox, cri::PodSandbox>,
+    container_items: ListMemo<ContainerRecord, cri::Container>,
 }
 
 impl CriRuntimeService {
     pub fn new(info: Arc<RuntimeInfo>) -> Self {
-        CriRuntimeService { info }
+        CriRuntimeService {
+            info,
+            pod_items: ListMemo::default(),
+            container_items: ListMemo::default(),
+        }
     }
 
     fn network_condition(&self) -> cri::RuntimeCondition {
@@ -287,13 +296,8 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::ListPodSandboxRequest>,
     ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
         let filter = sandbox::filter(request.into_inner().filter);
-        let items = self
-            .info
-            .sandboxes
-            .list(&filter)
-            .iter()
-            .map(|pod| sandbox::list_item(pod))
-            .collect();
+        let pods = self.info.sandboxes.list(&filter);
+        let items = self.pod_items.items(&pods, |p| p.id(), sandbox::list_item);
         Ok(Response::new(cri::ListPodSandboxResponse { items }))
     }
 
@@ -358,13 +362,10 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::ListContainersRequest>,
     ) -> Result<Response<cri::ListContainersResponse>, Status> {
         let filter = container::filter(request.into_inner().filter);
+        let records = self.info.containers.list(&filter);
         let containers = self
-            .info
-            .containers
-            .list(&filter)
-            .iter()
-            .map(|c| container::list_item(c))
-            .collect();
+            .container_items
+            .items(&records, |c| &c.id, container::list_item);
         Ok(Response::new(cri::ListContainersResponse { containers }))
     }
 

@@ -54,6 +54,16 @@ pub fn write(report: &Report, path: &Path) -> Result<()> {
     if rows.is_empty() {
         return Err("no ratios to chart".into());
     }
+    register_font()?;
+
+    let height = 110 + ROW * rows.len() as u32;
+    let mut buffer = vec![0u8; (WIDTH * height * 3) as usize];
+    draw(&rows, &mut buffer, height).map_err(|e| format!("drawing the chart: {e}"))?;
+    encode(path, &buffer, WIDTH, height)
+}
+
+/// Text needs a TrueType font: Debian's DejaVu Sans, read at run time.
+pub fn register_font() -> Result<()> {
     let font = std::fs::read(FONT).map_err(|e| format!("{FONT} (fonts-dejavu-core): {e}"))?;
     plotters::style::register_font(
         "sans-serif",
@@ -61,11 +71,7 @@ pub fn write(report: &Report, path: &Path) -> Result<()> {
         Box::leak(font.into_boxed_slice()),
     )
     .map_err(|_| format!("{FONT}: not a usable font"))?;
-
-    let height = 110 + ROW * rows.len() as u32;
-    let mut buffer = vec![0u8; (WIDTH * height * 3) as usize];
-    draw(&rows, &mut buffer, height).map_err(|e| format!("drawing the chart: {e}"))?;
-    encode(path, &buffer, height)
+    Ok(())
 }
 
 fn draw(rows: &[Row], buffer: &mut [u8], height: u32) -> std::result::Result<(), String> {
@@ -164,9 +170,9 @@ fn draw(rows: &[Row], buffer: &mut [u8], height: u32) -> std::result::Result<(),
     Ok(())
 }
 
-fn encode(path: &Path, rgb: &[u8], height: u32) -> Result<()> {
+pub fn encode(path: &Path, rgb: &[u8], width: u32, height: u32) -> Result<()> {
     let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), WIDTH, height);
+    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), width, height);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
     encoder

@@ -151,3 +151,29 @@ mod tests {
         assert!(fd_count(me).unwrap() >= 3);
     }
 }
+
+/// utime + stime of `pid` (fields 14 and 15 of /proc/<pid>/stat), in clock ticks.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_ticks(&stat)
+}
+
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    // The command name may hold spaces and parentheses: fields count from its end.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace().skip(11);
+    Some(fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?)
+}
+
+pub fn ticks_per_second() -> f64 {
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as f64
+}
+
+#[cfg(test)]
+mod cpu_tests {
+    #[test]
+    fn cpu_ticks_count_from_the_end_of_the_name() {
+        let stat = "42 (a) b) S 1 42 42 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 1 0";
+        assert_eq!(super::stat_cpu_ticks(stat), Some(12));
+    }
+}

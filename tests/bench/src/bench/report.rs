@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::Result;
 use super::crash;
+use super::kubelet;
 use super::leaks::LeakCheck;
 use super::samples::{Series, Summary};
 
@@ -65,6 +66,8 @@ pub struct Metric {
     /// What the floor side measures, when there is one.
     pub floor_is: Option<&'static str>,
     pub targets: Vec<Target>,
+    /// Items one call returns (a List's), for its cost per item.
+    pub items: Option<usize>,
     pub berth: Series,
     pub containerd: Series,
     pub floor: Series,
@@ -78,6 +81,7 @@ impl Metric {
             unit,
             floor_is: None,
             targets: Vec::new(),
+            items: None,
             berth: Series::default(),
             containerd: Series::default(),
             floor: Series::default(),
@@ -86,6 +90,11 @@ impl Metric {
 
     pub fn floor(mut self, what: &'static str) -> Metric {
         self.floor_is = Some(what);
+        self
+    }
+
+    pub fn items(mut self, n: usize) -> Metric {
+        self.items = Some(n);
         self
     }
 
@@ -143,6 +152,9 @@ pub struct Report {
     pub leaks: Vec<LeakCheck>,
     /// The crash loop's figures, one per runtime (`--crash-loop`).
     pub crash: Vec<crash::Outcome>,
+    /// The kubelet scale scenario's points, and its containers per pod.
+    pub kubelet: Vec<kubelet::Point>,
+    pub kubelet_containers: usize,
     pub notes: Vec<String>,
 }
 
@@ -208,6 +220,7 @@ impl Report {
             "metrics": metrics,
             "leaks": self.leaks.iter().map(LeakCheck::to_json).collect::<Vec<_>>(),
             "crash_loop": self.crash.iter().map(crash::Outcome::to_json).collect::<Vec<_>>(),
+            "kubelet_scale": kubelet::to_json(&self.kubelet),
             "notes": self.notes,
         })
     }
@@ -262,6 +275,20 @@ impl Report {
         } else {
             String::new()
         };
+        if let Some(rows) = super::spread::rows(&self.metrics) {
+            out.push('\n');
+            out.push_str(&render(&rows));
+        }
+        if !self.kubelet.is_empty() {
+            out.push('\n');
+            out.push_str(&render(&kubelet::table(
+                &self.kubelet,
+                self.kubelet_containers,
+            )));
+            for v in kubelet::verdicts(&self.kubelet, self.kubelet_containers) {
+                let _ = writeln!(out, "kubelet scale: {v}");
+            }
+        }
         if !self.leaks.is_empty() {
             out.push('\n');
             let mut rows = vec![["LEAK CHECK", "AFTER", "LEFT OVER (vs idle)"].map(String::from)];

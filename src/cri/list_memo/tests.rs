@@ -1,0 +1,144 @@
+//! The kept CRI form must equal the one built from scratch after every kind of
+//! change a record goes through.
+
+use std::sync::Arc;
+
+use k8s_cri::v1 as cri;
+
+use super::*;
+use crate::cri::{container, sandbox};
+use crate::domain::{ContainerPhase, SandboxPhase};
+use crate::sandbox::Sandbox;
+use crate::store::{ContainerRecord, SandboxRecord};
+
+type Containers = ListMemo<ContainerRecord, cri::Container>;
+
+fn record(id: &str, pod: &str) -> ContainerRecord {
+    let mut r = ContainerRecord {
+        id: id.into(),
+        sandbox_id: pod.into(),
+        phase: ContainerPhase::Created,
+        image_id: "sha256:aa".into(),
+        image_name: "busybox:latest".into(),
+        created_at: 7,
+        ..Default::default()
+    };
+    r.config.name = format!("name-{id}");
+    r.config.labels.insert("app".into(), "web".into());
+    r.config.annotations.insert("note".into(), id.into());
+    r
+}
+
+/// What the memo serves must be what a fresh build gives.
+fn check(memo: &Containers, records: &[Arc<ContainerRecord>]) {
+    let served = memo.items(records, |c| &c.id, container::list_item);
+    let rebuilt: Vec<cri::Container> = records.iter().map(|c| container::list_item(c)).collect();
+    assert_eq!(served, rebuilt);
+}
+
+/// The service's move: the record is replaced by a changed copy.
+fn change(slot: &mut Arc<ContainerRecord>, f: impl FnOnce(&mut ContainerRecord)) {
+    let mut next = ContainerRecord::clone(slot);
+    f(&mut next);
+    *slot = Arc::new(next);
+}
+
+#[test]
+fn every_change_is_served_as_rebuilt() {
+    let memo = Containers::default();
+    let mut records = vec![Arc::new(record("a1", "p1")), Arc::new(record("b2", "p1"))];
+    check(&memo, &records); // create
+    check(&memo, &records); // unchanged: served from the memo
+    change(&mut records[0], |c| {
+        c.phase = ContainerPhase::Running;
+        c.started_at = 9;
+        c.pid = 42;
+    });
+    check(&memo, &records); // start
+    change(&mut records[0], |c| {
+        c.phase = ContainerPhase::Exited;
+        c.finished_at = 11;
+        c.exit_code = 137;
+        c.reason = "OOMKilled".into();
+    });
+    check(&memo, &records); // exit
+    change(&mut records[1], |c| c.phase = ContainerPhase::Unknown);
+    check(&memo, &records); // shim gone at recovery
+    records.remove(1);
+    check(&memo, &records); // remove
+    // Restart recovery: equal records, freshly loaded, in a fresh memo and the
+    // old one alike.
+    let reloaded: Vec<Arc<ContainerRecord>> = records
+        .iter()
+        .map(|c| Arc::new(serde_json::from_str(&serde_json::to_string(&**c).unwrap()).unwrap()))
+        .collect();
+    check(&memo, &reloaded);
+    check(&Containers::default(), &reloaded);
+}
+
+#[test]
+fn a_new_record_under_a_kept_id_is_rebuilt() {
+    // Removed and created again under the same id (a restarted attempt keeps
+    // no id, but nothing else rules it out): the old item must not be served.
+    let memo = Containers::default();
+    let first = vec![Arc::new(record("a1", "p1"))];
+    check(&memo, &first);
+    let mut again = record("a1", "p2");
+    again.config.labels.insert("tier".into(), "db".into());
+    check(&memo, &[Arc::new(again)]);
+}
+
+#[test]
+fn an_unchanged_record_is_not_built_again() {
+    let memo = Containers::default();
+    let records = vec![Arc::new(record("a1", "p1"))];
+    let builds = std::cell::Cell::new(0);
+    let build = |c: &ContainerRecord| {
+        builds.set(builds.get() + 1);
+        container::list_item(c)
+    };
+    memo.items(&records, |c| &c.id, build);
+    memo.items(&records, |c| &c.id, build);
+    assert_eq!(builds.get(), 1);
+}
+
+#[test]
+fn entries_of_removed_records_are_swept() {
+    let memo = Containers::default();
+    let many: Vec<Arc<ContainerRecord>> = (0..SWEEP_SLACK + 10)
+        .map(|n| Arc::new(record(&format!("c{n}"), "p")))
+        .collect();
+    check(&memo, &many);
+    drop(many);
+    let one = vec![Arc::new(record("z", "p"))];
+    check(&memo, &one);
+    assert_eq!(memo.len(), 1);
+}
+
+#[test]
+fn pods_are_served_as_rebuilt_across_changes() {
+    let memo: ListMemo<Sandbox, cri::PodSandbox> = ListMemo::default();
+    let mut r = SandboxRecord {
+        id: "p1".into(),
+        phase: SandboxPhase::Ready,
+        runtime_handler: "runc".into(),
+        created_at: 3,
+        ..Default::default()
+    };
+    r.config.labels.insert("app".into(), "web".into());
+    let check = |pods: &[Arc<Sandbox>]| {
+        let served = memo.items(pods, |p| p.id(), sandbox::list_item);
+        let rebuilt: Vec<cri::PodSandbox> = pods.iter().map(|p| sandbox::list_item(p)).collect();
+        assert_eq!(served, rebuilt);
+    };
+    let pod = |record: &SandboxRecord| {
+        Arc::new(Sandbox {
+            record: record.clone(),
+            task: None,
+        })
+    };
+    check(&[pod(&r)]);
+    r.phase = SandboxPhase::NotReady;
+    check(&[pod(&r)]); // stop
+    check(&[]); // remove
+}
