@@ -197,8 +197,15 @@ impl Layer {
     }
 
     /// A hard link `path` to the earlier entry `target` (archive path).
-    pub fn hardlink(mut self, path: &str, target: &str) -> Layer {
-        let mut h = header(EntryType::Link, 0o644, 0, 0, 0);
+    pub fn hardlink(self, path: &str, target: &str) -> Layer {
+        self.hardlink_with(path, target, 0o644)
+    }
+
+    /// A hard link whose header says `mode`. Go's archive appliers (containerd,
+    /// Docker) chmod the target to the link header's mode, so a link to an
+    /// executable must say so or the executable stops being one there.
+    pub fn hardlink_with(mut self, path: &str, target: &str, mode: u32) -> Layer {
+        let mut h = header(EntryType::Link, mode, 0, 0, 0);
         self.tar.append_link(&mut h, path, target).unwrap();
         self
     }

@@ -75,7 +75,8 @@ impl LayerTar {
 
     fn hard_link(&mut self, path: &str, target: &str) {
         self.files += 1;
-        self.with(|l| l.hardlink(path, target));
+        // Every link here is to an executable (busybox); see `hardlink_with`.
+        self.with(|l| l.hardlink_with(path, target, 0o755));
     }
 
     fn finish(self) -> Tarball {
