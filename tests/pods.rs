@@ -11,8 +11,8 @@
 mod common;
 
 use common::pod::{
-    PodNet, binaries, host_network, info, list, pod_config, prerequisites_met, remove, run_pod,
-    state_and_ip, status, stop,
+    PodNet, binaries, host_network, info, list, pod_config, remove, run_pod, state_and_ip, status,
+    stop,
 };
 
 use std::os::unix::fs::PermissionsExt;
@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::daemon::{Berthd, TestEnv};
+use common::TestBed;
+use common::daemon::TestEnv;
+use common::world::World;
 use k8s_cri::v1 as cri;
 
 const READY: i32 = cri::PodSandboxState::SandboxReady as i32;
@@ -56,13 +58,11 @@ fn cmdline(pid: u32) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pod_lifecycle_status_list_and_names() {
-    if !prerequisites_met() {
+    let Some(mut world) = World::builder().no_image().start().await else {
         return;
-    }
-    let env = TestEnv::new();
-    let net = PodNet::configure(&env, &[], None);
-    let berthd = Berthd::start(&env).await;
-    let cri = berthd.cri().await;
+    };
+    let World { net, bed, .. } = &mut world;
+    let TestBed { cri, env, .. } = bed;
 
     let started = std::time::Instant::now();
     let web = run_pod(
@@ -205,30 +205,33 @@ async fn pod_lifecycle_status_list_and_names() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failing_cni_plugin_leaves_nothing_behind() {
-    if !prerequisites_met() {
-        return;
-    }
-    let env = TestEnv::new();
     // A plugin after the bridge that fails ADD with a CNI error (and lets DEL pass),
     // so the bridge's IP and veth must be undone.
-    let bin = env.path().join("cni-bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let plugin = bin.join("berth-fail");
-    std::fs::write(
-        &plugin,
-        "#!/bin/sh\ncat >/dev/null\nif [ \"$CNI_COMMAND\" = ADD ]; then\n\
-         echo '{\"cniVersion\":\"1.0.0\",\"code\":999,\"msg\":\"berth-test: no network for you\"}'\n\
-         exit 1\nfi\nexit 0\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let net = PodNet::configure(
-        &env,
-        &[serde_json::json!({"type": "berth-fail"})],
-        Some(&bin),
-    );
-    let berthd = Berthd::start(&env).await;
-    let cri = berthd.cri().await;
+    let plugin_dir = |env: &TestEnv| {
+        let bin = env.path().join("cni-bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let plugin = bin.join("berth-fail");
+        std::fs::write(
+            &plugin,
+            "#!/bin/sh\ncat >/dev/null\nif [ \"$CNI_COMMAND\" = ADD ]; then\n\
+             echo '{\"cniVersion\":\"1.0.0\",\"code\":999,\"msg\":\"berth-test: no network for you\"}'\n\
+             exit 1\nfi\nexit 0\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        bin
+    };
+    let Some(mut world) = World::builder()
+        .no_image()
+        .plugins(&[serde_json::json!({"type": "berth-fail"})])
+        .plugin_dir(plugin_dir)
+        .start()
+        .await
+    else {
+        return;
+    };
+    let World { net, bed, .. } = &mut world;
+    let TestBed { cri, env, .. } = bed;
 
     let err = run_pod(&cri, pod_config("doomed", &[])).await.unwrap_err();
     assert!(
@@ -271,13 +274,13 @@ async fn failing_cni_plugin_leaves_nothing_behind() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_pod_survives_berthd_kill9() {
-    if !prerequisites_met() {
+    let Some(mut world) = World::builder().no_image().start().await else {
         return;
-    }
-    let env = TestEnv::new();
-    let net = PodNet::configure(&env, &[], None);
-    let mut berthd = Berthd::start(&env).await;
-    let cri = berthd.cri().await;
+    };
+    let World { net, bed, .. } = &mut world;
+    let TestBed {
+        cri, berthd, env, ..
+    } = bed;
     let id = run_pod(&cri, pod_config("survivor", &[("app", "s")]))
         .await
         .expect("RunPodSandbox");
@@ -337,13 +340,11 @@ async fn ready_pod_survives_berthd_kill9() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_calls_on_one_pod_serialise() {
-    if !prerequisites_met() {
+    let Some(mut world) = World::builder().no_image().start().await else {
         return;
-    }
-    let env = TestEnv::new();
-    let net = PodNet::configure(&env, &[], None);
-    let berthd = Berthd::start(&env).await;
-    let cri = berthd.cri().await;
+    };
+    let World { net, bed, .. } = &mut world;
+    let TestBed { cri, env, .. } = bed;
 
     // The same pod four times at once: one wins, the others meet its name.
     let runs = (0..4).map(|_| run_pod(&cri, pod_config("racer", &[])));
@@ -407,12 +408,11 @@ async fn concurrent_calls_on_one_pod_serialise() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn half_created_pod_is_undone_at_start() {
-    if !prerequisites_met() {
+    let Some(mut world) = World::builder().no_image().start().await else {
         return;
-    }
-    let env = TestEnv::new();
-    let net = PodNet::configure(&env, &[], None);
-    let mut berthd = Berthd::start(&env).await;
+    };
+    let World { net, bed, .. } = &mut world;
+    let TestBed { berthd, env, .. } = bed;
     berthd.kill9();
 
     // What a crash in the middle of RunPodSandbox leaves: a Creating record, the
@@ -463,22 +463,29 @@ async fn half_created_pod_is_undone_at_start() {
 #[tokio::test(flavor = "multi_thread")]
 async fn debian_runc_shim_as_a_runtime_handler() {
     const DEBIAN_SHIM: &str = "/usr/bin/containerd-shim-runc-v2";
-    if !prerequisites_met() {
-        return;
-    }
     if !Path::new(DEBIAN_SHIM).exists() {
         eprintln!("SKIPPED: {DEBIAN_SHIM} is not installed");
         return;
     }
-    let env = TestEnv::new();
-    let net = PodNet::configure(&env, &[], None);
-    let mut config = std::fs::read_to_string(&env.config).unwrap();
-    config.push_str(&format!(
-        "\n[runtimes.runc]\nshim = \"{DEBIAN_SHIM}\"\nruntime = \"runc\"\n"
-    ));
-    std::fs::write(&env.config, config).unwrap();
-    let mut berthd = Berthd::start(&env).await;
-    let cri = berthd.cri().await;
+    let runc_handler = |env: &TestEnv| {
+        let mut config = std::fs::read_to_string(&env.config).unwrap();
+        config.push_str(&format!(
+            "\n[runtimes.runc]\nshim = \"{DEBIAN_SHIM}\"\nruntime = \"runc\"\n"
+        ));
+        std::fs::write(&env.config, config).unwrap();
+    };
+    let Some(mut world) = World::builder()
+        .no_image()
+        .before_start(runc_handler)
+        .start()
+        .await
+    else {
+        return;
+    };
+    let World { net, bed, .. } = &mut world;
+    let TestBed {
+        cri, berthd, env, ..
+    } = bed;
 
     let request = cri::RunPodSandboxRequest {
         config: Some(pod_config("debian", &[])),
@@ -520,13 +527,11 @@ async fn debian_runc_shim_as_a_runtime_handler() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_bandwidth_annotation_is_refused_before_anything_is_made() {
-    if !prerequisites_met() {
+    let Some(mut world) = World::builder().no_image().start().await else {
         return;
-    }
-    let env = TestEnv::new();
-    let _net = PodNet::configure(&env, &[], None);
-    let berthd = Berthd::start(&env).await;
-    let cri = berthd.cri().await;
+    };
+    let World { bed, .. } = &mut world;
+    let TestBed { cri, env, .. } = bed;
     let mut config = pod_config("shaped", &[]);
     config.annotations.insert(
         "kubernetes.io/ingress-bandwidth".to_string(),
@@ -564,20 +569,25 @@ fn cidr_request(cidr: &str) -> cri::UpdateRuntimeConfigRequest {
 /// addresses from the node's CIDR, before and after a berthd restart.
 #[tokio::test(flavor = "multi_thread")]
 async fn pod_cidr_reaches_host_local_as_ip_ranges() {
-    if !prerequisites_met() {
+    let ranges_from_cidr = |env: &TestEnv| {
+        let conflist = env.path().join("net.d/10-test.conflist");
+        let mut conf: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&conflist).unwrap()).unwrap();
+        let bridge = &mut conf["plugins"][0];
+        bridge["ipam"].as_object_mut().unwrap().remove("ranges");
+        bridge["capabilities"] = serde_json::json!({"ipRanges": true});
+        std::fs::write(&conflist, conf.to_string()).unwrap();
+    };
+    let Some(mut world) = World::builder()
+        .no_image()
+        .before_start(ranges_from_cidr)
+        .start()
+        .await
+    else {
         return;
-    }
-    let env = TestEnv::new();
-    let net = PodNet::configure(&env, &[], None);
-    let conflist = env.path().join("net.d/10-test.conflist");
-    let mut conf: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&conflist).unwrap()).unwrap();
-    let bridge = &mut conf["plugins"][0];
-    bridge["ipam"].as_object_mut().unwrap().remove("ranges");
-    bridge["capabilities"] = serde_json::json!({"ipRanges": true});
-    std::fs::write(&conflist, conf.to_string()).unwrap();
-    let mut berthd = Berthd::start(&env).await;
-    let cri = berthd.cri().await;
+    };
+    let World { net, bed, .. } = &mut world;
+    let TestBed { cri, berthd, .. } = bed;
 
     // No CIDR yet: host-local has no range at all.
     let err = run_pod(&cri, pod_config("early", &[])).await.unwrap_err();
