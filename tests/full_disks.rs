@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::TestBed;
 use common::daemon::{Berthd, TestEnv};
 use common::image::{Image, Layer};
 use common::pod;
-use common::registry::{Registry, RegistryOpts};
 use common::world::{RUNNING, World};
 use k8s_cri::v1 as cri;
 
@@ -94,6 +94,11 @@ impl Drop for LoopFs {
         // A loop mount frees its device once the last user has gone.
         let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
     }
+}
+
+/// berthd's root on a 32 MiB filesystem of its own.
+fn small_root(env: &TestEnv) -> LoopFs {
+    LoopFs::mount(&env.path().join("root.img"), &env.root, 32 * MIB)
 }
 
 fn available(dir: &Path) -> u64 {
@@ -343,14 +348,10 @@ fn assert_blobs_verified(env: &TestEnv) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pull_that_fills_berths_disk_fails_clearly_and_the_next_succeeds() {
-    if !common::prerequisites_met() {
+    let Some(mut bed) = TestBed::start_holding(small_root).await else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default()).await;
-    let env = TestEnv::new();
-    let disk = LoopFs::mount(&env.path().join("root.img"), &env.root, 32 * MIB);
-    let mut berthd = Berthd::start(&env).await;
-    let mut cri = berthd.cri().await;
+    };
+    let (disk, cri, env, registry) = (bed.held::<LoopFs>(), &bed.cri, &bed.env, &bed.registry);
     let content = common::noise(LAYER, 7);
     let image = Image::oci()
         .layer(Layer::new().file("big", &content).uncompressed())
@@ -385,8 +386,8 @@ async fn a_pull_that_fills_berths_disk_fails_clearly_and_the_next_succeeds() {
     }
 
     // The store reloads as it was left.
-    berthd.restart().await;
-    cri = berthd.cri().await;
+    bed.restart_berthd().await;
+    let (cri, env) = (&bed.cri, &bed.env);
     assert!(cri.image(&reference).await.is_none());
     assert!(cri.list_images().await.is_empty());
 
@@ -407,14 +408,10 @@ const IMPLICIT_DIRS: usize = 4000;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unpack_that_runs_out_of_room_making_directories_is_resource_exhausted() {
-    if !common::prerequisites_met() {
+    let Some(bed) = TestBed::start_holding(small_root).await else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default()).await;
-    let env = TestEnv::new();
-    let disk = LoopFs::mount(&env.path().join("root.img"), &env.root, 32 * MIB);
-    let berthd = Berthd::start(&env).await;
-    let cri = berthd.cri().await;
+    };
+    let (disk, cri, env, registry) = (bed.held::<LoopFs>(), &bed.cri, &bed.env, &bed.registry);
     // A file that takes nearly all the room, then files whose parent directories
     // are not in the layer: the disk fills while the unpacker creates a parent, a
     // failure it reports with what it was doing around the kernel's ENOSPC.

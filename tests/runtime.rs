@@ -6,6 +6,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+use common::TestBed;
 use common::daemon::{Berthd, TestEnv};
 use k8s_cri::v1 as cri;
 
@@ -37,17 +38,19 @@ async fn status(berthd: &Berthd, verbose: bool) -> cri::StatusResponse {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn version_status_and_network_readiness() {
-    if !common::prerequisites_met() {
+    let empty_cni_dir = |env: &TestEnv| {
+        let cni_dir = env.path().join("net.d");
+        std::fs::create_dir_all(&cni_dir).unwrap();
+        write_config(
+            env,
+            &format!("[cni]\nconf_dir = \"{}\"\n", cni_dir.display()),
+        );
+    };
+    let Some(bed) = TestBed::start_configured(empty_cni_dir).await else {
         return;
-    }
-    let env = TestEnv::new();
+    };
+    let TestBed { berthd, env, .. } = &bed;
     let cni_dir = env.path().join("net.d");
-    std::fs::create_dir_all(&cni_dir).unwrap();
-    write_config(
-        &env,
-        &format!("[cni]\nconf_dir = \"{}\"\n", cni_dir.display()),
-    );
-    let berthd = Berthd::start(&env).await;
 
     let version = berthd.cri().await.version().await;
     assert_eq!(version.runtime_name, "berth");
@@ -85,24 +88,23 @@ async fn version_status_and_network_readiness() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn runtime_config_reports_the_cgroup_driver() {
-    if !common::prerequisites_met() {
-        return;
-    }
     for (setting, expected) in [
         ("", cri::CgroupDriver::Cgroupfs),
         ("cgroup_driver = \"systemd\"\n", cri::CgroupDriver::Systemd),
     ] {
-        let env = TestEnv::new();
-        // Top-level keys go before any table.
-        let text = format!(
-            "{setting}[registry]\nconfig_path = \"{}\"\n",
-            env.certs_d.display()
-        );
-        std::fs::write(&env.config, text).unwrap();
-        let berthd = Berthd::start(&env).await;
-        let response = berthd
-            .cri()
-            .await
+        let driver = |env: &TestEnv| {
+            // Top-level keys go before any table.
+            let text = format!(
+                "{setting}[registry]\nconfig_path = \"{}\"\n",
+                env.certs_d.display()
+            );
+            std::fs::write(&env.config, text).unwrap();
+        };
+        let Some(bed) = TestBed::start_configured(driver).await else {
+            return;
+        };
+        let response = bed
+            .cri
             .runtime_client()
             .runtime_config(cri::RuntimeConfigRequest {})
             .await
@@ -128,12 +130,11 @@ fn cidr_request(cidr: &str) -> cri::UpdateRuntimeConfigRequest {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pod_cidr_is_validated_and_survives_a_restart() {
-    if !common::prerequisites_met() {
+    let Some(mut bed) = TestBed::start().await else {
         return;
-    }
-    let env = TestEnv::new();
-    let mut berthd = Berthd::start(&env).await;
-    let mut client = berthd.cri().await.runtime_client();
+    };
+    let berthd = &mut bed.berthd;
+    let mut client = bed.cri.runtime_client();
     let err = client
         .update_runtime_config(cidr_request("10.244.0.0/40"))
         .await
@@ -154,14 +155,11 @@ async fn pod_cidr_is_validated_and_survives_a_restart() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn calls_of_later_stages_are_unimplemented() {
-    if !common::prerequisites_met() {
+    let Some(bed) = TestBed::start().await else {
         return;
-    }
-    let env = TestEnv::new();
-    let berthd = Berthd::start(&env).await;
-    let err = berthd
-        .cri()
-        .await
+    };
+    let err = bed
+        .cri
         .runtime_client()
         .checkpoint_container(cri::CheckpointContainerRequest::default())
         .await
@@ -171,12 +169,13 @@ async fn calls_of_later_stages_are_unimplemented() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn socket_is_created_0660() {
-    if !common::prerequisites_met() {
+    let Some(bed) = TestBed::start().await else {
         return;
-    }
-    let env = TestEnv::new();
-    let _berthd = Berthd::start(&env).await;
-    let mode = std::fs::metadata(&env.socket).unwrap().permissions().mode();
+    };
+    let mode = std::fs::metadata(&bed.env.socket)
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o660, "socket mode {mode:o}");
 }
 

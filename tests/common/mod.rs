@@ -150,6 +150,9 @@ pub fn dir_entries(dir: &Path) -> Vec<String> {
 pub struct TestBed {
     pub cri: Cri,
     pub berthd: Berthd,
+    /// What the test set up on the root before berthd started (a filesystem
+    /// mounted on it): dropped once berthd is killed, before the root goes.
+    held: Option<Box<dyn std::any::Any + Send + Sync>>,
     pub env: TestEnv,
     pub registry: Registry,
 }
@@ -167,6 +170,34 @@ impl TestBed {
         Some(Self::launch(opts, |_| {}).await)
     }
 
+    /// Like [`TestBed::start`], with `configure` run on the root before berthd
+    /// starts (a config of the test's own).
+    pub async fn start_configured(configure: impl FnOnce(&TestEnv)) -> Option<TestBed> {
+        if !prerequisites_met() {
+            return None;
+        }
+        Some(Self::launch(RegistryOpts::default(), configure).await)
+    }
+
+    /// Like [`TestBed::start_configured`], keeping what `configure` returns
+    /// (see [`TestBed::held`]) until berthd is gone.
+    pub async fn start_holding<T: Send + Sync + 'static>(
+        configure: impl FnOnce(&TestEnv) -> T,
+    ) -> Option<TestBed> {
+        let mut held = None;
+        let mut bed = Self::start_configured(|env| held = Some(configure(env))).await?;
+        bed.held = held.map(|h| Box::new(h) as Box<dyn std::any::Any + Send + Sync>);
+        Some(bed)
+    }
+
+    /// What [`TestBed::start_holding`]'s `configure` returned.
+    pub fn held<T: 'static>(&self) -> &T {
+        self.held
+            .as_ref()
+            .and_then(|h| h.downcast_ref())
+            .expect("start_holding kept a value of this type")
+    }
+
     /// The one construction every fixture goes through, prerequisites checked
     /// by the caller: `configure` sees the root before berthd starts on it (a
     /// pod network, a config of its own).
@@ -182,6 +213,7 @@ impl TestBed {
         TestBed {
             cri,
             berthd,
+            held: None,
             env,
             registry,
         }
