@@ -49,13 +49,6 @@ fn shim_pid(env: &TestEnv, id: &str) -> u32 {
         .unwrap()
 }
 
-fn cmdline(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_default()
-        .trim_end_matches('\0')
-        .replace('\0', " ")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn pod_lifecycle_status_list_and_names() {
     let Some(mut world) = World::builder().no_image().start().await else {
@@ -93,7 +86,7 @@ async fn pod_lifecycle_status_list_and_names() {
     common::wait_until(
         "the infra process to be /pause",
         Duration::from_secs(2),
-        || cmdline(pid) == "/pause",
+        || common::cmdline(pid) == "/pause",
     )
     .await;
     assert_eq!(web_info["runtimeHandler"], "berth");
@@ -165,7 +158,7 @@ async fn pod_lifecycle_status_list_and_names() {
     assert_eq!(state_and_ip(&cri, &web).await, (NOT_READY, String::new()));
     assert!(net.allocated().is_empty(), "{:?}", net.allocated());
     assert!(!netns.exists());
-    assert!(!pid_alive(pid) || cmdline(pid) != "/pause");
+    assert!(!pid_alive(pid) || common::cmdline(pid) != "/pause");
     assert_eq!(
         list(&cri, filter("", Some(NOT_READY), &[])).await,
         vec![web.clone()]
@@ -300,7 +293,7 @@ async fn ready_pod_survives_berthd_kill9() {
 
     let shim = shim_pid(&env, &id);
     stop(&cri, &id).await.expect("StopPodSandbox after restart");
-    assert!(!pid_alive(pid) || cmdline(pid) != "/pause");
+    assert!(!pid_alive(pid) || common::cmdline(pid) != "/pause");
     assert!(net.allocated().is_empty());
     remove(&cri, &id)
         .await
@@ -324,7 +317,7 @@ async fn ready_pod_survives_berthd_kill9() {
         libc::kill(pid as i32, libc::SIGKILL);
     }
     common::wait_until("the pause process to die", Duration::from_secs(5), || {
-        !pid_alive(pid) || cmdline(pid) != "/pause"
+        !pid_alive(pid) || common::cmdline(pid) != "/pause"
     })
     .await;
     berthd.restart().await;
@@ -554,16 +547,6 @@ async fn bad_bandwidth_annotation_is_refused_before_anything_is_made() {
     remove(&cri, &id).await.unwrap();
 }
 
-fn cidr_request(cidr: &str) -> cri::UpdateRuntimeConfigRequest {
-    cri::UpdateRuntimeConfigRequest {
-        runtime_config: Some(cri::RuntimeConfig {
-            network_config: Some(cri::NetworkConfig {
-                pod_cidr: cidr.to_string(),
-            }),
-        }),
-    }
-}
-
 /// The kubelet's pod CIDR reaches host-local as the `ipRanges` capability: with a
 /// conflist whose bridge declares it and names no range of its own, pods get
 /// addresses from the node's CIDR, before and after a berthd restart.
@@ -602,7 +585,7 @@ async fn pod_cidr_reaches_host_local_as_ip_ranges() {
     for bad in ["10.196.0.0/24,10.195.0.0/24", "10.196.0.0", "fd00::/200"] {
         let err = cri
             .runtime_client()
-            .update_runtime_config(cidr_request(bad))
+            .update_runtime_config(common::pod_cidr_request(bad))
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad}: {err:?}");
@@ -615,7 +598,7 @@ async fn pod_cidr_reaches_host_local_as_ip_ranges() {
     let octet = net.octet;
     let in_cidr = |ip: &str| ip.starts_with(&format!("10.196.{octet}."));
     cri.runtime_client()
-        .update_runtime_config(cidr_request(&format!("10.196.{octet}.0/24")))
+        .update_runtime_config(common::pod_cidr_request(&format!("10.196.{octet}.0/24")))
         .await
         .expect("UpdateRuntimeConfig");
     let first = run_pod(&cri, pod_config("first", &[]))

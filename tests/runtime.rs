@@ -118,16 +118,6 @@ async fn runtime_config_reports_the_cgroup_driver() {
     }
 }
 
-fn cidr_request(cidr: &str) -> cri::UpdateRuntimeConfigRequest {
-    cri::UpdateRuntimeConfigRequest {
-        runtime_config: Some(cri::RuntimeConfig {
-            network_config: Some(cri::NetworkConfig {
-                pod_cidr: cidr.to_string(),
-            }),
-        }),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn pod_cidr_is_validated_and_survives_a_restart() {
     let Some(mut bed) = TestBed::start().await else {
@@ -136,14 +126,14 @@ async fn pod_cidr_is_validated_and_survives_a_restart() {
     let berthd = &mut bed.berthd;
     let mut client = bed.cri.runtime_client();
     let err = client
-        .update_runtime_config(cidr_request("10.244.0.0/40"))
+        .update_runtime_config(common::pod_cidr_request("10.244.0.0/40"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("pod_cidr"), "{}", err.message());
 
     client
-        .update_runtime_config(cidr_request("10.244.1.0/24"))
+        .update_runtime_config(common::pod_cidr_request("10.244.1.0/24"))
         .await
         .expect("UpdateRuntimeConfig");
     assert_eq!(status(&berthd, true).await.info["podCIDR"], "10.244.1.0/24");

@@ -342,13 +342,7 @@ async fn userns_pod_with_a_sandbox_image_runs_its_infra_as_the_mapped_root() {
     let Some(mut w) = world(0o711).await else {
         return;
     };
-    let sleeper = common::image::Image::oci()
-        .layer(
-            common::world::busybox_layer(&["sleep"], "root:x:0:0::/:/bin/sh\n", "root:x:0:\n")
-                .gzip(),
-        )
-        .cmd(&["sleep", "1000000"])
-        .build();
+    let sleeper = common::world::sleeper_image();
     sleeper.push(&w.registry, "test/sleeper", "1").await;
     let reference = w.registry.reference("test/sleeper", "1");
     let config = std::fs::read_to_string(&w.env.config).unwrap();

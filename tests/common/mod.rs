@@ -274,6 +274,27 @@ pub fn assert_mentions_any(status: &tonic::Status, needles: &[&str]) {
     );
 }
 
+/// The command line of process `pid`, arguments joined by spaces (empty when
+/// it is gone).
+pub fn cmdline(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .trim_end_matches('\0')
+        .replace('\0', " ")
+}
+
+/// An UpdateRuntimeConfig request setting the node's pod CIDR to `cidr`.
+pub fn pod_cidr_request(cidr: &str) -> k8s_cri::v1::UpdateRuntimeConfigRequest {
+    use k8s_cri::v1 as cri;
+    cri::UpdateRuntimeConfigRequest {
+        runtime_config: Some(cri::RuntimeConfig {
+            network_config: Some(cri::NetworkConfig {
+                pod_cidr: cidr.to_string(),
+            }),
+        }),
+    }
+}
+
 /// The resident memory of process `pid`, in KiB (0 when it is gone).
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

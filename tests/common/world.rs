@@ -318,6 +318,15 @@ pub fn busybox_image() -> Image {
         .build()
 }
 
+/// An image whose command sleeps for good, for a `sandbox_image` of the test's
+/// own (its process is recognised by its command line, `sleep 1000000`).
+pub fn sleeper_image() -> Image {
+    Image::oci()
+        .layer(busybox_layer(&["sleep"], "root:x:0:0::/:/bin/sh\n", "root:x:0:\n").gzip())
+        .cmd(&["sleep", "1000000"])
+        .build()
+}
+
 /// /bin/busybox with `applets` hard-linked to it, /tmp, and these account files.
 pub fn busybox_layer(applets: &[&str], passwd: &str, group: &str) -> Layer {
     let busybox = std::fs::read("/bin/busybox").expect("busybox-static is installed");
