@@ -256,8 +256,8 @@ async fn a_half_created_pod_that_cannot_be_undone_is_retried_until_gone() {
     };
     let TestBed { berthd, env, .. } = &mut world.bed;
     berthd.kill9();
-    let (kept, kept_blocker) = half_created_pod(&env, "kept", &env.outside);
-    let (removed, removed_blocker) = half_created_pod(&env, "removed", &env.outside);
+    let (kept, kept_blocker) = half_created_pod(env, "kept", &env.outside);
+    let (removed, removed_blocker) = half_created_pod(env, "removed", &env.outside);
 
     // Undoing fails at each start: both stay, listed NotReady.
     let mut cri = None;

@@ -356,7 +356,7 @@ async fn a_pull_that_fills_berths_disk_fails_clearly_and_the_next_succeeds() {
     let image = Image::oci()
         .layer(Layer::new().file("big", &content).uncompressed())
         .build();
-    image.push(&registry, "test/big", "1").await;
+    image.push(registry, "test/big", "1").await;
     let reference = registry.reference("test/big", "1");
     let filler = env.root.join("filler");
 
@@ -382,7 +382,7 @@ async fn a_pull_that_fills_berths_disk_fails_clearly_and_the_next_succeeds() {
             Vec::<PathBuf>::new(),
             "no half-unpacked snapshot left ({free} bytes free)"
         );
-        assert_blobs_verified(&env);
+        assert_blobs_verified(env);
     }
 
     // The store reloads as it was left.
@@ -399,7 +399,7 @@ async fn a_pull_that_fills_berths_disk_fails_clearly_and_the_next_succeeds() {
     assert!(cri.image(&reference).await.is_some());
     let unpacked = std::fs::read(env.snapshot_with("big").join("big")).unwrap();
     assert!(unpacked == content, "the unpacked layer is the pushed one");
-    assert_blobs_verified(&env);
+    assert_blobs_verified(env);
 }
 
 /// Directories the second image's layer makes implicitly (parents of its files,
@@ -421,7 +421,7 @@ async fn an_unpack_that_runs_out_of_room_making_directories_is_resource_exhauste
         layer = layer.raw_file(&format!("p{i:04}/f"), b"");
     }
     let image = Image::oci().layer(layer.uncompressed()).build();
-    image.push(&registry, "test/dirs", "1").await;
+    image.push(registry, "test/dirs", "1").await;
     let reference = registry.reference("test/dirs", "1");
     let blob = first as u64 + (IMPLICIT_DIRS as u64 + 2) * 512;
     disk.leave_free(&env.root.join("filler"), blob + first as u64 + MIB);

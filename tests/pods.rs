@@ -58,15 +58,12 @@ async fn pod_lifecycle_status_list_and_names() {
     let TestBed { cri, env, .. } = bed;
 
     let started = std::time::Instant::now();
-    let web = run_pod(
-        &cri,
-        pod_config("web", &[("app", "web"), ("tier", "front")]),
-    )
-    .await
-    .expect("RunPodSandbox");
+    let web = run_pod(cri, pod_config("web", &[("app", "web"), ("tier", "front")]))
+        .await
+        .expect("RunPodSandbox");
     eprintln!("RunPodSandbox took {:?}", started.elapsed());
 
-    let st = status(&cri, &web).await.unwrap().status.unwrap();
+    let st = status(cri, &web).await.unwrap().status.unwrap();
     assert_eq!(st.state, READY);
     assert_eq!(st.id, web);
     assert_eq!(st.metadata.as_ref().unwrap().name, "web");
@@ -80,7 +77,7 @@ async fn pod_lifecycle_status_list_and_names() {
     let ns = st.linux.unwrap().namespaces.unwrap().options.unwrap();
     assert_eq!(ns.network, cri::NamespaceMode::Pod as i32);
 
-    let web_info = info(&cri, &web).await;
+    let web_info = info(cri, &web).await;
     let pid = web_info["pid"].as_u64().expect("pid in info") as u32;
     // runc start returns as the process is released to exec /pause.
     common::wait_until(
@@ -94,21 +91,21 @@ async fn pod_lifecycle_status_list_and_names() {
     let netns = PathBuf::from(web_info["netNamespacePath"].as_str().unwrap());
     assert!(netns.starts_with(env.state.join("netns")), "{netns:?}");
     assert!(ping(&ip), "pod {ip} does not answer ping");
-    let web_shim = shim_pid(&env, &web);
+    let web_shim = shim_pid(env, &web);
     assert!(pid_alive(web_shim));
 
     // The same metadata again: the name is taken, and the error names the holder.
-    let err = run_pod(&cri, pod_config("web", &[])).await.unwrap_err();
+    let err = run_pod(cri, pod_config("web", &[])).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
     assert!(err.message().contains(&web), "{err:?}");
 
     // A host-network pod: no IP, no netns.
-    let host = run_pod(&cri, host_network(pod_config("host", &[("app", "host")])))
+    let host = run_pod(cri, host_network(pod_config("host", &[("app", "host")])))
         .await
         .expect("RunPodSandbox host network");
-    let (state, host_ip) = state_and_ip(&cri, &host).await;
+    let (state, host_ip) = state_and_ip(cri, &host).await;
     assert_eq!((state, host_ip.as_str()), (READY, ""));
-    assert_eq!(info(&cri, &host).await["netNamespacePath"], "");
+    assert_eq!(info(cri, &host).await["netNamespacePath"], "");
     assert_eq!(
         common::dir_entries(&env.state.join("netns")),
         vec![web.clone()]
@@ -117,7 +114,7 @@ async fn pod_lifecycle_status_list_and_names() {
     // Status and List by unique id prefix, state and labels.
     let prefix = &web[..6];
     if !host.starts_with(prefix) {
-        assert_eq!(status(&cri, prefix).await.unwrap().status.unwrap().id, web);
+        assert_eq!(status(cri, prefix).await.unwrap().status.unwrap().id, web);
     }
     let filter = |id: &str, state: Option<i32>, labels: &[(&str, &str)]| cri::PodSandboxFilter {
         id: id.to_string(),
@@ -129,45 +126,41 @@ async fn pod_lifecycle_status_list_and_names() {
     };
     let mut both = vec![web.clone(), host.clone()];
     both.sort();
-    assert_eq!(list(&cri, filter("", None, &[])).await, both);
-    assert_eq!(list(&cri, filter(&web, None, &[])).await, vec![web.clone()]);
+    assert_eq!(list(cri, filter("", None, &[])).await, both);
+    assert_eq!(list(cri, filter(&web, None, &[])).await, vec![web.clone()]);
     assert_eq!(
-        list(&cri, filter(&host[..8], None, &[])).await,
+        list(cri, filter(&host[..8], None, &[])).await,
         vec![host.clone()]
     );
-    assert_eq!(list(&cri, filter("", Some(READY), &[])).await, both);
-    assert!(
-        list(&cri, filter("", Some(NOT_READY), &[]))
-            .await
-            .is_empty()
-    );
+    assert_eq!(list(cri, filter("", Some(READY), &[])).await, both);
+    assert!(list(cri, filter("", Some(NOT_READY), &[])).await.is_empty());
     assert_eq!(
-        list(&cri, filter("", None, &[("app", "web"), ("tier", "front")])).await,
+        list(cri, filter("", None, &[("app", "web"), ("tier", "front")])).await,
         vec![web.clone()]
     );
     assert!(
-        list(&cri, filter("", None, &[("app", "nope")]))
+        list(cri, filter("", None, &[("app", "nope")]))
             .await
             .is_empty()
     );
-    assert!(list(&cri, filter("ffffffffff", None, &[])).await.is_empty());
+    assert!(list(cri, filter("ffffffffff", None, &[])).await.is_empty());
 
     // Stop: NotReady, the IP back in the pool, the netns gone; twice is fine.
-    stop(&cri, &web).await.expect("StopPodSandbox");
-    stop(&cri, &web).await.expect("StopPodSandbox again");
-    assert_eq!(state_and_ip(&cri, &web).await, (NOT_READY, String::new()));
+    stop(cri, &web).await.expect("StopPodSandbox");
+    stop(cri, &web).await.expect("StopPodSandbox again");
+    assert_eq!(state_and_ip(cri, &web).await, (NOT_READY, String::new()));
     assert!(net.allocated().is_empty(), "{:?}", net.allocated());
     assert!(!netns.exists());
     assert!(!pid_alive(pid) || common::cmdline(pid) != "/pause");
     assert_eq!(
-        list(&cri, filter("", Some(NOT_READY), &[])).await,
+        list(cri, filter("", Some(NOT_READY), &[])).await,
         vec![web.clone()]
     );
 
     // Remove: gone, its files and shim with it; twice is fine.
-    remove(&cri, &web).await.expect("RemovePodSandbox");
-    remove(&cri, &web).await.expect("RemovePodSandbox again");
-    let err = status(&cri, &web).await.unwrap_err();
+    remove(cri, &web).await.expect("RemovePodSandbox");
+    remove(cri, &web).await.expect("RemovePodSandbox again");
+    let err = status(cri, &web).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
     assert_eq!(
         common::dir_entries(&env.state.join("pods")),
@@ -178,22 +171,22 @@ async fn pod_lifecycle_status_list_and_names() {
     })
     .await;
     // The name is free again.
-    let web2 = run_pod(&cri, pod_config("web", &[])).await.expect("rerun");
+    let web2 = run_pod(cri, pod_config("web", &[])).await.expect("rerun");
 
     // Unknown ids stop and remove without complaint.
-    stop(&cri, "0123456789abcdef").await.expect("stop unknown");
-    remove(&cri, "0123456789abcdef")
+    stop(cri, "0123456789abcdef").await.expect("stop unknown");
+    remove(cri, "0123456789abcdef")
         .await
         .expect("remove unknown");
 
     // Remove without Stop stops first.
     for id in [&web2, &host] {
-        remove(&cri, id).await.expect("RemovePodSandbox");
+        remove(cri, id).await.expect("RemovePodSandbox");
     }
     assert!(common::dir_entries(&env.state.join("pods")).is_empty());
     assert!(common::dir_entries(&env.state.join("netns")).is_empty());
     assert!(net.allocated().is_empty());
-    assert!(list(&cri, filter("", None, &[])).await.is_empty());
+    assert!(list(cri, filter("", None, &[])).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -226,16 +219,12 @@ async fn failing_cni_plugin_leaves_nothing_behind() {
     let World { net, bed, .. } = &mut world;
     let TestBed { cri, env, .. } = bed;
 
-    let err = run_pod(&cri, pod_config("doomed", &[])).await.unwrap_err();
+    let err = run_pod(cri, pod_config("doomed", &[])).await.unwrap_err();
     assert!(
         err.message().contains("berth-test: no network for you"),
         "{err:?}"
     );
-    assert!(
-        list(&cri, cri::PodSandboxFilter::default())
-            .await
-            .is_empty()
-    );
+    assert!(list(cri, cri::PodSandboxFilter::default()).await.is_empty());
     assert!(common::dir_entries(&env.state.join("pods")).is_empty());
     assert!(common::dir_entries(&env.state.join("netns")).is_empty());
     assert!(net.allocated().is_empty(), "{:?}", net.allocated());
@@ -256,11 +245,11 @@ async fn failing_cni_plugin_leaves_nothing_behind() {
 
     // The name was released: with a working network the same pod runs.
     // The conflist is read on every ADD; berthd's own config (bin dirs) is unchanged.
-    let working = PodNet::configure(&env, &[], None);
-    let id = run_pod(&cri, pod_config("doomed", &[]))
+    let working = PodNet::configure(env, &[], None);
+    let id = run_pod(cri, pod_config("doomed", &[]))
         .await
         .expect("rerun");
-    remove(&cri, &id).await.unwrap();
+    remove(cri, &id).await.unwrap();
     assert!(working.allocated().is_empty());
     assert!(net.allocated().is_empty());
 }
@@ -274,11 +263,11 @@ async fn ready_pod_survives_berthd_kill9() {
     let TestBed {
         cri, berthd, env, ..
     } = bed;
-    let id = run_pod(&cri, pod_config("survivor", &[("app", "s")]))
+    let id = run_pod(cri, pod_config("survivor", &[("app", "s")]))
         .await
         .expect("RunPodSandbox");
-    let (_, ip) = state_and_ip(&cri, &id).await;
-    let pid = info(&cri, &id).await["pid"].as_u64().unwrap() as u32;
+    let (_, ip) = state_and_ip(cri, &id).await;
+    let pid = info(cri, &id).await["pid"].as_u64().unwrap() as u32;
 
     berthd.kill9();
     assert!(ping(&ip), "the pod stays up without berthd");
@@ -291,7 +280,7 @@ async fn ready_pod_survives_berthd_kill9() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::AlreadyExists, "names are restored");
 
-    let shim = shim_pid(&env, &id);
+    let shim = shim_pid(env, &id);
     stop(&cri, &id).await.expect("StopPodSandbox after restart");
     assert!(!pid_alive(pid) || common::cmdline(pid) != "/pause");
     assert!(net.allocated().is_empty());
@@ -309,7 +298,7 @@ async fn ready_pod_survives_berthd_kill9() {
     let id = run_pod(&cri, pod_config("orphan", &[]))
         .await
         .expect("RunPodSandbox");
-    let shim = shim_pid(&env, &id);
+    let shim = shim_pid(env, &id);
     let pid = info(&cri, &id).await["pid"].as_u64().unwrap() as u32;
     berthd.kill9();
     unsafe {
@@ -340,7 +329,7 @@ async fn concurrent_calls_on_one_pod_serialise() {
     let TestBed { cri, env, .. } = bed;
 
     // The same pod four times at once: one wins, the others meet its name.
-    let runs = (0..4).map(|_| run_pod(&cri, pod_config("racer", &[])));
+    let runs = (0..4).map(|_| run_pod(cri, pod_config("racer", &[])));
     let results = futures::future::join_all(runs).await;
     let won: Vec<&String> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     assert_eq!(won.len(), 1, "{results:?}");
@@ -356,20 +345,16 @@ async fn concurrent_calls_on_one_pod_serialise() {
 
     // Stops and removes of it at once all succeed, and it is gone after.
     let (s1, s2, r1, s3, r2) = tokio::join!(
-        stop(&cri, &id),
-        stop(&cri, &id),
-        remove(&cri, &id),
-        stop(&cri, &id),
-        remove(&cri, &id)
+        stop(cri, &id),
+        stop(cri, &id),
+        remove(cri, &id),
+        stop(cri, &id),
+        remove(cri, &id)
     );
     for r in [s1, s2, r1, s3, r2] {
         r.expect("concurrent Stop/Remove");
     }
-    assert!(
-        list(&cri, cri::PodSandboxFilter::default())
-            .await
-            .is_empty()
-    );
+    assert!(list(cri, cri::PodSandboxFilter::default()).await.is_empty());
     assert!(common::dir_entries(&env.state.join("pods")).is_empty());
     assert!(common::dir_entries(&env.state.join("netns")).is_empty());
     assert!(net.allocated().is_empty());
@@ -380,7 +365,7 @@ async fn concurrent_calls_on_one_pod_serialise() {
     for i in 0..8 {
         let started = std::time::Instant::now();
         ids.push(
-            run_pod(&cri, pod_config(&format!("timed-{i}"), &[]))
+            run_pod(cri, pod_config(&format!("timed-{i}"), &[]))
                 .await
                 .expect("RunPodSandbox"),
         );
@@ -392,7 +377,7 @@ async fn concurrent_calls_on_one_pod_serialise() {
         took[took.len() / 2],
         took[took.len() - 1]
     );
-    let removes = ids.iter().map(|id| remove(&cri, id));
+    let removes = ids.iter().map(|id| remove(cri, id));
     for r in futures::future::join_all(removes).await {
         r.expect("RemovePodSandbox");
     }
@@ -491,7 +476,7 @@ async fn debian_runc_shim_as_a_runtime_handler() {
         .expect("RunPodSandbox with the runc handler")
         .into_inner()
         .pod_sandbox_id;
-    let st = status(&cri, &id).await.unwrap().status.unwrap();
+    let st = status(cri, &id).await.unwrap().status.unwrap();
     assert_eq!((st.state, st.runtime_handler.as_str()), (READY, "runc"));
     let ip = st.network.unwrap().ip;
     assert!(ping(&ip), "pod {ip} does not answer ping");
@@ -530,7 +515,7 @@ async fn bad_bandwidth_annotation_is_refused_before_anything_is_made() {
         "kubernetes.io/ingress-bandwidth".to_string(),
         "lots".to_string(),
     );
-    let err = run_pod(&cri, config).await.unwrap_err();
+    let err = run_pod(cri, config).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("ingress-bandwidth"), "{err:?}");
     assert!(common::dir_entries(&env.state.join("pods")).is_empty());
@@ -540,11 +525,11 @@ async fn bad_bandwidth_annotation_is_refused_before_anything_is_made() {
         "kubernetes.io/ingress-bandwidth".to_string(),
         "10M".to_string(),
     );
-    let id = run_pod(&cri, config)
+    let id = run_pod(cri, config)
         .await
         .expect("a valid bandwidth is fine");
-    stop(&cri, &id).await.unwrap();
-    remove(&cri, &id).await.unwrap();
+    stop(cri, &id).await.unwrap();
+    remove(cri, &id).await.unwrap();
 }
 
 /// The kubelet's pod CIDR reaches host-local as the `ipRanges` capability: with a
@@ -573,7 +558,7 @@ async fn pod_cidr_reaches_host_local_as_ip_ranges() {
     let TestBed { cri, berthd, .. } = bed;
 
     // No CIDR yet: host-local has no range at all.
-    let err = run_pod(&cri, pod_config("early", &[])).await.unwrap_err();
+    let err = run_pod(cri, pod_config("early", &[])).await.unwrap_err();
     assert!(err.message().contains("no IP ranges"), "{err:?}");
     // The failed ADD left the bridge up without an address; Debian's bridge
     // plugin then fails to give it one ("could not set bridge's mac").
@@ -601,10 +586,10 @@ async fn pod_cidr_reaches_host_local_as_ip_ranges() {
         .update_runtime_config(common::pod_cidr_request(&format!("10.196.{octet}.0/24")))
         .await
         .expect("UpdateRuntimeConfig");
-    let first = run_pod(&cri, pod_config("first", &[]))
+    let first = run_pod(cri, pod_config("first", &[]))
         .await
         .expect("RunPodSandbox");
-    let (_, ip) = state_and_ip(&cri, &first).await;
+    let (_, ip) = state_and_ip(cri, &first).await;
     assert!(in_cidr(&ip), "{ip} is not in 10.196.{octet}.0/24");
 
     berthd.restart().await;

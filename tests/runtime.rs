@@ -58,7 +58,7 @@ async fn version_status_and_network_readiness() {
     assert_eq!(version.runtime_version, env!("CARGO_PKG_VERSION"));
 
     // An empty conf dir means the built-in bridge: ready on a fresh machine.
-    let st = status(&berthd, false).await;
+    let st = status(berthd, false).await;
     assert!(condition(&st, "RuntimeReady").status);
     let network = condition(&st, "NetworkReady");
     assert!(network.status, "the built-in network is ready: {network:?}");
@@ -71,7 +71,7 @@ async fn version_status_and_network_readiness() {
         r#"{"cniVersion":"1.0.0","name":"test","plugins":[{"type":"berth-no-such-plugin"}]}"#,
     )
     .unwrap();
-    let network = condition(&status(&berthd, false).await, "NetworkReady");
+    let network = condition(&status(berthd, false).await, "NetworkReady");
     assert!(!network.status, "{network:?}");
     assert_eq!(network.reason, "NetworkPluginNotReady");
     assert!(
@@ -79,7 +79,7 @@ async fn version_status_and_network_readiness() {
         "{network:?}"
     );
 
-    let verbose = status(&berthd, true).await;
+    let verbose = status(berthd, true).await;
     let config: serde_json::Value =
         serde_json::from_str(&verbose.info["config"]).expect("config is JSON");
     assert_eq!(config["root"], env.root.display().to_string());
@@ -136,11 +136,11 @@ async fn pod_cidr_is_validated_and_survives_a_restart() {
         .update_runtime_config(common::pod_cidr_request("10.244.1.0/24"))
         .await
         .expect("UpdateRuntimeConfig");
-    assert_eq!(status(&berthd, true).await.info["podCIDR"], "10.244.1.0/24");
+    assert_eq!(status(berthd, true).await.info["podCIDR"], "10.244.1.0/24");
 
     berthd.kill9();
     berthd.restart().await;
-    assert_eq!(status(&berthd, true).await.info["podCIDR"], "10.244.1.0/24");
+    assert_eq!(status(berthd, true).await.info["podCIDR"], "10.244.1.0/24");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -170,6 +170,11 @@ impl World {
 
     /// The host pid of a running container's process, from the verbose status.
     pub async fn container_pid(&self, id: &str) -> u32 {
+        self.container_info(id).await["pid"].as_u64().expect("pid") as u32
+    }
+
+    /// The `info` JSON of a container's verbose status.
+    pub async fn container_info(&self, id: &str) -> serde_json::Value {
         let info = self
             .cri
             .runtime_client()
@@ -181,8 +186,7 @@ impl World {
             .expect("ContainerStatus")
             .into_inner()
             .info;
-        let info: serde_json::Value = serde_json::from_str(&info["info"]).expect("info JSON");
-        info["pid"].as_u64().expect("pid") as u32
+        serde_json::from_str(&info["info"]).expect("info JSON")
     }
 
     pub async fn status(&self, id: &str) -> cri::ContainerStatus {
@@ -342,13 +346,18 @@ pub fn busybox_layer(applets: &[&str], passwd: &str, group: &str) -> Layer {
     layer
 }
 
+/// Makes a plugin directory on the root and says where it is.
+type MakePluginDir<'a> = Box<dyn FnOnce(&TestEnv) -> PathBuf + 'a>;
+/// Prepares the root before berthd starts.
+type OnRoot<'a> = Box<dyn FnOnce(&TestEnv) + 'a>;
+
 /// How a [`World`] is made: its pod network's plugins, its image (or none, for
 /// pod-only tests), and what to do to its root before berthd starts.
 pub struct WorldBuilder<'a> {
     plugins: Vec<serde_json::Value>,
-    plugin_dir: Option<Box<dyn FnOnce(&TestEnv) -> PathBuf + 'a>>,
+    plugin_dir: Option<MakePluginDir<'a>>,
     image: Option<Image>,
-    before_start: Option<Box<dyn FnOnce(&TestEnv) + 'a>>,
+    before_start: Option<OnRoot<'a>>,
 }
 
 impl<'a> WorldBuilder<'a> {
