@@ -13,10 +13,13 @@
 //! - [`spdy`]: a SPDY/3.1 client on berth's frame codec, for the streaming tests.
 //! - [`world`]: a berthd with a pod network and a busybox image, for container tests.
 //!
-//! Tests start with [`TestBed::start`], which returns `None` (after printing
-//! why) when [`prerequisites_met`] says no: not root, or docker-registry,
-//! htpasswd or skopeo missing. Under CI (`CI` set) that is a failure instead,
-//! so the suite can never pass by skipping.
+//! Tests start with [`TestBed::start`] (or `start_with`, `start_configured`,
+//! `start_holding` for a registry, config or mount of their own) or
+//! [`world::World::start`] (`World::builder()` for plugins, another image, no
+//! image, a config), which return `None` (after printing why) when
+//! [`prerequisites_met`] says no: not root, or docker-registry, htpasswd or
+//! skopeo missing. Under CI (`CI` set) that is a failure instead, so the suite
+//! can never pass by skipping.
 
 // Each test binary uses a different part of the harness.
 #![allow(dead_code, unused_imports)]
