@@ -112,6 +112,7 @@ pub fn status(c: &ContainerRecord, image: &ImageNames) -> cri::ContainerStatus {
         image: Some(cri::ImageSpec {
             image: image.image.clone(),
             user_specified_image: image.user_specified_image.clone(),
+            runtime_handler: c.config.image_runtime_handler.clone(),
             ..Default::default()
         }),
         image_ref: image.image_ref.clone(),
