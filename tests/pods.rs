@@ -40,15 +40,6 @@ fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-fn shim_pid(env: &TestEnv, id: &str) -> u32 {
-    let path = env.state.join("pods").join(id).join("shim.pid");
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn pod_lifecycle_status_list_and_names() {
     let Some(mut world) = World::builder().no_image().start().await else {
@@ -91,7 +82,7 @@ async fn pod_lifecycle_status_list_and_names() {
     let netns = PathBuf::from(web_info["netNamespacePath"].as_str().unwrap());
     assert!(netns.starts_with(env.state.join("netns")), "{netns:?}");
     assert!(ping(&ip), "pod {ip} does not answer ping");
-    let web_shim = shim_pid(env, &web);
+    let web_shim = env.shim_pid(&web);
     assert!(pid_alive(web_shim));
 
     // The same metadata again: the name is taken, and the error names the holder.
@@ -280,7 +271,7 @@ async fn ready_pod_survives_berthd_kill9() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::AlreadyExists, "names are restored");
 
-    let shim = shim_pid(env, &id);
+    let shim = env.shim_pid(&id);
     stop(&cri, &id).await.expect("StopPodSandbox after restart");
     assert!(!pid_alive(pid) || common::cmdline(pid) != "/pause");
     assert!(net.allocated().is_empty());
@@ -298,7 +289,7 @@ async fn ready_pod_survives_berthd_kill9() {
     let id = run_pod(&cri, pod_config("orphan", &[]))
         .await
         .expect("RunPodSandbox");
-    let shim = shim_pid(env, &id);
+    let shim = env.shim_pid(&id);
     let pid = info(&cri, &id).await["pid"].as_u64().unwrap() as u32;
     berthd.kill9();
     unsafe {
