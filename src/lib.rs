@@ -1,5 +1,6 @@
 //! berth: a Kubernetes container runtime for one node. `berthd` serves the CRI v1
-//! RuntimeService and ImageService on a unix socket; see DESIGN.md for the map.
+//! RuntimeService and ImageService on a unix socket. DESIGN.md has the design; the
+//! README's Layout section, the module map.
 
 pub mod admin;
 pub mod authority;

@@ -15,7 +15,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
-use common::daemon::{Berthd, Cri, TestEnv};
+use common::TestBed;
+use common::daemon::Cri;
 use common::rng::{Rng, seed};
 use fluke_hpack::{Decoder, Encoder};
 use k8s_cri::v1::VersionResponse;
@@ -194,11 +195,10 @@ fn client_authorities(socket: &Path) -> Vec<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn socket_path_authorities_get_a_version_reply() {
-    if !common::prerequisites_met() {
+    let Some(bed) = TestBed::start().await else {
         return;
-    }
-    let env = TestEnv::new();
-    let _berthd = Berthd::start(&env).await;
+    };
+    let env = &bed.env;
     let mut client = RawH2::connect(&env.socket).await;
     for authority in client_authorities(&env.socket) {
         let reply = client
@@ -234,9 +234,10 @@ async fn python_grpcio_with_defaults_gets_a_version_reply() {
         eprintln!("SKIPPED: python3 grpcio is not installed");
         return;
     }
-    let env = TestEnv::new();
-    let _berthd = Berthd::start(&env).await;
-    let socket = env.socket.clone();
+    let Some(bed) = TestBed::start().await else {
+        return;
+    };
+    let socket = bed.env.socket.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("python3")
             .args(["-c", PYTHON_CLIENT])
@@ -277,12 +278,11 @@ fn random_authority(rng: &mut Rng) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn random_authorities_and_header_blocks_never_crash_berthd() {
-    if !common::prerequisites_met() {
+    let Some(mut bed) = TestBed::start().await else {
         return;
-    }
+    };
     let mut rng = Rng(seed("BERTH_AUTHORITY_SEED"));
-    let env = TestEnv::new();
-    let mut berthd = Berthd::start(&env).await;
+    let TestBed { berthd, env, .. } = &mut bed;
     for _ in 0..4 {
         let mut client = RawH2::connect(&env.socket).await;
         for _ in 0..100 {

@@ -260,25 +260,12 @@ async fn reconfigure(w: &mut World, top: &str, tables: &str) {
     w.cri = w.berthd.cri().await;
 }
 
-fn cmdline(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_default()
-        .trim_end_matches('\0')
-        .replace('\0', " ")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sandbox_image_replaces_the_builtin_pause() {
     let Some(mut w) = World::start().await else {
         return;
     };
-    let sleeper = common::image::Image::oci()
-        .layer(
-            common::world::busybox_layer(&["sleep"], "root:x:0:0::/:/bin/sh\n", "root:x:0:\n")
-                .gzip(),
-        )
-        .cmd(&["sleep", "1000000"])
-        .build();
+    let sleeper = common::world::sleeper_image();
     sleeper.push(&w.registry, "test/sleeper", "1").await;
     let reference = w.registry.reference("test/sleeper", "1");
     reconfigure(&mut w, &format!("sandbox_image = {reference:?}"), "").await;
@@ -291,7 +278,7 @@ async fn sandbox_image_replaces_the_builtin_pause() {
     common::wait_until(
         "the infra process to be sleep",
         Duration::from_secs(5),
-        || cmdline(pid) == "sleep 1000000",
+        || common::cmdline(pid) == "sleep 1000000",
     )
     .await;
     assert!(

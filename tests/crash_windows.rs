@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::pod::{self, PodNet, binaries, list};
+use common::pod::{self, binaries, list};
 use common::world::{EXITED, RUNNING, World};
 use common::{Cri, Image, Layer, TestBed, TestEnv};
 use k8s_cri::v1 as cri;
@@ -251,15 +251,13 @@ async fn pod_states(cri: &Cri) -> Vec<(String, i32)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_half_created_pod_that_cannot_be_undone_is_retried_until_gone() {
-    if !pod::prerequisites_met() {
+    let Some(mut world) = World::builder().no_image().start().await else {
         return;
-    }
-    let env = TestEnv::new();
-    let _net = PodNet::configure(&env, &[], None);
-    let mut berthd = common::Berthd::start(&env).await;
+    };
+    let TestBed { berthd, env, .. } = &mut world.bed;
     berthd.kill9();
-    let (kept, kept_blocker) = half_created_pod(&env, "kept", &env.outside);
-    let (removed, removed_blocker) = half_created_pod(&env, "removed", &env.outside);
+    let (kept, kept_blocker) = half_created_pod(env, "kept", &env.outside);
+    let (removed, removed_blocker) = half_created_pod(env, "removed", &env.outside);
 
     // Undoing fails at each start: both stay, listed NotReady.
     let mut cri = None;

@@ -335,15 +335,6 @@ async fn assert_nothing_left(w: &World) {
     );
 }
 
-/// The pid of pod `pod`'s shim, from the pid file it writes.
-fn shim_pid(w: &World, pod: &str) -> i32 {
-    std::fs::read_to_string(w.env.state.join("pods").join(pod).join("shim.pid"))
-        .expect("shim.pid")
-        .trim()
-        .parse()
-        .expect("a pid")
-}
-
 /// A shim killed -9 while a container starts, stops or execs: the call fails or
 /// finishes, the container's record says it exited (reason Unknown, naming the
 /// shim) within a bound, and removing the pod leaves nothing behind.
@@ -354,7 +345,7 @@ async fn a_shim_killed_during_start_stop_or_exec_leaves_records_that_say_so() {
     };
     for (case, delay_ms) in [("start", 0), ("stop", 100), ("exec", 300)] {
         let pod = w.run_pod(&format!("dying-{case}")).await;
-        let shim = shim_pid(&w, &pod.0);
+        let shim = w.env.shim_pid(&pod.0) as i32;
         let mut rt = w.cri.runtime_client();
         let id = w
             .create(

@@ -8,6 +8,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
+use common::TestBed;
 use common::daemon::{BERTH, Berthd, TestEnv};
 use k8s_cri::v1 as cri;
 
@@ -105,47 +106,42 @@ async fn handlers_and_driver(berthd: &Berthd) -> (Vec<String>, i32) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_converted_containerd_1_config_starts_berthd() {
-    if !common::prerequisites_met() {
+    let converted_v2 = |env: &TestEnv| {
+        let cni = env.outside.join("net.d");
+        let hosts = env.outside.join("certs.d");
+        let hosts_arg = hosts.to_str().unwrap();
+        let (config, stderr) =
+            convert(env, &v2(&cni), &["--hosts-dir", hosts_arg, "--write-hosts"]);
+        assert!(stderr.contains("not carried over: root:"), "{stderr}");
+        assert!(config.contains("# not carried over: root:"), "{config}");
+        let hub = fs::read_to_string(hosts.join("docker.io/hosts.toml")).unwrap();
+        assert!(
+            hub.contains("[host.\"https://mirror.example:5000\"]"),
+            "{hub}"
+        );
+        fs::write(&env.config, &config).unwrap();
+    };
+    let Some(bed) = TestBed::start_configured(converted_v2).await else {
         return;
-    }
-    let env = TestEnv::new();
-    let cni = env.outside.join("net.d");
-    let hosts = env.outside.join("certs.d");
-    let hosts_arg = hosts.to_str().unwrap();
-    let (config, stderr) = convert(
-        &env,
-        &v2(&cni),
-        &["--hosts-dir", hosts_arg, "--write-hosts"],
-    );
-    assert!(stderr.contains("not carried over: root:"), "{stderr}");
-    assert!(config.contains("# not carried over: root:"), "{config}");
-    let hub = fs::read_to_string(hosts.join("docker.io/hosts.toml")).unwrap();
-    assert!(
-        hub.contains("[host.\"https://mirror.example:5000\"]"),
-        "{hub}"
-    );
-    fs::write(&env.config, &config).unwrap();
-
-    let berthd = Berthd::start(&env).await;
-    let (handlers, driver) = handlers_and_driver(&berthd).await;
+    };
+    let (handlers, driver) = handlers_and_driver(&bed.berthd).await;
     assert_eq!(handlers, ["", "crun", "runc"]);
     assert_eq!(driver, cri::CgroupDriver::Systemd as i32);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_converted_containerd_2_config_starts_berthd() {
-    if !common::prerequisites_met() {
+    let converted_v3 = |env: &TestEnv| {
+        let cni = env.outside.join("net.d");
+        let (config, stderr) = convert(env, &v3(&cni, &env.certs_d), &[]);
+        assert!(stderr.contains("runtimes.kata.snapshotter"), "{stderr}");
+        assert!(config.contains("containerd-shim-kata-v2"), "{config}");
+        fs::write(&env.config, &config).unwrap();
+    };
+    let Some(bed) = TestBed::start_configured(converted_v3).await else {
         return;
-    }
-    let env = TestEnv::new();
-    let cni = env.outside.join("net.d");
-    let (config, stderr) = convert(&env, &v3(&cni, &env.certs_d), &[]);
-    assert!(stderr.contains("runtimes.kata.snapshotter"), "{stderr}");
-    assert!(config.contains("containerd-shim-kata-v2"), "{config}");
-    fs::write(&env.config, &config).unwrap();
-
-    let berthd = Berthd::start(&env).await;
-    let (handlers, driver) = handlers_and_driver(&berthd).await;
+    };
+    let (handlers, driver) = handlers_and_driver(&bed.berthd).await;
     assert_eq!(handlers, ["", "kata", "runc"]);
     assert_eq!(driver, cri::CgroupDriver::Cgroupfs as i32);
 }

@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::TestBed;
 use common::daemon::{Berthd, TestEnv};
 use common::image::{Image, Layer};
 use common::pod;
-use common::registry::{Registry, RegistryOpts};
 use common::world::{RUNNING, World};
 use k8s_cri::v1 as cri;
 
@@ -94,6 +94,11 @@ impl Drop for LoopFs {
         // A loop mount frees its device once the last user has gone.
         let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
     }
+}
+
+/// berthd's root on a 32 MiB filesystem of its own.
+fn small_root(env: &TestEnv) -> LoopFs {
+    LoopFs::mount(&env.path().join("root.img"), &env.root, 32 * MIB)
 }
 
 fn available(dir: &Path) -> u64 {
@@ -343,19 +348,15 @@ fn assert_blobs_verified(env: &TestEnv) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pull_that_fills_berths_disk_fails_clearly_and_the_next_succeeds() {
-    if !common::prerequisites_met() {
+    let Some(mut bed) = TestBed::start_holding(small_root).await else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default()).await;
-    let env = TestEnv::new();
-    let disk = LoopFs::mount(&env.path().join("root.img"), &env.root, 32 * MIB);
-    let mut berthd = Berthd::start(&env).await;
-    let mut cri = berthd.cri().await;
+    };
+    let (disk, cri, env, registry) = (bed.held::<LoopFs>(), &bed.cri, &bed.env, &bed.registry);
     let content = common::noise(LAYER, 7);
     let image = Image::oci()
         .layer(Layer::new().file("big", &content).uncompressed())
         .build();
-    image.push(&registry, "test/big", "1").await;
+    image.push(registry, "test/big", "1").await;
     let reference = registry.reference("test/big", "1");
     let filler = env.root.join("filler");
 
@@ -381,12 +382,12 @@ async fn a_pull_that_fills_berths_disk_fails_clearly_and_the_next_succeeds() {
             Vec::<PathBuf>::new(),
             "no half-unpacked snapshot left ({free} bytes free)"
         );
-        assert_blobs_verified(&env);
+        assert_blobs_verified(env);
     }
 
     // The store reloads as it was left.
-    berthd.restart().await;
-    cri = berthd.cri().await;
+    bed.restart_berthd().await;
+    let (cri, env) = (&bed.cri, &bed.env);
     assert!(cri.image(&reference).await.is_none());
     assert!(cri.list_images().await.is_empty());
 
@@ -398,7 +399,7 @@ async fn a_pull_that_fills_berths_disk_fails_clearly_and_the_next_succeeds() {
     assert!(cri.image(&reference).await.is_some());
     let unpacked = std::fs::read(env.snapshot_with("big").join("big")).unwrap();
     assert!(unpacked == content, "the unpacked layer is the pushed one");
-    assert_blobs_verified(&env);
+    assert_blobs_verified(env);
 }
 
 /// Directories the second image's layer makes implicitly (parents of its files,
@@ -407,14 +408,10 @@ const IMPLICIT_DIRS: usize = 4000;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unpack_that_runs_out_of_room_making_directories_is_resource_exhausted() {
-    if !common::prerequisites_met() {
+    let Some(bed) = TestBed::start_holding(small_root).await else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default()).await;
-    let env = TestEnv::new();
-    let disk = LoopFs::mount(&env.path().join("root.img"), &env.root, 32 * MIB);
-    let berthd = Berthd::start(&env).await;
-    let cri = berthd.cri().await;
+    };
+    let (disk, cri, env, registry) = (bed.held::<LoopFs>(), &bed.cri, &bed.env, &bed.registry);
     // A file that takes nearly all the room, then files whose parent directories
     // are not in the layer: the disk fills while the unpacker creates a parent, a
     // failure it reports with what it was doing around the kernel's ENOSPC.
@@ -424,7 +421,7 @@ async fn an_unpack_that_runs_out_of_room_making_directories_is_resource_exhauste
         layer = layer.raw_file(&format!("p{i:04}/f"), b"");
     }
     let image = Image::oci().layer(layer.uncompressed()).build();
-    image.push(&registry, "test/dirs", "1").await;
+    image.push(registry, "test/dirs", "1").await;
     let reference = registry.reference("test/dirs", "1");
     let blob = first as u64 + (IMPLICIT_DIRS as u64 + 2) * 512;
     disk.leave_free(&env.root.join("filler"), blob + first as u64 + MIB);

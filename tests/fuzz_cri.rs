@@ -20,7 +20,15 @@ const MAX_RSS_GROWTH_KIB: u64 = 64 * 1024;
 const MAX_MESSAGE: usize = 4096;
 
 /// The hostile values the fuzzer draws from.
-impl Rng {
+trait Hostile {
+    fn string(&mut self) -> String;
+    fn int(&mut self) -> i64;
+    fn enum_value(&mut self) -> i32;
+    fn namespace_options(&mut self) -> cri::NamespaceOption;
+    fn profile(&mut self) -> cri::SecurityProfile;
+}
+
+impl Hostile for Rng {
     fn string(&mut self) -> String {
         let pool: [&dyn Fn() -> String; 24] = [
             &|| String::new(),

@@ -11,8 +11,8 @@
 mod common;
 
 use common::pod::{
-    PodNet, binaries, host_network, info, list, pod_config, prerequisites_met, remove, run_pod,
-    state_and_ip, status, stop,
+    PodNet, binaries, host_network, info, list, pod_config, remove, run_pod, state_and_ip, status,
+    stop,
 };
 
 use std::os::unix::fs::PermissionsExt;
@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::daemon::{Berthd, TestEnv};
+use common::TestBed;
+use common::daemon::TestEnv;
+use common::world::World;
 use k8s_cri::v1 as cri;
 
 const READY: i32 = cri::PodSandboxState::SandboxReady as i32;
@@ -38,42 +40,21 @@ fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-fn shim_pid(env: &TestEnv, id: &str) -> u32 {
-    let path = env.state.join("pods").join(id).join("shim.pid");
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-fn cmdline(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_default()
-        .trim_end_matches('\0')
-        .replace('\0', " ")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn pod_lifecycle_status_list_and_names() {
-    if !prerequisites_met() {
+    let Some(mut world) = World::builder().no_image().start().await else {
         return;
-    }
-    let env = TestEnv::new();
-    let net = PodNet::configure(&env, &[], None);
-    let berthd = Berthd::start(&env).await;
-    let cri = berthd.cri().await;
+    };
+    let World { net, bed, .. } = &mut world;
+    let TestBed { cri, env, .. } = bed;
 
     let started = std::time::Instant::now();
-    let web = run_pod(
-        &cri,
-        pod_config("web", &[("app", "web"), ("tier", "front")]),
-    )
-    .await
-    .expect("RunPodSandbox");
+    let web = run_pod(cri, pod_config("web", &[("app", "web"), ("tier", "front")]))
+        .await
+        .expect("RunPodSandbox");
     eprintln!("RunPodSandbox took {:?}", started.elapsed());
 
-    let st = status(&cri, &web).await.unwrap().status.unwrap();
+    let st = status(cri, &web).await.unwrap().status.unwrap();
     assert_eq!(st.state, READY);
     assert_eq!(st.id, web);
     assert_eq!(st.metadata.as_ref().unwrap().name, "web");
@@ -87,13 +68,13 @@ async fn pod_lifecycle_status_list_and_names() {
     let ns = st.linux.unwrap().namespaces.unwrap().options.unwrap();
     assert_eq!(ns.network, cri::NamespaceMode::Pod as i32);
 
-    let web_info = info(&cri, &web).await;
+    let web_info = info(cri, &web).await;
     let pid = web_info["pid"].as_u64().expect("pid in info") as u32;
     // runc start returns as the process is released to exec /pause.
     common::wait_until(
         "the infra process to be /pause",
         Duration::from_secs(2),
-        || cmdline(pid) == "/pause",
+        || common::cmdline(pid) == "/pause",
     )
     .await;
     assert_eq!(web_info["runtimeHandler"], "berth");
@@ -101,21 +82,21 @@ async fn pod_lifecycle_status_list_and_names() {
     let netns = PathBuf::from(web_info["netNamespacePath"].as_str().unwrap());
     assert!(netns.starts_with(env.state.join("netns")), "{netns:?}");
     assert!(ping(&ip), "pod {ip} does not answer ping");
-    let web_shim = shim_pid(&env, &web);
+    let web_shim = env.shim_pid(&web);
     assert!(pid_alive(web_shim));
 
     // The same metadata again: the name is taken, and the error names the holder.
-    let err = run_pod(&cri, pod_config("web", &[])).await.unwrap_err();
+    let err = run_pod(cri, pod_config("web", &[])).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
     assert!(err.message().contains(&web), "{err:?}");
 
     // A host-network pod: no IP, no netns.
-    let host = run_pod(&cri, host_network(pod_config("host", &[("app", "host")])))
+    let host = run_pod(cri, host_network(pod_config("host", &[("app", "host")])))
         .await
         .expect("RunPodSandbox host network");
-    let (state, host_ip) = state_and_ip(&cri, &host).await;
+    let (state, host_ip) = state_and_ip(cri, &host).await;
     assert_eq!((state, host_ip.as_str()), (READY, ""));
-    assert_eq!(info(&cri, &host).await["netNamespacePath"], "");
+    assert_eq!(info(cri, &host).await["netNamespacePath"], "");
     assert_eq!(
         common::dir_entries(&env.state.join("netns")),
         vec![web.clone()]
@@ -124,7 +105,7 @@ async fn pod_lifecycle_status_list_and_names() {
     // Status and List by unique id prefix, state and labels.
     let prefix = &web[..6];
     if !host.starts_with(prefix) {
-        assert_eq!(status(&cri, prefix).await.unwrap().status.unwrap().id, web);
+        assert_eq!(status(cri, prefix).await.unwrap().status.unwrap().id, web);
     }
     let filter = |id: &str, state: Option<i32>, labels: &[(&str, &str)]| cri::PodSandboxFilter {
         id: id.to_string(),
@@ -136,45 +117,41 @@ async fn pod_lifecycle_status_list_and_names() {
     };
     let mut both = vec![web.clone(), host.clone()];
     both.sort();
-    assert_eq!(list(&cri, filter("", None, &[])).await, both);
-    assert_eq!(list(&cri, filter(&web, None, &[])).await, vec![web.clone()]);
+    assert_eq!(list(cri, filter("", None, &[])).await, both);
+    assert_eq!(list(cri, filter(&web, None, &[])).await, vec![web.clone()]);
     assert_eq!(
-        list(&cri, filter(&host[..8], None, &[])).await,
+        list(cri, filter(&host[..8], None, &[])).await,
         vec![host.clone()]
     );
-    assert_eq!(list(&cri, filter("", Some(READY), &[])).await, both);
-    assert!(
-        list(&cri, filter("", Some(NOT_READY), &[]))
-            .await
-            .is_empty()
-    );
+    assert_eq!(list(cri, filter("", Some(READY), &[])).await, both);
+    assert!(list(cri, filter("", Some(NOT_READY), &[])).await.is_empty());
     assert_eq!(
-        list(&cri, filter("", None, &[("app", "web"), ("tier", "front")])).await,
+        list(cri, filter("", None, &[("app", "web"), ("tier", "front")])).await,
         vec![web.clone()]
     );
     assert!(
-        list(&cri, filter("", None, &[("app", "nope")]))
+        list(cri, filter("", None, &[("app", "nope")]))
             .await
             .is_empty()
     );
-    assert!(list(&cri, filter("ffffffffff", None, &[])).await.is_empty());
+    assert!(list(cri, filter("ffffffffff", None, &[])).await.is_empty());
 
     // Stop: NotReady, the IP back in the pool, the netns gone; twice is fine.
-    stop(&cri, &web).await.expect("StopPodSandbox");
-    stop(&cri, &web).await.expect("StopPodSandbox again");
-    assert_eq!(state_and_ip(&cri, &web).await, (NOT_READY, String::new()));
+    stop(cri, &web).await.expect("StopPodSandbox");
+    stop(cri, &web).await.expect("StopPodSandbox again");
+    assert_eq!(state_and_ip(cri, &web).await, (NOT_READY, String::new()));
     assert!(net.allocated().is_empty(), "{:?}", net.allocated());
     assert!(!netns.exists());
-    assert!(!pid_alive(pid) || cmdline(pid) != "/pause");
+    assert!(!pid_alive(pid) || common::cmdline(pid) != "/pause");
     assert_eq!(
-        list(&cri, filter("", Some(NOT_READY), &[])).await,
+        list(cri, filter("", Some(NOT_READY), &[])).await,
         vec![web.clone()]
     );
 
     // Remove: gone, its files and shim with it; twice is fine.
-    remove(&cri, &web).await.expect("RemovePodSandbox");
-    remove(&cri, &web).await.expect("RemovePodSandbox again");
-    let err = status(&cri, &web).await.unwrap_err();
+    remove(cri, &web).await.expect("RemovePodSandbox");
+    remove(cri, &web).await.expect("RemovePodSandbox again");
+    let err = status(cri, &web).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
     assert_eq!(
         common::dir_entries(&env.state.join("pods")),
@@ -185,61 +162,60 @@ async fn pod_lifecycle_status_list_and_names() {
     })
     .await;
     // The name is free again.
-    let web2 = run_pod(&cri, pod_config("web", &[])).await.expect("rerun");
+    let web2 = run_pod(cri, pod_config("web", &[])).await.expect("rerun");
 
     // Unknown ids stop and remove without complaint.
-    stop(&cri, "0123456789abcdef").await.expect("stop unknown");
-    remove(&cri, "0123456789abcdef")
+    stop(cri, "0123456789abcdef").await.expect("stop unknown");
+    remove(cri, "0123456789abcdef")
         .await
         .expect("remove unknown");
 
     // Remove without Stop stops first.
     for id in [&web2, &host] {
-        remove(&cri, id).await.expect("RemovePodSandbox");
+        remove(cri, id).await.expect("RemovePodSandbox");
     }
     assert!(common::dir_entries(&env.state.join("pods")).is_empty());
     assert!(common::dir_entries(&env.state.join("netns")).is_empty());
     assert!(net.allocated().is_empty());
-    assert!(list(&cri, filter("", None, &[])).await.is_empty());
+    assert!(list(cri, filter("", None, &[])).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failing_cni_plugin_leaves_nothing_behind() {
-    if !prerequisites_met() {
-        return;
-    }
-    let env = TestEnv::new();
     // A plugin after the bridge that fails ADD with a CNI error (and lets DEL pass),
     // so the bridge's IP and veth must be undone.
-    let bin = env.path().join("cni-bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let plugin = bin.join("berth-fail");
-    std::fs::write(
-        &plugin,
-        "#!/bin/sh\ncat >/dev/null\nif [ \"$CNI_COMMAND\" = ADD ]; then\n\
-         echo '{\"cniVersion\":\"1.0.0\",\"code\":999,\"msg\":\"berth-test: no network for you\"}'\n\
-         exit 1\nfi\nexit 0\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let net = PodNet::configure(
-        &env,
-        &[serde_json::json!({"type": "berth-fail"})],
-        Some(&bin),
-    );
-    let berthd = Berthd::start(&env).await;
-    let cri = berthd.cri().await;
+    let plugin_dir = |env: &TestEnv| {
+        let bin = env.path().join("cni-bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let plugin = bin.join("berth-fail");
+        std::fs::write(
+            &plugin,
+            "#!/bin/sh\ncat >/dev/null\nif [ \"$CNI_COMMAND\" = ADD ]; then\n\
+             echo '{\"cniVersion\":\"1.0.0\",\"code\":999,\"msg\":\"berth-test: no network for you\"}'\n\
+             exit 1\nfi\nexit 0\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        bin
+    };
+    let Some(mut world) = World::builder()
+        .no_image()
+        .plugins(&[serde_json::json!({"type": "berth-fail"})])
+        .plugin_dir(plugin_dir)
+        .start()
+        .await
+    else {
+        return;
+    };
+    let World { net, bed, .. } = &mut world;
+    let TestBed { cri, env, .. } = bed;
 
-    let err = run_pod(&cri, pod_config("doomed", &[])).await.unwrap_err();
+    let err = run_pod(cri, pod_config("doomed", &[])).await.unwrap_err();
     assert!(
         err.message().contains("berth-test: no network for you"),
         "{err:?}"
     );
-    assert!(
-        list(&cri, cri::PodSandboxFilter::default())
-            .await
-            .is_empty()
-    );
+    assert!(list(cri, cri::PodSandboxFilter::default()).await.is_empty());
     assert!(common::dir_entries(&env.state.join("pods")).is_empty());
     assert!(common::dir_entries(&env.state.join("netns")).is_empty());
     assert!(net.allocated().is_empty(), "{:?}", net.allocated());
@@ -260,29 +236,29 @@ async fn failing_cni_plugin_leaves_nothing_behind() {
 
     // The name was released: with a working network the same pod runs.
     // The conflist is read on every ADD; berthd's own config (bin dirs) is unchanged.
-    let working = PodNet::configure(&env, &[], None);
-    let id = run_pod(&cri, pod_config("doomed", &[]))
+    let working = PodNet::configure(env, &[], None);
+    let id = run_pod(cri, pod_config("doomed", &[]))
         .await
         .expect("rerun");
-    remove(&cri, &id).await.unwrap();
+    remove(cri, &id).await.unwrap();
     assert!(working.allocated().is_empty());
     assert!(net.allocated().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_pod_survives_berthd_kill9() {
-    if !prerequisites_met() {
+    let Some(mut world) = World::builder().no_image().start().await else {
         return;
-    }
-    let env = TestEnv::new();
-    let net = PodNet::configure(&env, &[], None);
-    let mut berthd = Berthd::start(&env).await;
-    let cri = berthd.cri().await;
-    let id = run_pod(&cri, pod_config("survivor", &[("app", "s")]))
+    };
+    let World { net, bed, .. } = &mut world;
+    let TestBed {
+        cri, berthd, env, ..
+    } = bed;
+    let id = run_pod(cri, pod_config("survivor", &[("app", "s")]))
         .await
         .expect("RunPodSandbox");
-    let (_, ip) = state_and_ip(&cri, &id).await;
-    let pid = info(&cri, &id).await["pid"].as_u64().unwrap() as u32;
+    let (_, ip) = state_and_ip(cri, &id).await;
+    let pid = info(cri, &id).await["pid"].as_u64().unwrap() as u32;
 
     berthd.kill9();
     assert!(ping(&ip), "the pod stays up without berthd");
@@ -295,9 +271,9 @@ async fn ready_pod_survives_berthd_kill9() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::AlreadyExists, "names are restored");
 
-    let shim = shim_pid(&env, &id);
+    let shim = env.shim_pid(&id);
     stop(&cri, &id).await.expect("StopPodSandbox after restart");
-    assert!(!pid_alive(pid) || cmdline(pid) != "/pause");
+    assert!(!pid_alive(pid) || common::cmdline(pid) != "/pause");
     assert!(net.allocated().is_empty());
     remove(&cri, &id)
         .await
@@ -313,7 +289,7 @@ async fn ready_pod_survives_berthd_kill9() {
     let id = run_pod(&cri, pod_config("orphan", &[]))
         .await
         .expect("RunPodSandbox");
-    let shim = shim_pid(&env, &id);
+    let shim = env.shim_pid(&id);
     let pid = info(&cri, &id).await["pid"].as_u64().unwrap() as u32;
     berthd.kill9();
     unsafe {
@@ -321,7 +297,7 @@ async fn ready_pod_survives_berthd_kill9() {
         libc::kill(pid as i32, libc::SIGKILL);
     }
     common::wait_until("the pause process to die", Duration::from_secs(5), || {
-        !pid_alive(pid) || cmdline(pid) != "/pause"
+        !pid_alive(pid) || common::cmdline(pid) != "/pause"
     })
     .await;
     berthd.restart().await;
@@ -337,16 +313,14 @@ async fn ready_pod_survives_berthd_kill9() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_calls_on_one_pod_serialise() {
-    if !prerequisites_met() {
+    let Some(mut world) = World::builder().no_image().start().await else {
         return;
-    }
-    let env = TestEnv::new();
-    let net = PodNet::configure(&env, &[], None);
-    let berthd = Berthd::start(&env).await;
-    let cri = berthd.cri().await;
+    };
+    let World { net, bed, .. } = &mut world;
+    let TestBed { cri, env, .. } = bed;
 
     // The same pod four times at once: one wins, the others meet its name.
-    let runs = (0..4).map(|_| run_pod(&cri, pod_config("racer", &[])));
+    let runs = (0..4).map(|_| run_pod(cri, pod_config("racer", &[])));
     let results = futures::future::join_all(runs).await;
     let won: Vec<&String> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     assert_eq!(won.len(), 1, "{results:?}");
@@ -362,20 +336,16 @@ async fn concurrent_calls_on_one_pod_serialise() {
 
     // Stops and removes of it at once all succeed, and it is gone after.
     let (s1, s2, r1, s3, r2) = tokio::join!(
-        stop(&cri, &id),
-        stop(&cri, &id),
-        remove(&cri, &id),
-        stop(&cri, &id),
-        remove(&cri, &id)
+        stop(cri, &id),
+        stop(cri, &id),
+        remove(cri, &id),
+        stop(cri, &id),
+        remove(cri, &id)
     );
     for r in [s1, s2, r1, s3, r2] {
         r.expect("concurrent Stop/Remove");
     }
-    assert!(
-        list(&cri, cri::PodSandboxFilter::default())
-            .await
-            .is_empty()
-    );
+    assert!(list(cri, cri::PodSandboxFilter::default()).await.is_empty());
     assert!(common::dir_entries(&env.state.join("pods")).is_empty());
     assert!(common::dir_entries(&env.state.join("netns")).is_empty());
     assert!(net.allocated().is_empty());
@@ -386,7 +356,7 @@ async fn concurrent_calls_on_one_pod_serialise() {
     for i in 0..8 {
         let started = std::time::Instant::now();
         ids.push(
-            run_pod(&cri, pod_config(&format!("timed-{i}"), &[]))
+            run_pod(cri, pod_config(&format!("timed-{i}"), &[]))
                 .await
                 .expect("RunPodSandbox"),
         );
@@ -398,7 +368,7 @@ async fn concurrent_calls_on_one_pod_serialise() {
         took[took.len() / 2],
         took[took.len() - 1]
     );
-    let removes = ids.iter().map(|id| remove(&cri, id));
+    let removes = ids.iter().map(|id| remove(cri, id));
     for r in futures::future::join_all(removes).await {
         r.expect("RemovePodSandbox");
     }
@@ -407,12 +377,11 @@ async fn concurrent_calls_on_one_pod_serialise() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn half_created_pod_is_undone_at_start() {
-    if !prerequisites_met() {
+    let Some(mut world) = World::builder().no_image().start().await else {
         return;
-    }
-    let env = TestEnv::new();
-    let net = PodNet::configure(&env, &[], None);
-    let mut berthd = Berthd::start(&env).await;
+    };
+    let World { net, bed, .. } = &mut world;
+    let TestBed { berthd, env, .. } = bed;
     berthd.kill9();
 
     // What a crash in the middle of RunPodSandbox leaves: a Creating record, the
@@ -463,22 +432,29 @@ async fn half_created_pod_is_undone_at_start() {
 #[tokio::test(flavor = "multi_thread")]
 async fn debian_runc_shim_as_a_runtime_handler() {
     const DEBIAN_SHIM: &str = "/usr/bin/containerd-shim-runc-v2";
-    if !prerequisites_met() {
-        return;
-    }
     if !Path::new(DEBIAN_SHIM).exists() {
         eprintln!("SKIPPED: {DEBIAN_SHIM} is not installed");
         return;
     }
-    let env = TestEnv::new();
-    let net = PodNet::configure(&env, &[], None);
-    let mut config = std::fs::read_to_string(&env.config).unwrap();
-    config.push_str(&format!(
-        "\n[runtimes.runc]\nshim = \"{DEBIAN_SHIM}\"\nruntime = \"runc\"\n"
-    ));
-    std::fs::write(&env.config, config).unwrap();
-    let mut berthd = Berthd::start(&env).await;
-    let cri = berthd.cri().await;
+    let runc_handler = |env: &TestEnv| {
+        let mut config = std::fs::read_to_string(&env.config).unwrap();
+        config.push_str(&format!(
+            "\n[runtimes.runc]\nshim = \"{DEBIAN_SHIM}\"\nruntime = \"runc\"\n"
+        ));
+        std::fs::write(&env.config, config).unwrap();
+    };
+    let Some(mut world) = World::builder()
+        .no_image()
+        .before_start(runc_handler)
+        .start()
+        .await
+    else {
+        return;
+    };
+    let World { net, bed, .. } = &mut world;
+    let TestBed {
+        cri, berthd, env, ..
+    } = bed;
 
     let request = cri::RunPodSandboxRequest {
         config: Some(pod_config("debian", &[])),
@@ -491,7 +467,7 @@ async fn debian_runc_shim_as_a_runtime_handler() {
         .expect("RunPodSandbox with the runc handler")
         .into_inner()
         .pod_sandbox_id;
-    let st = status(&cri, &id).await.unwrap().status.unwrap();
+    let st = status(cri, &id).await.unwrap().status.unwrap();
     assert_eq!((st.state, st.runtime_handler.as_str()), (READY, "runc"));
     let ip = st.network.unwrap().ip;
     assert!(ping(&ip), "pod {ip} does not answer ping");
@@ -520,19 +496,17 @@ async fn debian_runc_shim_as_a_runtime_handler() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_bandwidth_annotation_is_refused_before_anything_is_made() {
-    if !prerequisites_met() {
+    let Some(mut world) = World::builder().no_image().start().await else {
         return;
-    }
-    let env = TestEnv::new();
-    let _net = PodNet::configure(&env, &[], None);
-    let berthd = Berthd::start(&env).await;
-    let cri = berthd.cri().await;
+    };
+    let World { bed, .. } = &mut world;
+    let TestBed { cri, env, .. } = bed;
     let mut config = pod_config("shaped", &[]);
     config.annotations.insert(
         "kubernetes.io/ingress-bandwidth".to_string(),
         "lots".to_string(),
     );
-    let err = run_pod(&cri, config).await.unwrap_err();
+    let err = run_pod(cri, config).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("ingress-bandwidth"), "{err:?}");
     assert!(common::dir_entries(&env.state.join("pods")).is_empty());
@@ -542,21 +516,11 @@ async fn bad_bandwidth_annotation_is_refused_before_anything_is_made() {
         "kubernetes.io/ingress-bandwidth".to_string(),
         "10M".to_string(),
     );
-    let id = run_pod(&cri, config)
+    let id = run_pod(cri, config)
         .await
         .expect("a valid bandwidth is fine");
-    stop(&cri, &id).await.unwrap();
-    remove(&cri, &id).await.unwrap();
-}
-
-fn cidr_request(cidr: &str) -> cri::UpdateRuntimeConfigRequest {
-    cri::UpdateRuntimeConfigRequest {
-        runtime_config: Some(cri::RuntimeConfig {
-            network_config: Some(cri::NetworkConfig {
-                pod_cidr: cidr.to_string(),
-            }),
-        }),
-    }
+    stop(cri, &id).await.unwrap();
+    remove(cri, &id).await.unwrap();
 }
 
 /// The kubelet's pod CIDR reaches host-local as the `ipRanges` capability: with a
@@ -564,23 +528,28 @@ fn cidr_request(cidr: &str) -> cri::UpdateRuntimeConfigRequest {
 /// addresses from the node's CIDR, before and after a berthd restart.
 #[tokio::test(flavor = "multi_thread")]
 async fn pod_cidr_reaches_host_local_as_ip_ranges() {
-    if !prerequisites_met() {
+    let ranges_from_cidr = |env: &TestEnv| {
+        let conflist = env.path().join("net.d/10-test.conflist");
+        let mut conf: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&conflist).unwrap()).unwrap();
+        let bridge = &mut conf["plugins"][0];
+        bridge["ipam"].as_object_mut().unwrap().remove("ranges");
+        bridge["capabilities"] = serde_json::json!({"ipRanges": true});
+        std::fs::write(&conflist, conf.to_string()).unwrap();
+    };
+    let Some(mut world) = World::builder()
+        .no_image()
+        .before_start(ranges_from_cidr)
+        .start()
+        .await
+    else {
         return;
-    }
-    let env = TestEnv::new();
-    let net = PodNet::configure(&env, &[], None);
-    let conflist = env.path().join("net.d/10-test.conflist");
-    let mut conf: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&conflist).unwrap()).unwrap();
-    let bridge = &mut conf["plugins"][0];
-    bridge["ipam"].as_object_mut().unwrap().remove("ranges");
-    bridge["capabilities"] = serde_json::json!({"ipRanges": true});
-    std::fs::write(&conflist, conf.to_string()).unwrap();
-    let mut berthd = Berthd::start(&env).await;
-    let cri = berthd.cri().await;
+    };
+    let World { net, bed, .. } = &mut world;
+    let TestBed { cri, berthd, .. } = bed;
 
     // No CIDR yet: host-local has no range at all.
-    let err = run_pod(&cri, pod_config("early", &[])).await.unwrap_err();
+    let err = run_pod(cri, pod_config("early", &[])).await.unwrap_err();
     assert!(err.message().contains("no IP ranges"), "{err:?}");
     // The failed ADD left the bridge up without an address; Debian's bridge
     // plugin then fails to give it one ("could not set bridge's mac").
@@ -592,7 +561,7 @@ async fn pod_cidr_reaches_host_local_as_ip_ranges() {
     for bad in ["10.196.0.0/24,10.195.0.0/24", "10.196.0.0", "fd00::/200"] {
         let err = cri
             .runtime_client()
-            .update_runtime_config(cidr_request(bad))
+            .update_runtime_config(common::pod_cidr_request(bad))
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad}: {err:?}");
@@ -605,13 +574,13 @@ async fn pod_cidr_reaches_host_local_as_ip_ranges() {
     let octet = net.octet;
     let in_cidr = |ip: &str| ip.starts_with(&format!("10.196.{octet}."));
     cri.runtime_client()
-        .update_runtime_config(cidr_request(&format!("10.196.{octet}.0/24")))
+        .update_runtime_config(common::pod_cidr_request(&format!("10.196.{octet}.0/24")))
         .await
         .expect("UpdateRuntimeConfig");
-    let first = run_pod(&cri, pod_config("first", &[]))
+    let first = run_pod(cri, pod_config("first", &[]))
         .await
         .expect("RunPodSandbox");
-    let (_, ip) = state_and_ip(&cri, &first).await;
+    let (_, ip) = state_and_ip(cri, &first).await;
     assert!(in_cidr(&ip), "{ip} is not in 10.196.{octet}.0/24");
 
     berthd.restart().await;

@@ -308,14 +308,14 @@ async fn a_token_server_on_another_host_gets_no_basic_credentials_unless_listed(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_registry_fails_the_pull_within_the_stall_timeout() {
-    if !prerequisites_met() {
+    let short_stall_timeout = |env: &TestEnv| {
+        let config = std::fs::read_to_string(&env.config).unwrap();
+        std::fs::write(&env.config, format!("{config}stall_timeout_seconds = 2\n")).unwrap();
+    };
+    let Some(bed) = TestBed::start_configured(short_stall_timeout).await else {
         return;
-    }
-    let env = TestEnv::new();
-    let config = std::fs::read_to_string(&env.config).unwrap();
-    std::fs::write(&env.config, format!("{config}stall_timeout_seconds = 2\n")).unwrap();
-    let berthd = Berthd::start(&env).await;
-    let cri = berthd.cri().await;
+    };
+    let cri = &bed.cri;
     // Accepts connections and reads requests, never answers.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -6,6 +6,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+use common::TestBed;
 use common::daemon::{Berthd, TestEnv};
 use k8s_cri::v1 as cri;
 
@@ -37,17 +38,19 @@ async fn status(berthd: &Berthd, verbose: bool) -> cri::StatusResponse {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn version_status_and_network_readiness() {
-    if !common::prerequisites_met() {
+    let empty_cni_dir = |env: &TestEnv| {
+        let cni_dir = env.path().join("net.d");
+        std::fs::create_dir_all(&cni_dir).unwrap();
+        write_config(
+            env,
+            &format!("[cni]\nconf_dir = \"{}\"\n", cni_dir.display()),
+        );
+    };
+    let Some(bed) = TestBed::start_configured(empty_cni_dir).await else {
         return;
-    }
-    let env = TestEnv::new();
+    };
+    let TestBed { berthd, env, .. } = &bed;
     let cni_dir = env.path().join("net.d");
-    std::fs::create_dir_all(&cni_dir).unwrap();
-    write_config(
-        &env,
-        &format!("[cni]\nconf_dir = \"{}\"\n", cni_dir.display()),
-    );
-    let berthd = Berthd::start(&env).await;
 
     let version = berthd.cri().await.version().await;
     assert_eq!(version.runtime_name, "berth");
@@ -55,7 +58,7 @@ async fn version_status_and_network_readiness() {
     assert_eq!(version.runtime_version, env!("CARGO_PKG_VERSION"));
 
     // An empty conf dir means the built-in bridge: ready on a fresh machine.
-    let st = status(&berthd, false).await;
+    let st = status(berthd, false).await;
     assert!(condition(&st, "RuntimeReady").status);
     let network = condition(&st, "NetworkReady");
     assert!(network.status, "the built-in network is ready: {network:?}");
@@ -68,7 +71,7 @@ async fn version_status_and_network_readiness() {
         r#"{"cniVersion":"1.0.0","name":"test","plugins":[{"type":"berth-no-such-plugin"}]}"#,
     )
     .unwrap();
-    let network = condition(&status(&berthd, false).await, "NetworkReady");
+    let network = condition(&status(berthd, false).await, "NetworkReady");
     assert!(!network.status, "{network:?}");
     assert_eq!(network.reason, "NetworkPluginNotReady");
     assert!(
@@ -76,7 +79,7 @@ async fn version_status_and_network_readiness() {
         "{network:?}"
     );
 
-    let verbose = status(&berthd, true).await;
+    let verbose = status(berthd, true).await;
     let config: serde_json::Value =
         serde_json::from_str(&verbose.info["config"]).expect("config is JSON");
     assert_eq!(config["root"], env.root.display().to_string());
@@ -85,24 +88,23 @@ async fn version_status_and_network_readiness() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn runtime_config_reports_the_cgroup_driver() {
-    if !common::prerequisites_met() {
-        return;
-    }
     for (setting, expected) in [
         ("", cri::CgroupDriver::Cgroupfs),
         ("cgroup_driver = \"systemd\"\n", cri::CgroupDriver::Systemd),
     ] {
-        let env = TestEnv::new();
-        // Top-level keys go before any table.
-        let text = format!(
-            "{setting}[registry]\nconfig_path = \"{}\"\n",
-            env.certs_d.display()
-        );
-        std::fs::write(&env.config, text).unwrap();
-        let berthd = Berthd::start(&env).await;
-        let response = berthd
-            .cri()
-            .await
+        let driver = |env: &TestEnv| {
+            // Top-level keys go before any table.
+            let text = format!(
+                "{setting}[registry]\nconfig_path = \"{}\"\n",
+                env.certs_d.display()
+            );
+            std::fs::write(&env.config, text).unwrap();
+        };
+        let Some(bed) = TestBed::start_configured(driver).await else {
+            return;
+        };
+        let response = bed
+            .cri
             .runtime_client()
             .runtime_config(cri::RuntimeConfigRequest {})
             .await
@@ -116,52 +118,38 @@ async fn runtime_config_reports_the_cgroup_driver() {
     }
 }
 
-fn cidr_request(cidr: &str) -> cri::UpdateRuntimeConfigRequest {
-    cri::UpdateRuntimeConfigRequest {
-        runtime_config: Some(cri::RuntimeConfig {
-            network_config: Some(cri::NetworkConfig {
-                pod_cidr: cidr.to_string(),
-            }),
-        }),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn pod_cidr_is_validated_and_survives_a_restart() {
-    if !common::prerequisites_met() {
+    let Some(mut bed) = TestBed::start().await else {
         return;
-    }
-    let env = TestEnv::new();
-    let mut berthd = Berthd::start(&env).await;
-    let mut client = berthd.cri().await.runtime_client();
+    };
+    let berthd = &mut bed.berthd;
+    let mut client = bed.cri.runtime_client();
     let err = client
-        .update_runtime_config(cidr_request("10.244.0.0/40"))
+        .update_runtime_config(common::pod_cidr_request("10.244.0.0/40"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("pod_cidr"), "{}", err.message());
 
     client
-        .update_runtime_config(cidr_request("10.244.1.0/24"))
+        .update_runtime_config(common::pod_cidr_request("10.244.1.0/24"))
         .await
         .expect("UpdateRuntimeConfig");
-    assert_eq!(status(&berthd, true).await.info["podCIDR"], "10.244.1.0/24");
+    assert_eq!(status(berthd, true).await.info["podCIDR"], "10.244.1.0/24");
 
     berthd.kill9();
     berthd.restart().await;
-    assert_eq!(status(&berthd, true).await.info["podCIDR"], "10.244.1.0/24");
+    assert_eq!(status(berthd, true).await.info["podCIDR"], "10.244.1.0/24");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn calls_of_later_stages_are_unimplemented() {
-    if !common::prerequisites_met() {
+    let Some(bed) = TestBed::start().await else {
         return;
-    }
-    let env = TestEnv::new();
-    let berthd = Berthd::start(&env).await;
-    let err = berthd
-        .cri()
-        .await
+    };
+    let err = bed
+        .cri
         .runtime_client()
         .checkpoint_container(cri::CheckpointContainerRequest::default())
         .await
@@ -171,12 +159,13 @@ async fn calls_of_later_stages_are_unimplemented() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn socket_is_created_0660() {
-    if !common::prerequisites_met() {
+    let Some(bed) = TestBed::start().await else {
         return;
-    }
-    let env = TestEnv::new();
-    let _berthd = Berthd::start(&env).await;
-    let mode = std::fs::metadata(&env.socket).unwrap().permissions().mode();
+    };
+    let mode = std::fs::metadata(&bed.env.socket)
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o660, "socket mode {mode:o}");
 }
 

@@ -48,20 +48,6 @@ async fn pod_status(w: &World, id: &str) -> (cri::PodSandboxStatus, serde_json::
     (reply.status.expect("a status"), info)
 }
 
-async fn container_info(w: &World, id: &str) -> serde_json::Value {
-    let reply = w
-        .cri
-        .runtime_client()
-        .container_status(cri::ContainerStatusRequest {
-            container_id: id.to_string(),
-            verbose: true,
-        })
-        .await
-        .expect("ContainerStatus")
-        .into_inner();
-    serde_json::from_str(&reply.info["info"]).expect("info JSON")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn status_echoes_the_handler_asked_for() {
     let Some(w) = World::start().await else {
@@ -275,7 +261,7 @@ async fn verbose_status_follows_updates_and_a_namespace_removed_from_outside() {
         })
         .await
         .expect("UpdateContainerResources");
-    let info = container_info(&w, &id).await;
+    let info = w.container_info(&id).await;
     let resources = &info["runtimeSpec"]["linux"]["resources"];
     assert_eq!(resources["memory"]["limit"], limit, "{resources}");
     assert_eq!(resources["cpu"]["shares"], 512, "{resources}");

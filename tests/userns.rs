@@ -11,10 +11,9 @@ mod common;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
-use common::daemon::{Berthd, TestEnv};
-use common::pod::{self, PodNet};
-use common::registry::{Registry, RegistryOpts};
-use common::world::{RUNNING, World, busybox_image};
+use common::daemon::TestEnv;
+use common::pod;
+use common::world::{RUNNING, World};
 use k8s_cri::v1 as cri;
 
 /// The kubelet's kind of range: container 0.. to a multiple of 65536 on the host.
@@ -25,30 +24,12 @@ const FIELD: &str = "namespace_options.userns_options";
 /// A World whose test directory (the parent of berthd's state directory) has
 /// `mode`: 0711 lets a pod's root reach its files there, as /run does.
 async fn world(mode: u32) -> Option<World> {
-    if !pod::prerequisites_met() {
-        return None;
-    }
-    let registry = Registry::start(RegistryOpts::default()).await;
-    let env = TestEnv::new();
-    std::fs::set_permissions(env.path(), std::fs::Permissions::from_mode(mode)).unwrap();
-    let net = PodNet::configure(&env, &[], None);
-    let berthd = Berthd::start(&env).await;
-    let cri = berthd.cri().await;
-    busybox_image().push(&registry, "test/busybox", "1").await;
-    let image = format!("{}/test/busybox:1", registry.host());
-    cri.pull(&image).await.expect("pull busybox");
-    let logs = env.path().join("pod-logs");
-    Some(World {
-        net,
-        bed: common::TestBed {
-            cri,
-            berthd,
-            env,
-            registry,
-        },
-        image,
-        logs,
-    })
+    World::builder()
+        .before_start(move |env| {
+            std::fs::set_permissions(env.path(), std::fs::Permissions::from_mode(mode)).unwrap()
+        })
+        .start()
+        .await
 }
 
 fn mapping(container_id: u32, host_id: u32, length: u32) -> cri::IdMapping {
@@ -361,13 +342,7 @@ async fn userns_pod_with_a_sandbox_image_runs_its_infra_as_the_mapped_root() {
     let Some(mut w) = world(0o711).await else {
         return;
     };
-    let sleeper = common::image::Image::oci()
-        .layer(
-            common::world::busybox_layer(&["sleep"], "root:x:0:0::/:/bin/sh\n", "root:x:0:\n")
-                .gzip(),
-        )
-        .cmd(&["sleep", "1000000"])
-        .build();
+    let sleeper = common::world::sleeper_image();
     sleeper.push(&w.registry, "test/sleeper", "1").await;
     let reference = w.registry.reference("test/sleeper", "1");
     let config = std::fs::read_to_string(&w.env.config).unwrap();

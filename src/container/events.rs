@@ -2,39 +2,11 @@
 //! They come from the one place a container's record changes, `save`/`forget`, so
 //! no transition can be missed; a subscriber that falls behind loses the oldest.
 //! Pods send the same events for their infra container (see `sandbox::events`),
-//! on the same channel, so a subscriber sees a pod's events in order.
-
-use std::sync::Arc;
+//! on the same channel, so a subscriber sees a pod's events in order. The event
+//! types live in `sandbox::events`, below this module, which both send.
 
 use crate::domain::ContainerPhase;
-use crate::sandbox::Sandbox;
-use crate::store::ContainerRecord;
-
-/// How many events a slow subscriber may fall behind before it loses some.
-pub const EVENT_BACKLOG: usize = 1024;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ContainerEventKind {
-    Created,
-    Started,
-    Stopped,
-    Deleted,
-}
-
-/// One event, with the pod and its containers as they were when it happened (the
-/// kubelet caches them as the pod's status at `at`).
-#[derive(Clone)]
-pub struct ContainerEvent {
-    /// The container's id, or the pod's for an event of the pod itself.
-    pub container_id: String,
-    pub sandbox_id: String,
-    pub kind: ContainerEventKind,
-    /// Nanoseconds since the epoch.
-    pub at: i64,
-    /// `None` only if the pod was already gone.
-    pub pod: Option<Arc<Sandbox>>,
-    pub containers: Vec<Arc<ContainerRecord>>,
-}
+use crate::sandbox::ContainerEventKind;
 
 /// The event a change of phase means, if any.
 pub(super) fn transition(

@@ -26,7 +26,7 @@ mod update;
 mod userns;
 mod volumes;
 
-pub use events::{ContainerEvent, ContainerEventKind, EVENT_BACKLOG};
+pub use crate::sandbox::{ContainerEvent, ContainerEventKind, EVENT_BACKLOG};
 pub use exec::ExecOutput;
 pub use image_names::ImageNames;
 pub use service::{ContainerFilter, ContainerService};

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::broadcast;
 
-use super::events::{self, ContainerEvent, ContainerEventKind};
+use super::events;
 use super::index::ContainerIndex;
 use super::io::{LogOpening, Output};
 use crate::config::Config;
@@ -16,6 +16,7 @@ use crate::domain::ContainerPhase;
 use crate::error::{Error, Result};
 use crate::id_locks::{IdGuard, IdLocks};
 use crate::image::ImageService;
+use crate::sandbox::{ContainerEvent, ContainerEventKind};
 use crate::sandbox::{NameIndex, Sandbox, SandboxService};
 use crate::shim::features::{self, HandlerFeatures};
 use crate::shim::{ShimEvent, TaskClient};

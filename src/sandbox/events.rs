@@ -10,15 +10,40 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use super::{Sandbox, SandboxService};
-use crate::container::{ContainerEvent, ContainerEventKind};
 use crate::domain::SandboxPhase;
 use crate::store::ContainerRecord;
+
+/// How many events a slow subscriber may fall behind before it loses some.
+pub const EVENT_BACKLOG: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerEventKind {
+    Created,
+    Started,
+    Stopped,
+    Deleted,
+}
+
+/// One event, with the pod and its containers as they were when it happened (the
+/// kubelet caches them as the pod's status at `at`).
+#[derive(Clone)]
+pub struct ContainerEvent {
+    /// The container's id, or the pod's for an event of the pod itself.
+    pub container_id: String,
+    pub sandbox_id: String,
+    pub kind: ContainerEventKind,
+    /// Nanoseconds since the epoch.
+    pub at: i64,
+    /// `None` only if the pod was already gone.
+    pub pod: Option<Arc<Sandbox>>,
+    pub containers: Vec<Arc<ContainerRecord>>,
+}
 
 /// Looks up a pod's containers; given by the container service, which owns them.
 pub type PodContainers = Box<dyn Fn(&str) -> Vec<Arc<ContainerRecord>> + Send + Sync>;
 
 pub(super) fn channel() -> broadcast::Sender<ContainerEvent> {
-    broadcast::channel(crate::container::EVENT_BACKLOG).0
+    broadcast::channel(EVENT_BACKLOG).0
 }
 
 /// The events a change of phase means: a pod becoming Ready was created and its

@@ -42,6 +42,7 @@ use crate::shim::{Connect, ShimEnv, TaskClient, TtrpcConnect};
 use crate::spec::{HostFacts, PodFiles};
 use crate::store::{SandboxRecord, Store};
 
+pub use events::{ContainerEvent, ContainerEventKind, EVENT_BACKLOG};
 pub use list::SandboxFilter;
 pub use names::{NameIndex, sandbox_name};
 pub use observe::ObservedSandbox;
@@ -97,7 +98,7 @@ pub struct SandboxService {
     /// Readers of each pod's shim log, dropped with the pod.
     shim_logs: Mutex<HashMap<String, shim_log::ShimLog>>,
     /// Pod and container lifecycle events (GetContainerEvents).
-    events: tokio::sync::broadcast::Sender<crate::container::ContainerEvent>,
+    events: tokio::sync::broadcast::Sender<ContainerEvent>,
     pod_containers: OnceLock<events::PodContainers>,
     /// User namespaces of pods being run, not indexed yet.
     userns_claims: userns::Claims,

@@ -10,8 +10,8 @@
 //! resolving their symlinks, checking that Bidirectional / HostToContainer sources sit
 //! on shared mounts, and writing the pod's hostname/hosts/resolv.conf files.
 //!
-//! AppArmor and SELinux labels follow the host's [`LsmFacts`] (`lsm.rs`). Not
-//! generated: user namespaces (refused in `cri::convert`), rlimits (runc's
+//! AppArmor and SELinux labels follow the host's [`LsmFacts`] (`lsm.rs`); a pod's
+//! user namespace is joined by path (`userns.rs`). Not generated: rlimits (runc's
 //! defaults, as containerd leaves them).
 
 pub mod annotations;

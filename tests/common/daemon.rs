@@ -137,6 +137,17 @@ impl TestEnv {
         })
     }
 
+    /// The pid of pod `pod`'s shim, from the pid file the shim writes into the
+    /// pod's bundle.
+    pub fn shim_pid(&self, pod: &str) -> u32 {
+        let path = self.state.join("pods").join(pod).join("shim.pid");
+        fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .parse()
+            .expect("a pid")
+    }
+
     /// `berthd` with this env's config, root, state and socket.
     pub fn berthd_command(&self) -> Command {
         self.berthd_command_on(&self.socket)

@@ -13,10 +13,13 @@
 //! - [`spdy`]: a SPDY/3.1 client on berth's frame codec, for the streaming tests.
 //! - [`world`]: a berthd with a pod network and a busybox image, for container tests.
 //!
-//! Tests start with [`TestBed::start`], which returns `None` (after printing
-//! why) when [`prerequisites_met`] says no: not root, or docker-registry,
-//! htpasswd or skopeo missing. Under CI (`CI` set) that is a failure instead,
-//! so the suite can never pass by skipping.
+//! Tests start with [`TestBed::start`] (or `start_with`, `start_configured`,
+//! `start_holding` for a registry, config or mount of their own) or
+//! [`world::World::start`] (`World::builder()` for plugins, another image, no
+//! image, a config), which return `None` (after printing why) when
+//! [`prerequisites_met`] says no: not root, or docker-registry, htpasswd or
+//! skopeo missing. Under CI (`CI` set) that is a failure instead, so the suite
+//! can never pass by skipping.
 
 // Each test binary uses a different part of the harness.
 #![allow(dead_code, unused_imports)]
@@ -150,6 +153,9 @@ pub fn dir_entries(dir: &Path) -> Vec<String> {
 pub struct TestBed {
     pub cri: Cri,
     pub berthd: Berthd,
+    /// What the test set up on the root before berthd started (a filesystem
+    /// mounted on it): dropped once berthd is killed, before the root goes.
+    held: Option<Box<dyn std::any::Any + Send + Sync>>,
     pub env: TestEnv,
     pub registry: Registry,
 }
@@ -167,6 +173,34 @@ impl TestBed {
         Some(Self::launch(opts, |_| {}).await)
     }
 
+    /// Like [`TestBed::start`], with `configure` run on the root before berthd
+    /// starts (a config of the test's own).
+    pub async fn start_configured(configure: impl FnOnce(&TestEnv)) -> Option<TestBed> {
+        if !prerequisites_met() {
+            return None;
+        }
+        Some(Self::launch(RegistryOpts::default(), configure).await)
+    }
+
+    /// Like [`TestBed::start_configured`], keeping what `configure` returns
+    /// (see [`TestBed::held`]) until berthd is gone.
+    pub async fn start_holding<T: Send + Sync + 'static>(
+        configure: impl FnOnce(&TestEnv) -> T,
+    ) -> Option<TestBed> {
+        let mut held = None;
+        let mut bed = Self::start_configured(|env| held = Some(configure(env))).await?;
+        bed.held = held.map(|h| Box::new(h) as Box<dyn std::any::Any + Send + Sync>);
+        Some(bed)
+    }
+
+    /// What [`TestBed::start_holding`]'s `configure` returned.
+    pub fn held<T: 'static>(&self) -> &T {
+        self.held
+            .as_ref()
+            .and_then(|h| h.downcast_ref())
+            .expect("start_holding kept a value of this type")
+    }
+
     /// The one construction every fixture goes through, prerequisites checked
     /// by the caller: `configure` sees the root before berthd starts on it (a
     /// pod network, a config of its own).
@@ -182,6 +216,7 @@ impl TestBed {
         TestBed {
             cri,
             berthd,
+            held: None,
             env,
             registry,
         }
@@ -240,6 +275,27 @@ pub fn assert_mentions_any(status: &tonic::Status, needles: &[&str]) {
         needles.iter().any(|n| message.contains(&n.to_lowercase())),
         "error message should mention one of {needles:?}: {status:?}"
     );
+}
+
+/// The command line of process `pid`, arguments joined by spaces (empty when
+/// it is gone).
+pub fn cmdline(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .trim_end_matches('\0')
+        .replace('\0', " ")
+}
+
+/// An UpdateRuntimeConfig request setting the node's pod CIDR to `cidr`.
+pub fn pod_cidr_request(cidr: &str) -> k8s_cri::v1::UpdateRuntimeConfigRequest {
+    use k8s_cri::v1 as cri;
+    cri::UpdateRuntimeConfigRequest {
+        runtime_config: Some(cri::RuntimeConfig {
+            network_config: Some(cri::NetworkConfig {
+                pod_cidr: cidr.to_string(),
+            }),
+        }),
+    }
 }
 
 /// The resident memory of process `pid`, in KiB (0 when it is gone).

@@ -1,43 +1,4 @@
-//! A deterministic generator for the randomised tests (faults, races, fuzzing):
-//! xorshift64*, no dependency, replayable from the printed seed. The bench's crash
-//! loop (`tests/bench/src/bench/crash.rs`) draws the same sequence.
+//! The randomised tests' generator, shared with the bench's crash loop: see
+//! [`berth_testkit::rng`].
 
-/// xorshift64*: the same sequence for the same seed.
-#[derive(Clone)]
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A number in `0..n`.
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// One of `items`, or `None` (drawing nothing) when there are none.
-    pub fn pick<T: Clone>(&mut self, items: &[T]) -> Option<T> {
-        (!items.is_empty()).then(|| items[self.below(items.len())].clone())
-    }
-}
-
-/// The seed in environment variable `var`, or one from the clock; printed, so a
-/// failing run can be replayed with `var=<seed>`.
-pub fn seed(var: &str) -> u64 {
-    let seed = std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("seed {seed} ({var}={seed} replays it)");
-    seed
-}
+pub use berth_testkit::rng::{Rng, seed};

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use k8s_cri::v1 as cri;
 
 use super::TestBed;
+use super::daemon::TestEnv;
 use super::image::{Image, Layer};
 use super::pod::{self, PodNet};
 use super::registry::RegistryOpts;
@@ -55,13 +56,13 @@ impl Drop for World {
 
 impl World {
     pub async fn start() -> Option<World> {
-        World::start_with(&[], busybox_image()).await
+        World::builder().start().await
     }
 
     /// A world whose pod network has `plugins` after the bridge, and whose
     /// [`World::image`] is `image`.
     pub async fn start_with(plugins: &[serde_json::Value], image: Image) -> Option<World> {
-        World::start_configured(plugins, image, "").await
+        World::builder().plugins(plugins).image(image).start().await
     }
 
     /// Like [`World::start_with`], with `extra_config` (TOML tables) appended to
@@ -71,29 +72,27 @@ impl World {
         image: Image,
         extra_config: &str,
     ) -> Option<World> {
-        if !pod::prerequisites_met() {
-            return None;
+        World::builder()
+            .plugins(plugins)
+            .image(image)
+            .before_start(|env| {
+                if !extra_config.is_empty() {
+                    let config = std::fs::read_to_string(&env.config).unwrap();
+                    std::fs::write(&env.config, format!("{config}\n{extra_config}")).unwrap();
+                }
+            })
+            .start()
+            .await
+    }
+
+    /// The way to a world that differs from [`World::start`]'s.
+    pub fn builder<'a>() -> WorldBuilder<'a> {
+        WorldBuilder {
+            plugins: Vec::new(),
+            plugin_dir: None,
+            image: Some(busybox_image()),
+            before_start: None,
         }
-        let mut net = None;
-        let bed = TestBed::launch(RegistryOpts::default(), |env| {
-            net = Some(PodNet::configure(env, plugins, None));
-            if !extra_config.is_empty() {
-                let config = std::fs::read_to_string(&env.config).unwrap();
-                std::fs::write(&env.config, format!("{config}\n{extra_config}")).unwrap();
-            }
-        })
-        .await;
-        let net = net.expect("configured before berthd started");
-        image.push(&bed.registry, "test/busybox", "1").await;
-        let image = format!("{}/test/busybox:1", bed.registry.host());
-        bed.cri.pull(&image).await.expect("pull busybox");
-        let logs = bed.env.path().join("pod-logs");
-        Some(World {
-            net,
-            bed,
-            image,
-            logs,
-        })
     }
 
     /// Pushes `image` as `test/<name>:1` and pulls it; returns the reference.
@@ -191,6 +190,11 @@ impl World {
 
     /// The host pid of a running container's process, from the verbose status.
     pub async fn container_pid(&self, id: &str) -> u32 {
+        self.container_info(id).await["pid"].as_u64().expect("pid") as u32
+    }
+
+    /// The `info` JSON of a container's verbose status.
+    pub async fn container_info(&self, id: &str) -> serde_json::Value {
         let info = self
             .cri
             .runtime_client()
@@ -202,8 +206,7 @@ impl World {
             .expect("ContainerStatus")
             .into_inner()
             .info;
-        let info: serde_json::Value = serde_json::from_str(&info["info"]).expect("info JSON");
-        info["pid"].as_u64().expect("pid") as u32
+        serde_json::from_str(&info["info"]).expect("info JSON")
     }
 
     pub async fn status(&self, id: &str) -> cri::ContainerStatus {
@@ -339,6 +342,15 @@ pub fn busybox_image() -> Image {
         .build()
 }
 
+/// An image whose command sleeps for good, for a `sandbox_image` of the test's
+/// own (its process is recognised by its command line, `sleep 1000000`).
+pub fn sleeper_image() -> Image {
+    Image::oci()
+        .layer(busybox_layer(&["sleep"], "root:x:0:0::/:/bin/sh\n", "root:x:0:\n").gzip())
+        .cmd(&["sleep", "1000000"])
+        .build()
+}
+
 /// /bin/busybox with `applets` hard-linked to it, /tmp, and these account files.
 pub fn busybox_layer(applets: &[&str], passwd: &str, group: &str) -> Layer {
     let busybox = std::fs::read("/bin/busybox").expect("busybox-static is installed");
@@ -352,4 +364,91 @@ pub fn busybox_layer(applets: &[&str], passwd: &str, group: &str) -> Layer {
         layer = layer.hardlink(&format!("bin/{applet}"), "bin/busybox");
     }
     layer
+}
+
+/// Makes a plugin directory on the root and says where it is.
+type MakePluginDir<'a> = Box<dyn FnOnce(&TestEnv) -> PathBuf + 'a>;
+/// Prepares the root before berthd starts.
+type OnRoot<'a> = Box<dyn FnOnce(&TestEnv) + 'a>;
+
+/// How a [`World`] is made: its pod network's plugins, its image (or none, for
+/// pod-only tests), and what to do to its root before berthd starts.
+pub struct WorldBuilder<'a> {
+    plugins: Vec<serde_json::Value>,
+    plugin_dir: Option<MakePluginDir<'a>>,
+    image: Option<Image>,
+    before_start: Option<OnRoot<'a>>,
+}
+
+impl<'a> WorldBuilder<'a> {
+    /// CNI plugins after the bridge.
+    pub fn plugins(mut self, plugins: &[serde_json::Value]) -> Self {
+        self.plugins = plugins.to_vec();
+        self
+    }
+
+    /// A plugin directory of the test's own, made by `make` on the root (it
+    /// returns the directory); searched before the system's.
+    pub fn plugin_dir(mut self, make: impl FnOnce(&TestEnv) -> PathBuf + 'a) -> Self {
+        self.plugin_dir = Some(Box::new(make));
+        self
+    }
+
+    /// The image pushed and pulled as [`World::image`].
+    pub fn image(mut self, image: Image) -> Self {
+        self.image = Some(image);
+        self
+    }
+
+    /// No image at all ([`World::image`] is empty): for tests of pods alone.
+    pub fn no_image(mut self) -> Self {
+        self.image = None;
+        self
+    }
+
+    /// Runs `configure` on the root once the network is there, before berthd
+    /// starts (a config of the test's own).
+    pub fn before_start(mut self, configure: impl FnOnce(&TestEnv) + 'a) -> Self {
+        self.before_start = Some(Box::new(configure));
+        self
+    }
+
+    /// `None` (after printing why) when the machine cannot run pods.
+    pub async fn start(self) -> Option<World> {
+        if !pod::prerequisites_met() {
+            return None;
+        }
+        let WorldBuilder {
+            plugins,
+            plugin_dir,
+            image,
+            before_start,
+        } = self;
+        let mut net = None;
+        let bed = TestBed::launch(RegistryOpts::default(), |env| {
+            let dir = plugin_dir.map(|make| make(env));
+            net = Some(PodNet::configure(env, &plugins, dir.as_deref()));
+            if let Some(configure) = before_start {
+                configure(env);
+            }
+        })
+        .await;
+        let net = net.expect("configured before berthd started");
+        let image = match image {
+            Some(image) => {
+                image.push(&bed.registry, "test/busybox", "1").await;
+                let image = format!("{}/test/busybox:1", bed.registry.host());
+                bed.cri.pull(&image).await.expect("pull busybox");
+                image
+            }
+            None => String::new(),
+        };
+        let logs = bed.env.path().join("pod-logs");
+        Some(World {
+            net,
+            bed,
+            image,
+            logs,
+        })
+    }
 }

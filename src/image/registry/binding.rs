@@ -30,7 +30,6 @@
 use reqwest::Url;
 
 use super::RegistryError;
-use super::auth::Credentials;
 use crate::image::hosts::{DOCKER_HUB_HOST, RegistryHost, is_loopback, origin_of};
 
 /// The names a `server_address` may give Docker Hub (docker's config keys it
@@ -55,12 +54,13 @@ pub(super) struct Binding {
 }
 
 impl Binding {
-    pub(super) fn new(registry: &str, credentials: &Credentials) -> Result<Binding, RegistryError> {
+    /// `server_address` is the credentials' (empty: the image's registry).
+    pub(super) fn new(registry: &str, server_address: &str) -> Result<Binding, RegistryError> {
         let registry = normalise_host(registry);
-        let bound = if credentials.server_address.is_empty() {
+        let bound = if server_address.is_empty() {
             registry.clone()
         } else {
-            normalise_server_address(&credentials.server_address)?
+            normalise_server_address(server_address)?
         };
         Ok(Binding { registry, bound })
     }
@@ -150,12 +150,7 @@ mod tests {
     }
 
     fn binding(registry: &str, server_address: &str) -> Binding {
-        let credentials = Credentials {
-            username: "u".into(),
-            server_address: server_address.into(),
-            ..Credentials::default()
-        };
-        Binding::new(registry, &credentials).expect("binding")
+        Binding::new(registry, server_address).expect("binding")
     }
 
     #[test]

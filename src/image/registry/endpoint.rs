@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::Response;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 
-use super::auth::Credentials;
+use super::credentials::Credentials;
 use super::http::transport_error;
 use super::{RegistryClient, RegistryError};
 use crate::image::hosts::{Capability, RegistryHost};

@@ -11,6 +11,7 @@ mod auth;
 mod binding;
 mod blob;
 mod challenge;
+mod credentials;
 mod endpoint;
 mod http;
 mod manifest;
@@ -31,8 +32,8 @@ use challenge::challenges_of;
 use endpoint::Endpoint;
 use http::{HttpClients, configured_headers, error_message};
 
-pub use auth::Credentials;
 pub use blob::BlobResponse;
+pub use credentials::Credentials;
 pub use manifest::Manifest;
 
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +142,7 @@ impl RegistryClient {
             return Err(invalid("invalid repository name".into()));
         }
         let binding = match &credentials {
-            Some(credentials) => Some(Binding::new(registry, credentials)?),
+            Some(credentials) => Some(Binding::new(registry, &credentials.server_address)?),
             None => None,
         };
         let mut clients = HttpClients::new(stall_timeout);

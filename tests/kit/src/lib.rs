@@ -7,12 +7,14 @@
 //!   distribution API;
 //! - [`cri`]: a gRPC channel to a CRI endpoint on a unix socket;
 //! - [`daemon`]: the wait until a daemon just started serves;
+//! - [`rng`]: the replayable generator of the randomised tests and the crash loop;
 //! - [`prerequisites_met`]: whether this machine can run them at all.
 
 pub mod cri;
 pub mod daemon;
 pub mod image;
 pub mod registry;
+pub mod rng;
 
 use std::path::Path;
 

@@ -270,12 +270,7 @@ impl Env {
 
     /// Topics received for `id` so far (events carry the id in field 1).
     pub fn topics(&self) -> Vec<String> {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(t, _, _)| t.clone())
-            .collect()
+        topics_of(&self.events)
     }
 
     /// Waits until `topic` has been received `n` times.
@@ -522,13 +517,18 @@ impl EventSink {
     }
 
     pub fn topics(&self) -> Vec<String> {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(t, _, _)| t.clone())
-            .collect()
+        topics_of(&self.events)
     }
+}
+
+/// The topics of the events received so far, in order.
+fn topics_of(events: &Mutex<Vec<Received>>) -> Vec<String> {
+    events
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(t, _, _)| t.clone())
+        .collect()
 }
 
 /// Polls `cond` every 20 ms until it holds; panics naming `what` after `timeout`.

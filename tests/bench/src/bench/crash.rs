@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use berth_testkit::rng::Rng;
 use serde_json::{Value, json};
 
 use super::Result;
@@ -33,22 +34,6 @@ const WORKER_GRACE: Duration = Duration::from_secs(30);
 const SETTLE: Duration = Duration::from_secs(15);
 /// Failure messages kept per runtime: enough to see the kinds, bounded.
 const KEPT_FAILURES: usize = 10;
-
-/// xorshift64*, as in tests/faults.rs: the same seed gives the same choices.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// What the workers ask for, on either runtime.
 #[derive(Clone)]
@@ -251,7 +236,7 @@ pub async fn run(rt: &mut Runtime, t: &Templates, rounds: usize, seed: u64) -> O
                 ))
             })
             .collect();
-        let wait = KILL_AFTER_MIN_MS + rng.below(KILL_AFTER_SPREAD_MS);
+        let wait = KILL_AFTER_MIN_MS + rng.below(KILL_AFTER_SPREAD_MS as usize) as u64;
         tokio::time::sleep(Duration::from_millis(wait)).await;
         rt.kill9();
         stop.store(true, Ordering::Relaxed);
@@ -305,7 +290,7 @@ async fn worker(
                 if pods.is_empty() {
                     continue;
                 }
-                let pod = &pods[rng.below(pods.len() as u64) as usize];
+                let pod = &pods[rng.below(pods.len())];
                 let config = client::container_config(&format!("c-{seed:x}-{n}"), &t.image, None);
                 if let Ok(id) = cri.create(pod, config, &sandbox).await {
                     let _ = cri.start(&id).await;
@@ -316,7 +301,7 @@ async fn worker(
                 if containers.is_empty() {
                     continue;
                 }
-                let id = &containers[rng.below(containers.len() as u64) as usize];
+                let id = &containers[rng.below(containers.len())];
                 let _ = cri.stop_within(id, 0).await;
                 let _ = cri.remove(id).await;
             }
@@ -325,7 +310,7 @@ async fn worker(
                 if pods.is_empty() {
                     continue;
                 }
-                let id = &pods[rng.below(pods.len() as u64) as usize];
+                let id = &pods[rng.below(pods.len())];
                 let _ = cri.stop_pod(id).await;
                 let _ = cri.remove_pod(id).await;
             }
