@@ -120,6 +120,7 @@ pub async fn run(config: Config) -> Result<()> {
     let server = tonic::transport::Server::builder()
         .trace_fn(|req| crate::cri::rpc_span(req.uri().path()))
         .layer(crate::metrics::GrpcMetricsLayer)
+        .layer(crate::cri::DeadlineLayer)
         .add_service(
             RuntimeServiceServer::new(CriRuntimeService::new(info))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -4,6 +4,7 @@
 
 mod container;
 mod convert;
+mod deadline;
 mod events;
 mod image;
 mod list_memo;
@@ -14,6 +15,7 @@ mod span;
 mod stats;
 mod streaming;
 
+pub use deadline::DeadlineLayer;
 pub use image::CriImageService;
 pub use runtime::{CriRuntimeService, RuntimeInfo};
 pub use span::rpc_span;
