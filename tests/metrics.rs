@@ -265,15 +265,23 @@ async fn shim_reconnects_and_deaths_are_counted() {
         .parse()
         .unwrap();
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-    let died = common::wait_for("the shim's death counted", Duration::from_secs(10), || {
-        let url = url.clone();
-        async move {
-            let text = scrape(&url).await;
-            (value(&text, "berth_shim_deaths_total") == Some(1.0)).then_some(text)
-        }
-    })
+    // The death is counted when berthd sees the shim go; the container's record
+    // turns Exited just after, so wait for both.
+    let died = common::wait_for(
+        "the shim's death counted and its container no longer running",
+        Duration::from_secs(10),
+        || {
+            let url = url.clone();
+            async move {
+                let text = scrape(&url).await;
+                (value(&text, "berth_shim_deaths_total") == Some(1.0)
+                    && value(&text, "berth_containers{state=\"running\"}") == Some(0.0))
+                .then_some(text)
+            }
+        },
+    )
     .await;
-    assert_eq!(must(&died, "berth_containers{state=\"running\"}"), 0.0);
+    assert_eq!(must(&died, "berth_shim_deaths_total"), 1.0);
     promtool_check(&died);
 }
 
