@@ -37,11 +37,11 @@ pub(super) fn metadata(c: &ContainerRecord) -> cri::ContainerMetadata {
     }
 }
 
-/// The image as the container was created from it, with the runtime handler
-/// CreateContainer named for it (`""` stays `""`).
-fn image_spec(c: &ContainerRecord) -> cri::ImageSpec {
+/// The container's image named `image`, with the runtime handler CreateContainer
+/// named for it (`""` stays `""`): List and Status both answer with it.
+fn image_spec(c: &ContainerRecord, image: &str) -> cri::ImageSpec {
     cri::ImageSpec {
-        image: c.image_name.clone(),
+        image: image.to_string(),
         runtime_handler: c.config.image_runtime_handler.clone(),
         ..Default::default()
     }
@@ -67,7 +67,7 @@ pub fn list_item(c: &ContainerRecord) -> cri::Container {
         id: c.id.clone(),
         pod_sandbox_id: c.sandbox_id.clone(),
         metadata: Some(metadata(c)),
-        image: Some(image_spec(c)),
+        image: Some(image_spec(c, &c.image_name)),
         image_ref: c.image_id.clone(),
         state: state(c.phase),
         created_at: c.created_at,
@@ -110,10 +110,8 @@ pub fn status(c: &ContainerRecord, image: &ImageNames) -> cri::ContainerStatus {
         finished_at: c.finished_at,
         exit_code: c.exit_code,
         image: Some(cri::ImageSpec {
-            image: image.image.clone(),
             user_specified_image: image.user_specified_image.clone(),
-            runtime_handler: c.config.image_runtime_handler.clone(),
-            ..Default::default()
+            ..image_spec(c, &image.image)
         }),
         image_ref: image.image_ref.clone(),
         reason: c.reason.clone(),
