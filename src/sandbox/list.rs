@@ -17,10 +17,9 @@ pub struct SandboxFilter {
 }
 
 impl SandboxFilter {
-    fn matches(&self, pod: &Sandbox, id: Option<&str>) -> bool {
-        if id.is_some_and(|id| id != pod.id()) {
-            return false;
-        }
+    /// Whether `pod` has the phase and labels asked for (the id is resolved
+    /// through the index, not matched here).
+    fn matches(&self, pod: &Sandbox) -> bool {
         if self.phase.is_some_and(|phase| phase != pod.record.phase) {
             return false;
         }
@@ -33,19 +32,18 @@ impl SandboxFilter {
 impl SandboxService {
     /// The pods matching `filter`, oldest first.
     pub fn list(&self, filter: &SandboxFilter) -> Vec<Arc<Sandbox>> {
-        // An id that resolves to no pod (or to several) matches nothing.
-        let id = if filter.id.is_empty() {
-            None
-        } else {
-            match self.get(&filter.id) {
-                Ok(pod) => Some(pod.record.id.clone()),
-                Err(_) => return Vec::new(),
-            }
-        };
+        if !filter.id.is_empty() {
+            // The one pod the id names, from the index; an id that resolves to
+            // no pod (or to several) matches nothing.
+            return match self.get(&filter.id) {
+                Ok(pod) if filter.matches(&pod) => vec![pod],
+                _ => Vec::new(),
+            };
+        }
         let pods = self.pods.read().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<Arc<Sandbox>> = pods
             .values()
-            .filter(|pod| filter.matches(pod, id.as_deref()))
+            .filter(|pod| filter.matches(pod))
             .cloned()
             .collect();
         out.sort_by(|a, b| (a.record.created_at, a.id()).cmp(&(b.record.created_at, b.id())));
@@ -75,15 +73,13 @@ mod tests {
     fn filters_combine() {
         let ready = pod("a1", SandboxPhase::Ready, &[("app", "web"), ("tier", "1")]);
         let mut filter = SandboxFilter::default();
-        assert!(filter.matches(&ready, None));
+        assert!(filter.matches(&ready));
         filter.phase = Some(SandboxPhase::NotReady);
-        assert!(!filter.matches(&ready, None));
+        assert!(!filter.matches(&ready));
         filter.phase = Some(SandboxPhase::Ready);
         filter.labels.insert("app".into(), "web".into());
-        assert!(filter.matches(&ready, None));
-        assert!(filter.matches(&ready, Some("a1")));
-        assert!(!filter.matches(&ready, Some("b2")));
+        assert!(filter.matches(&ready));
         filter.labels.insert("tier".into(), "2".into());
-        assert!(!filter.matches(&ready, None));
+        assert!(!filter.matches(&ready));
     }
 }
