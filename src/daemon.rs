@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_cri::v1::image_service_server::ImageServiceServer;
-use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -19,7 +18,7 @@ use crate::admin::proto::admin_server::AdminServer;
 use crate::authority::AnyAuthority;
 use crate::config::Config;
 use crate::container::ContainerService;
-use crate::cri::{CriImageService, CriRuntimeService, RuntimeInfo};
+use crate::cri::{CriImageService, CriRuntimeService, RuntimeInfo, RuntimeServer};
 use crate::error::{Error, IoContext, Result};
 use crate::image::ImageService;
 use crate::sandbox::{NameIndex, SandboxService};
@@ -121,11 +120,10 @@ pub async fn run(config: Config) -> Result<()> {
         .trace_fn(|req| crate::cri::rpc_span(req.uri().path()))
         .layer(crate::metrics::GrpcMetricsLayer)
         .layer(crate::cri::DeadlineLayer)
-        .add_service(
-            RuntimeServiceServer::new(CriRuntimeService::new(info))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
+        .add_service(RuntimeServer::new(
+            CriRuntimeService::new(info),
+            MAX_MESSAGE_BYTES,
+        ))
         .add_service(
             ImageServiceServer::new(CriImageService::new(images.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -14,6 +14,33 @@ use common::pod;
 use common::world::{EXITED, RUNNING, World};
 use k8s_cri::v1 as cri;
 
+/// berthd answers ListContainers from kept, pre-encoded items: each item,
+/// decoded by the generated client, must say what ContainerStatus says, in
+/// an unfiltered List and in one narrowed to the pod, after every change.
+async fn list_items_agree_with_status(w: &World, pod: &str, ids: &[&str]) {
+    let all = w.list_items(cri::ContainerFilter::default()).await;
+    let of_pod = w
+        .list_items(cri::ContainerFilter {
+            pod_sandbox_id: pod.to_string(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(all, of_pod, "one pod: the same items either way");
+    for id in ids {
+        let item = all.iter().find(|c| c.id == *id).expect("listed");
+        let st = w.status(id).await;
+        assert_eq!(item.pod_sandbox_id, pod);
+        assert_eq!(item.metadata, st.metadata);
+        assert_eq!(item.image, st.image);
+        assert_eq!(item.image_ref, st.image_id);
+        assert_eq!(item.image_id, st.image_id);
+        assert_eq!(item.state, st.state);
+        assert_eq!(item.created_at, st.created_at);
+        assert_eq!(item.labels, st.labels);
+        assert_eq!(item.annotations, st.annotations);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn lifecycle_logs_exec_and_list() {
     let Some(w) = World::start().await else {
@@ -84,6 +111,7 @@ async fn lifecycle_logs_exec_and_list() {
         ..Default::default()
     };
     assert_eq!(w.list(by_prefix).await, vec![id.clone()]);
+    list_items_agree_with_status(&w, &pod.0, &[&id, &other]).await;
 
     // Stop: `sh` exec'd `sleep`, which dies of SIGTERM at once.
     w.stop(&id, 5).await;
@@ -97,6 +125,7 @@ async fn lifecycle_logs_exec_and_list() {
         ..Default::default()
     };
     assert_eq!(w.list(exited).await, vec![id.clone()]);
+    list_items_agree_with_status(&w, &pod.0, &[&id, &other]).await;
 
     // Remove: the record, the bundle and the writable layer go.
     let snapshots_before = common::dir_entries(&w.env.root.join("snapshots")).len();

@@ -8,7 +8,9 @@ mod deadline;
 mod events;
 mod image;
 mod list_memo;
+mod list_wire;
 mod metrics;
+mod router;
 mod runtime;
 mod sandbox;
 mod span;
@@ -17,6 +19,7 @@ mod streaming;
 
 pub use deadline::DeadlineLayer;
 pub use image::CriImageService;
+pub use router::RuntimeServer;
 pub use runtime::{CriRuntimeService, RuntimeInfo};
 pub use span::rpc_span;
 

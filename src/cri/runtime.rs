@@ -17,6 +17,7 @@ use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
 use super::list_memo::ListMemo;
+use super::list_wire::EncodedList;
 use super::{container, convert, events, metrics, sandbox, span, stats, streaming};
 use crate::config::{CgroupDriver, Config};
 use crate::container::{ContainerFilter, ContainerService};
@@ -43,9 +44,10 @@ pub struct RuntimeInfo {
 
 pub struct CriRuntimeService {
     info: Arc<RuntimeInfo>,
-    /// The list items of pods and containers, kept while their records last.
-    pod_items: ListMemo<Sandbox, cri::PodSandbox>,
-    container_items: ListMemo<ContainerRecord, cri::Container>,
+    /// The list items of pods and containers, kept encoded while their
+    /// records last.
+    pod_items: ListMemo<Sandbox>,
+    container_items: ListMemo<ContainerRecord>,
 }
 
 impl CriRuntimeService {
@@ -91,6 +93,40 @@ impl CriRuntimeService {
             })
             .collect()
     }
+}
+
+/// The two Lists the kubelet's PLEG calls every second, answered as the kept
+/// frames of their items: the server routes their paths here
+/// ([`super::router`]); the trait's methods decode the same bytes.
+impl CriRuntimeService {
+    pub(super) fn list_pod_sandbox_encoded(
+        &self,
+        request: cri::ListPodSandboxRequest,
+    ) -> EncodedList {
+        let pods = self.info.sandboxes.list(&sandbox::filter(request.filter));
+        self.pod_items
+            .response(&pods, |p| p.id(), sandbox::list_item)
+    }
+
+    pub(super) fn list_containers_encoded(
+        &self,
+        request: cri::ListContainersRequest,
+    ) -> EncodedList {
+        let records = self
+            .info
+            .containers
+            .list(&container::filter(request.filter));
+        self.container_items
+            .response(&records, |c| &c.id, container::list_item)
+    }
+}
+
+/// The generated response of kept frames: only the trait's callers (tests,
+/// in-process clients) decode; the frames are berthd's own encoding.
+fn decoded<M: prost::Message + Default>(list: EncodedList) -> Result<Response<M>, Status> {
+    list.to_response()
+        .map(Response::new)
+        .map_err(|e| Status::internal(format!("decoding a kept List response: {e}")))
 }
 
 fn unimplemented(call: &str) -> Status {
@@ -295,10 +331,7 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::ListPodSandboxRequest>,
     ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
-        let filter = sandbox::filter(request.into_inner().filter);
-        let pods = self.info.sandboxes.list(&filter);
-        let items = self.pod_items.items(&pods, |p| p.id(), sandbox::list_item);
-        Ok(Response::new(cri::ListPodSandboxResponse { items }))
+        decoded(self.list_pod_sandbox_encoded(request.into_inner()))
     }
 
     async fn create_container(
@@ -361,12 +394,7 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::ListContainersRequest>,
     ) -> Result<Response<cri::ListContainersResponse>, Status> {
-        let filter = container::filter(request.into_inner().filter);
-        let records = self.info.containers.list(&filter);
-        let containers = self
-            .container_items
-            .items(&records, |c| &c.id, container::list_item);
-        Ok(Response::new(cri::ListContainersResponse { containers }))
+        decoded(self.list_containers_encoded(request.into_inner()))
     }
 
     async fn container_status(

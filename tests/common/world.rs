@@ -279,7 +279,18 @@ impl World {
 
     pub async fn list(&self, filter: cri::ContainerFilter) -> Vec<String> {
         let mut ids: Vec<String> = self
-            .cri
+            .list_items(filter)
+            .await
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// ListContainers' items, in the order berthd sent them.
+    pub async fn list_items(&self, filter: cri::ContainerFilter) -> Vec<cri::Container> {
+        self.cri
             .runtime_client()
             .list_containers(cri::ListContainersRequest {
                 filter: Some(filter),
@@ -288,11 +299,6 @@ impl World {
             .expect("ListContainers")
             .into_inner()
             .containers
-            .into_iter()
-            .map(|c| c.id)
-            .collect();
-        ids.sort();
-        ids
     }
 
     /// The entries of a container's CRI log: (stream, tag, content).
