@@ -47,6 +47,11 @@ pub enum Target {
     VsFloor(f64),
     /// At most this value, in the metric's unit.
     AtMost(f64),
+    /// A List's cost per item at most this many us: its p50 less the round
+    /// trip of a call that does nothing (Version's p50, same side, same run),
+    /// over its items. A p50 over the count alone charged every item a share
+    /// of the round trip, so the figure fell as lists grew.
+    PerItemUs(f64),
 }
 
 impl Target {
@@ -55,6 +60,7 @@ impl Target {
             Target::VsContainerd(r) => format!("<={}x containerd", num(r)),
             Target::VsFloor(r) => format!("<={}x floor", num(r)),
             Target::AtMost(v) => format!("<={} {}", num(v), unit.name()),
+            Target::PerItemUs(v) => format!("<={} us/item over Version", num(v)),
         }
     }
 }
@@ -121,9 +127,17 @@ impl Metric {
         ratio(self.berth.summary()?, self.floor.summary()?)
     }
 
+    /// The cost per item in us of one side's p50 over `round_trip` (that
+    /// side's Version p50, ms), for a metric with items.
+    pub fn per_item_us(&self, series: &Series, round_trip: Option<f64>) -> Option<f64> {
+        let items = self.items.filter(|&n| n > 0)?;
+        let over = series.summary()?.p50 - round_trip?;
+        Some(over.max(0.0) * US_PER_MS / items as f64)
+    }
+
     /// Each target, with the value it is judged on and whether it is met
-    /// (`None` when a side is missing).
-    pub fn verdicts(&self) -> Vec<(Target, Option<(f64, bool)>)> {
+    /// (`None` when a side is missing). `round_trip` is berth's Version p50.
+    pub fn verdicts(&self, round_trip: Option<f64>) -> Vec<(Target, Option<(f64, bool)>)> {
         self.targets
             .iter()
             .map(|&t| {
@@ -131,14 +145,34 @@ impl Metric {
                     Target::VsContainerd(_) => self.vs_containerd().map(|r| r.0),
                     Target::VsFloor(_) => self.vs_floor().map(|r| r.0),
                     Target::AtMost(_) => self.berth.summary().map(|s| s.p50),
+                    Target::PerItemUs(_) => self.per_item_us(&self.berth, round_trip),
                 };
                 let limit = match t {
-                    Target::VsContainerd(l) | Target::VsFloor(l) | Target::AtMost(l) => l,
+                    Target::VsContainerd(l)
+                    | Target::VsFloor(l)
+                    | Target::AtMost(l)
+                    | Target::PerItemUs(l) => l,
                 };
                 (t, value.map(|v| (v, v <= limit)))
             })
             .collect()
     }
+}
+
+const US_PER_MS: f64 = 1000.0;
+
+/// The key of the metric whose p50 is a call's round trip alone.
+pub const ROUND_TRIP_KEY: &str = "rpc_version";
+
+/// One side's round trip (Version p50, ms) among `metrics`.
+pub fn round_trip(metrics: &[Metric], side: Side) -> Option<f64> {
+    let m = metrics.iter().find(|m| m.key == ROUND_TRIP_KEY)?;
+    let series = match side {
+        Side::Berth => &m.berth,
+        Side::Containerd => &m.containerd,
+        Side::Floor => &m.floor,
+    };
+    Some(series.summary()?.p50)
 }
 
 fn ratio(a: Summary, b: Summary) -> Option<(f64, f64)> {
@@ -207,7 +241,7 @@ impl Report {
                     "floor": series_json(&m.floor),
                     "berth_over_containerd": pair(m.vs_containerd()),
                     "berth_over_floor": pair(m.vs_floor()),
-                    "targets": m.verdicts().iter().map(|(t, v)| json!({
+                    "targets": m.verdicts(round_trip(&self.metrics, Side::Berth)).iter().map(|(t, v)| json!({
                         "target": t.describe(m.unit),
                         "value": v.map(|v| v.0),
                         "met": v.map(|v| v.1),
@@ -242,7 +276,7 @@ impl Report {
         ];
         for m in &self.metrics {
             let targets: Vec<String> = m
-                .verdicts()
+                .verdicts(round_trip(&self.metrics, Side::Berth))
                 .iter()
                 .map(|(t, v)| {
                     let verdict = match v {
@@ -439,10 +473,31 @@ mod tests {
 
     #[test]
     fn targets_are_judged_on_p50() {
-        let verdicts = metric().verdicts();
+        let verdicts = metric().verdicts(None);
         assert_eq!(verdicts[0].1, Some((0.5, true)));
         assert_eq!(verdicts[1].1, None, "no floor measured");
         assert_eq!(verdicts[2].1, Some((50.0, false)));
+    }
+
+    #[test]
+    fn the_cost_per_item_leaves_the_round_trip_out() {
+        let mut m = Metric::new("list_pods", "ListPodSandbox", Unit::Ms)
+            .items(100)
+            .target(Target::PerItemUs(1.5));
+        m.berth.push(0.3);
+        let judged = |round_trip| {
+            m.verdicts(Some(round_trip))[0]
+                .1
+                .map(|(v, met)| ((v * 100.0).round() / 100.0, met))
+        };
+        // (0.3 - 0.1) ms over 100 items: 2 us each.
+        assert_eq!(judged(0.1), Some((2.0, false)));
+        assert_eq!(judged(0.2), Some((1.0, true)));
+        assert_eq!(m.verdicts(None)[0].1, None, "no round trip measured");
+        let mut version = Metric::new(ROUND_TRIP_KEY, "Version", Unit::Ms);
+        version.berth.push(0.2);
+        let table = Report::new(vec![version, m]).table();
+        assert!(table.contains("<=1.50 us/item over Version met"), "{table}");
     }
 
     #[test]

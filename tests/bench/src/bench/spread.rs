@@ -1,15 +1,15 @@
 //! The spread of the call-latency figures (Version and the Lists): min, p50,
 //! p90 and max of every side, and a List's cost per item. A p50 alone hid why
 //! two runs differed; the min shows what the call costs without noise, the
-//! p90 how much the noise added.
+//! p90 how much the noise added. The cost per item is the List's p50 less
+//! the same side's Version p50 (the round trip every call pays), over its
+//! items.
 
-use super::report::{Metric, num};
+use super::report::{Metric, Side, num, round_trip};
 use super::samples::Series;
 
 /// Metrics shown in the spread section: the ones with many calls each.
 const KEYS: [&str; 4] = ["rpc_version", "list_containers", "list_pods", "list_stats"];
-
-const US_PER_MS: f64 = 1000.0;
 
 /// The section's rows, a header first; `None` when none of its metrics ran.
 pub fn rows(metrics: &[Metric]) -> Option<Vec<[String; 8]>> {
@@ -22,13 +22,16 @@ pub fn rows(metrics: &[Metric]) -> Option<Vec<[String; 8]>> {
             "p90 ms",
             "MAX ms",
             "CALLS",
-            "p50 us/ITEM",
+            "(p50-Version) us/ITEM",
         ]
         .map(String::from),
     ];
     for m in metrics.iter().filter(|m| KEYS.contains(&m.key)) {
-        for (side, series) in [("berth", &m.berth), ("containerd", &m.containerd)] {
-            if let Some(row) = row(m, side, series) {
+        for (side, name, series) in [
+            (Side::Berth, "berth", &m.berth),
+            (Side::Containerd, "containerd", &m.containerd),
+        ] {
+            if let Some(row) = row(m, name, series, round_trip(metrics, side)) {
                 rows.push(row);
             }
         }
@@ -36,12 +39,11 @@ pub fn rows(metrics: &[Metric]) -> Option<Vec<[String; 8]>> {
     (rows.len() > 1).then_some(rows)
 }
 
-fn row(m: &Metric, side: &str, series: &Series) -> Option<[String; 8]> {
+fn row(m: &Metric, side: &str, series: &Series, round_trip: Option<f64>) -> Option<[String; 8]> {
     let s = series.summary()?;
     let per_item = m
-        .items
-        .filter(|&n| n > 0)
-        .map(|n| num(s.p50 * US_PER_MS / n as f64))
+        .per_item_us(series, round_trip)
+        .map(num)
         .unwrap_or_else(|| "-".into());
     Some([
         m.title.clone(),
@@ -62,16 +64,20 @@ mod tests {
 
     #[test]
     fn lists_show_their_spread_and_cost_per_item() {
+        let mut version = Metric::new("rpc_version", "Version", Unit::Ms);
+        for v in [0.02, 0.03] {
+            version.berth.push(v);
+        }
         let mut m = Metric::new("list_pods", "ListPodSandbox, 50 pods", Unit::Ms).items(50);
         for v in [0.1, 0.05, 0.2, 0.06] {
             m.berth.push(v);
         }
-        let rows = rows(&[m]).unwrap();
-        assert_eq!(rows.len(), 2, "containerd measured nothing: no row");
-        assert_eq!(rows[1][2], "0.050");
-        assert_eq!(rows[1][5], "0.20");
-        // p50 0.08 ms over 50 pods: 1.6 us each.
-        assert_eq!(rows[1][7], "1.60");
+        let rows = rows(&[version, m]).unwrap();
+        assert_eq!(rows.len(), 3, "containerd measured nothing: no row");
+        assert_eq!(rows[2][2], "0.050");
+        assert_eq!(rows[2][5], "0.20");
+        // p50 0.08 ms less the round trip 0.025, over 50 pods: 1.1 us each.
+        assert_eq!(rows[2][7], "1.10");
         let other = Metric::new("pod_start", "RunPodSandbox", Unit::Ms);
         assert!(super::rows(&[other]).is_none());
     }
