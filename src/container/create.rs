@@ -223,9 +223,15 @@ impl ContainerService {
     /// deleted.
     pub(super) async fn remove_files(&self, id: &str) {
         let bundle = self.bundle(id);
-        let _ = nix::mount::umount2(&bundle.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
+        let rootfs = bundle.join("rootfs");
+        let _ = tokio::task::spawn_blocking(move || {
+            nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH)
+        })
+        .await;
         self.release_volumes(id, &bundle).await;
-        if let Err(e) = std::fs::remove_dir_all(&bundle)
+        let dir = bundle.clone();
+        let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        if let Ok(Err(e)) = removed
             && e.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!(container_id = id, error = %e, "removing the bundle");

@@ -15,6 +15,9 @@ use crate::store::ContainerRecord;
 
 /// How long a test waits for a background waiter to record an exit.
 const EXIT_RECORDED_WITHIN: Duration = Duration::from_secs(5);
+/// How long a test waits for a signal to reach the shim: well under KILL_WAIT,
+/// the time a stop gives a SIGKILLed container.
+const SIGNALLED_WITHIN: Duration = Duration::from_secs(5);
 
 async fn containers(node: &TestNode) -> Arc<ContainerService> {
     let (events, _) = tokio::sync::broadcast::channel(16);
@@ -192,6 +195,42 @@ async fn stop_sends_the_stop_signal_and_records_the_exit() {
         (record.exit_code, record.reason.as_str()),
         (128 + libc::SIGTERM, "Error")
     );
+}
+
+/// A pod's containers are stopped together: one that does not die at once does
+/// not hold back the SIGKILL of the next (one after the other, the second was
+/// signalled only after the first's KILL_WAIT of 10 s).
+#[tokio::test]
+async fn stop_pod_sandbox_signals_its_containers_together() {
+    let node = TestNode::open().await;
+    let shim = FakeTasks::new();
+    node.ready_pod("p1", &shim);
+    let containers = containers(&node).await;
+    for id in ["c1", "c2"] {
+        shim.set_task(id, task(TaskStatus::Running, 4321));
+        shim.make_unkillable(id);
+        containers
+            .save(&record(&node, id, ContainerPhase::Running))
+            .unwrap();
+    }
+    let both_killed = async {
+        let killed = |id: &str| {
+            shim.calls()
+                .contains(&format!("kill {id} {}", libc::SIGKILL))
+        };
+        while !(killed("c1") && killed("c2")) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+
+    tokio::select! {
+        stopped = containers.stop_pod_sandbox("p1") => {
+            panic!("the pod stopped though its containers live: {stopped:?}")
+        }
+        signalled = tokio::time::timeout(SIGNALLED_WITHIN, both_killed) => {
+            assert!(signalled.is_ok(), "{:?}", shim.calls());
+        }
+    }
 }
 
 #[tokio::test]

@@ -123,9 +123,20 @@ impl SandboxService {
         record: &mut SandboxRecord,
         task: Option<&TaskClient>,
     ) -> Result<()> {
-        self.stop_infra(record, task).await?;
-        if let Some(netns) = record.netns.clone() {
-            self.cni_del(&record.id, &netns, &record.config).await?;
+        // The pause is killed beside CNI DEL, as the floor does it: neither step
+        // needs the other (the namespace stays pinned until both are done), and
+        // each is idempotent, so a retry after a failure of either redoes both.
+        let netns = record.netns.clone();
+        let detach = async {
+            match &netns {
+                Some(netns) => self.cni_del(&record.id, netns, &record.config).await,
+                None => Ok(()),
+            }
+        };
+        let (stopped, detached) = tokio::join!(self.stop_infra(record, task), detach);
+        stopped?;
+        detached?;
+        if let Some(netns) = netns {
             self.remove_netns(&netns).await?;
             record.netns = None;
             record.ips.clear();

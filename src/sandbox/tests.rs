@@ -16,7 +16,7 @@ use crate::store::SandboxRecord;
 const EVENT_HANDLED_WITHIN: Duration = Duration::from_secs(5);
 
 #[tokio::test]
-async fn stop_terminates_and_deletes_the_infra_task_and_leaves_the_pod_not_ready() {
+async fn stop_kills_and_deletes_the_infra_task_and_leaves_the_pod_not_ready() {
     let node = TestNode::open().await;
     let shim = FakeTasks::new();
     node.ready_pod("p1", &shim);
@@ -26,7 +26,7 @@ async fn stop_terminates_and_deletes_the_infra_task_and_leaves_the_pod_not_ready
     drop(held);
     let calls = shim.calls();
     assert!(
-        calls.contains(&format!("kill p1 {}", libc::SIGTERM)),
+        calls.contains(&format!("kill p1 {}", libc::SIGKILL)),
         "{calls:?}"
     );
     assert!(calls.contains(&"delete p1".to_string()), "{calls:?}");

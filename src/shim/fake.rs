@@ -25,6 +25,8 @@ struct Inner {
     failures: HashMap<&'static str, fn() -> Error>,
     /// Every call fails Unavailable, as with a shim that is gone.
     gone: bool,
+    /// Tasks whose process survives every signal (stuck in the kernel).
+    unkillable: std::collections::HashSet<String>,
     next_pid: u32,
 }
 
@@ -58,6 +60,12 @@ impl FakeTasks {
     /// Calls of method `name` return `error()` from now on.
     pub fn fail(&self, name: &'static str, error: fn() -> Error) {
         self.lock().failures.insert(name, error);
+    }
+
+    /// Task `id`'s process survives every signal from now on, as one stuck in an
+    /// uninterruptible sleep does.
+    pub fn make_unkillable(&self, id: &str) {
+        self.lock().unkillable.insert(id.to_string());
     }
 
     /// The shim goes away: every call fails Unavailable.
@@ -180,6 +188,9 @@ impl Tasks for FakeTasks {
 
     async fn kill(&self, id: &str, exec_id: &str, signal: u32, _all: bool) -> Result<()> {
         self.enter(format!("kill {} {signal}", who(id, exec_id)))?;
+        if exec_id.is_empty() && self.lock().unkillable.contains(id) {
+            return Ok(());
+        }
         self.with_task(id, exec_id, |t| {
             let deadly = [libc::SIGTERM as u32, libc::SIGKILL as u32].contains(&signal);
             // runc kills a created task's waiting init as well.
