@@ -72,15 +72,6 @@ impl Store {
         }
     }
 
-    /// [`Store::commit`] for a blocking thread (never the executor's): waits for
-    /// the group's commit in place.
-    pub fn commit_blocking(&self, batch: Batch) -> Result<()> {
-        match self.enqueue(batch, true)? {
-            Some(done) => done.blocking_recv().map_err(|_| writer_ended())?,
-            None => Ok(()),
-        }
-    }
-
     /// Commits `batch` like [`Store::commit`] but answers before it is on disk:
     /// the next durable commit carries it there, and a crash before that loses
     /// it. Only for a change that recovery rebuilds from elsewhere when it is
@@ -90,6 +81,15 @@ impl Store {
             Some(done) => done.await.map_err(|_| writer_ended())?,
             None => Ok(()),
         }
+    }
+
+    /// Commits `batch` on the calling thread (a blocking one, never the
+    /// executor's), durable when it returns, without joining a group.
+    pub fn commit_here(&self, batch: Batch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        writer::commit_now(&self.db, &batch)
     }
 
     /// Hands `batch` to the writer thread; `None` if there is nothing to commit.

@@ -162,3 +162,13 @@ fn commit_group(db: &Database, group: &[Job]) -> Result<()> {
     crate::metrics::store_transaction(timer.elapsed());
     Ok(())
 }
+
+/// One batch in its own durable transaction, on the caller's thread.
+pub(super) fn commit_now(db: &Database, batch: &Batch) -> Result<()> {
+    let timer = crate::metrics::Timer::start();
+    let txn = db.begin_write()?;
+    batch.apply(&txn)?;
+    txn.commit()?;
+    crate::metrics::store_transaction(timer.elapsed());
+    Ok(())
+}
