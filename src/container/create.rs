@@ -16,7 +16,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::sandbox::Sandbox;
 use crate::shim::{CreateTask, RuntimeOptions, TaskClient};
 use crate::spec::{self, ContainerSpecInputs, HostDevices};
-use crate::store::ContainerRecord;
+use crate::store::{Batch, ContainerRecord};
 
 impl ContainerService {
     /// Creates a container in a Ready pod and returns its id. Runs to the end
@@ -112,15 +112,22 @@ impl ContainerService {
             ..Default::default()
         };
         record.image_name = record.config.image.clone();
-        // Recorded first, so a crash from here on is undone at start-up.
-        self.save(&record)?;
+        let joined = self.joined_userns(sandbox, &record.config)?;
+        // Recorded in the writable layer's own commit, before anything else is
+        // made: a crash before it leaves a layer directory without a record
+        // (start-up deletes it), and from it on start-up undoes the container.
+        let mut creating = Batch::new();
+        creating.put(&record)?;
+        let rootfs = self
+            .images
+            .prepare_rootfs_with(id, &image, creating)
+            .await?;
+        self.show(&record);
         std::fs::create_dir_all(bundle.join("rootfs"))
             .context(|| format!("creating {}", bundle.display()))?;
-        let joined = self.joined_userns(sandbox, &record.config)?;
-        let rootfs = self.images.prepare_rootfs(id, &image).await?;
         let held = self.hold_image_volumes(&mut record)?;
         if !held.is_empty() {
-            self.save(&record)?;
+            self.persist(&record).await?;
         }
         create_mount_sources(&record.config)?;
         let spec_config = self
@@ -188,7 +195,7 @@ impl ContainerService {
         };
         record.pid = task.create(&request).await?;
         record.phase = ContainerPhase::Created;
-        self.save(&record)
+        self.persist(&record).await
     }
 
     /// Removes what a failed or interrupted create left: the task, the output,

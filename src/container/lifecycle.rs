@@ -21,7 +21,15 @@ const OOM_EVENT_GRACE: Duration = Duration::from_secs(1);
 impl ContainerService {
     /// Starts a Created container of a Ready pod. The pod is held shared, so a
     /// racing StopPodSandbox stops the container after, or refuses the start.
+    /// Runs to the end even if the caller goes away, so a process the shim
+    /// started is always recorded Running and waited for.
     pub async fn start(self: &Arc<Self>, id: &str) -> Result<()> {
+        let this = Arc::clone(self);
+        let id = id.to_string();
+        tokio::spawn(async move { this.start_to_end(&id).await }).await?
+    }
+
+    async fn start_to_end(self: &Arc<Self>, id: &str) -> Result<()> {
         let record = self.get(id)?;
         let id = record.id;
         let pod = self.sandboxes.hold_ready(&record.sandbox_id).await?;
@@ -40,7 +48,11 @@ impl ContainerService {
                 record.pid = pid;
                 record.phase = ContainerPhase::Running;
                 record.started_at = crate::image::now_nanos();
-                self.save(&record)?;
+                // Not waited onto disk: the shim's task is the durable proof of
+                // the start, and recovery records a Created container whose
+                // task runs (or ran) as started (`recover_one`), so a crash
+                // that loses this commit loses nothing. It saves the call an fsync.
+                self.persist_volatile(&record).await?;
                 self.clone().wait_for_exit(id, task);
                 Ok(())
             }
@@ -51,7 +63,7 @@ impl ContainerService {
                 record.exit_code = 128;
                 record.reason = "StartError".into();
                 record.message = e.to_string();
-                self.save(&record)?;
+                self.persist(&record).await?;
                 if let Some(output) = self.output(&id) {
                     output.finish();
                 }

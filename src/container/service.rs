@@ -21,7 +21,7 @@ use crate::sandbox::{NameIndex, Sandbox, SandboxService};
 use crate::shim::features::{self, HandlerFeatures};
 use crate::shim::{ShimEvent, TaskClient};
 use crate::spec::HostFacts;
-use crate::store::{ContainerRecord, Store};
+use crate::store::{Batch, ContainerRecord, Store};
 
 pub struct ContainerService {
     pub(super) config: Config,
@@ -274,6 +274,35 @@ impl ContainerService {
     /// Commits `record` (one transaction), then shows it in the index.
     pub(super) fn save(&self, record: &ContainerRecord) -> Result<()> {
         self.store.write(|tx| tx.put(record))?;
+        self.show(record);
+        Ok(())
+    }
+
+    /// Commits `record` through the store's writer thread (grouped with the
+    /// commits of concurrent calls, off the executor), then shows it in the
+    /// index. Durable when it returns, as `save`.
+    pub(super) async fn persist(&self, record: &ContainerRecord) -> Result<()> {
+        let mut batch = Batch::new();
+        batch.put(record)?;
+        self.store.commit(batch).await?;
+        self.show(record);
+        Ok(())
+    }
+
+    /// [`Self::persist`] without waiting for the disk: only for a change that
+    /// recovery rebuilds from the shim when a crash loses it (see
+    /// [`crate::store::Store::commit_volatile`]).
+    pub(super) async fn persist_volatile(&self, record: &ContainerRecord) -> Result<()> {
+        let mut batch = Batch::new();
+        batch.put(record)?;
+        self.store.commit_volatile(batch).await?;
+        self.show(record);
+        Ok(())
+    }
+
+    /// Shows a committed `record` in the index, with the event its change of
+    /// phase means.
+    pub(super) fn show(&self, record: &ContainerRecord) {
         let before = self
             .containers
             .write()
@@ -283,7 +312,6 @@ impl ContainerService {
         if let Some(kind) = events::transition(before, record.phase) {
             self.publish(record, kind);
         }
-        Ok(())
     }
 
     /// Lifecycle events from now on.

@@ -1,14 +1,24 @@
 //! The metadata store: typed records in redb tables, one write transaction per state
 //! change. Values are JSON so that records can grow fields without a migration; the
 //! schema version guards against a store written by a newer berth.
+//!
+//! Writes on a call's path go through [`Store::commit`]: a dedicated thread
+//! (`writer.rs`) commits them, grouping concurrent ones, so the async executor
+//! never blocks on an fsync. [`Store::write`] remains for read-modify-write
+//! transactions, on blocking threads.
 
 mod records;
+mod writer;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+pub use writer::Batch;
 
 pub use records::{
     ContainerRecord, ContentRecord, Descriptor, ImageRecord, LeaseRecord, SandboxRecord,
@@ -30,7 +40,10 @@ pub trait Record: Serialize + DeserializeOwned {
 }
 
 pub struct Store {
-    db: Database,
+    db: Arc<Database>,
+    /// The writer thread's queue and handle: taken on drop, so the thread ends
+    /// and lets go of the database before the store is gone.
+    writer: Option<(Sender<writer::Job>, std::thread::JoinHandle<()>)>,
 }
 
 impl Store {
@@ -38,9 +51,57 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store> {
         let db = Database::create(path)
             .map_err(|e| Error::Store(format!("opening {}: {e}", path.display())))?;
-        let store = Store { db };
+        let db = Arc::new(db);
+        let writer = writer::spawn(Arc::clone(&db))
+            .map_err(|e| Error::Store(format!("starting the store's writer thread: {e}")))?;
+        let store = Store {
+            db,
+            writer: Some(writer),
+        };
         store.check_schema(path)?;
         Ok(store)
+    }
+
+    /// Commits `batch` in one transaction (possibly shared with batches of
+    /// concurrent calls), durable when this returns; the executor's thread is not
+    /// blocked meanwhile.
+    pub async fn commit(&self, batch: Batch) -> Result<()> {
+        match self.enqueue(batch, true)? {
+            Some(done) => done.await.map_err(|_| writer_ended())?,
+            None => Ok(()),
+        }
+    }
+
+    /// Commits `batch` like [`Store::commit`] but answers before it is on disk:
+    /// the next durable commit carries it there, and a crash before that loses
+    /// it. Only for a change that recovery rebuilds from elsewhere when it is
+    /// lost (a start the shim's task state proves), so losing it loses nothing.
+    pub async fn commit_volatile(&self, batch: Batch) -> Result<()> {
+        match self.enqueue(batch, false)? {
+            Some(done) => done.await.map_err(|_| writer_ended())?,
+            None => Ok(()),
+        }
+    }
+
+    /// Commits `batch` on the calling thread (a blocking one, never the
+    /// executor's), durable when it returns, without joining a group.
+    pub fn commit_here(&self, batch: Batch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        writer::commit_now(&self.db, &batch)
+    }
+
+    /// Hands `batch` to the writer thread; `None` if there is nothing to commit.
+    fn enqueue(&self, batch: Batch, durable: bool) -> Result<Option<writer::Done>> {
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        let (job, done) = writer::Job::new(batch, durable);
+        match &self.writer {
+            Some((queue, _)) if queue.send(job).is_ok() => Ok(Some(done)),
+            _ => Err(Error::Store("the store's writer thread is gone".into())),
+        }
     }
 
     fn check_schema(&self, path: &Path) -> Result<()> {
@@ -111,6 +172,15 @@ impl Store {
     }
 }
 
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some((queue, thread)) = self.writer.take() {
+            drop(queue);
+            let _ = thread.join();
+        }
+    }
+}
+
 /// A write transaction with typed helpers.
 pub struct Tx<'a> {
     txn: &'a WriteTransaction,
@@ -143,6 +213,10 @@ impl Tx<'_> {
         table.insert(key, value)?;
         Ok(())
     }
+}
+
+fn writer_ended() -> Error {
+    Error::Store("the store's writer thread ended mid-commit".into())
 }
 
 fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
@@ -198,6 +272,72 @@ mod tests {
         });
         assert!(r.is_err());
         assert!(store.all::<ImageRecord>().unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn concurrent_commits_all_land_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        {
+            let store = Arc::new(Store::open(&path).unwrap());
+            let commits: Vec<_> = (0..32)
+                .map(|i| {
+                    let store = Arc::clone(&store);
+                    tokio::spawn(async move {
+                        let mut batch = Batch::new();
+                        batch.put(&image(&format!("sha256:{i:02}")))?;
+                        store.commit(batch).await
+                    })
+                })
+                .collect();
+            for commit in commits {
+                commit.await.unwrap().unwrap();
+            }
+            // Visible as soon as the commit answers.
+            assert_eq!(store.all::<ImageRecord>().unwrap().len(), 32);
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.all::<ImageRecord>().unwrap().len(), 32);
+    }
+
+    #[tokio::test]
+    async fn a_batch_puts_and_deletes_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("meta.redb")).unwrap();
+        store.write(|tx| tx.put(&image("sha256:old"))).unwrap();
+        let mut batch = Batch::new();
+        batch.put(&image("sha256:new")).unwrap();
+        batch.delete::<ImageRecord>("sha256:old");
+        store.commit(batch).await.unwrap();
+        assert_eq!(
+            store.all::<ImageRecord>().unwrap(),
+            vec![image("sha256:new")]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_volatile_commit_is_seen_at_once_and_carried_by_the_next_durable_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            let mut volatile = Batch::new();
+            volatile.put(&image("sha256:aa")).unwrap();
+            store.commit_volatile(volatile).await.unwrap();
+            assert!(store.get::<ImageRecord>("sha256:aa").unwrap().is_some());
+            let mut durable = Batch::new();
+            durable.put(&image("sha256:bb")).unwrap();
+            store.commit(durable).await.unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let mut ids: Vec<String> = store
+            .all::<ImageRecord>()
+            .unwrap()
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["sha256:aa", "sha256:bb"]);
     }
 
     #[test]
