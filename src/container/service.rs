@@ -282,20 +282,24 @@ impl ContainerService {
     /// commits of concurrent calls, off the executor), then shows it in the
     /// index. Durable when it returns, as `save`.
     pub(super) async fn persist(&self, record: &ContainerRecord) -> Result<()> {
-        let mut batch = Batch::new();
-        batch.put(record)?;
-        self.store.commit(batch).await?;
-        self.show(record);
-        Ok(())
+        self.commit_and_show(record, true).await
     }
 
     /// [`Self::persist`] without waiting for the disk: only for a change that
     /// recovery rebuilds from the shim when a crash loses it (see
     /// [`crate::store::Store::commit_volatile`]).
     pub(super) async fn persist_volatile(&self, record: &ContainerRecord) -> Result<()> {
+        self.commit_and_show(record, false).await
+    }
+
+    async fn commit_and_show(&self, record: &ContainerRecord, durable: bool) -> Result<()> {
         let mut batch = Batch::new();
         batch.put(record)?;
-        self.store.commit_volatile(batch).await?;
+        if durable {
+            self.store.commit(batch).await?;
+        } else {
+            self.store.commit_volatile(batch).await?;
+        }
         self.show(record);
         Ok(())
     }

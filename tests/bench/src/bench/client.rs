@@ -224,6 +224,30 @@ impl Cri {
             .len())
     }
 
+    /// The ListContainers and ListPodSandbox responses, unfiltered, as encoded
+    /// on the wire (re-encoded from the decoded messages: the same fields and
+    /// values, so the same size and decode work).
+    pub async fn list_responses(&self) -> Result<(Vec<u8>, Vec<u8>)> {
+        let containers = self
+            .runtime
+            .clone()
+            .list_containers(cri::ListContainersRequest { filter: None })
+            .await
+            .map_err(failed("ListContainers"))?
+            .into_inner();
+        let pods = self
+            .runtime
+            .clone()
+            .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+            .await
+            .map_err(failed("ListPodSandbox"))?
+            .into_inner();
+        Ok((
+            prost::Message::encode_to_vec(&containers),
+            prost::Message::encode_to_vec(&pods),
+        ))
+    }
+
     /// ListPodSandbox, unfiltered; returns how many.
     pub async fn list_pods(&self) -> Result<usize> {
         Ok(self.pods().await?.len())

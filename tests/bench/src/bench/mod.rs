@@ -601,10 +601,20 @@ fn suite(a: &BenchArgs) -> Vec<Metric> {
         .items(all)
         .target(VsContainerd(LIST_VS_CONTAINERD))
         .target(PerItemUs(LIST_US_PER_ITEM)),
+        Metric::new(
+            "list_containers_decode",
+            "  the client's decode of that response alone",
+            Ms,
+        ),
         Metric::new("list_pods", format!("ListPodSandbox, {p} pods"), Ms)
             .items(p)
             .target(VsContainerd(LIST_VS_CONTAINERD))
             .target(PerItemUs(LIST_US_PER_ITEM)),
+        Metric::new(
+            "list_pods_decode",
+            "  the client's decode of that response alone",
+            Ms,
+        ),
         Metric::new(
             "list_stats",
             format!("ListContainerStats, {all} containers"),

@@ -206,4 +206,53 @@ async fn lists(rt: &Runtime, opts: &Options, report: &mut Report) {
             }
         }
     }
+    client_decodes(rt, opts, report).await;
+}
+
+/// How long the client alone takes to decode each List's response (the same
+/// bytes the daemon sent), timed as often as the calls: the part of a List's
+/// latency that no daemon can remove, beside the Version round trip.
+async fn client_decodes(rt: &Runtime, opts: &Options, report: &mut Report) {
+    let side = side(rt.kind);
+    let (containers, pods) = match rt.cri.list_responses().await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            report.fail("list_containers_decode", side, &e);
+            report.fail("list_pods_decode", side, &e);
+            return;
+        }
+    };
+    report.note(format!(
+        "{} ListContainers response: {} bytes; ListPodSandbox: {} bytes",
+        rt.name(),
+        containers.len(),
+        pods.len()
+    ));
+    let decode_containers = || {
+        prost::Message::decode(containers.as_slice())
+            .map(|r: k8s_cri::v1::ListContainersResponse| r.containers.len())
+    };
+    let decode_pods = || {
+        prost::Message::decode(pods.as_slice())
+            .map(|r: k8s_cri::v1::ListPodSandboxResponse| r.items.len())
+    };
+    for (key, decode) in [
+        (
+            "list_containers_decode",
+            &decode_containers as &dyn Fn() -> std::result::Result<usize, prost::DecodeError>,
+        ),
+        ("list_pods_decode", &decode_pods),
+    ] {
+        for n in 0..LIST_WARMUP + opts.list_calls {
+            let t = Instant::now();
+            let decoded = std::hint::black_box(decode());
+            if n >= LIST_WARMUP {
+                report.record(key, side, ms(t.elapsed()));
+            }
+            if let Err(e) = decoded {
+                report.fail(key, side, &e.to_string());
+                break;
+            }
+        }
+    }
 }

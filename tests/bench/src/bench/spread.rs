@@ -9,7 +9,14 @@ use super::report::{Metric, Side, num, round_trip};
 use super::samples::Series;
 
 /// Metrics shown in the spread section: the ones with many calls each.
-const KEYS: [&str; 4] = ["rpc_version", "list_containers", "list_pods", "list_stats"];
+const KEYS: [&str; 6] = [
+    "rpc_version",
+    "list_containers",
+    "list_containers_decode",
+    "list_pods",
+    "list_pods_decode",
+    "list_stats",
+];
 
 /// The section's rows, a header first; `None` when none of its metrics ran.
 pub fn rows(metrics: &[Metric]) -> Option<Vec<[String; 8]>> {
