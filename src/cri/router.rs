@@ -14,7 +14,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use tonic::codegen::{Body, StdError, http};
 use tonic::server::{Grpc, NamedService, UnaryService};
@@ -92,33 +91,38 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         match req.uri().path() {
-            LIST_CONTAINERS => self.unary(ListContainers(Arc::clone(&self.cri)), req),
-            LIST_POD_SANDBOX => self.unary(ListPodSandbox(Arc::clone(&self.cri)), req),
+            LIST_CONTAINERS => self.unary(
+                ListCall {
+                    cri: Arc::clone(&self.cri),
+                    answer: CriRuntimeService::list_containers_encoded,
+                },
+                req,
+            ),
+            LIST_POD_SANDBOX => self.unary(
+                ListCall {
+                    cri: Arc::clone(&self.cri),
+                    answer: CriRuntimeService::list_pod_sandbox_encoded,
+                },
+                req,
+            ),
             _ => self.generated.call(req),
         }
     }
 }
 
-struct ListContainers(Arc<CriRuntimeService>);
-
-impl UnaryService<cri::ListContainersRequest> for ListContainers {
-    type Response = EncodedList;
-    type Future = std::future::Ready<Result<tonic::Response<EncodedList>, tonic::Status>>;
-
-    fn call(&mut self, request: tonic::Request<cri::ListContainersRequest>) -> Self::Future {
-        let list = self.0.list_containers_encoded(request.into_inner());
-        std::future::ready(Ok(tonic::Response::new(list)))
-    }
+/// One List path: the request handed to the method that answers it from the
+/// kept frames.
+struct ListCall<Req> {
+    cri: Arc<CriRuntimeService>,
+    answer: fn(&CriRuntimeService, Req) -> EncodedList,
 }
 
-struct ListPodSandbox(Arc<CriRuntimeService>);
-
-impl UnaryService<cri::ListPodSandboxRequest> for ListPodSandbox {
+impl<Req> UnaryService<Req> for ListCall<Req> {
     type Response = EncodedList;
     type Future = std::future::Ready<Result<tonic::Response<EncodedList>, tonic::Status>>;
 
-    fn call(&mut self, request: tonic::Request<cri::ListPodSandboxRequest>) -> Self::Future {
-        let list = self.0.list_pod_sandbox_encoded(request.into_inner());
+    fn call(&mut self, request: tonic::Request<Req>) -> Self::Future {
+        let list = (self.answer)(&self.cri, request.into_inner());
         std::future::ready(Ok(tonic::Response::new(list)))
     }
 }
