@@ -5,6 +5,7 @@
 //! a slow or absent collector never holds up a CRI call; spans beyond the batch
 //! queue are dropped, not buffered without bound.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
@@ -42,8 +43,11 @@ impl Tracing {
 
 /// Installs the global subscriber. Call it before the async runtime starts.
 pub fn init(log_filter: &str, config: &TracingConfig) -> Result<Tracing> {
+    // Colours only for a person at a terminal: not into the journal or a file,
+    // and not paid for on every span of every call.
     let logs = fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_filter(EnvFilter::new(log_filter));
     let provider = if config.endpoint.is_empty() {
         None

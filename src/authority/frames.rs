@@ -1,17 +1,19 @@
 //! The client-to-server half of an HTTP/2 connection, frame by frame: every
 //! frame passes through untouched except header blocks (HEADERS + CONTINUATION),
-//! which are decoded, get an `:authority` that `h2` accepts, and are re-encoded.
+//! which are decoded and, when their `:authority` is not one `h2` accepts,
+//! re-encoded with one it does.
 //!
-//! Every header block is re-encoded, not only those with a bad authority: the
-//! client's HPACK encoder and our decoder share a dynamic table, and `h2` must
-//! never see a block that refers to an entry only we were shown. The blocks we
-//! write use literals without indexing, so `h2`'s dynamic table stays empty and
-//! the two never disagree.
+//! Every block is decoded, to follow the client's HPACK dynamic table. Until a
+//! connection's first rewrite its blocks pass through as they came, so `h2`'s
+//! table follows the client's too (the kubelet and crictl never need a
+//! rewrite). A rewritten block no longer adds what the client's did to `h2`'s
+//! table, so from then on every block of the connection is re-encoded, with
+//! literals without indexing: `h2` is never shown a reference to its table.
 
-use bytes::{Buf, BufMut, BytesMut};
-use fluke_hpack::Decoder;
-use fluke_hpack::encoder::encode_integer_into;
+use bytes::{BufMut, BytesMut};
 use tonic::codegen::http::uri::Authority;
+
+use super::hpack::Decoder;
 
 /// What the HTTP/2 client preface is (RFC 9113 §3.4); passed through as is.
 const PREFACE_LEN: usize = 24;
@@ -66,7 +68,6 @@ struct OpenBlock {
     stream: u32,
     end_stream: bool,
     priority: Option<[u8; PRIORITY_LEN]>,
-    fragment: Vec<u8>,
 }
 
 enum State {
@@ -81,18 +82,27 @@ pub struct Rewriter {
     preface_left: usize,
     state: State,
     open: Option<OpenBlock>,
-    decoder: Decoder<'static>,
+    decoder: Decoder,
+    /// Whether every block so far passed through as it came.
+    pristine: bool,
+    /// The open block's frames as they came, and its fragment alone.
+    frames: Vec<u8>,
+    fragment: Vec<u8>,
+    /// The block re-encoded (kept to reuse its allocation).
+    encoded: Vec<u8>,
 }
 
 impl Default for Rewriter {
     fn default() -> Self {
-        let mut decoder = Decoder::new();
-        decoder.set_max_allowed_table_size(MAX_DYNAMIC_TABLE_BYTES);
         Rewriter {
             preface_left: PREFACE_LEN,
             state: State::FrameHeader,
             open: None,
-            decoder,
+            decoder: Decoder::new(MAX_DYNAMIC_TABLE_BYTES),
+            pristine: true,
+            frames: Vec::new(),
+            fragment: Vec::new(),
+            encoded: Vec::new(),
         }
     }
 }
@@ -168,20 +178,22 @@ impl Rewriter {
             input.reserve(FRAME_HEADER_LEN + len - input.len());
             return Ok(false);
         }
-        input.advance(FRAME_HEADER_LEN);
-        let payload = input.split_to(len);
+        let frame = input.split_to(FRAME_HEADER_LEN + len);
+        let payload = &frame[FRAME_HEADER_LEN..];
         if frame_type == TYPE_HEADERS {
-            self.open = Some(open_block(stream, flags, &payload)?);
+            self.frames.clear();
+            self.fragment.clear();
+            self.open = Some(open_block(stream, flags, payload, &mut self.fragment)?);
         } else {
-            let open = self
-                .open
-                .as_mut()
-                .ok_or(RewriteError::StrayContinuation(stream))?;
-            open.fragment.extend_from_slice(&payload);
-            if open.fragment.len() > MAX_HEADER_BLOCK_BYTES {
-                return Err(RewriteError::BlockTooLarge(open.fragment.len()));
+            if self.open.is_none() {
+                return Err(RewriteError::StrayContinuation(stream));
+            }
+            self.fragment.extend_from_slice(payload);
+            if self.fragment.len() > MAX_HEADER_BLOCK_BYTES {
+                return Err(RewriteError::BlockTooLarge(self.fragment.len()));
             }
         }
+        self.frames.extend_from_slice(&frame);
         if flags & FLAG_END_HEADERS != 0
             && let Some(block) = self.open.take()
         {
@@ -190,36 +202,51 @@ impl Rewriter {
         Ok(true)
     }
 
-    /// Decodes a whole header block and writes it out again with a valid authority.
+    /// Decodes a whole header block; writes it out as it came or, when its
+    /// authority needs replacing or an earlier block's did, re-encoded.
     fn rewrite(&mut self, block: OpenBlock, output: &mut BytesMut) -> Result<(), RewriteError> {
-        let mut encoded = Vec::with_capacity(block.fragment.len() + REPLACEMENT_AUTHORITY.len());
+        let encoded = &mut self.encoded;
+        encoded.clear();
         let mut decoded_bytes = 0usize;
-        let result = self.decoder.decode_with_cb(&block.fragment, |name, value| {
+        let mut replaced = false;
+        let result = self.decoder.decode(&self.fragment, |name, value| {
             decoded_bytes += name.len() + value.len();
             if decoded_bytes > MAX_HEADER_BLOCK_BYTES {
                 return;
             }
-            let value: &[u8] = if name.as_ref() == b":authority" && !is_authority(&value) {
+            let value = if name == b":authority" && !is_authority(value) {
+                replaced = true;
                 REPLACEMENT_AUTHORITY
             } else {
-                &value
+                value
             };
-            encode_literal(&name, value, &mut encoded);
+            encode_literal(name, value, encoded);
         });
         result.map_err(|e| RewriteError::Hpack {
             stream: block.stream,
-            reason: format!("{e:?}"),
+            reason: e.to_string(),
         })?;
         if decoded_bytes > MAX_HEADER_BLOCK_BYTES {
             return Err(RewriteError::BlockTooLarge(decoded_bytes));
         }
-        write_block(&block, &encoded, output);
+        self.pristine &= !replaced;
+        if self.pristine {
+            output.extend_from_slice(&self.frames);
+        } else {
+            write_block(&block, &self.encoded, output);
+        }
         Ok(())
     }
 }
 
-/// The block fragment of a HEADERS frame, without its padding and priority.
-fn open_block(stream: u32, flags: u8, payload: &[u8]) -> Result<OpenBlock, RewriteError> {
+/// A block opened by a HEADERS frame; its fragment, without the frame's padding
+/// and priority, goes to `fragment`.
+fn open_block(
+    stream: u32,
+    flags: u8,
+    payload: &[u8],
+    fragment: &mut Vec<u8>,
+) -> Result<OpenBlock, RewriteError> {
     let mut rest = payload;
     let mut pad = 0;
     if flags & FLAG_PADDED != 0 {
@@ -235,19 +262,15 @@ fn open_block(stream: u32, flags: u8, payload: &[u8]) -> Result<OpenBlock, Rewri
         priority = Some(*head);
         rest = tail;
     }
-    let fragment = rest
-        .get(
-            ..rest
-                .len()
-                .checked_sub(pad)
-                .ok_or(RewriteError::BadPadding(stream))?,
-        )
+    let end = rest
+        .len()
+        .checked_sub(pad)
         .ok_or(RewriteError::BadPadding(stream))?;
+    fragment.extend_from_slice(&rest[..end]);
     Ok(OpenBlock {
         stream,
         end_stream: flags & FLAG_END_STREAM != 0,
         priority,
-        fragment: fragment.to_vec(),
     })
 }
 
@@ -260,10 +283,25 @@ fn is_authority(value: &[u8]) -> bool {
 fn encode_literal(name: &[u8], value: &[u8], out: &mut Vec<u8>) {
     out.push(0x00);
     for s in [name, value] {
-        // Writing into a Vec cannot fail.
-        let _ = encode_integer_into(s.len(), 7, 0, out);
+        encode_integer(s.len(), 7, out);
         out.extend_from_slice(s);
     }
+}
+
+/// An integer with an `n`-bit prefix, the prefix's other bits zero (RFC 7541 §5.1).
+fn encode_integer(mut value: usize, n: u32, out: &mut Vec<u8>) {
+    let max_prefix = (1usize << n) - 1;
+    if value < max_prefix {
+        out.push(value as u8);
+        return;
+    }
+    out.push(max_prefix as u8);
+    value -= max_prefix;
+    while value >= 0x80 {
+        out.push((value & 0x7f) as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
 }
 
 /// One HEADERS frame and as many CONTINUATION frames as the block needs.

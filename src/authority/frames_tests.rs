@@ -272,3 +272,43 @@ fn malformed_input_is_an_error_not_a_panic() {
         Err(RewriteError::BlockTooLarge(_))
     ));
 }
+
+#[test]
+fn blocks_pass_through_untouched_until_one_needs_a_rewrite() {
+    // The second block refers to the first's table entries, which h2 only
+    // has if the first passed through; the third needs a rewrite, and the
+    // fourth then refers to entries h2 was never shown: it is re-encoded.
+    let sent: [&[u8]; 4] = [b"localhost", b"localhost", b"%2Frun%2Fx.sock", b"localhost"];
+    let mut encoder = Encoder::new();
+    let mut input = BytesMut::from(PREFACE);
+    let mut ends = Vec::new();
+    for (i, authority) in sent.iter().enumerate() {
+        let block = encoder.encode(request(authority).iter().map(|(n, v)| (&n[..], &v[..])));
+        frame(
+            &mut input,
+            TYPE_HEADERS,
+            FLAG_END_HEADERS,
+            2 * i as u32 + 1,
+            &block,
+        );
+        ends.push(input.len());
+    }
+    for step in [1, 5, 4096] {
+        let out = rewrite(&input, step).unwrap();
+        assert_eq!(
+            out[..ends[1]],
+            input[..ends[1]],
+            "the good blocks as they came"
+        );
+        assert_ne!(out[ends[1]..], input[ends[1]..]);
+        let blocks = decoded_blocks(&out);
+        assert_eq!(blocks.len(), sent.len());
+        for (_, _, headers) in &blocks {
+            let mut want = request(REPLACEMENT_AUTHORITY);
+            want.sort();
+            let mut got = headers.clone();
+            got.sort();
+            assert_eq!(got, want);
+        }
+    }
+}

@@ -14,6 +14,7 @@
 //! alone. See [`frames`] for how header blocks are rewritten.
 
 mod frames;
+mod hpack;
 
 use std::io;
 use std::pin::Pin;
