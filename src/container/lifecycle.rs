@@ -73,6 +73,10 @@ impl ContainerService {
     }
 
     /// Waits in the background for the container's exit and records it.
+    ///
+    /// The record is written under the container's lock, which StopContainer
+    /// holds while it waits for the same exit: whichever comes second finds the
+    /// exit recorded and writes nothing.
     pub(super) fn wait_for_exit(self: Arc<Self>, id: String, task: TaskClient) {
         tokio::spawn(async move {
             match task.wait(&id, "").await {
@@ -80,12 +84,14 @@ impl ContainerService {
                     if exit.status == SIGKILLED {
                         self.await_oom_event(&id).await;
                     }
-                    self.record_exit(&id, exit)
+                    let _guard = self.lock(&id).await;
+                    self.record_exit(&id, exit).await
                 }
                 Err(e) => {
                     tracing::warn!(container_id = %id, error = %e, "lost the container's shim");
                     crate::metrics::shim_death();
-                    self.record_lost(&id, &e.to_string());
+                    let _guard = self.lock(&id).await;
+                    self.record_lost(&id, &e.to_string()).await;
                 }
             }
         });
@@ -110,7 +116,9 @@ impl ContainerService {
     }
 
     /// Records an exit once; later calls for the same exit change nothing.
-    pub(super) fn record_exit(&self, id: &str, exit: Exit) {
+    /// Callers hold the container's lock, or are recovery (which runs before
+    /// any call).
+    pub(super) async fn record_exit(&self, id: &str, exit: Exit) {
         let Ok(mut record) = self.get(id) else { return };
         if !record.phase.can_record_exit() {
             return;
@@ -136,7 +144,7 @@ impl ContainerService {
             "Error"
         }
         .to_string();
-        if let Err(e) = self.save(&record) {
+        if let Err(e) = self.persist(&record).await {
             tracing::error!(container_id = id, error = %e, "recording an exit");
         }
         if let Some(output) = self.output(id) {
@@ -145,7 +153,8 @@ impl ContainerService {
     }
 
     /// The shim is gone: what became of the container cannot be known.
-    pub(super) fn record_lost(&self, id: &str, why: &str) {
+    /// Callers hold the lock, as for [`Self::record_exit`].
+    pub(super) async fn record_lost(&self, id: &str, why: &str) {
         let Ok(mut record) = self.get(id) else { return };
         if !record.phase.can_record_exit() {
             return;
@@ -155,7 +164,7 @@ impl ContainerService {
         record.finished_at = crate::image::now_nanos();
         record.reason = "Unknown".into();
         record.message = format!("the container's shim is gone: {why}");
-        if let Err(e) = self.save(&record) {
+        if let Err(e) = self.persist(&record).await {
             tracing::error!(container_id = id, error = %e, "recording a lost container");
         }
         if let Some(output) = self.output(id) {
@@ -193,7 +202,7 @@ impl ContainerService {
                 .signal_and_wait(&task, id, signal, false, timeout)
                 .await?
             {
-                self.record_exit(id, exit);
+                self.record_exit(id, exit).await;
                 return Ok(());
             }
         }
@@ -202,7 +211,7 @@ impl ContainerService {
             .await?
         {
             Some(exit) => {
-                self.record_exit(id, exit);
+                self.record_exit(id, exit).await;
                 Ok(())
             }
             None => Err(Error::Unavailable(format!(
@@ -293,14 +302,14 @@ impl ContainerService {
         let task = match task {
             Ok(t) => t,
             Err(e) => {
-                self.record_lost(&id, &e.to_string());
+                self.record_lost(&id, &e.to_string()).await;
                 return Ok(());
             }
         };
         let state = match task.state(&id, "").await {
             Ok(s) => s,
             Err(e) => {
-                self.record_lost(&id, &e.to_string());
+                self.record_lost(&id, &e.to_string()).await;
                 return Ok(());
             }
         };
@@ -315,7 +324,7 @@ impl ContainerService {
             }
             // Drain what it wrote while berthd was away before recording the end.
             self.attach_output(&record, LogOpening::Retried)?;
-            self.record_exit(&id, state.exit);
+            self.record_exit(&id, state.exit).await;
             return Ok(());
         }
         self.attach_output(&record, LogOpening::Retried)?;

@@ -27,11 +27,18 @@ pub fn add(net: &PodNetwork, id: &str, netns: &Path) -> Result<Value> {
 
 /// DEL of the chain in reverse, beside loopback's; `result` is ADD's (null
 /// when unknown, as after a crash).
+///
+/// A plugin's DEL that fails is run once more, as the kubelet retries a
+/// StopPodSandbox: the bridge plugin's masquerade teardown, ten pods at once on
+/// nftables, now and then fails `iptables -X` with "Device or resource busy",
+/// and DEL is idempotent.
 pub fn del(net: &PodNetwork, id: &str, netns: &Path, result: &Value) -> Result<()> {
     std::thread::scope(|s| {
         let lo = s.spawn(|| loopback("DEL", id, netns));
         for plugin in chain(net).iter().rev() {
-            call("DEL", &plugin_conf(net, plugin, result), id, netns, "eth0")?;
+            let conf = plugin_conf(net, plugin, result);
+            call("DEL", &conf, id, netns, "eth0")
+                .or_else(|_| call("DEL", &conf, id, netns, "eth0"))?;
         }
         lo.join()
             .unwrap_or_else(|_| Err("loopback thread panicked".into()))
