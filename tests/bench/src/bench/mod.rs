@@ -124,6 +124,10 @@ pub struct BenchArgs {
     /// What --perf records, as `perf record` options
     #[arg(long, default_value = "-F 999 -g", allow_hyphen_values = true)]
     perf_events: String,
+    /// Serve as the List rows' bare gRPC floor on SOCKET (the bench starts
+    /// itself so)
+    #[arg(long, hide = true, value_name = "SOCKET")]
+    bare_grpc_server: Option<PathBuf>,
 }
 
 impl BenchArgs {
@@ -135,6 +139,9 @@ impl BenchArgs {
 }
 
 pub async fn run(args: BenchArgs) -> Result<()> {
+    if let Some(socket) = &args.bare_grpc_server {
+        return floors::grpc::serve(socket);
+    }
     preflight()?;
     if args.only.contains(&Scenario::Crash) && args.crash_loop.is_none() {
         return Err("--only crash needs --crash-loop ROUNDS".into());
@@ -529,6 +536,8 @@ const LIST_VS_CONTAINERD: f64 = 0.4;
 /// items are kept, so that a kubelet relisting 110 pods x 4 containers every
 /// second pays under a ms.
 const LIST_US_PER_ITEM: f64 = 1.5;
+/// The floor of the Version and List rows (`floors/grpc.rs`).
+const BARE_GRPC: &str = "a bare server on berthd's gRPC stack answering berth's bytes";
 
 /// What the suite measures, in the order of the table.
 fn suite(a: &BenchArgs) -> Vec<Metric> {
@@ -592,12 +601,13 @@ fn suite(a: &BenchArgs) -> Vec<Metric> {
         )
         .floor("the floor's teardown, on K threads")
         .target(VsContainerd(0.5)),
-        Metric::new("rpc_version", "Version (a call's round trip alone)", Ms),
+        Metric::new("rpc_version", "Version (a call's round trip alone)", Ms).floor(BARE_GRPC),
         Metric::new(
             "list_containers",
             format!("ListContainers, {all} containers"),
             Ms,
         )
+        .floor(BARE_GRPC)
         .items(all)
         .target(VsContainerd(LIST_VS_CONTAINERD))
         .target(PerItemUs(LIST_US_PER_ITEM)),
@@ -607,6 +617,7 @@ fn suite(a: &BenchArgs) -> Vec<Metric> {
             Ms,
         ),
         Metric::new("list_pods", format!("ListPodSandbox, {p} pods"), Ms)
+            .floor(BARE_GRPC)
             .items(p)
             .target(VsContainerd(LIST_VS_CONTAINERD))
             .target(PerItemUs(LIST_US_PER_ITEM)),

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 use super::Result;
-use super::client::{container_config, pod_config};
+use super::client::{Cri, container_config, pod_config};
 use super::floors::Floor;
+use super::floors::grpc::BareServer;
 use super::leaks::{self, Footprint};
 use super::memory::{self, side};
 use super::profile::Profiler;
@@ -172,22 +173,49 @@ pub(super) async fn start_pod(
 
 /// ListContainers, ListPodSandbox and ListContainerStats, each called after a
 /// few untimed calls, one call at a time, checking the counts; and Version, the
-/// round trip of a call that does nothing, under the same load.
+/// round trip of a call that does nothing, under the same load. On berth's
+/// side, then the same calls on the bare gRPC server answering berth's bytes
+/// (the rows' floor).
 async fn lists(rt: &Runtime, opts: &Options, report: &mut Report) {
     let side = side(rt.kind);
     let containers = opts.pods * opts.containers;
-    for (key, expected) in [
+    let calls = [
         ("rpc_version", 1),
         ("list_containers", containers),
         ("list_pods", opts.pods),
         ("list_stats", containers),
-    ] {
+    ];
+    time_calls(&rt.cri, side, &calls, opts, report).await;
+    let responses = client_decodes(rt, opts, report).await;
+    if let (Side::Berth, Some((containers, pods))) = (side, responses) {
+        let socket =
+            std::env::temp_dir().join(format!("berth-bench-bare.{}.sock", std::process::id()));
+        match BareServer::start(&socket, &containers, &pods).await {
+            Ok(bare) => time_calls(&bare.cri, Side::Floor, &calls[..3], opts, report).await,
+            Err(e) => {
+                for (key, _) in &calls[..3] {
+                    report.fail(key, Side::Floor, &e);
+                }
+            }
+        }
+    }
+}
+
+/// Times each of `calls` (a key and the items it must answer with) on `cri`.
+async fn time_calls(
+    cri: &Cri,
+    side: Side,
+    calls: &[(&str, usize)],
+    opts: &Options,
+    report: &mut Report,
+) {
+    for &(key, expected) in calls {
         let call = || async {
             match key {
-                "rpc_version" => rt.cri.version().await.map(|_| 1),
-                "list_containers" => rt.cri.list_containers().await,
-                "list_pods" => rt.cri.list_pods().await,
-                _ => rt.cri.list_stats().await,
+                "rpc_version" => cri.version().await.map(|_| 1),
+                "list_containers" => cri.list_containers().await,
+                "list_pods" => cri.list_pods().await,
+                _ => cri.list_stats().await,
             }
         };
         for n in 0..LIST_WARMUP + opts.list_calls {
@@ -206,20 +234,24 @@ async fn lists(rt: &Runtime, opts: &Options, report: &mut Report) {
             }
         }
     }
-    client_decodes(rt, opts, report).await;
 }
 
 /// How long the client alone takes to decode each List's response (the same
 /// bytes the daemon sent), timed as often as the calls: the part of a List's
-/// latency that no daemon can remove, beside the Version round trip.
-async fn client_decodes(rt: &Runtime, opts: &Options, report: &mut Report) {
+/// latency that no daemon can remove, beside the Version round trip. Returns
+/// the two responses.
+async fn client_decodes(
+    rt: &Runtime,
+    opts: &Options,
+    report: &mut Report,
+) -> Option<(Vec<u8>, Vec<u8>)> {
     let side = side(rt.kind);
     let (containers, pods) = match rt.cri.list_responses().await {
         Ok(bytes) => bytes,
         Err(e) => {
             report.fail("list_containers_decode", side, &e);
             report.fail("list_pods_decode", side, &e);
-            return;
+            return None;
         }
     };
     report.note(format!(
@@ -255,4 +287,5 @@ async fn client_decodes(rt: &Runtime, opts: &Options, report: &mut Report) {
             }
         }
     }
+    Some((containers, pods))
 }

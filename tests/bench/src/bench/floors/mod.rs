@@ -14,12 +14,15 @@
 //!   and deleted beside CNI DEL, then /dev/shm unmounted, the namespace unpinned;
 //! - many pods (`scale.rs`): the same, pods K at a time on K threads;
 //! - a pull (`pull.rs`): every layer downloaded at once, each gunzipped and
-//!   untarred as it streams in.
+//!   untarred as it streams in;
+//! - a List (`grpc.rs`): a bare server on berthd's gRPC stack answering with
+//!   berth's responses encoded once.
 //!
 //! No shim, no store, no metadata, no verification: what is left is the work of
 //! the kernel, runc, the CNI plugins, the network and zlib.
 
 mod cni;
+pub mod grpc;
 mod pull;
 mod scale;
 
