@@ -28,6 +28,13 @@ fn frame(out: &mut BytesMut, frame_type: u8, flags: u8, stream: u32, payload: &[
     out.put_slice(payload);
 }
 
+/// Appends a request's HEADERS frame (END_HEADERS) on `stream`, encoded by
+/// the connection's client `encoder`.
+fn push_request(encoder: &mut Encoder, input: &mut BytesMut, stream: u32, authority: &[u8]) {
+    let block = encoder.encode(request(authority).iter().map(|(n, v)| (&n[..], &v[..])));
+    frame(input, TYPE_HEADERS, FLAG_END_HEADERS, stream, &block);
+}
+
 /// Parses frames back: (type, flags, stream, payload).
 fn frames(mut bytes: &[u8]) -> Vec<(u8, u8, u32, Vec<u8>)> {
     let mut out = Vec::new();
@@ -106,14 +113,7 @@ fn bad_authorities_become_localhost_and_good_ones_stay() {
     let mut encoder = Encoder::new();
     let mut input = BytesMut::from(PREFACE);
     for (i, (sent, _)) in cases.iter().enumerate() {
-        let block = encoder.encode(request(sent).iter().map(|(n, v)| (&n[..], &v[..])));
-        frame(
-            &mut input,
-            TYPE_HEADERS,
-            FLAG_END_HEADERS,
-            2 * i as u32 + 1,
-            &block,
-        );
+        push_request(&mut encoder, &mut input, 2 * i as u32 + 1, sent);
         frame(
             &mut input,
             0x0,
@@ -283,14 +283,7 @@ fn blocks_pass_through_untouched_until_one_needs_a_rewrite() {
     let mut input = BytesMut::from(PREFACE);
     let mut ends = Vec::new();
     for (i, authority) in sent.iter().enumerate() {
-        let block = encoder.encode(request(authority).iter().map(|(n, v)| (&n[..], &v[..])));
-        frame(
-            &mut input,
-            TYPE_HEADERS,
-            FLAG_END_HEADERS,
-            2 * i as u32 + 1,
-            &block,
-        );
+        push_request(&mut encoder, &mut input, 2 * i as u32 + 1, authority);
         ends.push(input.len());
     }
     for step in [1, 5, 4096] {

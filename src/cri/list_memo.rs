@@ -4,10 +4,11 @@
 //! The services hold each pod and container as an immutable `Arc`, replaced
 //! whole on every change (create, start, exit, stop, recovery). A record's CRI
 //! list item therefore only needs building again when the `Arc` it was built
-//! from is no longer the one the service lists: the memo keeps, per id, a `Weak`
-//! to that source and the item built from it. A `Weak` keeps its allocation, so
-//! the address cannot be reused by another record while the entry exists, and
-//! pointer equality is an exact "unchanged" test. The item is kept as its
+//! from is no longer the one the service lists: the memo keeps, per source
+//! address, a `Weak` to that source and the item built from it. A `Weak` keeps
+//! its allocation, so the address cannot be reused by another record while the
+//! entry exists: finding a record's address is an exact "unchanged" test, and
+//! costs no hashing of its id. The item is kept as its
 //! response frame ([`list_wire::item`]): the kubelet lists every second and
 //! between two relists almost nothing changes, so a List costs one pointer
 //! comparison and one reference count per item, and the response is written
@@ -15,6 +16,7 @@
 //! encoding them on every call.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
@@ -33,13 +35,35 @@ struct Entry<R> {
 }
 
 pub(super) struct ListMemo<R> {
-    entries: Mutex<HashMap<String, Entry<R>>>,
+    /// Keyed by the address of the record the item was built from.
+    entries: Mutex<HashMap<usize, Entry<R>, BuildHasherDefault<AddressHasher>>>,
+}
+
+/// Addresses are distinct and their high bits vary: one multiplication spreads
+/// them over the table.
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 impl<R> Default for ListMemo<R> {
     fn default() -> Self {
         ListMemo {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(HashMap::default()),
         }
     }
 }
@@ -51,28 +75,26 @@ impl<R> ListMemo<R> {
     pub fn response<M: prost::Message>(
         &self,
         records: &[Arc<R>],
-        id: impl Fn(&R) -> &str,
         build: impl Fn(&R) -> M,
     ) -> EncodedList {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let mut items = Vec::with_capacity(records.len());
         for record in records {
-            let key = id(record);
-            let kept = entries
-                .get(key)
-                .filter(|e| std::ptr::eq(e.source.as_ptr(), Arc::as_ptr(record)))
-                .map(|e| e.frame.clone());
-            let frame = kept.unwrap_or_else(|| {
-                let frame = list_wire::item(&build(record));
-                entries.insert(
-                    key.to_string(),
-                    Entry {
-                        source: Arc::downgrade(record),
-                        frame: frame.clone(),
-                    },
-                );
-                frame
-            });
+            let address = Arc::as_ptr(record) as usize;
+            let frame = match entries.get(&address) {
+                Some(kept) => kept.frame.clone(),
+                None => {
+                    let frame = list_wire::item(&build(record));
+                    entries.insert(
+                        address,
+                        Entry {
+                            source: Arc::downgrade(record),
+                            frame: frame.clone(),
+                        },
+                    );
+                    frame
+                }
+            };
             items.push(frame);
         }
         if entries.len() > records.len() + SWEEP_SLACK {

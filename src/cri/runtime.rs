@@ -104,8 +104,7 @@ impl CriRuntimeService {
         request: cri::ListPodSandboxRequest,
     ) -> EncodedList {
         let pods = self.info.sandboxes.list(&sandbox::filter(request.filter));
-        self.pod_items
-            .response(&pods, |p| p.id(), sandbox::list_item)
+        self.pod_items.response(&pods, sandbox::list_item)
     }
 
     pub(super) fn list_containers_encoded(
@@ -117,7 +116,7 @@ impl CriRuntimeService {
             .containers
             .list(&container::filter(request.filter));
         self.container_items
-            .response(&records, |c| &c.id, container::list_item)
+            .response(&records, container::list_item)
     }
 }
 

@@ -33,7 +33,7 @@ fn record(id: &str, pod: &str) -> ContainerRecord {
 /// may differ: the generated types keep labels in a `HashMap`, whose order
 /// differs between two builds).
 fn check(memo: &Containers, records: &[Arc<ContainerRecord>]) {
-    let served = memo.response(records, |c| &c.id, container::list_item);
+    let served = memo.response(records, container::list_item);
     let rebuilt = cri::ListContainersResponse {
         containers: records.iter().map(|c| container::list_item(c)).collect(),
     };
@@ -104,8 +104,8 @@ fn an_unchanged_record_is_not_built_again() {
         builds.set(builds.get() + 1);
         container::list_item(c)
     };
-    memo.response(&records, |c| &c.id, build);
-    memo.response(&records, |c| &c.id, build);
+    memo.response(&records, build);
+    memo.response(&records, build);
     assert_eq!(builds.get(), 1);
 }
 
@@ -134,7 +134,7 @@ fn pods_are_served_as_rebuilt_across_changes() {
     };
     r.config.labels.insert("app".into(), "web".into());
     let check = |pods: &[Arc<Sandbox>]| {
-        let served = memo.response(pods, |p| p.id(), sandbox::list_item);
+        let served = memo.response(pods, sandbox::list_item);
         let rebuilt = cri::ListPodSandboxResponse {
             items: pods.iter().map(|p| sandbox::list_item(p)).collect(),
         };
