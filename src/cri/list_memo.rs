@@ -8,12 +8,12 @@
 //! address, a `Weak` to that source and the item built from it. A `Weak` keeps
 //! its allocation, so the address cannot be reused by another record while the
 //! entry exists: finding a record's address is an exact "unchanged" test, and
-//! costs no hashing of its id. The item is kept as its
-//! response frame ([`list_wire::item`]): the kubelet lists every second and
-//! between two relists almost nothing changes, so a List costs one pointer
-//! comparison and one reference count per item, and the response is written
-//! by copying the frames, instead of rebuilding strings and label maps and
-//! encoding them on every call.
+//! costs no hashing of its id. The item is kept as its response frame
+//! ([`list_wire::item`]): the kubelet lists every second and between two
+//! relists almost nothing changes, so a List costs one lookup by address and
+//! one reference count per item, and the response is written by copying the
+//! frames, instead of rebuilding strings and label maps and encoding them on
+//! every call.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};

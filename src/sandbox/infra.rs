@@ -105,10 +105,6 @@ pub async fn start(
 /// Kills the infra task (SIGKILL) and deletes it. A task that is already gone
 /// is fine.
 pub async fn stop(client: &TaskClient, id: &str) -> Result<()> {
-    let gone = |r: Result<()>| match r {
-        Err(Error::NotFound(_)) => Ok(()),
-        other => other,
-    };
     // Anything but stopped may hold a process: a task berthd was starting when it
     // died can be created now and running a moment later, as the shim finishes.
     let alive = match client.state(id, "").await {
@@ -122,16 +118,13 @@ pub async fn stop(client: &TaskClient, id: &str) -> Result<()> {
         // takes everything in its PID namespace with it. (After SIGTERM, a
         // grace of 2 s ran out now and then in the bench before the exit was
         // seen, for 2-3 s teardowns.)
-        gone(kill_when_created(client, id, libc::SIGKILL, false).await)?;
-        tokio::time::timeout(KILL_WAIT, client.wait(id, ""))
-            .await
-            .map_err(|_| killed_but_alive(id))??;
+        kill_and_wait(client, id, false).await?;
     }
     match client.delete(id, "").await {
         Ok(_) | Err(Error::NotFound(_)) => Ok(()),
         // Started after the state was read: kill it for good and delete again.
         Err(Error::FailedPrecondition(_)) => {
-            kill_and_wait(client, id).await?;
+            kill_and_wait(client, id, true).await?;
             match client.delete(id, "").await {
                 Ok(_) | Err(Error::NotFound(_)) => Ok(()),
                 Err(e) => Err(e),
@@ -158,8 +151,10 @@ async fn kill_when_created(client: &TaskClient, id: &str, signal: i32, all: bool
 /// How often a task still being created is asked again.
 const CREATE_POLL: Duration = Duration::from_millis(100);
 
-async fn kill_and_wait(client: &TaskClient, id: &str) -> Result<()> {
-    match kill_when_created(client, id, libc::SIGKILL, true).await {
+/// SIGKILL (to every process of the task with `all`), then its exit; a task
+/// already gone is fine.
+async fn kill_and_wait(client: &TaskClient, id: &str, all: bool) -> Result<()> {
+    match kill_when_created(client, id, libc::SIGKILL, all).await {
         Ok(()) | Err(Error::NotFound(_)) => {}
         Err(e) => return Err(e),
     }

@@ -66,10 +66,7 @@ impl Store {
     /// concurrent calls), durable when this returns; the executor's thread is not
     /// blocked meanwhile.
     pub async fn commit(&self, batch: Batch) -> Result<()> {
-        match self.enqueue(batch, true)? {
-            Some(done) => done.await.map_err(|_| writer_ended())?,
-            None => Ok(()),
-        }
+        self.commit_through_writer(batch, true).await
     }
 
     /// Commits `batch` like [`Store::commit`] but answers before it is on disk:
@@ -77,10 +74,7 @@ impl Store {
     /// it. Only for a change that recovery rebuilds from elsewhere when it is
     /// lost (a start the shim's task state proves), so losing it loses nothing.
     pub async fn commit_volatile(&self, batch: Batch) -> Result<()> {
-        match self.enqueue(batch, false)? {
-            Some(done) => done.await.map_err(|_| writer_ended())?,
-            None => Ok(()),
-        }
+        self.commit_through_writer(batch, false).await
     }
 
     /// Commits `batch` on the calling thread (a blocking one, never the
@@ -92,16 +86,17 @@ impl Store {
         writer::commit_now(&self.db, &batch)
     }
 
-    /// Hands `batch` to the writer thread; `None` if there is nothing to commit.
-    fn enqueue(&self, batch: Batch, durable: bool) -> Result<Option<writer::Done>> {
+    /// Hands `batch` to the writer thread and waits for its group's commit.
+    async fn commit_through_writer(&self, batch: Batch, durable: bool) -> Result<()> {
         if batch.is_empty() {
-            return Ok(None);
+            return Ok(());
         }
         let (job, done) = writer::Job::new(batch, durable);
         match &self.writer {
-            Some((queue, _)) if queue.send(job).is_ok() => Ok(Some(done)),
-            _ => Err(Error::Store("the store's writer thread is gone".into())),
+            Some((queue, _)) if queue.send(job).is_ok() => {}
+            _ => return Err(Error::Store("the store's writer thread is gone".into())),
         }
+        done.await.map_err(|_| writer_ended())?
     }
 
     fn check_schema(&self, path: &Path) -> Result<()> {

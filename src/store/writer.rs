@@ -149,25 +149,29 @@ fn run(db: &Database, jobs: &Receiver<Job>) {
 /// batches must be. A group of only non-durable batches skips the fsync; the
 /// next durable commit (anyone's) carries it to disk.
 fn commit_group(db: &Database, group: &[Job]) -> Result<()> {
-    let timer = crate::metrics::Timer::start();
-    let mut txn = db.begin_write()?;
-    if !group.iter().any(|job| job.durable) {
-        txn.set_durability(redb::Durability::None)
-            .map_err(|e| Error::Store(format!("a non-durable commit: {e}")))?;
-    }
-    for job in group {
-        job.batch.apply(&txn)?;
-    }
-    txn.commit()?;
-    crate::metrics::store_transaction(timer.elapsed());
-    Ok(())
+    let durable = group.iter().any(|job| job.durable);
+    commit_batches(db, group.iter().map(|job| &job.batch), durable)
 }
 
 /// One batch in its own durable transaction, on the caller's thread.
 pub(super) fn commit_now(db: &Database, batch: &Batch) -> Result<()> {
+    commit_batches(db, [batch], true)
+}
+
+fn commit_batches<'a>(
+    db: &Database,
+    batches: impl IntoIterator<Item = &'a Batch>,
+    durable: bool,
+) -> Result<()> {
     let timer = crate::metrics::Timer::start();
-    let txn = db.begin_write()?;
-    batch.apply(&txn)?;
+    let mut txn = db.begin_write()?;
+    if !durable {
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| Error::Store(format!("a non-durable commit: {e}")))?;
+    }
+    for batch in batches {
+        batch.apply(&txn)?;
+    }
     txn.commit()?;
     crate::metrics::store_transaction(timer.elapsed());
     Ok(())

@@ -33,14 +33,25 @@ fn record(id: &str, pod: &str) -> ContainerRecord {
 /// may differ: the generated types keep labels in a `HashMap`, whose order
 /// differs between two builds).
 fn check(memo: &Containers, records: &[Arc<ContainerRecord>]) {
-    let served = memo.response(records, container::list_item);
-    let rebuilt = cri::ListContainersResponse {
-        containers: records.iter().map(|c| container::list_item(c)).collect(),
-    };
-    assert_eq!(
-        served.to_response::<cri::ListContainersResponse>().unwrap(),
-        rebuilt
-    );
+    served_as_rebuilt(memo, records, container::list_item, |containers| {
+        cri::ListContainersResponse { containers }
+    });
+}
+
+/// The memo's response for `records` decodes to `response` of items built
+/// afresh with `build`.
+fn served_as_rebuilt<R, M, L>(
+    memo: &ListMemo<R>,
+    records: &[Arc<R>],
+    build: impl Fn(&R) -> M,
+    response: impl FnOnce(Vec<M>) -> L,
+) where
+    M: prost::Message,
+    L: prost::Message + Default + PartialEq + std::fmt::Debug,
+{
+    let served = memo.response(records, &build);
+    let rebuilt = response(records.iter().map(|r| build(r)).collect());
+    assert_eq!(served.to_response::<L>().unwrap(), rebuilt);
 }
 
 /// The service's move: the record is replaced by a changed copy.
@@ -134,14 +145,9 @@ fn pods_are_served_as_rebuilt_across_changes() {
     };
     r.config.labels.insert("app".into(), "web".into());
     let check = |pods: &[Arc<Sandbox>]| {
-        let served = memo.response(pods, sandbox::list_item);
-        let rebuilt = cri::ListPodSandboxResponse {
-            items: pods.iter().map(|p| sandbox::list_item(p)).collect(),
-        };
-        assert_eq!(
-            served.to_response::<cri::ListPodSandboxResponse>().unwrap(),
-            rebuilt
-        );
+        served_as_rebuilt(&memo, pods, sandbox::list_item, |items| {
+            cri::ListPodSandboxResponse { items }
+        });
     };
     let pod = |record: &SandboxRecord| {
         Arc::new(Sandbox {

@@ -213,39 +213,37 @@ impl Cri {
 
     /// ListContainers, unfiltered; returns how many.
     pub async fn list_containers(&self) -> Result<usize> {
-        Ok(self
-            .runtime
-            .clone()
-            .list_containers(cri::ListContainersRequest { filter: None })
-            .await
-            .map_err(failed("ListContainers"))?
-            .into_inner()
-            .containers
-            .len())
+        Ok(self.containers_response().await?.containers.len())
     }
 
     /// The ListContainers and ListPodSandbox responses, unfiltered, as encoded
     /// on the wire (re-encoded from the decoded messages: the same fields and
     /// values, so the same size and decode work).
     pub async fn list_responses(&self) -> Result<(Vec<u8>, Vec<u8>)> {
-        let containers = self
+        Ok((
+            prost::Message::encode_to_vec(&self.containers_response().await?),
+            prost::Message::encode_to_vec(&self.pods_response().await?),
+        ))
+    }
+
+    async fn containers_response(&self) -> Result<cri::ListContainersResponse> {
+        Ok(self
             .runtime
             .clone()
             .list_containers(cri::ListContainersRequest { filter: None })
             .await
             .map_err(failed("ListContainers"))?
-            .into_inner();
-        let pods = self
+            .into_inner())
+    }
+
+    async fn pods_response(&self) -> Result<cri::ListPodSandboxResponse> {
+        Ok(self
             .runtime
             .clone()
             .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
             .await
             .map_err(failed("ListPodSandbox"))?
-            .into_inner();
-        Ok((
-            prost::Message::encode_to_vec(&containers),
-            prost::Message::encode_to_vec(&pods),
-        ))
+            .into_inner())
     }
 
     /// ListPodSandbox, unfiltered; returns how many.
@@ -321,12 +319,8 @@ impl Cri {
     /// Ids of every pod.
     pub async fn pods(&self) -> Result<Vec<String>> {
         Ok(self
-            .runtime
-            .clone()
-            .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
-            .await
-            .map_err(failed("ListPodSandbox"))?
-            .into_inner()
+            .pods_response()
+            .await?
             .items
             .into_iter()
             .map(|p| p.id)
