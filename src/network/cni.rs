@@ -74,7 +74,7 @@ impl Cni {
         Attachment::binaries(&conf::load(&self.conf_dir)?, &self.bin_dirs)
     }
 
-    /// Attaches the pod: `lo` up, then the pod network on eth0. If this future is
+    /// Attaches the pod: `lo` up beside the pod network on eth0. If this future is
     /// dropped midway (a cancelled RunPodSandbox), the running plugin is killed and
     /// nothing is undone: the caller then owes the pod a [`Cni::del`].
     #[tracing::instrument(skip_all, fields(pod_id = pod.pod_id))]
@@ -87,8 +87,16 @@ impl Cni {
         Attachment::binaries(&network, &self.bin_dirs)?;
 
         let attached = async {
-            self.attach(&loopback, LOOPBACK_IF, pod).await?;
-            let result = self.attach(&network, POD_IF, pod).await?;
+            // `lo` and eth0 are set up side by side: neither plugin needs the
+            // other's interface, and each is a process start of its own. Both
+            // run to their end, so a failure of one is undone with everything
+            // the other did.
+            let (lo, eth) = tokio::join!(
+                self.attach(&loopback, LOOPBACK_IF, pod),
+                self.attach(&network, POD_IF, pod)
+            );
+            let result = eth?;
+            lo?;
             let bad_result = |reason: String| NetworkError::BadResult {
                 call: Box::new(Call {
                     command: "ADD",
@@ -130,19 +138,17 @@ impl Cni {
         }
     }
 
-    /// Detaches the pod: eth0's network, then `lo`. Idempotent: a pod never added
-    /// or already deleted is fine, and so is a namespace that is gone (DEL still
-    /// runs, so IPAM releases the address).
+    /// Detaches the pod: eth0's network beside `lo`'s, each to its end.
+    /// Idempotent: a pod never added or already deleted is fine, and so is a
+    /// namespace that is gone (DEL still runs, so IPAM releases the address).
     #[tracing::instrument(skip_all, fields(pod_id = pod.pod_id))]
     pub async fn del(&self, pod: &PodNetwork<'_>) -> Result<(), NetworkError> {
         // Today's config is only for a pod without a cache entry: never added, or
         // an ADD cut short by a crash whose allocations DEL must still release.
-        let pod_net = self
-            .detach(|| conf::load(&self.conf_dir), POD_IF, pod)
-            .await;
-        let lo = self
-            .detach(|| Ok(conf::loopback_network()), LOOPBACK_IF, pod)
-            .await;
+        let (pod_net, lo) = tokio::join!(
+            self.detach(|| conf::load(&self.conf_dir), POD_IF, pod),
+            self.detach(|| Ok(conf::loopback_network()), LOOPBACK_IF, pod)
+        );
         pod_net.and(lo)
     }
 
@@ -306,6 +312,45 @@ mod tests {
             let _ = std::fs::remove_file(self.dir.path().join("calls.log"));
             calls
         }
+
+        /// The calls on eth0 and on lo, each in its order: the two interfaces
+        /// are set up side by side, so only the order within one is fixed.
+        fn calls_per_interface(&self) -> (Vec<String>, Vec<String>) {
+            self.calls().into_iter().partition(|c| c.contains(" eth0 "))
+        }
+    }
+
+    /// Plugins that each wait (up to 5 s) for the other interface's plugin to
+    /// have started before they answer: only calls run side by side finish
+    /// at once; one after the other, the first fails after its wait.
+    fn rendezvous_fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("bin")).unwrap();
+        let marks = dir.path().join("marks");
+        std::fs::create_dir_all(&marks).unwrap();
+        for (name, other) in [("loopback", "eth0"), ("one", "lo")] {
+            let script = format!(
+                "#!/bin/sh\ncat >/dev/null\ntouch {marks}/$CNI_COMMAND-$CNI_IFNAME\n\
+                 i=0; while [ ! -e {marks}/$CNI_COMMAND-{other} ]; do\n\
+                 i=$((i+1)); [ $i -gt 100 ] && exit 1; sleep 0.05; done\n\
+                 if [ \"$CNI_COMMAND\" = ADD ]; then echo '{{\"cniVersion\":\"1.0.0\",\
+                 \"interfaces\":[{{\"name\":\"eth0\",\"sandbox\":\"/x\"}}],\
+                 \"ips\":[{{\"interface\":0,\"address\":\"10.1.2.3/24\"}}]}}'; fi\n",
+                marks = marks.display()
+            );
+            let path = dir.path().join("bin").join(name);
+            std::fs::write(&path, script).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let conf = json!({"cniVersion": "1.0.0", "name": "fake", "plugins": [{"type": "one"}]});
+        std::fs::create_dir_all(dir.path().join("net.d")).unwrap();
+        std::fs::write(dir.path().join("net.d/10-fake.conflist"), conf.to_string()).unwrap();
+        let cni = Cni::new(
+            &dir.path().join("net.d"),
+            &[dir.path().join("bin")],
+            &dir.path().join("cache"),
+        );
+        Fixture { dir, cni }
     }
 
     fn pod() -> PodNetwork<'static> {
@@ -329,14 +374,9 @@ mod tests {
             attached.ips,
             vec!["10.1.2.3".parse::<std::net::IpAddr>().unwrap()]
         );
-        assert_eq!(
-            f.calls(),
-            [
-                "ADD lo loopback none",
-                "ADD eth0 one none",
-                "ADD eth0 two prev"
-            ]
-        );
+        let (eth0, lo) = f.calls_per_interface();
+        assert_eq!(eth0, ["ADD eth0 one none", "ADD eth0 two prev"]);
+        assert_eq!(lo, ["ADD lo loopback none"]);
 
         f.cni.check(&pod()).await.unwrap();
         // lo's network is spec 0.3.1: no CHECK there.
@@ -351,14 +391,9 @@ mod tests {
             &f.dir.path().join("cache"),
         );
         restarted.del(&pod()).await.unwrap();
-        assert_eq!(
-            f.calls(),
-            [
-                "DEL eth0 two prev",
-                "DEL eth0 one prev",
-                "DEL lo loopback none"
-            ]
-        );
+        let (eth0, lo) = f.calls_per_interface();
+        assert_eq!(eth0, ["DEL eth0 two prev", "DEL eth0 one prev"]);
+        assert_eq!(lo, ["DEL lo loopback none"]);
         assert!(matches!(
             f.cni.check(&pod()).await,
             Err(NetworkError::NotAttached { .. })
@@ -368,14 +403,9 @@ mod tests {
         fake_plugin(f.dir.path(), "bridge", false);
         fake_plugin(f.dir.path(), "portmap", false);
         f.cni.del(&pod()).await.unwrap();
-        assert_eq!(
-            f.calls(),
-            [
-                "DEL eth0 portmap none",
-                "DEL eth0 bridge none",
-                "DEL lo loopback none"
-            ]
-        );
+        let (eth0, lo) = f.calls_per_interface();
+        assert_eq!(eth0, ["DEL eth0 portmap none", "DEL eth0 bridge none"]);
+        assert_eq!(lo, ["DEL lo loopback none"]);
     }
 
     #[tokio::test]
@@ -386,21 +416,36 @@ mod tests {
             err.contains("fake refused (by test)") && err.contains("\"broken\""),
             "{err}"
         );
+        let (eth0, lo) = f.calls_per_interface();
         assert_eq!(
-            f.calls(),
+            eth0,
             [
-                "ADD lo loopback none",
                 "ADD eth0 one none",
                 "ADD eth0 broken prev",
                 "DEL eth0 broken none",
                 "DEL eth0 one none",
-                "DEL lo loopback none",
             ]
         );
+        assert_eq!(lo, ["ADD lo loopback none", "DEL lo loopback none"]);
         assert!(matches!(
             f.cni.check(&pod()).await,
             Err(NetworkError::NotAttached { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn lo_and_eth0_are_set_up_and_torn_down_side_by_side() {
+        let f = rendezvous_fixture();
+        let started = std::time::Instant::now();
+        f.cni.add(&pod()).await.unwrap();
+        f.cni.del(&pod()).await.unwrap();
+        // Each plugin waited for the other's start; one after the other, the
+        // first would have given up after 5 s and failed the call.
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]
