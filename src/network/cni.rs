@@ -266,13 +266,16 @@ mod tests {
 
     /// A plugin that logs `COMMAND IFNAME NAME prev|none` and prints a result
     /// (ADD) or, when `fail_add`, a CNI error object.
+    /// What a fake plugin's successful ADD prints.
+    const ADD_RESULT: &str = r#"{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","sandbox":"/x"}],
+        "ips":[{"interface":0,"address":"10.1.2.3/24"}]}"#;
+
     fn fake_plugin(dir: &Path, name: &str, fail_add: bool) {
         let log = dir.join("calls.log");
         let add = if fail_add {
-            r#"echo '{"cniVersion":"1.0.0","code":100,"msg":"fake refused","details":"by test"}'; exit 1"#
+            r#"echo '{"cniVersion":"1.0.0","code":100,"msg":"fake refused","details":"by test"}'; exit 1"#.to_string()
         } else {
-            r#"echo '{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","sandbox":"/x"}],
-                      "ips":[{"interface":0,"address":"10.1.2.3/24"}]}'"#
+            format!("echo '{ADD_RESULT}'")
         };
         let script = format!(
             "#!/bin/sh\nconf=$(cat)\ncase \"$conf\" in *prevResult*) p=prev;; *) p=none;; esac\n\
@@ -280,6 +283,10 @@ mod tests {
              if [ \"$CNI_COMMAND\" = ADD ]; then {add}; fi\n",
             log = log.display()
         );
+        install_plugin(dir, name, &script);
+    }
+
+    fn install_plugin(dir: &Path, name: &str, script: &str) {
         let path = dir.join("bin").join(name);
         std::fs::create_dir_all(dir.join("bin")).unwrap();
         std::fs::write(&path, script).unwrap();
@@ -292,8 +299,15 @@ mod tests {
         for (name, fail) in plugins {
             fake_plugin(dir.path(), name, *fail);
         }
-        let types: Vec<_> = plugins.iter().map(|(n, _)| json!({"type": n})).collect();
-        let conf = json!({"cniVersion": "1.0.0", "name": "fake", "plugins": types});
+        let types: Vec<_> = plugins.iter().map(|(n, _)| *n).collect();
+        chained(dir, &types)
+    }
+
+    /// The fixture of the plugins installed in `dir`, with a conflist chaining
+    /// `types`.
+    fn chained(dir: tempfile::TempDir, types: &[&str]) -> Fixture {
+        let plugins: Vec<_> = types.iter().map(|t| json!({"type": t})).collect();
+        let conf = json!({"cniVersion": "1.0.0", "name": "fake", "plugins": plugins});
         std::fs::create_dir_all(dir.path().join("net.d")).unwrap();
         std::fs::write(dir.path().join("net.d/10-fake.conflist"), conf.to_string()).unwrap();
         let cni = Cni::new(
@@ -325,7 +339,6 @@ mod tests {
     /// at once; one after the other, the first fails after its wait.
     fn rendezvous_fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("bin")).unwrap();
         let marks = dir.path().join("marks");
         std::fs::create_dir_all(&marks).unwrap();
         for (name, other) in [("loopback", "eth0"), ("one", "lo")] {
@@ -333,24 +346,12 @@ mod tests {
                 "#!/bin/sh\ncat >/dev/null\ntouch {marks}/$CNI_COMMAND-$CNI_IFNAME\n\
                  i=0; while [ ! -e {marks}/$CNI_COMMAND-{other} ]; do\n\
                  i=$((i+1)); [ $i -gt 100 ] && exit 1; sleep 0.05; done\n\
-                 if [ \"$CNI_COMMAND\" = ADD ]; then echo '{{\"cniVersion\":\"1.0.0\",\
-                 \"interfaces\":[{{\"name\":\"eth0\",\"sandbox\":\"/x\"}}],\
-                 \"ips\":[{{\"interface\":0,\"address\":\"10.1.2.3/24\"}}]}}'; fi\n",
+                 if [ \"$CNI_COMMAND\" = ADD ]; then echo '{ADD_RESULT}'; fi\n",
                 marks = marks.display()
             );
-            let path = dir.path().join("bin").join(name);
-            std::fs::write(&path, script).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            install_plugin(dir.path(), name, &script);
         }
-        let conf = json!({"cniVersion": "1.0.0", "name": "fake", "plugins": [{"type": "one"}]});
-        std::fs::create_dir_all(dir.path().join("net.d")).unwrap();
-        std::fs::write(dir.path().join("net.d/10-fake.conflist"), conf.to_string()).unwrap();
-        let cni = Cni::new(
-            &dir.path().join("net.d"),
-            &[dir.path().join("bin")],
-            &dir.path().join("cache"),
-        );
-        Fixture { dir, cni }
+        chained(dir, &["one"])
     }
 
     fn pod() -> PodNetwork<'static> {
