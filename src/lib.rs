@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod authority;
+pub mod cgroup_warmup;
 pub mod cli;
 pub mod config;
 mod config_telemetry;

@@ -42,6 +42,8 @@ impl ContainerService {
                 "config.metadata.name is empty".into(),
             ));
         }
+        // `runc create` moves the container's init into its cgroups.
+        crate::cgroup_warmup::warm();
         // Held until the container is recorded Created (or undone): a pod's stop
         // or removal waits for it, and then stops or removes it with the pod.
         let pod = self.sandboxes.hold_ready(sandbox_id).await?;

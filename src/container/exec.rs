@@ -98,6 +98,8 @@ impl ContainerService {
         if cmd.is_empty() {
             return Err(Error::InvalidArgument("cmd is empty".into()));
         }
+        // `runc exec` moves the process into the container's cgroups.
+        crate::cgroup_warmup::warm();
         let record = self.get(id)?;
         if !record.phase.can_exec() {
             return Err(Error::FailedPrecondition(format!(
