@@ -26,14 +26,14 @@ use berth_cgroup::{Cgroup, Hierarchies};
 /// Needs a tokio runtime.
 pub fn warm() {
     static RUNNING: AtomicBool = AtomicBool::new(false);
-    let Some(procs) = own_procs_file() else {
-        return;
-    };
     if RUNNING.swap(true, Ordering::AcqRel) {
         return;
     }
-    tokio::task::spawn_blocking(move || {
-        if let Err(e) = rejoin(procs) {
+    // Off the executor: the first call reads mountinfo to find the file.
+    tokio::task::spawn_blocking(|| {
+        if let Some(procs) = own_procs_file()
+            && let Err(e) = rejoin(procs)
+        {
             tracing::debug!(path = %procs.display(), error = %e, "cgroup warm-up");
         }
         RUNNING.store(false, Ordering::Release);

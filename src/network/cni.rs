@@ -264,12 +264,12 @@ mod tests {
         cni: Cni,
     }
 
-    /// A plugin that logs `COMMAND IFNAME NAME prev|none` and prints a result
-    /// (ADD) or, when `fail_add`, a CNI error object.
     /// What a fake plugin's successful ADD prints.
     const ADD_RESULT: &str = r#"{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","sandbox":"/x"}],
         "ips":[{"interface":0,"address":"10.1.2.3/24"}]}"#;
 
+    /// A plugin that logs `COMMAND IFNAME NAME prev|none` and prints a result
+    /// (ADD) or, when `fail_add`, a CNI error object.
     fn fake_plugin(dir: &Path, name: &str, fail_add: bool) {
         let log = dir.join("calls.log");
         let add = if fail_add {

@@ -248,7 +248,7 @@ impl Cri {
 
     /// ListPodSandbox, unfiltered; returns how many.
     pub async fn list_pods(&self) -> Result<usize> {
-        Ok(self.pods().await?.len())
+        Ok(self.pods_response().await?.items.len())
     }
 
     /// ListContainerStats, unfiltered; returns how many.
