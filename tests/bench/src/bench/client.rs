@@ -226,21 +226,53 @@ impl Cri {
         ))
     }
 
+    /// ListContainers narrowed to the container `id`; returns how many.
+    pub async fn list_containers_by_id(&self, id: &str) -> Result<usize> {
+        let filter = cri::ContainerFilter {
+            id: id.to_string(),
+            ..Default::default()
+        };
+        Ok(self.containers_listed(Some(filter)).await?.containers.len())
+    }
+
     async fn containers_response(&self) -> Result<cri::ListContainersResponse> {
+        self.containers_listed(None).await
+    }
+
+    async fn containers_listed(
+        &self,
+        filter: Option<cri::ContainerFilter>,
+    ) -> Result<cri::ListContainersResponse> {
         Ok(self
             .runtime
             .clone()
-            .list_containers(cri::ListContainersRequest { filter: None })
+            .list_containers(cri::ListContainersRequest { filter })
             .await
             .map_err(failed("ListContainers"))?
             .into_inner())
     }
 
+    /// ListPodSandbox narrowed to the pod `id`; returns how many.
+    pub async fn list_pods_by_id(&self, id: &str) -> Result<usize> {
+        let filter = cri::PodSandboxFilter {
+            id: id.to_string(),
+            ..Default::default()
+        };
+        Ok(self.pods_listed(Some(filter)).await?.items.len())
+    }
+
     async fn pods_response(&self) -> Result<cri::ListPodSandboxResponse> {
+        self.pods_listed(None).await
+    }
+
+    async fn pods_listed(
+        &self,
+        filter: Option<cri::PodSandboxFilter>,
+    ) -> Result<cri::ListPodSandboxResponse> {
         Ok(self
             .runtime
             .clone()
-            .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+            .list_pod_sandbox(cri::ListPodSandboxRequest { filter })
             .await
             .map_err(failed("ListPodSandbox"))?
             .into_inner())

@@ -9,11 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_cri::v1 as cri;
+use prost::Message;
 
 use super::Result;
 use super::client::{Cri, container_config, pod_config};
 use super::floors::Floor;
-use super::floors::grpc::BareServer;
+use super::floors::grpc::{BareServer, Lists};
 use super::leaks::{self, Footprint};
 use super::memory::{self, side};
 use super::profile::Profiler;
@@ -38,6 +40,12 @@ const SETTLE: Duration = Duration::from_secs(3);
 /// than the later ones; what spread remains is the machine's noise, which 200
 /// calls and min/p50/p90 make visible instead of moving the p50.
 const LIST_WARMUP: usize = 20;
+/// Blocks a List's timed calls are split into, alternating between berth and
+/// its floor.
+const BLOCKS: usize = 10;
+/// Untimed calls at the start of each later block: the server the other block
+/// left idle wakes up on them.
+const BLOCK_WARMUP: usize = 3;
 
 pub async fn run(rt: &Runtime, image: &str, idle: &Footprint, opts: &Options, report: &mut Report) {
     let side = side(rt.kind);
@@ -172,64 +180,168 @@ pub(super) async fn start_pod(
 }
 
 /// ListContainers, ListPodSandbox and ListContainerStats, each called after a
-/// few untimed calls, one call at a time, checking the counts; and Version, the
-/// round trip of a call that does nothing, under the same load. On berth's
-/// side, then the same calls on the bare gRPC server answering berth's bytes
-/// (the rows' floor).
+/// few untimed calls, one call at a time, checking the counts; each List also
+/// narrowed to one item by id, which its cost per item is measured against;
+/// and Version, the round trip of a call that does nothing, under the same
+/// load. On berth's side the bare gRPC server answering berth's bytes (the
+/// rows' floor) is timed in blocks alternating with berth's: the two series
+/// share whatever the machine was doing, where timing the floor after all of
+/// berth's calls left it the quieter seconds.
 async fn lists(rt: &Runtime, opts: &Options, report: &mut Report) {
     let side = side(rt.kind);
-    let containers = opts.pods * opts.containers;
-    let calls = [
-        ("rpc_version", 1),
-        ("list_containers", containers),
-        ("list_pods", opts.pods),
-        ("list_stats", containers),
-    ];
-    time_calls(&rt.cri, side, &calls, opts, report).await;
-    let responses = client_decodes(rt, opts, report).await;
-    if let (Side::Berth, Some((containers, pods))) = (side, responses) {
+    let Some(lists) = client_decodes(rt, opts, report).await else {
+        return;
+    };
+    let (Some(container), Some(pod)) = (lists.first_container(), lists.first_pod()) else {
+        report.note(format!("{}: a List came back empty", rt.name()));
+        return;
+    };
+    let mut bare = None;
+    if side == Side::Berth {
         let socket =
             std::env::temp_dir().join(format!("berth-bench-bare.{}.sock", std::process::id()));
-        match BareServer::start(&socket, &containers, &pods).await {
-            Ok(bare) => time_calls(&bare.cri, Side::Floor, &calls[..3], opts, report).await,
+        match BareServer::start(&socket, &lists.encoded()).await {
+            Ok(server) => bare = Some(server),
             Err(e) => {
-                for (key, _) in &calls[..3] {
+                for key in FLOOR_KEYS {
                     report.fail(key, Side::Floor, &e);
                 }
             }
         }
     }
+    let groups = [
+        vec![Call::Version],
+        vec![Call::Containers, Call::ContainerById(&container)],
+        vec![Call::Pods, Call::PodById(&pod)],
+        vec![Call::Stats],
+    ];
+    let expected = Expected {
+        containers: opts.pods * opts.containers,
+        pods: opts.pods,
+    };
+    for group in &groups {
+        // The floor answers Version and the Lists; it has no stats.
+        let floor = bare
+            .as_ref()
+            .filter(|_| group.iter().all(|c| FLOOR_KEYS.contains(&c.key())))
+            .map(|b| &b.cri);
+        time_calls(&rt.cri, side, floor, group, expected, opts, report).await;
+    }
 }
 
-/// Times each of `calls` (a key and the items it must answer with) on `cri`.
+/// The calls the bare server answers, as metric keys.
+const FLOOR_KEYS: [&str; 5] = [
+    "rpc_version",
+    "list_containers",
+    "list_containers_one",
+    "list_pods",
+    "list_pods_one",
+];
+
+/// One timed call of the List section.
+#[derive(Debug, Clone, Copy)]
+enum Call<'a> {
+    Version,
+    Containers,
+    ContainerById(&'a str),
+    Pods,
+    PodById(&'a str),
+    Stats,
+}
+
+/// How many containers and pods the unfiltered Lists must answer with.
+#[derive(Clone, Copy)]
+struct Expected {
+    containers: usize,
+    pods: usize,
+}
+
+impl Call<'_> {
+    fn key(self) -> &'static str {
+        match self {
+            Call::Version => "rpc_version",
+            Call::Containers => "list_containers",
+            Call::ContainerById(_) => "list_containers_one",
+            Call::Pods => "list_pods",
+            Call::PodById(_) => "list_pods_one",
+            Call::Stats => "list_stats",
+        }
+    }
+
+    fn expected(self, e: Expected) -> usize {
+        match self {
+            Call::Version | Call::ContainerById(_) | Call::PodById(_) => 1,
+            Call::Containers | Call::Stats => e.containers,
+            Call::Pods => e.pods,
+        }
+    }
+
+    /// Makes the call on `cri`; the items it answered with.
+    async fn on(self, cri: &Cri) -> Result<usize> {
+        match self {
+            Call::Version => cri.version().await.map(|_| 1),
+            Call::Containers => cri.list_containers().await,
+            Call::ContainerById(id) => cri.list_containers_by_id(id).await,
+            Call::Pods => cri.list_pods().await,
+            Call::PodById(id) => cri.list_pods_by_id(id).await,
+            Call::Stats => cri.list_stats().await,
+        }
+    }
+}
+
+/// Times each of `group`'s calls on `cri`, and where there is a `floor`, on
+/// it as `Side::Floor`: in `BLOCKS` blocks, each side's in turn and each call
+/// of the group in turn within them, each after a few untimed calls. Both
+/// sides and all the group's calls share the machine's drift, and each call
+/// still finds its server as warm as in a run of calls.
 async fn time_calls(
     cri: &Cri,
     side: Side,
-    calls: &[(&str, usize)],
+    floor: Option<&Cri>,
+    group: &[Call<'_>],
+    expected: Expected,
     opts: &Options,
     report: &mut Report,
 ) {
-    for &(key, expected) in calls {
-        let call = || async {
-            match key {
-                "rpc_version" => cri.version().await.map(|_| 1),
-                "list_containers" => cri.list_containers().await,
-                "list_pods" => cri.list_pods().await,
-                _ => cri.list_stats().await,
-            }
+    let mut sides: Vec<(&Cri, Side)> = vec![(cri, side)];
+    sides.extend(floor.map(|f| (f, Side::Floor)));
+    // (side, call) pairs that failed: not called again.
+    let mut failed: Vec<(Side, &str)> = Vec::new();
+    let blocks = BLOCKS.min(opts.list_calls.max(1));
+    for block in 0..blocks {
+        let warmup = if block == 0 {
+            LIST_WARMUP
+        } else {
+            BLOCK_WARMUP
         };
-        for n in 0..LIST_WARMUP + opts.list_calls {
-            let t = Instant::now();
-            match call().await {
-                Ok(count) if count != expected => {
-                    report.fail(key, side, &format!("{count} items, {expected} expected"));
-                    break;
+        // The calls spread over the blocks, the remainder in the first ones.
+        let timed = opts.list_calls / blocks + usize::from(block < opts.list_calls % blocks);
+        for &(cri, side) in &sides {
+            for &call in group {
+                let key = call.key();
+                if failed.contains(&(side, key)) {
+                    continue;
                 }
-                Ok(_) if n >= LIST_WARMUP => report.record(key, side, ms(t.elapsed())),
-                Ok(_) => {}
-                Err(e) => {
-                    report.fail(key, side, &e);
-                    break;
+                for n in 0..warmup + timed {
+                    let t = Instant::now();
+                    let answered = call.on(cri).await;
+                    let error = match answered {
+                        Ok(count) if count == call.expected(expected) => None,
+                        Ok(count) => Some(format!(
+                            "{count} items, {} expected",
+                            call.expected(expected)
+                        )),
+                        Err(e) => Some(e),
+                    };
+                    match error {
+                        None if n >= warmup => report.record(key, side, ms(t.elapsed())),
+                        None => {}
+                        Some(e) => {
+                            report.fail(key, side, &e);
+                            failed.push((side, key));
+                            break;
+                        }
+                    }
                 }
             }
         }
@@ -240,11 +352,7 @@ async fn time_calls(
 /// bytes the daemon sent), timed as often as the calls: the part of a List's
 /// latency that no daemon can remove, beside the Version round trip. Returns
 /// the two responses.
-async fn client_decodes(
-    rt: &Runtime,
-    opts: &Options,
-    report: &mut Report,
-) -> Option<(Vec<u8>, Vec<u8>)> {
+async fn client_decodes(rt: &Runtime, opts: &Options, report: &mut Report) -> Option<Responses> {
     let side = side(rt.kind);
     let (containers, pods) = match rt.cri.list_responses().await {
         Ok(bytes) => bytes,
@@ -287,5 +395,42 @@ async fn client_decodes(
             }
         }
     }
-    Some((containers, pods))
+    let decoded = Responses {
+        containers: prost::Message::decode(containers.as_slice()).ok()?,
+        pods: prost::Message::decode(pods.as_slice()).ok()?,
+    };
+    Some(decoded)
+}
+
+/// Both unfiltered List responses, as a daemon answered them.
+struct Responses {
+    containers: cri::ListContainersResponse,
+    pods: cri::ListPodSandboxResponse,
+}
+
+impl Responses {
+    fn first_container(&self) -> Option<String> {
+        self.containers.containers.first().map(|c| c.id.clone())
+    }
+
+    fn first_pod(&self) -> Option<String> {
+        self.pods.items.first().map(|p| p.id.clone())
+    }
+
+    /// What the bare server answers with: each List whole, and narrowed to its
+    /// first item (the one the by-id calls name).
+    fn encoded(&self) -> Lists {
+        let one_container = cri::ListContainersResponse {
+            containers: self.containers.containers.iter().take(1).cloned().collect(),
+        };
+        let one_pod = cri::ListPodSandboxResponse {
+            items: self.pods.items.iter().take(1).cloned().collect(),
+        };
+        Lists {
+            containers: self.containers.encode_to_vec().into(),
+            pods: self.pods.encode_to_vec().into(),
+            one_container: one_container.encode_to_vec().into(),
+            one_pod: one_pod.encode_to_vec().into(),
+        }
+    }
 }

@@ -1,19 +1,21 @@
 //! The spread of the call-latency figures (Version and the Lists): min, p50,
 //! p90 and max of every side, and a List's cost per item. A p50 alone hid why
 //! two runs differed; the min shows what the call costs without noise, the
-//! p90 how much the noise added. The cost per item is the List's p50 less
-//! the same side's Version p50 (the round trip every call pays), over its
-//! items.
+//! p90 how much the noise added. The cost per item is how much the List's
+//! p50 exceeds the same side's p50 of the List narrowed to one item, over the
+//! items beyond that one.
 
-use super::report::{Metric, Side, num, round_trip};
+use super::report::{Metric, Side, num, one_item};
 use super::samples::Series;
 
 /// Metrics shown in the spread section: the ones with many calls each.
-const KEYS: [&str; 6] = [
+const KEYS: [&str; 8] = [
     "rpc_version",
     "list_containers",
+    "list_containers_one",
     "list_containers_decode",
     "list_pods",
+    "list_pods_one",
     "list_pods_decode",
     "list_stats",
 ];
@@ -22,14 +24,7 @@ const KEYS: [&str; 6] = [
 pub fn rows(metrics: &[Metric]) -> Option<Vec<[String; 8]>> {
     let mut rows = vec![
         [
-            "CALL",
-            "SIDE",
-            "MIN ms",
-            "p50 ms",
-            "p90 ms",
-            "MAX ms",
-            "CALLS",
-            "(p50-Version) us/ITEM",
+            "CALL", "SIDE", "MIN ms", "p50 ms", "p90 ms", "MAX ms", "CALLS", "us/ITEM",
         ]
         .map(String::from),
     ];
@@ -37,8 +32,9 @@ pub fn rows(metrics: &[Metric]) -> Option<Vec<[String; 8]>> {
         for (side, name, series) in [
             (Side::Berth, "berth", &m.berth),
             (Side::Containerd, "containerd", &m.containerd),
+            (Side::Floor, "floor", &m.floor),
         ] {
-            if let Some(row) = row(m, name, series, round_trip(metrics, side)) {
+            if let Some(row) = row(m, name, series, one_item(metrics, m, side)) {
                 rows.push(row);
             }
         }
@@ -46,10 +42,10 @@ pub fn rows(metrics: &[Metric]) -> Option<Vec<[String; 8]>> {
     (rows.len() > 1).then_some(rows)
 }
 
-fn row(m: &Metric, side: &str, series: &Series, round_trip: Option<f64>) -> Option<[String; 8]> {
+fn row(m: &Metric, side: &str, series: &Series, one: Option<f64>) -> Option<[String; 8]> {
     let s = series.summary()?;
     let per_item = m
-        .per_item_us(series, round_trip)
+        .per_item_us(series, one)
         .map(num)
         .unwrap_or_else(|| "-".into());
     Some([
@@ -71,20 +67,29 @@ mod tests {
 
     #[test]
     fn lists_show_their_spread_and_cost_per_item() {
-        let mut version = Metric::new("rpc_version", "Version", Unit::Ms);
+        let mut one = Metric::new("list_pods_one", "one pod", Unit::Ms);
         for v in [0.02, 0.03] {
-            version.berth.push(v);
+            one.berth.push(v);
         }
-        let mut m = Metric::new("list_pods", "ListPodSandbox, 50 pods", Unit::Ms).items(50);
+        let mut m = Metric::new("list_pods", "ListPodSandbox, 51 pods", Unit::Ms)
+            .items(51, "list_pods_one");
         for v in [0.1, 0.05, 0.2, 0.06] {
             m.berth.push(v);
         }
-        let rows = rows(&[version, m]).unwrap();
-        assert_eq!(rows.len(), 3, "containerd measured nothing: no row");
+        m.floor.push(0.045);
+        let rows = rows(&[one, m]).unwrap();
+        assert_eq!(rows.len(), 4, "containerd measured nothing: no row");
+        assert_eq!(rows[1][7], "-", "the one-item call has no cost per item");
         assert_eq!(rows[2][2], "0.050");
         assert_eq!(rows[2][5], "0.20");
-        // p50 0.08 ms less the round trip 0.025, over 50 pods: 1.1 us each.
+        // p50 0.08 ms less the one-item call's 0.025, over the 50 pods beyond
+        // it: 1.1 us each.
         assert_eq!(rows[2][7], "1.10");
+        assert_eq!(rows[3][1], "floor");
+        assert_eq!(
+            rows[3][7], "-",
+            "the floor's one-item call was not measured"
+        );
         let other = Metric::new("pod_start", "RunPodSandbox", Unit::Ms);
         assert!(super::rows(&[other]).is_none());
     }

@@ -1,7 +1,9 @@
 //! The floor of the List rows: a server on berthd's gRPC stack (tonic, hyper and
 //! h2 with their defaults, on tokio's multi-threaded runtime, over a unix
 //! socket) that answers Version, ListContainers and ListPodSandbox with bytes
-//! encoded before the first call: berth's own responses, the same size. It
+//! encoded before the first call: berth's own responses, the same size (a
+//! List that carries a filter gets the one-item response berth gave the same
+//! filter). It
 //! runs in a process of its own (this binary, started with
 //! `--bare-grpc-server`) and is timed with the same client, warm-up and calls
 //! as the daemons. What a List costs there is the round trip, the transfer and
@@ -12,6 +14,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -43,10 +46,10 @@ struct Process {
 
 impl BareServer {
     /// Starts this binary as a bare server on `socket` answering the List calls
-    /// with `containers` and `pods` (encoded responses), and connects to it.
-    pub async fn start(socket: &Path, containers: &[u8], pods: &[u8]) -> Result<BareServer> {
+    /// with `lists` (encoded responses), and connects to it.
+    pub async fn start(socket: &Path, lists: &Lists) -> Result<BareServer> {
         let _ = std::fs::remove_file(socket);
-        for (ext, bytes) in [("containers", containers), ("pods", pods)] {
+        for (ext, bytes) in lists.files() {
             std::fs::write(socket.with_extension(ext), bytes).map_err(|e| e.to_string())?;
         }
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -79,7 +82,7 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        for ext in ["containers", "pods"] {
+        for ext in LIST_FILES {
             let _ = std::fs::remove_file(self.socket.with_extension(ext));
         }
         let _ = std::fs::remove_file(&self.socket);
@@ -101,8 +104,12 @@ pub fn serve(socket: &Path) -> Result<()> {
     };
     let bare = Bare {
         version: prost::Message::encode_to_vec(&version).into(),
-        containers: read("containers")?,
-        pods: read("pods")?,
+        lists: Arc::new(Lists {
+            containers: read(LIST_FILES[0])?,
+            pods: read(LIST_FILES[1])?,
+            one_container: read(LIST_FILES[2])?,
+            one_pod: read(LIST_FILES[3])?,
+        }),
     };
     let socket = socket.to_path_buf();
     // Its own multi-threaded runtime, as berthd's (the bench's is single-threaded).
@@ -125,11 +132,33 @@ pub fn serve(socket: &Path) -> Result<()> {
     .map_err(|_| "the bare gRPC server panicked".to_string())?
 }
 
+/// The encoded List responses the bare server answers with: each List's
+/// whole, and the one item a filter narrowed it to.
+pub struct Lists {
+    pub containers: Bytes,
+    pub pods: Bytes,
+    pub one_container: Bytes,
+    pub one_pod: Bytes,
+}
+
+/// The files beside the socket that hand `Lists` to the child, in field order.
+const LIST_FILES: [&str; 4] = ["containers", "pods", "one-container", "one-pod"];
+
+impl Lists {
+    fn files(&self) -> [(&str, &[u8]); 4] {
+        [
+            (LIST_FILES[0], &self.containers),
+            (LIST_FILES[1], &self.pods),
+            (LIST_FILES[2], &self.one_container),
+            (LIST_FILES[3], &self.one_pod),
+        ]
+    }
+}
+
 #[derive(Clone)]
 struct Bare {
     version: Bytes,
-    containers: Bytes,
-    pods: Bytes,
+    lists: Arc<Lists>,
 }
 
 impl NamedService for Bare {
@@ -153,37 +182,55 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let answer = match req.uri().path() {
-            VERSION => self.version.clone(),
-            LIST_CONTAINERS => self.containers.clone(),
-            LIST_POD_SANDBOX => self.pods.clone(),
+            VERSION => Answer::Always(self.version.clone()),
+            LIST_CONTAINERS => Answer::List(Arc::clone(&self.lists), |l, filtered| {
+                if filtered {
+                    &l.one_container
+                } else {
+                    &l.containers
+                }
+            }),
+            LIST_POD_SANDBOX => Answer::List(Arc::clone(&self.lists), |l, filtered| {
+                if filtered { &l.one_pod } else { &l.pods }
+            }),
             _ => {
                 let status = tonic::Status::unimplemented("the bare server answers Lists only");
                 return Box::pin(async move { Ok(status.into_http()) });
             }
         };
-        Box::pin(async move { Ok(Grpc::new(Raw).unary(Answer(answer), req).await) })
+        Box::pin(async move { Ok(Grpc::new(Raw).unary(answer, req).await) })
     }
 }
 
-/// Answers every call with the same bytes.
-struct Answer(Bytes);
+/// What a call is answered with.
+enum Answer {
+    /// The same bytes whatever was asked.
+    Always(Bytes),
+    /// A List's response: the one item when the request carried a filter.
+    List(Arc<Lists>, fn(&Lists, bool) -> &Bytes),
+}
 
-impl UnaryService<()> for Answer {
+impl UnaryService<bool> for Answer {
     type Response = Bytes;
     type Future = std::future::Ready<std::result::Result<tonic::Response<Bytes>, tonic::Status>>;
 
-    fn call(&mut self, _: tonic::Request<()>) -> Self::Future {
-        std::future::ready(Ok(tonic::Response::new(self.0.clone())))
+    fn call(&mut self, request: tonic::Request<bool>) -> Self::Future {
+        let bytes = match self {
+            Answer::Always(bytes) => bytes.clone(),
+            Answer::List(lists, pick) => pick(lists, *request.get_ref()).clone(),
+        };
+        std::future::ready(Ok(tonic::Response::new(bytes)))
     }
 }
 
-/// A codec that sends its bytes as the message and skips the request's.
+/// A codec that sends its bytes as the message and, of the request, only
+/// tells whether it had any (a List request without a filter is empty).
 #[derive(Default)]
 struct Raw;
 
 impl Codec for Raw {
     type Encode = Bytes;
-    type Decode = ();
+    type Decode = bool;
     type Encoder = Raw;
     type Decoder = Raw;
 
@@ -211,14 +258,15 @@ impl Encoder for Raw {
 }
 
 impl Decoder for Raw {
-    type Item = ();
+    type Item = bool;
     type Error = tonic::Status;
 
     fn decode(
         &mut self,
         src: &mut DecodeBuf<'_>,
-    ) -> std::result::Result<Option<()>, tonic::Status> {
+    ) -> std::result::Result<Option<bool>, tonic::Status> {
+        let filtered = src.remaining() > 0;
         src.advance(src.remaining());
-        Ok(Some(()))
+        Ok(Some(filtered))
     }
 }
