@@ -10,6 +10,7 @@ pub mod config;
 mod config_telemetry;
 pub mod container;
 pub mod content;
+pub mod counted;
 pub mod cri;
 pub mod daemon;
 pub mod domain;

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
@@ -12,6 +12,7 @@ use super::events;
 use super::index::ContainerIndex;
 use super::io::{LogOpening, Output};
 use crate::config::Config;
+use crate::counted::Counted;
 use crate::domain::ContainerPhase;
 use crate::error::{Error, Result};
 use crate::id_locks::{IdGuard, IdLocks};
@@ -32,7 +33,7 @@ pub struct ContainerService {
     /// What this host imposes on every spec, read once at start.
     pub(super) host: HostFacts,
     /// Shared, so that a listing copies pointers rather than records.
-    containers: RwLock<ContainerIndex>,
+    containers: Counted<ContainerIndex>,
     /// Output copiers of containers that may still write.
     pub(super) outputs: Mutex<HashMap<String, Arc<Output>>>,
     /// Containers the kernel OOM-killed, until their exit is recorded.
@@ -52,6 +53,16 @@ pub struct ContainerFilter {
     pub sandbox_id: String,
     pub phase: Option<ContainerPhase>,
     pub labels: HashMap<String, String>,
+}
+
+impl ContainerFilter {
+    /// Whether it matches every container.
+    pub fn is_empty(&self) -> bool {
+        self.id.is_empty()
+            && self.sandbox_id.is_empty()
+            && self.phase.is_none()
+            && self.labels.is_empty()
+    }
 }
 
 impl ContainerService {
@@ -103,7 +114,7 @@ impl ContainerService {
             sandboxes,
             names,
             host,
-            containers: RwLock::new(ContainerIndex::default()),
+            containers: Counted::default(),
             outputs: Mutex::new(HashMap::new()),
             oom_killed: Mutex::new(HashSet::new()),
             sampler: Arc::new(super::stats::Sampler::new()),
@@ -160,7 +171,7 @@ impl ContainerService {
 
     /// The same, as the index shares it.
     pub(super) fn get_shared(&self, id: &str) -> Result<Arc<ContainerRecord>> {
-        let containers = self.containers.read().unwrap_or_else(|e| e.into_inner());
+        let containers = self.containers.read();
         if let Some(c) = containers.get(id) {
             return Ok(Arc::clone(c));
         }
@@ -176,8 +187,14 @@ impl ContainerService {
         }
     }
 
+    /// A count that moves whenever a container is indexed, replaced or
+    /// removed: what was built from `list` is still right while it stands.
+    pub fn list_changes(&self) -> u64 {
+        self.containers.changes()
+    }
+
     pub fn list(&self, filter: &ContainerFilter) -> Vec<Arc<ContainerRecord>> {
-        let containers = self.containers.read().unwrap_or_else(|e| e.into_inner());
+        let containers = self.containers.read();
         let mut out: Vec<Arc<ContainerRecord>> = containers
             .candidates(filter)
             .filter(|c| !c.phase.is_half_created())
@@ -200,7 +217,7 @@ impl ContainerService {
 
     /// Ids of a pod's containers.
     pub fn of_sandbox(&self, sandbox_id: &str) -> Vec<String> {
-        let containers = self.containers.read().unwrap_or_else(|e| e.into_inner());
+        let containers = self.containers.read();
         containers
             .of_pod(sandbox_id)
             .map(|c| c.id.clone())
@@ -310,7 +327,6 @@ impl ContainerService {
         let before = self
             .containers
             .write()
-            .unwrap_or_else(|e| e.into_inner())
             .insert(record.id.clone(), Arc::new(record.clone()))
             .map(|r| r.phase);
         if let Some(kind) = events::transition(before, record.phase) {
@@ -325,7 +341,7 @@ impl ContainerService {
 
     /// The containers of pod `pod_id`, for the statuses an event carries.
     fn pod_containers(&self, pod_id: &str) -> Vec<Arc<ContainerRecord>> {
-        let containers = self.containers.read().unwrap_or_else(|e| e.into_inner());
+        let containers = self.containers.read();
         let mut out: Vec<Arc<ContainerRecord>> = containers
             .of_pod(pod_id)
             .filter(|c| c.phase != ContainerPhase::Creating)
@@ -352,11 +368,7 @@ impl ContainerService {
 
     pub(super) fn forget(&self, id: &str) -> Result<()> {
         self.store.write(|tx| tx.delete::<ContainerRecord>(id))?;
-        let removed = self
-            .containers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        let removed = self.containers.write().remove(id);
         if let Some(record) = removed.filter(|r| !r.phase.is_half_created()) {
             self.publish(&record, ContainerEventKind::Deleted);
         }
@@ -383,7 +395,6 @@ impl ContainerService {
                 .restore_volume_holds(&record.id, &record.image_volumes);
             self.containers
                 .write()
-                .unwrap_or_else(|e| e.into_inner())
                 .insert(record.id.clone(), Arc::new(record.clone()));
             if let Err(e) = self.clone().recover_one(record).await {
                 tracing::warn!(error = %e, "recovering a container");

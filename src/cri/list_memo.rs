@@ -14,6 +14,11 @@
 //! one reference count per item, and the response is written by copying the
 //! frames, instead of rebuilding strings and label maps and encoding them on
 //! every call.
+//!
+//! An unfiltered List goes one step further: its whole response is kept with
+//! the index's change count it was built at ([`crate::counted`]), and while
+//! the count stands the next call answers with it as is, without listing,
+//! sorting or looking up a single record.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -37,6 +42,8 @@ struct Entry<R> {
 pub(super) struct ListMemo<R> {
     /// Keyed by the address of the record the item was built from.
     entries: Mutex<HashMap<usize, Entry<R>, BuildHasherDefault<AddressHasher>>>,
+    /// The last unfiltered response, and the change count it was built at.
+    whole: Mutex<Option<(u64, Bytes)>>,
 }
 
 /// Addresses are distinct and their high bits vary: one multiplication spreads
@@ -64,11 +71,40 @@ impl<R> Default for ListMemo<R> {
     fn default() -> Self {
         ListMemo {
             entries: Mutex::new(HashMap::default()),
+            whole: Mutex::new(None),
         }
     }
 }
 
 impl<R> ListMemo<R> {
+    /// The unfiltered List response: the one kept from the last call if the
+    /// index's count of changes is still `changes` (read before `records`
+    /// lists it), else [`Self::response`] of `records()`, kept.
+    pub fn whole<M: prost::Message>(
+        &self,
+        changes: u64,
+        records: impl FnOnce() -> Vec<Arc<R>>,
+        build: impl Fn(&R) -> M,
+    ) -> EncodedList {
+        let kept = self.whole.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let whole = match kept {
+            Some((at, whole)) if at == changes => whole,
+            _ => {
+                let whole = self.response(&records(), build).whole();
+                let mut kept = self.whole.lock().unwrap_or_else(|p| p.into_inner());
+                // A call that listed after a later change may have kept its
+                // response already: the newer one stays.
+                if kept.as_ref().is_none_or(|(at, _)| *at <= changes) {
+                    *kept = Some((changes, whole.clone()));
+                }
+                whole
+            }
+        };
+        EncodedList {
+            chunks: vec![whole],
+        }
+    }
+
     /// The List response of `records`, in their order: the kept frame where
     /// the record is the one it was built from, else `build`'s item, framed
     /// and kept.
@@ -101,7 +137,7 @@ impl<R> ListMemo<R> {
             // A record no service holds any more was removed or replaced.
             entries.retain(|_, e| e.source.strong_count() > 0);
         }
-        EncodedList { items }
+        EncodedList { chunks: items }
     }
 
     #[cfg(test)]

@@ -4,7 +4,8 @@
 //! the repeated items, field 1. A response is therefore exactly the
 //! concatenation of its items, each framed as field 1 (key, length, message).
 //! [`item`] frames one item once, when its record changes; [`EncodedList`]
-//! writes the kept frames of the listed items one after another, so a List
+//! writes the kept frames of the listed items one after another (or a whole
+//! response kept from the last call, [`EncodedList::whole`]), so a List
 //! neither builds strings and maps nor encodes anything per call. Decoding an
 //! `EncodedList` with the generated type gives the items the old way built:
 //! the tests compare the two.
@@ -32,13 +33,22 @@ fn framed(len: usize, body: impl FnOnce(&mut BytesMut)) -> Bytes {
     buf.freeze()
 }
 
-/// A List response as the frames of its items.
+/// A List response as pieces whose concatenation is the response: each
+/// item's frame, or one run of frames kept whole.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct EncodedList {
-    pub items: Vec<Bytes>,
+    pub chunks: Vec<Bytes>,
 }
 
 impl EncodedList {
+    /// The response as one run of bytes (a copy unless it is one already).
+    pub fn whole(self) -> Bytes {
+        match <[Bytes; 1]>::try_from(self.chunks) {
+            Ok([whole]) => whole,
+            Err(chunks) => chunks.concat().into(),
+        }
+    }
+
     /// The response as the generated type, for callers that want the items.
     pub fn to_response<M: Message + Default>(&self) -> Result<M, prost::DecodeError> {
         M::decode(self.encode_to_vec().as_slice())
@@ -47,7 +57,7 @@ impl EncodedList {
 
 impl Message for EncodedList {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        for frame in &self.items {
+        for frame in &self.chunks {
             buf.put_slice(frame);
         }
     }
@@ -66,17 +76,17 @@ impl Message for EncodedList {
         }
         let mut message = Bytes::new();
         encoding::bytes::merge(wire_type, &mut message, buf, ctx)?;
-        self.items
+        self.chunks
             .push(framed(message.len(), |buf| buf.put(message)));
         Ok(())
     }
 
     fn encoded_len(&self) -> usize {
-        self.items.iter().map(Bytes::len).sum()
+        self.chunks.iter().map(Bytes::len).sum()
     }
 
     fn clear(&mut self) {
-        self.items.clear();
+        self.chunks.clear();
     }
 }
 
@@ -103,7 +113,7 @@ mod tests {
             items: pods.clone(),
         };
         let encoded = EncodedList {
-            items: pods.iter().map(item).collect(),
+            chunks: pods.iter().map(item).collect(),
         };
         assert_eq!(encoded.encode_to_vec(), generated.encode_to_vec());
         assert_eq!(encoded.encoded_len(), generated.encoded_len());
@@ -114,6 +124,18 @@ mod tests {
             generated
         );
         assert_eq!(EncodedList::default().encode_to_vec(), Vec::<u8>::new());
+        // Kept whole, the same bytes.
+        let whole = encoded.clone().whole();
+        assert_eq!(whole, generated.encode_to_vec());
+        let kept = EncodedList {
+            chunks: vec![whole.clone()],
+        };
+        assert_eq!(kept.encode_to_vec(), generated.encode_to_vec());
+        assert_eq!(
+            kept.whole().as_ptr(),
+            whole.as_ptr(),
+            "one chunk is not copied"
+        );
     }
 
     #[test]
@@ -127,7 +149,7 @@ mod tests {
         wire.extend_from_slice(&[0x10, 7]);
         let decoded = EncodedList::decode(wire.as_slice()).unwrap();
         let expected: Vec<Bytes> = pods.iter().map(item).collect();
-        assert_eq!(decoded.items, expected);
+        assert_eq!(decoded.chunks, expected);
         // A frame whose length runs past the end is an error, not a panic.
         assert!(EncodedList::decode(&[0x0a, 9, 1][..]).is_err());
     }

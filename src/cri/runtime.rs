@@ -103,20 +103,34 @@ impl CriRuntimeService {
         &self,
         request: cri::ListPodSandboxRequest,
     ) -> EncodedList {
-        let pods = self.info.sandboxes.list(&sandbox::filter(request.filter));
-        self.pod_items.response(&pods, sandbox::list_item)
+        let pods = &self.info.sandboxes;
+        let filter = sandbox::filter(request.filter);
+        if filter.is_empty() {
+            return self.pod_items.whole(
+                pods.list_changes(),
+                || pods.list(&filter),
+                sandbox::list_item,
+            );
+        }
+        self.pod_items
+            .response(&pods.list(&filter), sandbox::list_item)
     }
 
     pub(super) fn list_containers_encoded(
         &self,
         request: cri::ListContainersRequest,
     ) -> EncodedList {
-        let records = self
-            .info
-            .containers
-            .list(&container::filter(request.filter));
+        let containers = &self.info.containers;
+        let filter = container::filter(request.filter);
+        if filter.is_empty() {
+            return self.container_items.whole(
+                containers.list_changes(),
+                || containers.list(&filter),
+                container::list_item,
+            );
+        }
         self.container_items
-            .response(&records, container::list_item)
+            .response(&containers.list(&filter), container::list_item)
     }
 }
 

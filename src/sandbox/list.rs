@@ -17,6 +17,11 @@ pub struct SandboxFilter {
 }
 
 impl SandboxFilter {
+    /// Whether it matches every pod.
+    pub fn is_empty(&self) -> bool {
+        self.id.is_empty() && self.phase.is_none() && self.labels.is_empty()
+    }
+
     /// Whether `pod` has the phase and labels asked for (the id is resolved
     /// through the index, not matched here).
     fn matches(&self, pod: &Sandbox) -> bool {
@@ -30,6 +35,12 @@ impl SandboxFilter {
 }
 
 impl SandboxService {
+    /// A count that moves whenever a pod is indexed, replaced or removed:
+    /// what was built from `list` is still right while it stands.
+    pub fn list_changes(&self) -> u64 {
+        self.pods.changes()
+    }
+
     /// The pods matching `filter`, oldest first.
     pub fn list(&self, filter: &SandboxFilter) -> Vec<Arc<Sandbox>> {
         if !filter.id.is_empty() {
@@ -40,7 +51,7 @@ impl SandboxService {
                 _ => Vec::new(),
             };
         }
-        let pods = self.pods.read().unwrap_or_else(|p| p.into_inner());
+        let pods = self.pods.read();
         let mut out: Vec<Arc<Sandbox>> = pods
             .values()
             .filter(|pod| filter.matches(pod))

@@ -31,9 +31,10 @@ mod userns;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::config::Config;
+use crate::counted::Counted;
 use crate::error::{Error, Result};
 use crate::id_locks::{IdGuard, IdLocks};
 use crate::image::ImageService;
@@ -91,7 +92,7 @@ pub struct SandboxService {
     host: HostFacts,
     names: Arc<NameIndex>,
     /// Shared, so a List copies pointers rather than every pod's config.
-    pods: RwLock<HashMap<String, Arc<Sandbox>>>,
+    pods: Counted<HashMap<String, Arc<Sandbox>>>,
     /// Calls that change a pod hold its id exclusively; CreateContainer and
     /// StartContainer hold it shared, so a pod stops or goes only between them.
     locks: IdLocks,
@@ -156,7 +157,7 @@ impl SandboxService {
             images,
             userns_claims: Default::default(),
             names,
-            pods: RwLock::new(HashMap::new()),
+            pods: Counted::default(),
             locks: IdLocks::default(),
             shim_logs: Mutex::new(HashMap::new()),
             events: events::channel(),
@@ -174,7 +175,7 @@ impl SandboxService {
 
     /// The pod with this id or unique id prefix.
     pub fn get(&self, id: &str) -> Result<Arc<Sandbox>> {
-        let pods = self.pods.read().unwrap_or_else(|p| p.into_inner());
+        let pods = self.pods.read();
         if let Some(pod) = pods.get(id) {
             return Ok(Arc::clone(pod));
         }
@@ -218,7 +219,6 @@ impl SandboxService {
         let before = self
             .pods
             .write()
-            .unwrap_or_else(|p| p.into_inner())
             .insert(pod.id().to_string(), Arc::clone(&pod))
             .map(|p| p.record.phase);
         self.publish(&pod, events::transition(before, after));
@@ -252,7 +252,7 @@ impl SandboxService {
     }
 
     fn unindex(&self, id: &str) {
-        let mut pods = self.pods.write().unwrap_or_else(|p| p.into_inner());
+        let mut pods = self.pods.write();
         pods.remove(id);
     }
 }

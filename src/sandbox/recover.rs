@@ -74,7 +74,7 @@ impl SandboxService {
             .names
             .reserve(&names::sandbox_name(&record.config), &record.id);
         record.phase = SandboxPhase::NotReady;
-        let mut pods = self.pods.write().unwrap_or_else(|p| p.into_inner());
+        let mut pods = self.pods.write();
         pods.insert(
             record.id.clone(),
             Arc::new(super::Sandbox { record, task: None }),

@@ -252,11 +252,7 @@ impl SandboxService {
 
     async fn infra_exited(&self, id: &str) {
         // Only exact ids: exits of containers and execs are not the pod's.
-        let known = self
-            .pods
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(id);
+        let known = self.pods.read().contains_key(id);
         if !known {
             return;
         }

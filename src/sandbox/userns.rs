@@ -73,7 +73,7 @@ impl SandboxService {
             .0
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let pods = self.pods.read().unwrap_or_else(|p| p.into_inner());
+        let pods = self.pods.read();
         let indexed = pods
             .values()
             .filter_map(|p| requested(&p.record.config).map(|u| (p.id(), u)));
@@ -139,7 +139,7 @@ impl SandboxService {
     /// between their removal and that of their record).
     pub(super) async fn sweep_userns(&self) {
         let live: Vec<String> = {
-            let pods = self.pods.read().unwrap_or_else(|p| p.into_inner());
+            let pods = self.pods.read();
             pods.keys().cloned().collect()
         };
         let state = self.config.state.clone();

@@ -160,3 +160,59 @@ fn pods_are_served_as_rebuilt_across_changes() {
     check(&[pod(&r)]); // stop
     check(&[]); // remove
 }
+
+/// The whole unfiltered response of `records` at `changes`, as the generated
+/// type.
+fn whole_at(
+    memo: &Containers,
+    changes: u64,
+    records: &[Arc<ContainerRecord>],
+) -> cri::ListContainersResponse {
+    memo.whole(changes, || records.to_vec(), container::list_item)
+        .to_response()
+        .unwrap()
+}
+
+fn rebuilt(records: &[Arc<ContainerRecord>]) -> cri::ListContainersResponse {
+    cri::ListContainersResponse {
+        containers: records.iter().map(|r| container::list_item(r)).collect(),
+    }
+}
+
+#[test]
+fn a_whole_response_is_kept_while_the_count_stands() {
+    let memo = Containers::default();
+    let mut records = vec![Arc::new(record("a1", "p1")), Arc::new(record("b2", "p1"))];
+    assert_eq!(whole_at(&memo, 1, &records), rebuilt(&records));
+    // The count stands: the kept bytes, without listing anything.
+    let kept = memo.whole(
+        1,
+        || unreachable!("listed though nothing changed"),
+        container::list_item,
+    );
+    assert_eq!(
+        kept.to_response::<cri::ListContainersResponse>().unwrap(),
+        rebuilt(&records)
+    );
+    // A change moves the count: listed and built again.
+    change(&mut records[0], |c| c.phase = ContainerPhase::Running);
+    assert_eq!(whole_at(&memo, 2, &records), rebuilt(&records));
+    records.remove(1);
+    assert_eq!(whole_at(&memo, 3, &records), rebuilt(&records));
+    assert_eq!(whole_at(&memo, 4, &[]), rebuilt(&[]));
+}
+
+#[test]
+fn a_slower_call_does_not_replace_a_newer_whole_response() {
+    let memo = Containers::default();
+    let old = vec![Arc::new(record("a1", "p1"))];
+    let new = vec![Arc::new(record("a1", "p1")), Arc::new(record("b2", "p1"))];
+    // A call that read count 6 kept its response before one that read 5.
+    whole_at(&memo, 6, &new);
+    whole_at(&memo, 5, &old);
+    let kept = memo.whole(6, || unreachable!("count 6 is kept"), container::list_item);
+    assert_eq!(
+        kept.to_response::<cri::ListContainersResponse>().unwrap(),
+        rebuilt(&new)
+    );
+}
