@@ -551,14 +551,16 @@ fn suite(a: &BenchArgs) -> Vec<Metric> {
             .target(VsFloor(1.2)),
         Metric::new("create_start", "CreateContainer + StartContainer", Ms)
             .floor("runc create + runc start")
-            .target(VsContainerd(0.7)),
+            .target(VsContainerd(0.7))
+            .target(VsFloor(1.1)),
         Metric::new("create", "  CreateContainer alone", Ms).floor("runc create"),
         Metric::new("start", "  StartContainer alone", Ms).floor("runc start"),
         Metric::new("exec_sync", "ExecSync (true)", Ms).floor("runc exec"),
         Metric::new("stop_remove", "StopContainer + RemoveContainer", Ms)
             .floor("runc kill TERM, exit awaited, runc delete"),
         Metric::new("pod_stop_remove", "StopPodSandbox + RemovePodSandbox", Ms)
-            .floor("pause killed and deleted beside CNI DEL, netns removed"),
+            .floor("pause killed and deleted beside CNI DEL, netns removed")
+            .target(VsFloor(1.15)),
         Metric::new("floor_netns", "  floor part: pin a netns", Ms),
         Metric::new("floor_cni_add", "  floor part: CNI ADD", Ms),
         Metric::new(
