@@ -77,10 +77,26 @@ impl<R> Default for ListMemo<R> {
 }
 
 impl<R> ListMemo<R> {
+    /// A List response of `records()`. `changes` is the index's count of
+    /// changes for an unfiltered List (read before `records` lists), `None`
+    /// for a filtered one: an unfiltered response is kept whole, and answers
+    /// the next call as long as the count stands.
+    pub fn list<M: prost::Message>(
+        &self,
+        changes: Option<u64>,
+        records: impl FnOnce() -> Vec<Arc<R>>,
+        build: impl Fn(&R) -> M,
+    ) -> EncodedList {
+        match changes {
+            Some(changes) => self.whole(changes, records, build),
+            None => self.response(&records(), build),
+        }
+    }
+
     /// The unfiltered List response: the one kept from the last call if the
-    /// index's count of changes is still `changes` (read before `records`
-    /// lists it), else [`Self::response`] of `records()`, kept.
-    pub fn whole<M: prost::Message>(
+    /// index's count of changes is still `changes`, else [`Self::response`] of
+    /// `records()`, kept.
+    fn whole<M: prost::Message>(
         &self,
         changes: u64,
         records: impl FnOnce() -> Vec<Arc<R>>,

@@ -105,15 +105,9 @@ impl CriRuntimeService {
     ) -> EncodedList {
         let pods = &self.info.sandboxes;
         let filter = sandbox::filter(request.filter);
-        if filter.is_empty() {
-            return self.pod_items.whole(
-                pods.list_changes(),
-                || pods.list(&filter),
-                sandbox::list_item,
-            );
-        }
+        let changes = filter.is_empty().then(|| pods.list_changes());
         self.pod_items
-            .response(&pods.list(&filter), sandbox::list_item)
+            .list(changes, || pods.list(&filter), sandbox::list_item)
     }
 
     pub(super) fn list_containers_encoded(
@@ -122,15 +116,9 @@ impl CriRuntimeService {
     ) -> EncodedList {
         let containers = &self.info.containers;
         let filter = container::filter(request.filter);
-        if filter.is_empty() {
-            return self.container_items.whole(
-                containers.list_changes(),
-                || containers.list(&filter),
-                container::list_item,
-            );
-        }
+        let changes = filter.is_empty().then(|| containers.list_changes());
         self.container_items
-            .response(&containers.list(&filter), container::list_item)
+            .list(changes, || containers.list(&filter), container::list_item)
     }
 }
 

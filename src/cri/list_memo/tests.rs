@@ -168,9 +168,20 @@ fn whole_at(
     changes: u64,
     records: &[Arc<ContainerRecord>],
 ) -> cri::ListContainersResponse {
-    memo.whole(changes, || records.to_vec(), container::list_item)
+    memo.list(Some(changes), || records.to_vec(), container::list_item)
         .to_response()
         .unwrap()
+}
+
+/// The whole response kept at `changes`; listing anything fails the test.
+fn kept_at(memo: &Containers, changes: u64) -> cri::ListContainersResponse {
+    memo.list(
+        Some(changes),
+        || unreachable!("listed though the count stands"),
+        container::list_item,
+    )
+    .to_response()
+    .unwrap()
 }
 
 fn rebuilt(records: &[Arc<ContainerRecord>]) -> cri::ListContainersResponse {
@@ -185,21 +196,18 @@ fn a_whole_response_is_kept_while_the_count_stands() {
     let mut records = vec![Arc::new(record("a1", "p1")), Arc::new(record("b2", "p1"))];
     assert_eq!(whole_at(&memo, 1, &records), rebuilt(&records));
     // The count stands: the kept bytes, without listing anything.
-    let kept = memo.whole(
-        1,
-        || unreachable!("listed though nothing changed"),
-        container::list_item,
-    );
-    assert_eq!(
-        kept.to_response::<cri::ListContainersResponse>().unwrap(),
-        rebuilt(&records)
-    );
+    assert_eq!(kept_at(&memo, 1), rebuilt(&records));
     // A change moves the count: listed and built again.
     change(&mut records[0], |c| c.phase = ContainerPhase::Running);
     assert_eq!(whole_at(&memo, 2, &records), rebuilt(&records));
     records.remove(1);
     assert_eq!(whole_at(&memo, 3, &records), rebuilt(&records));
     assert_eq!(whole_at(&memo, 4, &[]), rebuilt(&[]));
+    // A filtered List is never answered with the kept whole, nor keeps one.
+    let two = vec![Arc::new(record("c3", "p2")), Arc::new(record("d4", "p2"))];
+    let filtered = memo.list(None, || two.clone(), container::list_item);
+    assert_eq!(filtered.chunks.len(), 2, "one frame per item");
+    assert_eq!(kept_at(&memo, 4), rebuilt(&[]), "count 4 still kept");
 }
 
 #[test]
@@ -210,9 +218,5 @@ fn a_slower_call_does_not_replace_a_newer_whole_response() {
     // A call that read count 6 kept its response before one that read 5.
     whole_at(&memo, 6, &new);
     whole_at(&memo, 5, &old);
-    let kept = memo.whole(6, || unreachable!("count 6 is kept"), container::list_item);
-    assert_eq!(
-        kept.to_response::<cri::ListContainersResponse>().unwrap(),
-        rebuilt(&new)
-    );
+    assert_eq!(kept_at(&memo, 6), rebuilt(&new));
 }
