@@ -21,13 +21,6 @@ pub struct Counted<T> {
 }
 
 impl<T> Counted<T> {
-    pub fn new(value: T) -> Self {
-        Counted {
-            inner: RwLock::new(value),
-            changes: AtomicU64::new(0),
-        }
-    }
-
     /// How many write locks were released so far: equal counts, no change in
     /// between.
     pub fn changes(&self) -> u64 {
@@ -49,6 +42,7 @@ impl<T> Counted<T> {
     }
 }
 
+/// A write lock on a [`Counted`]; dropping it counts a change.
 pub struct CountedWrite<'a, T> {
     guard: RwLockWriteGuard<'a, T>,
     changes: &'a AtomicU64,
@@ -80,7 +74,8 @@ mod tests {
 
     #[test]
     fn every_write_moves_the_count_and_reads_do_not() {
-        let index = Counted::new(vec![1]);
+        let index = Counted::<Vec<u32>>::default();
+        index.write().push(1);
         let before = index.changes();
         assert_eq!(*index.read(), [1]);
         assert_eq!(index.changes(), before);
@@ -92,10 +87,12 @@ mod tests {
         assert_ne!(index.changes(), after, "a write lock counts even unused");
     }
 
+    /// A count moved after the unlock would fail this only when the reader
+    /// wins the race in between; moved before it, it never fails.
     #[test]
-    fn the_count_moves_before_the_lock_is_released() {
-        let index = std::sync::Arc::new(Counted::new(0u32));
-        let writer = index.write();
+    fn a_reader_after_the_writer_sees_its_count() {
+        let index = std::sync::Arc::new(Counted::<u32>::default());
+        let mut writer = index.write();
         let reader = {
             let index = std::sync::Arc::clone(&index);
             std::thread::spawn(move || {
@@ -104,7 +101,6 @@ mod tests {
                 (value, index.changes())
             })
         };
-        let mut writer = writer;
         *writer = 7;
         drop(writer);
         assert_eq!(reader.join().unwrap(), (7, 1));

@@ -56,8 +56,9 @@ pub struct ContainerFilter {
 }
 
 impl ContainerFilter {
-    /// Whether it matches every container.
-    pub fn is_empty(&self) -> bool {
+    /// Whether it narrows nothing: the List is every container (but the
+    /// half-created ones, which no List shows).
+    pub fn narrows_nothing(&self) -> bool {
         self.id.is_empty()
             && self.sandbox_id.is_empty()
             && self.phase.is_none()

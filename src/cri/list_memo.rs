@@ -124,7 +124,7 @@ impl<R> ListMemo<R> {
     /// The List response of `records`, in their order: the kept frame where
     /// the record is the one it was built from, else `build`'s item, framed
     /// and kept.
-    pub fn response<M: prost::Message>(
+    fn response<M: prost::Message>(
         &self,
         records: &[Arc<R>],
         build: impl Fn(&R) -> M,

@@ -95,9 +95,11 @@ impl CriRuntimeService {
     }
 }
 
-/// The two Lists the kubelet's PLEG calls every second, answered as the kept
-/// frames of their items: the server routes their paths here
-/// ([`super::router`]); the trait's methods decode the same bytes.
+/// The two Lists the kubelet's PLEG calls every second, answered from kept
+/// bytes ([`ListMemo`]): unfiltered, the whole response kept from the last
+/// call while nothing changed; filtered, the kept frames of their items. The
+/// server routes their paths here ([`super::router`]); the trait's methods
+/// decode the same bytes.
 impl CriRuntimeService {
     pub(super) fn list_pod_sandbox_encoded(
         &self,
@@ -105,7 +107,7 @@ impl CriRuntimeService {
     ) -> EncodedList {
         let pods = &self.info.sandboxes;
         let filter = sandbox::filter(request.filter);
-        let changes = filter.is_empty().then(|| pods.list_changes());
+        let changes = filter.narrows_nothing().then(|| pods.list_changes());
         self.pod_items
             .list(changes, || pods.list(&filter), sandbox::list_item)
     }
@@ -116,7 +118,7 @@ impl CriRuntimeService {
     ) -> EncodedList {
         let containers = &self.info.containers;
         let filter = container::filter(request.filter);
-        let changes = filter.is_empty().then(|| containers.list_changes());
+        let changes = filter.narrows_nothing().then(|| containers.list_changes());
         self.container_items
             .list(changes, || containers.list(&filter), container::list_item)
     }

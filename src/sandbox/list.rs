@@ -17,8 +17,8 @@ pub struct SandboxFilter {
 }
 
 impl SandboxFilter {
-    /// Whether it matches every pod.
-    pub fn is_empty(&self) -> bool {
+    /// Whether it narrows nothing: the List is every pod.
+    pub fn narrows_nothing(&self) -> bool {
         self.id.is_empty() && self.phase.is_none() && self.labels.is_empty()
     }
 

@@ -186,15 +186,25 @@ pub(super) async fn start_pod(
 /// load. On berth's side the bare gRPC server answering berth's bytes (the
 /// rows' floor) is timed in blocks alternating with berth's: the two series
 /// share whatever the machine was doing, where timing the floor after all of
-/// berth's calls left it the quieter seconds.
+/// berth's calls left it the quieter seconds. The floor idles while berth's
+/// blocks run, as berth idles during the floor's.
 async fn lists(rt: &Runtime, opts: &Options, report: &mut Report) {
     let side = side(rt.kind);
-    let Some(lists) = client_decodes(rt, opts, report).await else {
-        return;
-    };
-    let (Some(container), Some(pod)) = (lists.first_container(), lists.first_pod()) else {
-        report.note(format!("{}: a List came back empty", rt.name()));
-        return;
+    let responses = client_decodes(rt, opts, report).await;
+    let (lists, container, pod) = match responses.and_then(|l| {
+        let firsts = l.first_container().zip(l.first_pod());
+        firsts
+            .map(|(c, p)| (l, c, p))
+            .ok_or_else(|| "an unfiltered List came back empty".to_string())
+    }) {
+        Ok(ready) => ready,
+        Err(e) => {
+            // Nothing of the section can be timed: each row says why.
+            for key in FLOOR_KEYS.iter().chain(["list_stats"].iter()) {
+                report.fail(key, side, &e);
+            }
+            return;
+        }
     };
     let mut bare = None;
     if side == Side::Berth {
@@ -352,14 +362,14 @@ async fn time_calls(
 /// bytes the daemon sent), timed as often as the calls: the part of a List's
 /// latency that no daemon can remove, beside the Version round trip. Returns
 /// the two responses.
-async fn client_decodes(rt: &Runtime, opts: &Options, report: &mut Report) -> Option<Responses> {
+async fn client_decodes(rt: &Runtime, opts: &Options, report: &mut Report) -> Result<Responses> {
     let side = side(rt.kind);
     let (containers, pods) = match rt.cri.list_responses().await {
         Ok(bytes) => bytes,
         Err(e) => {
             report.fail("list_containers_decode", side, &e);
             report.fail("list_pods_decode", side, &e);
-            return None;
+            return Err(e);
         }
     };
     report.note(format!(
@@ -395,11 +405,11 @@ async fn client_decodes(rt: &Runtime, opts: &Options, report: &mut Report) -> Op
             }
         }
     }
-    let decoded = Responses {
-        containers: prost::Message::decode(containers.as_slice()).ok()?,
-        pods: prost::Message::decode(pods.as_slice()).ok()?,
-    };
-    Some(decoded)
+    let undecodable = |e: prost::DecodeError| format!("decoding a List response: {e}");
+    Ok(Responses {
+        containers: prost::Message::decode(containers.as_slice()).map_err(undecodable)?,
+        pods: prost::Message::decode(pods.as_slice()).map_err(undecodable)?,
+    })
 }
 
 /// Both unfiltered List responses, as a daemon answered them.
@@ -409,10 +419,12 @@ struct Responses {
 }
 
 impl Responses {
+    /// The id of the oldest container, which the by-id call names.
     fn first_container(&self) -> Option<String> {
         self.containers.containers.first().map(|c| c.id.clone())
     }
 
+    /// The id of the oldest pod, which the by-id call names.
     fn first_pod(&self) -> Option<String> {
         self.pods.items.first().map(|p| p.id.clone())
     }
