@@ -98,8 +98,6 @@ impl ContainerService {
         if cmd.is_empty() {
             return Err(Error::InvalidArgument("cmd is empty".into()));
         }
-        // `runc exec` moves the process into the container's cgroups.
-        crate::cgroup_warmup::warm();
         let record = self.get(id)?;
         if !record.phase.can_exec() {
             return Err(Error::FailedPrecondition(format!(
@@ -107,6 +105,8 @@ impl ContainerService {
                 record.id
             )));
         }
+        // `runc exec` moves the process into the container's cgroups.
+        crate::cgroup_warmup::warm();
         let (_, task) = self.task_of(&record)?;
         let process = ExecProcess {
             task,

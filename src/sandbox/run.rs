@@ -52,11 +52,11 @@ impl SandboxService {
     }
 
     async fn run_to_end(&self, config: SandboxConfig, handler: &str) -> Result<String> {
-        // `runc create` moves the pause into its cgroups.
-        crate::cgroup_warmup::warm();
         if let (true, Err(why)) = (self.config.sandbox_image.is_empty(), &self.pause_rootfs) {
             return Err(Error::FailedPrecondition(format!("no pause rootfs: {why}")));
         }
+        // `runc create` moves the pause into its cgroups.
+        crate::cgroup_warmup::warm();
         net::bandwidth(&config.annotations)?;
         crate::spec::check_profile_location(
             &config.linux.security_context.seccomp,

@@ -216,13 +216,13 @@ impl Cri {
         Ok(self.containers_response().await?.containers.len())
     }
 
-    /// The ListContainers and ListPodSandbox responses, unfiltered, as encoded
-    /// on the wire (re-encoded from the decoded messages: the same fields and
-    /// values, so the same size and decode work).
-    pub async fn list_responses(&self) -> Result<(Vec<u8>, Vec<u8>)> {
+    /// The ListContainers and ListPodSandbox responses, unfiltered.
+    pub async fn list_responses(
+        &self,
+    ) -> Result<(cri::ListContainersResponse, cri::ListPodSandboxResponse)> {
         Ok((
-            prost::Message::encode_to_vec(&self.containers_response().await?),
-            prost::Message::encode_to_vec(&self.pods_response().await?),
+            self.containers_response().await?,
+            self.pods_response().await?,
         ))
     }
 
