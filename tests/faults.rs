@@ -285,6 +285,13 @@ async fn kill_9_at_random_moments_loses_and_leaks_nothing() {
         container_ids(&w.cri).await.is_empty(),
         "containers outlived their pods"
     );
+    // A pull the last kill cut short keeps its blobs under the pull's lease (for
+    // the next attempt, 24 h, as containerd's does); the next pull completes,
+    // ending the lease, and the removal then frees every blob.
+    w.cri
+        .pull(&templates.extra_image)
+        .await
+        .expect("a pull after the crashes completes");
     let _ = w.cri.remove(&templates.extra_image).await;
 
     if let Ok(dir) = std::env::var("BERTH_FAULT_KEEP_LOG") {
