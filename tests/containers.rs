@@ -780,7 +780,7 @@ async fn files_and_fields_a_request_names_are_confined_and_bounded() {
         "",
     )
     .await;
-    let rss_before = common::rss_kib(w.berthd.pid());
+    let rss_before = common::anon_rss_kib(w.berthd.pid());
 
     // Pods: a device as a profile, a file outside the roots, a relative log dir
     // and cgroup parent.
@@ -805,9 +805,9 @@ async fn files_and_fields_a_request_names_are_confined_and_bounded() {
         common::assert_error(&err, tonic::Code::InvalidArgument, &["seccomp", needle]);
     }
     assert!(
-        common::rss_kib(w.berthd.pid()) < rss_before + 64 * 1024,
+        common::anon_rss_kib(w.berthd.pid()) < rss_before + 64 * 1024,
         "berthd grew from {rss_before} KiB to {} KiB",
-        common::rss_kib(w.berthd.pid())
+        common::anon_rss_kib(w.berthd.pid())
     );
     let mut relative_logs = w.pod_config("relative-logs");
     relative_logs.log_directory = "pod-logs/relative".into();

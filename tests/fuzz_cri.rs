@@ -14,7 +14,7 @@ use common::rng::{self, Rng};
 use common::world::World;
 use k8s_cri::v1 as cri;
 
-/// Growth of berthd's resident memory allowed over the whole run.
+/// Growth of berthd's anonymous resident memory allowed over the whole run.
 const MAX_RSS_GROWTH_KIB: u64 = 64 * 1024;
 /// The longest error message accepted: short enough for any gRPC client.
 const MAX_MESSAGE: usize = 4096;
@@ -354,7 +354,7 @@ async fn mutated_pods_and_containers_are_refused_cleanly() {
     };
     let seed = rng::seed("BERTH_FUZZ_SEED");
     let mut rng = Rng(seed);
-    let rss_before = common::rss_kib(w.berthd.pid());
+    let rss_before = common::anon_rss_kib(w.berthd.pid());
     let pid = w.berthd.pid();
 
     for i in 0..iterations(40) {
@@ -408,7 +408,7 @@ async fn mutated_pods_and_containers_are_refused_cleanly() {
     }
 
     assert_eq!(w.berthd.pid(), pid, "berthd is the same process");
-    let rss_after = common::rss_kib(pid);
+    let rss_after = common::anon_rss_kib(pid);
     assert!(
         rss_after < rss_before + MAX_RSS_GROWTH_KIB,
         "berthd grew from {rss_before} KiB to {rss_after} KiB"

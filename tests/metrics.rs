@@ -7,70 +7,15 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::metrics::{must, scrape, value};
 use common::pod;
 use common::world::{World, busybox_image};
 use k8s_cri::v1 as cri;
-
-/// A metric's value, by its exact series (`name{labels}` as berthd writes them).
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map(|v| v.trim().parse().expect("a number"))
-}
-
-fn must(text: &str, series: &str) -> f64 {
-    value(text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
-}
 
 fn rpc(service: &str, method: &str, code: &str) -> String {
     format!(
         "berth_grpc_requests_total{{service=\"runtime.v1.{service}\",method=\"{method}\",code=\"{code}\"}}"
     )
-}
-
-/// The address berthd logged it serves metrics on (the config asks for port 0).
-fn metrics_url(world: &World) -> String {
-    // The last start's: a restarted berthd picks another port.
-    let log = strip_ansi(&world.berthd.log());
-    let address = log
-        .lines()
-        .rfind(|l| l.contains("serving metrics"))
-        .and_then(|l| l.split("address=").nth(1))
-        .and_then(|a| a.split_whitespace().next())
-        .unwrap_or_else(|| panic!("berthd did not log its metrics address:\n{log}"));
-    format!("http://{address}/metrics")
-}
-
-/// The log without its colour escapes (`ESC [ ... m`).
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-async fn scrape(url: &str) -> String {
-    let response = reqwest::get(url).await.expect("scraping /metrics");
-    assert!(response.status().is_success(), "{}", response.status());
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert!(
-        content_type.starts_with("text/plain; version=0.0.4"),
-        "{content_type}"
-    );
-    response.text().await.unwrap()
 }
 
 /// promtool's lint of the exposition (names, units, suffixes, HELP), when
@@ -109,11 +54,11 @@ fn promtool_check(text: &str) {
 
 #[tokio::test]
 async fn scrape_counts_a_pod_lifecycle() {
-    let extra = "[metrics]\naddress = \"127.0.0.1:0\"\n";
+    let extra = common::metrics::CONFIG;
     let Some(world) = World::start_configured(&[], busybox_image(), extra).await else {
         return;
     };
-    let url = metrics_url(&world);
+    let url = common::metrics::url(&world);
     // World::start pulled the busybox image once.
     let before = scrape(&url).await;
     assert_eq!(must(&before, &rpc("ImageService", "PullImage", "OK")), 1.0);
@@ -190,6 +135,8 @@ async fn scrape_counts_a_pod_lifecycle() {
     assert!(must(&running, "process_resident_memory_bytes") > 1_000_000.0);
     assert!(must(&running, "process_open_fds") > 5.0);
     assert!(must(&running, "process_cpu_seconds_total") > 0.0);
+    assert!(must(&running, "berth_heap_in_use_bytes") > 100_000.0);
+    assert!(value(&running, "berth_heap_free_bytes").is_some());
     promtool_check(&running);
 
     world.stop(&id, 0).await;
@@ -237,14 +184,14 @@ async fn non_loopback_address_is_refused_at_start() {
 
 #[tokio::test]
 async fn shim_reconnects_and_deaths_are_counted() {
-    let extra = "[metrics]\naddress = \"127.0.0.1:0\"\n";
+    let extra = common::metrics::CONFIG;
     let Some(mut world) = World::start_configured(&[], busybox_image(), extra).await else {
         return;
     };
     let pod = world.run_pod("survivor").await;
     world.run(&pod, "sleeper", "exec sleep 60").await;
     world.berthd.restart().await;
-    let url = metrics_url(&world);
+    let url = common::metrics::url(&world);
     let restarted = scrape(&url).await;
     assert_eq!(
         must(
@@ -287,11 +234,11 @@ async fn shim_reconnects_and_deaths_are_counted() {
 
 #[tokio::test]
 async fn container_exits_and_oom_kills_are_counted() {
-    let extra = "[metrics]\naddress = \"127.0.0.1:0\"\n";
+    let extra = common::metrics::CONFIG;
     let Some(world) = World::start_configured(&[], busybox_image(), extra).await else {
         return;
     };
-    let url = metrics_url(&world);
+    let url = common::metrics::url(&world);
     let pod = world.run_pod("jobs").await;
     let failed = world.run(&pod, "failed", "exit 7").await;
     let mut config = world.container_config("hog", "tail /dev/zero");

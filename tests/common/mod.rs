@@ -25,6 +25,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod daemon;
+pub mod metrics;
 pub mod pod;
 pub mod proxy;
 pub mod recorder;
@@ -298,12 +299,15 @@ pub fn pod_cidr_request(cidr: &str) -> k8s_cri::v1::UpdateRuntimeConfigRequest {
     }
 }
 
-/// The resident memory of process `pid`, in KiB (0 when it is gone).
-pub fn rss_kib(pid: u32) -> u64 {
+/// The anonymous resident memory of process `pid` (heap, stacks), in KiB; 0 when
+/// it is gone. This is what a leak grows. The file-backed rest is the binary's
+/// pages, and in a debug build every code path a load first reaches adds its
+/// pages there for good, by hundreds of KiB and a different amount each run.
+pub fn anon_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix("RssAnon:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
