@@ -36,12 +36,13 @@ const SHIM_EXIT_GRACE: Duration = Duration::from_secs(5);
 /// How many of the latest containers calls pick from.
 const RECENT: usize = 6;
 /// How much more heap berthd may have in use once every pod is gone than before
-/// the load: what grows with the peak (index capacity, the store's cached pages,
-/// each thread's allocation cache), not a per-call leak (the old per-id maps and
-/// orphans grew past this within the run). Not its RSS: pods pushed out of their
-/// slot stay until the end, hundreds at the peak, and once they are removed the
-/// allocator keeps what they freed between chunks still in use, 6-14 MiB here,
-/// by as much as the peak was high; a trim can return only whole free pages.
+/// the load: what grows with the peak (1.4-2.3 MiB here; likely index capacity
+/// and each thread's allocation cache), not a per-call leak (the old per-id maps
+/// and orphans grew past this within the run). Not its RSS: pods pushed out of
+/// their slot stay until the end, hundreds at the peak, and once they are
+/// removed the allocator keeps what they freed between chunks still in use,
+/// 6-14 MiB here, by as much as the peak was high; a trim can return only whole
+/// free pages.
 const MAX_HEAP_GROWTH_KIB: u64 = 4 * 1024;
 
 /// What the clients know: the pod in each slot, and containers ever created.
