@@ -68,7 +68,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tune_malloc();
+    limit_malloc_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(MAX_BLOCKING_THREADS)
@@ -103,20 +103,17 @@ const MAX_BLOCKING_THREADS: usize = 64;
 /// glibc gives each thread that allocates an arena of its own, up to eight per
 /// core, and an arena keeps what was freed in it. berthd's blocking threads come
 /// and go with the load, so its memory would spread over many arenas; it waits on
-/// I/O far more than it allocates, so two arenas cost no contention worth having.
-///
-/// The trim threshold is fixed, which also stops glibc moving it: freeing one
-/// large buffer (a pull's) raised it to twice that buffer's size, and the free
-/// top of the second arena, which only that threshold trims (`malloc_trim` does
-/// not), then stayed resident at up to 1 MiB. Idle RSS after a pull swung with
-/// it (1.8-2.8 MiB anonymous, 1.8-1.9 fixed). Allocations over 128 KiB keep
-/// getting pages of their own, returned when freed.
-fn tune_malloc() {
+/// I/O far more than it allocates, and each thread's cache serves most small
+/// allocations without the arena's lock, so one arena costs no contention worth
+/// having. One arena also lets `malloc_trim` return the heap's free top: it
+/// trims only the main arena's, so with a second one the free top a pull left
+/// there (up to 1 MiB, kept by glibc's trim threshold, which a pull's large
+/// buffers raise) stayed resident, and idle RSS swung with it.
+fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters; called before any thread.
+    // SAFETY: mallopt only sets an allocator parameter; called before any thread.
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 

@@ -1,8 +1,9 @@
 //! Giving freed memory back to the kernel. glibc keeps what berthd frees in its
 //! arenas for reuse and returns it only from the top of the heap, so after a
 //! burst (many pods created and removed at once) berthd's RSS stayed at its peak
-//! with the memory free inside. A trim after removals hands it back; it runs at
-//! most once per `TRIM_DELAY`, after the removals of a burst have settled.
+//! with the memory free inside. A trim after removals and after each pull hands
+//! it back; it runs at most once per `TRIM_DELAY`, after the removals of a burst
+//! have settled.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

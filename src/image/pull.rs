@@ -75,6 +75,8 @@ impl ImageService {
             .instrument(span)
             .await;
         crate::metrics::image_pull(pulled.is_ok(), timer.elapsed());
+        // The layers' buffers are free now: hand the heap's free top back.
+        crate::malloc::trim_soon();
         pulled
     }
 
