@@ -87,7 +87,7 @@ pub(super) fn read() -> io::Result<ProcessStats> {
 /// yet freed (a leak grows this), and bytes free inside its arenas, kept for
 /// reuse (fragmentation after a peak grows this; a trim hands whole free pages
 /// back). Their sum, less what was trimmed, is most of berthd's anonymous RSS.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug)]
 pub(super) struct HeapStats {
     pub in_use_bytes: i64,
     pub free_bytes: i64,
@@ -125,7 +125,22 @@ impl Collector for ProcessCollector {
             None,
             cpu.metric_type(),
         )?)?;
-        for (name, help, value) in [
+        let heap = heap();
+        let heap_gauges = heap.iter().flat_map(|h| {
+            [
+                (
+                    "berth_heap_in_use_bytes",
+                    "Bytes the allocator has handed out and not had back",
+                    h.in_use_bytes,
+                ),
+                (
+                    "berth_heap_free_bytes",
+                    "Bytes free inside the allocator's arenas, kept for reuse",
+                    h.free_bytes,
+                ),
+            ]
+        });
+        let process_gauges = [
             (
                 "process_resident_memory_bytes",
                 "Resident memory size in bytes",
@@ -151,31 +166,10 @@ impl Collector for ProcessCollector {
                 "Maximum number of open file descriptors",
                 s.max_fds,
             ),
-        ] {
+        ];
+        for (name, help, value) in process_gauges.into_iter().chain(heap_gauges) {
             let gauge = ConstGauge::new(value);
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
-        }
-        if let Some(h) = heap() {
-            for (name, help, value) in [
-                (
-                    "berth_heap_in_use_bytes",
-                    "Bytes the allocator has handed out and not had back",
-                    h.in_use_bytes,
-                ),
-                (
-                    "berth_heap_free_bytes",
-                    "Bytes free inside the allocator's arenas, kept for reuse",
-                    h.free_bytes,
-                ),
-            ] {
-                let gauge = ConstGauge::new(value);
-                gauge.encode(encoder.encode_descriptor(
-                    name,
-                    help,
-                    None,
-                    gauge.metric_type(),
-                )?)?;
-            }
         }
         Ok(())
     }
