@@ -16,7 +16,7 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 /// The exit status of a process killed by SIGKILL, as the OOM killer does.
 const SIGKILLED: u32 = 128 + libc::SIGKILL as u32;
 /// How long an OOM event may trail the exit it explains.
-const OOM_EVENT_GRACE: Duration = Duration::from_secs(1);
+pub(super) const OOM_EVENT_GRACE: Duration = Duration::from_secs(1);
 
 impl ContainerService {
     /// Starts a Created container of a Ready pod. The pod is held shared, so a
@@ -99,19 +99,24 @@ impl ContainerService {
 
     /// Wait answers as soon as the process is reaped, while the shim's OOM event
     /// travels separately and may come a moment later; a SIGKILLed container gets
-    /// that moment before its reason is decided.
+    /// that moment before its reason is decided. It sleeps until an OOM event
+    /// comes or the moment is over, not in rounds: a pod's teardown SIGKILLs all
+    /// of its containers, and every one of them waits here.
     async fn await_oom_event(&self, id: &str) {
         let deadline = tokio::time::Instant::now() + OOM_EVENT_GRACE;
-        while tokio::time::Instant::now() < deadline {
-            if self
+        loop {
+            // Registered before the check, so an event between the two still wakes it.
+            let seen = self.oom_seen.notified();
+            tokio::pin!(seen);
+            seen.as_mut().enable();
+            let killed = self
                 .oom_killed
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .contains(id)
-            {
+                .contains(id);
+            if killed || tokio::time::timeout_at(deadline, seen).await.is_err() {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

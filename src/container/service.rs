@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 
 use super::events;
 use super::index::ContainerIndex;
@@ -38,6 +38,8 @@ pub struct ContainerService {
     pub(super) outputs: Mutex<HashMap<String, Arc<Output>>>,
     /// Containers the kernel OOM-killed, until their exit is recorded.
     pub(super) oom_killed: Mutex<HashSet<String>>,
+    /// Woken whenever one is added to `oom_killed`.
+    pub(super) oom_seen: Notify,
     pub(super) sampler: Arc<super::stats::Sampler>,
     events: broadcast::Sender<ContainerEvent>,
     /// What each OCI runtime binary can do, by binary.
@@ -118,6 +120,7 @@ impl ContainerService {
             containers: Counted::default(),
             outputs: Mutex::new(HashMap::new()),
             oom_killed: Mutex::new(HashSet::new()),
+            oom_seen: Notify::new(),
             sampler: Arc::new(super::stats::Sampler::new()),
             events: lifecycle,
             features,
@@ -144,6 +147,7 @@ impl ContainerService {
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .insert(container_id);
+                        self.oom_seen.notify_waiters();
                     }
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(n)) => {

@@ -4,13 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::broadcast;
+
 use super::ContainerService;
 use crate::domain::ContainerPhase;
 use crate::domain::config::ContainerConfig;
 use crate::error::Error;
 use crate::sandbox::testing::TestNode;
 use crate::shim::fake::FakeTasks;
-use crate::shim::{TaskState, TaskStatus};
+use crate::shim::{ShimEvent, TaskState, TaskStatus};
 use crate::store::ContainerRecord;
 
 /// How long a test waits for a background waiter to record an exit.
@@ -20,8 +22,15 @@ const EXIT_RECORDED_WITHIN: Duration = Duration::from_secs(5);
 const SIGNALLED_WITHIN: Duration = Duration::from_secs(5);
 
 async fn containers(node: &TestNode) -> Arc<ContainerService> {
-    let (events, _) = tokio::sync::broadcast::channel(16);
-    ContainerService::open_with(
+    containers_with_events(node).await.0
+}
+
+/// The service and the sender of the shim events it watches.
+async fn containers_with_events(
+    node: &TestNode,
+) -> (Arc<ContainerService>, broadcast::Sender<ShimEvent>) {
+    let (events, _) = broadcast::channel(16);
+    let service = ContainerService::open_with(
         node.config.clone(),
         node.store.clone(),
         node.images.clone(),
@@ -32,7 +41,8 @@ async fn containers(node: &TestNode) -> Arc<ContainerService> {
         Default::default(),
     )
     .await
-    .unwrap()
+    .unwrap();
+    (service, events)
 }
 
 fn record(node: &TestNode, id: &str, phase: ContainerPhase) -> ContainerRecord {
@@ -101,6 +111,57 @@ async fn start_runs_a_created_container_records_its_pid_then_its_exit() {
     shim.exit("c1", 0);
     let exited = until_exited(&containers, "c1").await;
     assert_eq!((exited.exit_code, exited.reason.as_str()), (0, "Completed"));
+}
+
+/// The shim's OOM event may trail the SIGKILL exit it explains: the exit waits
+/// for it and is decided when it comes, not at the end of the grace; with no
+/// event the exit is an Error, once the grace is over.
+#[tokio::test]
+async fn a_sigkill_exit_waits_for_a_trailing_oom_event_and_no_longer() {
+    let node = TestNode::open().await;
+    let shim = FakeTasks::new();
+    node.ready_pod("p1", &shim);
+    let (containers, events) = containers_with_events(&node).await;
+    for id in ["oom", "killed"] {
+        shim.set_task(id, task(TaskStatus::Created, 4321));
+        containers
+            .save(&record(&node, id, ContainerPhase::Created))
+            .unwrap();
+        containers.start(id).await.unwrap();
+    }
+    let grace = super::lifecycle::OOM_EVENT_GRACE;
+    let sigkilled = 128 + libc::SIGKILL as u32;
+    let start = tokio::time::Instant::now();
+    shim.exit("oom", sigkilled);
+    shim.exit("killed", sigkilled);
+
+    // A quarter into the grace, after another container's event.
+    tokio::time::sleep(grace / 4).await;
+    assert_eq!(
+        containers.get("oom").unwrap().phase,
+        ContainerPhase::Running
+    );
+    for id in ["elsewhere", "oom"] {
+        let container_id = id.to_string();
+        events.send(ShimEvent::Oom { container_id }).unwrap();
+    }
+    let oom = until_exited(&containers, "oom").await;
+    assert_eq!((oom.exit_code, oom.reason.as_str()), (137, "OOMKilled"));
+    assert!(
+        start.elapsed() < grace * 3 / 4,
+        "decided {:?} after the exit, though its event came at {:?}",
+        start.elapsed(),
+        grace / 4
+    );
+    assert_eq!(
+        containers.get("killed").unwrap().phase,
+        ContainerPhase::Running,
+        "a SIGKILL with no OOM event was decided before its grace was over"
+    );
+
+    let killed = until_exited(&containers, "killed").await;
+    assert_eq!((killed.exit_code, killed.reason.as_str()), (137, "Error"));
+    assert!(start.elapsed() >= grace);
 }
 
 #[tokio::test]
