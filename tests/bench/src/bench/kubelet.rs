@@ -34,8 +34,12 @@ const RELIST_PERIOD: Duration = Duration::from_secs(1);
 /// more pods to start in the same minute, and a higher CPU figure for it.)
 /// Every runtime measured here starts and tears down a pod well within it.
 const CHURN_PERIOD: Duration = Duration::from_secs(2);
-/// Timed calls of each List at every count (after the warm-up).
-const LIST_CALLS: usize = 50;
+/// Timed calls of ListContainers and ListPodSandbox at every count (after the
+/// warm-up): with 50, one noisy second could move the p50 of 110 pods twofold
+/// (0.52 and 1.09 ms in two runs of one commit), and the slope with it.
+const LIST_CALLS: usize = 200;
+/// Timed calls of ListContainerStats: containerd's takes a second at 250 pods.
+const STATS_CALLS: usize = 50;
 /// Untimed calls first, as in the scale scenario and for the same reason.
 const LIST_WARMUP: usize = 20;
 /// Lets the daemon's allocations settle after the burst of starts.
@@ -124,14 +128,16 @@ async fn measure(
     point.figures.push(("shim_pss_kib_total", pss as f64));
     point.figures.push((
         "list_containers_ms",
-        p50(|| rt.cri.list_containers()).await?,
+        p50(LIST_CALLS, || rt.cri.list_containers()).await?,
     ));
-    point
-        .figures
-        .push(("list_pods_ms", p50(|| rt.cri.list_pods()).await?));
-    point
-        .figures
-        .push(("list_stats_ms", p50(|| rt.cri.list_stats()).await?));
+    point.figures.push((
+        "list_pods_ms",
+        p50(LIST_CALLS, || rt.cri.list_pods()).await?,
+    ));
+    point.figures.push((
+        "list_stats_ms",
+        p50(STATS_CALLS, || rt.cri.list_stats()).await?,
+    ));
     let (relist_ms, cpu, churned) = relist(rt, image, opts, pid).await?;
     point.figures.push(("relist_ms", relist_ms));
     point.figures.push(("relist_cpu_pct", cpu));
@@ -149,14 +155,14 @@ async fn measure(
     Ok(())
 }
 
-/// p50 of a List's latency, after the warm-up.
-async fn p50<F, Fut>(call: F) -> super::Result<f64>
+/// p50 of a List's latency over `calls` calls, after the warm-up.
+async fn p50<F, Fut>(calls: usize, call: F) -> super::Result<f64>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = super::Result<usize>>,
 {
-    let mut times = Vec::with_capacity(LIST_CALLS);
-    for n in 0..LIST_WARMUP + LIST_CALLS {
+    let mut times = Vec::with_capacity(calls);
+    for n in 0..LIST_WARMUP + calls {
         let t = Instant::now();
         call().await?;
         if n >= LIST_WARMUP {

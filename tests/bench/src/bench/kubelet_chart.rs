@@ -1,5 +1,6 @@
 //! The kubelet scale chart: one panel per figure, the figure against the pod
-//! count, a line per runtime (berth black, containerd blue).
+//! count, a line per runtime (berth black, containerd blue, named in each
+//! panel's legend).
 
 use std::path::Path;
 
@@ -72,11 +73,24 @@ fn draw(
             let color = if rt == "berth" { BLACK } else { CONTAINERD };
             chart
                 .draw_series([PathElement::new(xy.clone(), color.stroke_width(2))])
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| e.to_string())?
+                .label(rt)
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2))
+                });
             chart
                 .draw_series(xy.into_iter().map(|p| Circle::new(p, 3, color.filled())))
                 .map_err(|e| e.to_string())?;
         }
+        // Upper left: every figure grows with the pods, so its lines rise to the right.
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .label_font(("sans-serif", 11))
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
     }
     root.present().map_err(|e| e.to_string())
 }
