@@ -24,6 +24,8 @@ pub struct Options {
     pub containers: usize,
     pub concurrency: usize,
     pub relist: Duration,
+    /// Timed calls of ListContainers and ListPodSandbox at each count.
+    pub list_calls: usize,
 }
 
 /// The PLEG relists once a second.
@@ -34,11 +36,10 @@ const RELIST_PERIOD: Duration = Duration::from_secs(1);
 /// more pods to start in the same minute, and a higher CPU figure for it.)
 /// Every runtime measured here starts and tears down a pod well within it.
 const CHURN_PERIOD: Duration = Duration::from_secs(2);
-/// Timed calls of ListContainers and ListPodSandbox at every count (after the
-/// warm-up): with 50, one noisy second could move the p50 of 110 pods twofold
-/// (0.52 and 1.09 ms in two runs of one commit), and the slope with it.
-const LIST_CALLS: usize = 200;
-/// Timed calls of ListContainerStats: containerd's takes a second at 250 pods.
+/// At most this many timed calls of ListContainerStats at each count:
+/// containerd's takes a second at 250 pods. (ListContainers and ListPodSandbox
+/// take `--list-calls`: with 50, one noisy second could move the p50 of 110 pods
+/// twofold, 0.52 and 1.09 ms in two runs of one commit, and the slope with it.)
 const STATS_CALLS: usize = 50;
 /// Untimed calls first, as in the scale scenario and for the same reason.
 const LIST_WARMUP: usize = 20;
@@ -128,15 +129,15 @@ async fn measure(
     point.figures.push(("shim_pss_kib_total", pss as f64));
     point.figures.push((
         "list_containers_ms",
-        p50(LIST_CALLS, || rt.cri.list_containers()).await?,
+        p50(opts.list_calls, || rt.cri.list_containers()).await?,
     ));
     point.figures.push((
         "list_pods_ms",
-        p50(LIST_CALLS, || rt.cri.list_pods()).await?,
+        p50(opts.list_calls, || rt.cri.list_pods()).await?,
     ));
     point.figures.push((
         "list_stats_ms",
-        p50(STATS_CALLS, || rt.cri.list_stats()).await?,
+        p50(opts.list_calls.min(STATS_CALLS), || rt.cri.list_stats()).await?,
     ));
     let (relist_ms, cpu, churned) = relist(rt, image, opts, pid).await?;
     point.figures.push(("relist_ms", relist_ms));

@@ -101,7 +101,8 @@ pub struct BenchArgs {
     /// Seconds of PLEG-style relist (with pods churning) at each pod count
     #[arg(long, default_value_t = 60)]
     relist_secs: u64,
-    /// Timed calls of each List* RPC (enough for a p90 that holds between runs)
+    /// Timed calls of each List* RPC (enough for a p90 that holds between runs;
+    /// the kubelet scenario times at most 50 ListContainerStats at each count)
     #[arg(long, default_value_t = 200)]
     list_calls: usize,
     /// Cold pulls per side (each of its own image)
@@ -373,6 +374,7 @@ impl Bench {
                 containers: self.args.containers,
                 concurrency: self.args.concurrency,
                 relist: Duration::from_secs(self.args.relist_secs),
+                list_calls: self.args.list_calls,
             };
             for (rt, idle) in self.runtimes.iter().zip(&idle) {
                 let points = kubelet::run(rt, &busybox, &opts).await;
