@@ -14,7 +14,7 @@ use crate::store::ContainerRecord;
 /// How long a SIGKILLed container may take to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 /// The exit status of a process killed by SIGKILL, as the OOM killer does.
-const SIGKILLED: u32 = 128 + libc::SIGKILL as u32;
+pub(super) const SIGKILLED: u32 = 128 + libc::SIGKILL as u32;
 /// How long an OOM event may trail the exit it explains.
 pub(super) const OOM_EVENT_GRACE: Duration = Duration::from_secs(1);
 

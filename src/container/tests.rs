@@ -130,10 +130,9 @@ async fn a_sigkill_exit_waits_for_a_trailing_oom_event_and_no_longer() {
         containers.start(id).await.unwrap();
     }
     let grace = super::lifecycle::OOM_EVENT_GRACE;
-    let sigkilled = 128 + libc::SIGKILL as u32;
     let start = tokio::time::Instant::now();
-    shim.exit("oom", sigkilled);
-    shim.exit("killed", sigkilled);
+    shim.exit("oom", super::lifecycle::SIGKILLED);
+    shim.exit("killed", super::lifecycle::SIGKILLED);
 
     // A quarter into the grace, after another container's event.
     tokio::time::sleep(grace / 4).await;
